@@ -1,0 +1,226 @@
+"""Event contract v1: the shape of every message on the four input topics.
+
+Decoding is done by msgspec straight into tagged-union structs (one union per
+topic, tagged by ``type``), which validates types, required fields and known
+event types in one pass. Anything that does not fit raises
+:class:`ContractError` with a human-readable reason; the caller dead-letters it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+TOPICS: Final = ("tickets", "calls", "orders", "surveys")
+"""The input topics, in a fixed order."""
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+"""Largest accepted message; contract events are a few hundred bytes."""
+
+MAX_FUTURE_MS: Final = 5 * 60 * 1000
+"""An event may be at most this far ahead of the wall clock (producer clock skew)."""
+
+_MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01: anything older is a unit mistake
+_MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
+
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+# Partner ids end up in Prometheus labels, table keys and HTML: keep them tame.
+_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Timestamp = int | Annotated[datetime, msgspec.Meta(tz=True)]
+Channel = Literal["phone", "email", "chat", "chatbot", "portal", "self_service", "proactive"]
+
+
+class ContractError(ValueError):
+    """A message that breaks the event contract; ``str(err)`` is the reason."""
+
+
+class _Event(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
+    event_id: Id
+    partner_id: Id
+    ts: Timestamp
+
+
+# --- tickets -----------------------------------------------------------------
+class _Ticket(_Event, kw_only=True, frozen=True):
+    ticket_id: Id
+
+
+class TicketOpened(_Ticket, tag="opened", frozen=True):
+    severity: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    channel: Channel | None = None
+    order_id: Id | None = None
+
+
+class TicketContacted(_Ticket, tag="contacted", frozen=True):
+    pass
+
+
+class TicketEscalated(_Ticket, tag="escalated", frozen=True):
+    documented: bool | None = None
+    kb_article: Id | None = None
+
+
+class TicketResolved(_Ticket, tag="resolved", frozen=True):
+    first_contact: bool | None = None
+    truck_roll: bool | None = None
+
+
+class TicketClosed(_Ticket, tag="closed", frozen=True):
+    pass
+
+
+class TicketReopened(_Ticket, tag="reopened", frozen=True):
+    pass
+
+
+TicketEvent = (
+    TicketOpened | TicketContacted | TicketEscalated | TicketResolved | TicketClosed | TicketReopened
+)
+
+
+# --- calls -------------------------------------------------------------------
+class _Call(_Event, kw_only=True, frozen=True):
+    call_id: Id
+
+
+class CallQueued(_Call, tag="queued", frozen=True):
+    pass
+
+
+class CallAnswered(_Call, tag="answered", frozen=True):
+    pass
+
+
+class CallAbandoned(_Call, tag="abandoned", frozen=True):
+    pass
+
+
+CallEvent = CallQueued | CallAnswered | CallAbandoned
+
+
+# --- orders ------------------------------------------------------------------
+class _Order(_Event, kw_only=True, frozen=True):
+    order_id: Id
+
+
+class OrderScheduled(_Order, tag="scheduled", frozen=True):
+    # A date (local calendar day) or an instant; validated further in decode().
+    due_date: Annotated[str, msgspec.Meta(min_length=10, max_length=40)]
+
+
+class OrderInstalled(_Order, tag="installed", frozen=True):
+    pass
+
+
+class OrderCancelled(_Order, tag="cancelled", frozen=True):
+    pass
+
+
+OrderEvent = OrderScheduled | OrderInstalled | OrderCancelled
+
+
+# --- surveys -----------------------------------------------------------------
+class SurveyResponse(_Event, tag="response", frozen=True):
+    score: float
+    kind: Literal["csat", "xla"]
+    ticket_id: Id | None = None
+
+
+SurveyEvent = SurveyResponse
+
+Event = TicketEvent | CallEvent | OrderEvent | SurveyEvent
+
+ENTITY_FIELD: Final[dict[str, str | None]] = {
+    "tickets": "ticket_id",
+    "calls": "call_id",
+    "orders": "order_id",
+    "surveys": None,
+}
+"""Which field names the entity an event belongs to, per topic."""
+
+SCORE_RANGE: Final = {"csat": (1.0, 5.0), "xla": (0.0, 10.0)}
+
+_DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
+    "tickets": msgspec.json.Decoder(TicketEvent),
+    "calls": msgspec.json.Decoder(CallEvent),
+    "orders": msgspec.json.Decoder(OrderEvent),
+    "surveys": msgspec.json.Decoder(SurveyEvent),
+}
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+class Parsed(msgspec.Struct, frozen=True):
+    """A validated event plus its event time, normalised."""
+
+    topic: str
+    event: Any
+    ts_ms: int
+    offset_s: int
+    """UTC offset the producer wrote ``ts`` in (0 for epoch milliseconds)."""
+
+
+def to_ms(ts: int | datetime) -> tuple[int, int]:
+    """Event time as (epoch milliseconds, UTC offset in seconds)."""
+    if isinstance(ts, int):
+        return ts, 0
+    offset = ts.utcoffset()
+    return (ts - _EPOCH) // _MS, int(offset.total_seconds()) if offset is not None else 0
+
+
+def parse_due(due: str) -> tuple[date | None, int | None]:
+    """A due date as (calendar date, None) or (None, epoch ms of the instant)."""
+    if len(due) == 10:
+        try:
+            return date.fromisoformat(due), None
+        except ValueError as exc:
+            raise ContractError(f"due_date {due!r} is not a valid date: {exc}") from None
+    try:
+        instant = datetime.fromisoformat(due.replace("Z", "+00:00"))
+    except ValueError:
+        raise ContractError(f"due_date {due!r} is not an RFC 3339 date or date-time") from None
+    if instant.tzinfo is None:
+        raise ContractError(f"due_date {due!r} has a time but no UTC offset")
+    return None, to_ms(instant)[0]
+
+
+def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
+    """Validate one message of ``topic``; raise ContractError with the reason."""
+    decoder = _DECODERS.get(topic)
+    if decoder is None:
+        raise ContractError(f"unknown topic {topic!r}")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ContractError(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES} limit")
+    try:
+        event = decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"invalid {topic} event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"not a JSON object: {exc}") from None
+    if not _PARTNER_RE.match(event.partner_id):
+        raise ContractError(
+            f"partner_id {event.partner_id!r} must be 1-64 of letters, digits, '.', '_', '-'"
+        )
+    if not _ID_RE.match(event.event_id):
+        raise ContractError(f"event_id {event.event_id!r} has characters outside [A-Za-z0-9._:@/+-]")
+    ts_ms, offset_s = to_ms(event.ts)
+    if not _MIN_TS_MS <= ts_ms < _MAX_TS_MS:
+        raise ContractError(f"ts {ts_ms} ms is outside 2000..2100 (seconds instead of ms?)")
+    if ts_ms - wall_ms > MAX_FUTURE_MS:
+        raise ContractError(
+            f"ts is {(ts_ms - wall_ms) / 1000:.0f} s ahead of the wall clock (limit 300 s)"
+        )
+    if isinstance(event, SurveyResponse):
+        lo, hi = SCORE_RANGE[event.kind]
+        if not (math.isfinite(event.score) and lo <= event.score <= hi):
+            raise ContractError(f"{event.kind} score {event.score} outside {lo:g}..{hi:g}")
+    elif isinstance(event, OrderScheduled):
+        parse_due(event.due_date)
+    return Parsed(topic, event, ts_ms, offset_s)

@@ -1,0 +1,487 @@
+"""Independent, brute-force reference implementation of the partnerpulse v1 KPI semantics.
+
+This module deliberately shares no code with the ``streams`` package: it re-derives every
+KPI value from the full list of accepted events, following the specification
+(``semantics.md``) literally. It is slow on purpose (lists, sorts, filters) so that it is easy
+to check by eye; integration tests compare the streaming engine against it.
+
+Tie-breaking rules that the spec leaves open (the engine must match them):
+
+* "earliest" event of an entity: smallest ts_ms; on equal ts_ms the event accepted FIRST
+  (arrival order) wins.
+* "scheduled event with the LARGEST ts_ms": on equal ts_ms the event accepted LAST wins.
+* ``now`` (event clock) and the late rule are global, i.e. over all partners' accepted events.
+* Duplicates are keyed by (partner_id, event_id) across all topics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+Event = dict[str, Any]
+TopicEvent = tuple[str, Event]
+
+SECOND_MS = 1_000
+MINUTE_MS = 60 * SECOND_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+#: window name -> (length_ms, resolution_ms)
+WINDOWS: dict[str, tuple[int, int]] = {
+    "1h": (3_600 * SECOND_MS, 60 * SECOND_MS),
+    "24h": (86_400 * SECOND_MS, 3_600 * SECOND_MS),
+    "7d": (604_800 * SECOND_MS, 3_600 * SECOND_MS),
+    "30d": (2_592_000 * SECOND_MS, 3_600 * SECOND_MS),
+}
+
+#: An event is late if its hour bucket <= hour_bucket(now_at_arrival) - LATE_HOUR_BUCKETS.
+LATE_HOUR_BUCKETS = 720
+
+#: follow_up horizon for fai_rate (30 days).
+FAI_HORIZON_MS = 30 * DAY_MS
+
+#: kpi id -> direction / default target / min samples (from the default catalog).
+DEFAULT_KPIS: dict[str, dict[str, Any]] = {
+    "ots_down_hard": {"direction": "lower", "target": 7200.0, "min_samples": 5},
+    "ots_service_affecting": {"direction": "lower", "target": 7200.0, "min_samples": 5},
+    "ots_down_hard_p90": {"direction": "lower", "target": 14400.0, "min_samples": 10},
+    "asa": {"direction": "lower", "target": 60.0, "min_samples": 20},
+    "service_level": {"direction": "higher", "target": 0.80, "min_samples": 20},
+    "abandon_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
+    "mttr": {"direction": "lower", "target": 14400.0, "min_samples": 5},
+    "fai_rate": {"direction": "lower", "target": 0.05, "min_samples": 10},
+    "on_time_install": {"direction": "higher", "target": 0.90, "min_samples": 10},
+    "escalation_rate": {"direction": "lower", "target": 0.15, "min_samples": 20},
+    "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
+    "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
+    "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},
+    "reopen_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
+    "first_contact_resolution": {"direction": "higher", "target": 0.70, "min_samples": 20},
+    "truck_roll_rate": {"direction": "lower", "target": 0.20, "min_samples": 20},
+}
+
+ATTAINMENT_CAP = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# Time parsing
+# --------------------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DATE_ONLY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _offset_ms(offset: str) -> int:
+    """Return the UTC offset of an RFC 3339 offset string ("Z", "+02:00", ...) in ms."""
+    if offset in ("Z", "z"):
+        return 0
+    sign = -1 if offset[0] == "-" else 1
+    hours, minutes = int(offset[1:3]), int(offset[4:6])
+    return sign * (hours * HOUR_MS + minutes * MINUTE_MS)
+
+
+def _parse_rfc3339(ts: str) -> tuple[int, int]:
+    """Parse an RFC 3339 date-time with offset; return (epoch ms, offset ms).
+
+    Fractional seconds beyond the millisecond are truncated (digits are cut, never rounded).
+    """
+    m = _RFC3339.match(ts)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 date-time with offset: {ts!r}")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7)
+    millis = int((frac[1:] + "000")[:3]) if frac else 0
+    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    local_ms = days * DAY_MS + hour * HOUR_MS + minute * MINUTE_MS + second * SECOND_MS + millis
+    offset = _offset_ms(m.group(8))
+    return local_ms - offset, offset
+
+
+def to_ms(ts: str | int) -> int:
+    """Convert an event ``ts`` (RFC 3339 string with offset, or int epoch ms) to epoch ms."""
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts
+    if isinstance(ts, str):
+        return _parse_rfc3339(ts)[0]
+    raise TypeError(f"unsupported ts: {ts!r}")
+
+
+def local_date(ts: str | int) -> date:
+    """Calendar date of ``ts`` in the UTC offset written in it (UTC for epoch ms)."""
+    if isinstance(ts, str):
+        ms, offset = _parse_rfc3339(ts)
+    else:
+        ms, offset = to_ms(ts), 0
+    return date.fromordinal(_EPOCH_ORDINAL + (ms + offset) // DAY_MS)
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------
+
+
+def in_window(t_ms: int, now_ms: int, window: str) -> bool:
+    """True iff bucket(now) - L/R < bucket(t) <= bucket(now) for the given window."""
+    length, res = WINDOWS[window]
+    now_bucket = now_ms // res
+    return now_bucket - length // res < t_ms // res <= now_bucket
+
+
+# --------------------------------------------------------------------------------------------
+# Acceptance: duplicates and late events
+# --------------------------------------------------------------------------------------------
+
+
+def accepted_events(events: list[TopicEvent]) -> list[TopicEvent]:
+    """Return the events that are accepted, in arrival order.
+
+    An event is ignored if an event with the same (partner_id, event_id) was already
+    accepted, or if it is late: hour_bucket(ts) <= hour_bucket(now_at_arrival) - 720, where
+    now_at_arrival is the largest ts of the events accepted before it (no event is late while
+    nothing has been accepted yet). Ignored events do not advance ``now``.
+    """
+    accepted: list[TopicEvent] = []
+    seen: set[tuple[str, str]] = set()
+    for topic, ev in events:
+        key = (ev["partner_id"], ev["event_id"])
+        if key in seen:
+            continue
+        ts = to_ms(ev["ts"])
+        if accepted:
+            now = max(to_ms(e["ts"]) for _, e in accepted)
+            if ts // HOUR_MS <= now // HOUR_MS - LATE_HOUR_BUCKETS:
+                continue
+        accepted.append((topic, ev))
+        seen.add(key)
+    return accepted
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers over the accepted events
+# --------------------------------------------------------------------------------------------
+
+
+def _is_true(ev: Event, field: str) -> bool:
+    """Field filter ``field == true``: present and JSON true."""
+    return field in ev and ev[field] is True
+
+
+def _earliest(evs: list[Event]) -> Event | None:
+    """Event with the smallest ts; ties -> first in list (arrival) order."""
+    best: Event | None = None
+    for ev in evs:
+        if best is None or to_ms(ev["ts"]) < to_ms(best["ts"]):
+            best = ev
+    return best
+
+
+def _latest(evs: list[Event]) -> Event | None:
+    """Event with the largest ts; ties -> last in list (arrival) order."""
+    best: Event | None = None
+    for ev in evs:
+        if best is None or to_ms(ev["ts"]) >= to_ms(best["ts"]):
+            best = ev
+    return best
+
+
+def _select(accepted: list[TopicEvent], topic: str, types: tuple[str, ...]) -> list[Event]:
+    """All accepted events of ``topic`` whose type is in ``types`` (arrival order)."""
+    return [ev for tp, ev in accepted if tp == topic and ev["type"] in types]
+
+
+def _group(evs: list[Event], id_field: str) -> dict[tuple[str, str], list[Event]]:
+    """Group events by (partner_id, entity id), keeping arrival order inside each group."""
+    groups: dict[tuple[str, str], list[Event]] = {}
+    for ev in evs:
+        groups.setdefault((ev["partner_id"], ev[id_field]), []).append(ev)
+    return groups
+
+
+def _always(ev: Event) -> bool:
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Sample extraction per KPI kind. A "sample" is (time_ms, value).
+# --------------------------------------------------------------------------------------------
+
+Sample = tuple[int, float]
+PartnerSamples = dict[str, list[Sample]]
+
+
+def _duration_samples(
+    accepted: list[TopicEvent],
+    topic: str,
+    id_field: str,
+    start_type: str,
+    start_filter: Any,
+    stop_types: tuple[str, ...],
+    success_type: str | None = None,
+    within_s: float | None = None,
+) -> PartnerSamples:
+    """Duration samples per partner.
+
+    Per entity: start = earliest start event passing ``start_filter``, stop = earliest event
+    of any of ``stop_types``. A sample exists iff both exist and stop_ts >= start_ts; its time
+    is stop_ts. Value = seconds, or (share_within) 1/0 = success type and duration <= T.
+    """
+    out: PartnerSamples = {}
+    evs = _select(accepted, topic, (start_type, *stop_types))
+    for (partner, _entity), group in _group(evs, id_field).items():
+        start = _earliest([e for e in group if e["type"] == start_type and start_filter(e)])
+        stop = _earliest([e for e in group if e["type"] in stop_types])
+        if start is None or stop is None:
+            continue
+        start_ts, stop_ts = to_ms(start["ts"]), to_ms(stop["ts"])
+        if stop_ts < start_ts:
+            continue
+        seconds = (stop_ts - start_ts) / 1000
+        if within_s is None:
+            value = seconds
+        else:
+            value = 1.0 if stop["type"] == success_type and seconds <= within_s else 0.0
+        out.setdefault(partner, []).append((stop_ts, value))
+    return out
+
+
+def _counter_times(
+    accepted: list[TopicEvent],
+    topic: str,
+    type_: str,
+    filt: Any,
+    distinct_field: str | None,
+) -> dict[str, list[int]]:
+    """Times at which a ratio counter counts, per partner.
+
+    Without distinct, every matching accepted event counts at its own ts. With distinct,
+    each entity counts once, at the ts of its earliest matching event.
+    """
+    out: dict[str, list[int]] = {}
+    matching = [e for e in _select(accepted, topic, (type_,)) if filt(e)]
+    if distinct_field is None:
+        for ev in matching:
+            out.setdefault(ev["partner_id"], []).append(to_ms(ev["ts"]))
+    else:
+        for (partner, _entity), group in _group(matching, distinct_field).items():
+            first = _earliest(group)
+            assert first is not None
+            out.setdefault(partner, []).append(to_ms(first["ts"]))
+    return out
+
+
+def _mean_field_samples(accepted: list[TopicEvent], kind: str) -> PartnerSamples:
+    """surveys.response[kind=...] score, each at its own ts."""
+    out: PartnerSamples = {}
+    for ev in _select(accepted, "surveys", ("response",)):
+        if ev.get("kind") == kind:
+            out.setdefault(ev["partner_id"], []).append((to_ms(ev["ts"]), float(ev["score"])))
+    return out
+
+
+def _follow_up_samples(accepted: list[TopicEvent]) -> PartnerSamples:
+    """fai_rate: per order, sample at earliest install; 1 iff a tickets.opened with that
+    order_id has install_ts < ts <= install_ts + 30 days."""
+    out: PartnerSamples = {}
+    opened = [e for e in _select(accepted, "tickets", ("opened",)) if "order_id" in e]
+    installs = _select(accepted, "orders", ("installed",))
+    for (partner, order_id), group in _group(installs, "order_id").items():
+        first = _earliest(group)
+        assert first is not None
+        install_ts = to_ms(first["ts"])
+        hit = any(
+            e["partner_id"] == partner
+            and e["order_id"] == order_id
+            and install_ts < to_ms(e["ts"]) <= install_ts + FAI_HORIZON_MS
+            for e in opened
+        )
+        out.setdefault(partner, []).append((install_ts, 1.0 if hit else 0.0))
+    return out
+
+
+def _deadline_samples(accepted: list[TopicEvent]) -> PartnerSamples:
+    """on_time_install: per order with >= 1 scheduled event, sample at earliest install."""
+    out: PartnerSamples = {}
+    evs = _select(accepted, "orders", ("scheduled", "installed"))
+    for (partner, _order_id), group in _group(evs, "order_id").items():
+        install = _earliest([e for e in group if e["type"] == "installed"])
+        schedule = _latest([e for e in group if e["type"] == "scheduled"])
+        if install is None or schedule is None:
+            continue
+        due = schedule["due_date"]
+        m = _DATE_ONLY.match(due)
+        if m is not None:
+            due_day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            met = local_date(install["ts"]) <= due_day
+        else:
+            met = to_ms(install["ts"]) <= to_ms(due)
+        out.setdefault(partner, []).append((to_ms(install["ts"]), 1.0 if met else 0.0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The default catalog
+# --------------------------------------------------------------------------------------------
+
+
+def _severity(sev: str) -> Any:
+    return lambda ev: ev.get("severity") == sev
+
+
+def _good_escalation(ev: Event) -> bool:
+    return _is_true(ev, "documented") and ev.get("kb_article") is None
+
+
+def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamples]]:
+    """kpi id -> (statistic, samples per partner) for every non-ratio default KPI."""
+    ots_dh = _duration_samples(
+        accepted, "tickets", "ticket_id", "opened", _severity("down_hard"), ("contacted",)
+    )
+    return {
+        "ots_down_hard": ("mean", ots_dh),
+        "ots_service_affecting": (
+            "mean",
+            _duration_samples(
+                accepted,
+                "tickets",
+                "ticket_id",
+                "opened",
+                _severity("service_affecting"),
+                ("contacted",),
+            ),
+        ),
+        "ots_down_hard_p90": ("p90", ots_dh),
+        "asa": (
+            "mean",
+            _duration_samples(accepted, "calls", "call_id", "queued", _always, ("answered",)),
+        ),
+        "service_level": (
+            "mean",
+            _duration_samples(
+                accepted,
+                "calls",
+                "call_id",
+                "queued",
+                _always,
+                ("answered", "abandoned"),
+                success_type="answered",
+                within_s=60,
+            ),
+        ),
+        "mttr": (
+            "mean",
+            _duration_samples(accepted, "tickets", "ticket_id", "opened", _always, ("resolved",)),
+        ),
+        "fai_rate": ("mean", _follow_up_samples(accepted)),
+        "on_time_install": ("mean", _deadline_samples(accepted)),
+        "csat": ("mean", _mean_field_samples(accepted, "csat")),
+        "xla": ("mean", _mean_field_samples(accepted, "xla")),
+    }
+
+
+def _ratio_kpis(
+    accepted: list[TopicEvent],
+) -> dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]]:
+    """kpi id -> (numerator times per partner, denominator times per partner)."""
+
+    def c(topic: str, type_: str, filt: Any, distinct: str | None) -> dict[str, list[int]]:
+        return _counter_times(accepted, topic, type_, filt, distinct)
+
+    resolved = c("tickets", "resolved", _always, "ticket_id")
+    return {
+        "abandon_rate": (
+            c("calls", "abandoned", _always, "call_id"),
+            c("calls", "queued", _always, "call_id"),
+        ),
+        "escalation_rate": (
+            c("tickets", "escalated", _always, "ticket_id"),
+            c("tickets", "opened", _always, "ticket_id"),
+        ),
+        "good_escalation_ratio": (
+            c("tickets", "escalated", _good_escalation, None),
+            c("tickets", "escalated", _always, None),
+        ),
+        "reopen_rate": (c("tickets", "reopened", _always, "ticket_id"), resolved),
+        "first_contact_resolution": (
+            c("tickets", "resolved", lambda e: _is_true(e, "first_contact"), "ticket_id"),
+            resolved,
+        ),
+        "truck_roll_rate": (
+            c("tickets", "resolved", lambda e: _is_true(e, "truck_roll"), "ticket_id"),
+            resolved,
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KpiResult:
+    """Exported value of one partner x kpi x window."""
+
+    value: float
+    samples: int
+
+
+def p90_nearest_rank(values: list[float]) -> float:
+    """Nearest-rank p90: sorted ascending, element index ceil(0.9 * n) - 1."""
+    ordered = sorted(values)
+    n = len(ordered)
+    index = -((-9 * n) // 10) - 1  # ceil(9n/10) - 1 in exact integer arithmetic
+    return ordered[index]
+
+
+def compute(
+    events: list[TopicEvent],
+    now_ms: int | None = None,
+) -> dict[tuple[str, str, str], KpiResult]:
+    """Compute every default KPI for every partner and window.
+
+    ``events`` are (topic, event) pairs in arrival order (assumed valid per the contract).
+    ``now_ms`` defaults to the event clock: the largest ts of the accepted events.
+    Returns (partner_id, kpi_id, window) -> KpiResult, only for keys with samples > 0.
+    """
+    accepted = accepted_events(events)
+    if now_ms is None:
+        if not accepted:
+            return {}
+        now_ms = max(to_ms(ev["ts"]) for _, ev in accepted)
+
+    results: dict[tuple[str, str, str], KpiResult] = {}
+    for kpi_id, (stat, per_partner) in _sample_kpis(accepted).items():
+        for partner, samples in per_partner.items():
+            for window in WINDOWS:
+                values = [v for t, v in samples if in_window(t, now_ms, window)]
+                if not values:
+                    continue
+                mean = sum(values) / len(values)
+                value = p90_nearest_rank(values) if stat == "p90" else mean
+                results[(partner, kpi_id, window)] = KpiResult(value, len(values))
+
+    for kpi_id, (num, den) in _ratio_kpis(accepted).items():
+        for partner, den_times in den.items():
+            for window in WINDOWS:
+                d = sum(1 for t in den_times if in_window(t, now_ms, window))
+                if d == 0:
+                    continue
+                n = sum(1 for t in num.get(partner, []) if in_window(t, now_ms, window))
+                results[(partner, kpi_id, window)] = KpiResult(n / d, d)
+    return results
+
+
+def attainment(kpi_id: str, value: float, target: float) -> float:
+    """value/target (higher better) or target/value (lower better; value 0 -> cap), capped."""
+    direction = DEFAULT_KPIS[kpi_id]["direction"]
+    if direction == "higher":
+        return min(value / target, ATTAINMENT_CAP)
+    if value == 0:
+        return ATTAINMENT_CAP
+    return min(target / value, ATTAINMENT_CAP)
