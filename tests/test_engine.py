@@ -1,0 +1,155 @@
+"""The engine against the independent reference, with explicit timestamps and no broker."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.catalog import ConfigError, load_catalog, load_config
+from streams.engine import Engine, Outcome, attainment
+from tests import reference
+from tests.streams_gen import DAY, HOUR, _ms, random_events
+
+T0 = 1_788_000_000_000  # 2026-08-29, a fixed instant: no test depends on the real clock
+WALL = T0 + 120 * DAY  # a wall clock after every generated event (the future check)
+PARTNERS = ["acme", "bluefiber", "cedar-networks"]
+
+
+def _engine(clock: str = "event") -> Engine:
+    catalog, partners = load_config()
+    return Engine(catalog, partners, clock=clock)
+
+
+def _feed(engine: Engine, events: list[tuple[str, dict]]) -> list[Outcome]:
+    return [engine.ingest(t, orjson.dumps(e), WALL).outcome for t, e in events]
+
+
+def _assert_matches(engine: Engine, events: list[tuple[str, dict]], now: int | None) -> int:
+    expected = reference.compute(events, now)
+    now_ms = now if now is not None else engine.now(WALL)
+    got = {(p, k, w): v for p in engine.partner_ids()
+           for (k, w), v in engine.evaluate(p, now_ms).items()}
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
+    for key, ref in expected.items():
+        value = got[key]
+        assert value.samples == ref.samples, key
+        tolerance = 0.01 if key[1].endswith("_p90") else 1e-9
+        assert math.isclose(value.value, ref.value, rel_tol=tolerance, abs_tol=1e-9), (
+            key, value, ref)
+    return len(expected)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_kpi_and_window_matches_reference(seed: int) -> None:
+    # 40 days of history, then a dense last two hours so the 1h window has plenty too
+    events = random_events(seed, PARTNERS, T0, 40 * DAY)
+    events += random_events(seed, PARTNERS, T0 + 40 * DAY, 2 * HOUR, prefix="burst-")
+    end = T0 + 40 * DAY + 2 * HOUR  # cut the lifecycles there: the clock stops at the burst
+    events = [(t, e) for t, e in events if _ms(e["ts"]) <= end]
+    engine = _engine()
+    outcomes = _feed(engine, events)
+    assert Outcome.DUPLICATE in outcomes
+    checked = _assert_matches(engine, events, None)
+    # every default KPI is exercised in every window (installs take days, so the order
+    # KPIs may miss the 1h window) for at least one partner
+    kpis_windows = {(k, w) for (_, k, w) in reference.compute(events)}
+    assert {(k, w) for k in reference.DEFAULT_KPIS for w in ("24h", "7d", "30d")} <= kpis_windows
+    assert len(kpis_windows) >= 16 * 4 - 2
+    assert checked >= 3 * 60  # three partners
+
+
+def test_values_at_later_instants_slide_out_of_windows() -> None:
+    events = random_events(4, PARTNERS, T0, 3 * DAY)
+    engine = _engine()
+    _feed(engine, events)
+    end = engine.now(WALL)
+    for later in (end + 30 * 60_000, end + 23 * HOUR, end + 6 * DAY, end + 29 * DAY):
+        _assert_matches(engine, events, later)
+    later = end + 31 * DAY
+    assert all(not engine.evaluate(p, later) for p in engine.partner_ids())
+
+
+def test_arrival_order_does_not_matter() -> None:
+    events = random_events(5, PARTNERS, T0, 10 * DAY)
+    shuffled = events[:]
+    random.Random(9).shuffle(shuffled)
+    a, b = _engine(), _engine()
+    _feed(a, events)
+    _feed(b, shuffled)
+    now = max(a.now(WALL), b.now(WALL))
+    for partner in PARTNERS:
+        ea, eb = a.evaluate(partner, now), b.evaluate(partner, now)
+        assert set(ea) == set(eb)
+        for key in ea:
+            assert math.isclose(ea[key].value, eb[key].value, rel_tol=1e-9), key
+            assert ea[key].samples == eb[key].samples
+
+
+def test_late_events_are_counted_and_dropped() -> None:
+    engine = _engine()
+    base = {"partner_id": "acme", "ticket_id": "t1", "severity": "down_hard"}
+    fresh = {"event_id": "a", "type": "opened", "ts": T0 + 40 * DAY, **base}
+    stale = {"event_id": "b", "type": "opened", "ts": T0, **base, "ticket_id": "t2"}
+    assert _feed(engine, [("tickets", fresh), ("tickets", stale)]) == [
+        Outcome.ACCEPTED, Outcome.LATE]
+    assert engine.counts[("tickets", Outcome.LATE)] == 1
+    _assert_matches(engine, [("tickets", fresh), ("tickets", stale)], None)
+
+
+def test_duplicates_never_change_a_kpi_even_after_restore() -> None:
+    events = random_events(6, PARTNERS, T0, 5 * DAY)
+    engine = _engine()
+    _feed(engine, events)
+    journal = {k: v for k, v in engine.drain() if v is not None}
+    restored = _engine()
+    assert restored.restore(journal.values()) == len(journal)
+    now = engine.now(WALL)
+    assert restored.now(WALL) == now
+    for partner in PARTNERS:
+        assert restored.evaluate(partner, now) == engine.evaluate(partner, now)
+    # the whole stream delivered again after the restore is all duplicates
+    outcomes = _feed(restored, events)
+    assert set(outcomes) == {Outcome.DUPLICATE}
+    _assert_matches(restored, events, None)
+
+
+def test_journal_deletes_events_past_retention() -> None:
+    engine = _engine()
+    first = {"event_id": "a", "type": "queued", "partner_id": "acme", "call_id": "c", "ts": T0}
+    later = {**first, "event_id": "b", "call_id": "d", "ts": T0 + 91 * DAY}
+    _feed(engine, [("calls", first), ("calls", later)])
+    writes = engine.drain()
+    assert [(k, v is None) for k, v in writes][-1] == (b"acme\x1fa", True)
+
+
+def test_rejections_carry_reasons() -> None:
+    engine = _engine()
+    result = engine.ingest("tickets", b'{"event_id":"x","type":"opened"}', WALL)
+    assert result.outcome is Outcome.REJECTED
+    assert "partner_id" in result.reason or "required" in result.reason
+
+
+def test_attainment_direction_and_cap() -> None:
+    catalog, _ = load_config()
+    asa, csat = catalog.kpi("asa"), catalog.kpi("csat")
+    assert attainment(asa, 30.0, 60.0) == pytest.approx(2.0)
+    assert attainment(asa, 120.0, 60.0) == pytest.approx(0.5)
+    assert attainment(asa, 0.0, 60.0) == 10.0
+    assert attainment(csat, 4.62, 4.2) == pytest.approx(1.1)
+
+
+def test_bad_catalog_names_file_and_line(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "config" / "kpis.yaml").read_text()
+    bad = text.replace("    target: 60\n", "    target: sixty\n", 1)
+    path = tmp_path / "kpis.yaml"
+    path.write_text(bad)
+    line = bad.splitlines().index("    target: sixty") + 1
+    with pytest.raises(ConfigError, match=rf"kpis.yaml:{line}: .*target"):
+        load_catalog(path)
+    path.write_text(text.replace("type: contacted", "type: contact", 1))
+    with pytest.raises(ConfigError, match=r"kpis.yaml:\d+: .*no event type 'contact'"):
+        load_catalog(path)
