@@ -17,7 +17,9 @@ import yaml
 
 from .contract import TOPICS
 
-DEFAULT_CONFIG_DIR: Final = Path(__file__).resolve().parent.parent / "config"
+_SOURCE_CONFIG = Path(__file__).resolve().parent.parent / "config"
+# From a source checkout (editable install) the repo's config/; otherwise ./config.
+DEFAULT_CONFIG_DIR: Final = _SOURCE_CONFIG if _SOURCE_CONFIG.is_dir() else Path("config")
 TIERS: Final = ("premier", "business", "select", "authorized")
 
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -35,11 +37,11 @@ def duration_ms(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, int | float):
-        return int(round(value * 1000))
+        return round(value * 1000)
     match = _DURATION_RE.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a duration like '90s', '2h' or '30d'")
-    return int(round(float(match.group(1)) * _UNIT_MS[match.group(2)]))
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 # --- the YAML shapes (validated by msgspec) ---------------------------------
@@ -249,9 +251,9 @@ def _line_of(node: yaml.Node | None, path: list[str | int]) -> int | None:
                 if getattr(key, "value", None) == step:
                     nxt = value
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-            if 0 <= step < len(node.value):
-                nxt = node.value[step]
+        elif (isinstance(node, yaml.SequenceNode) and isinstance(step, int)
+              and 0 <= step < len(node.value)):
+            nxt = node.value[step]
         if nxt is None:
             break
         node = nxt
@@ -344,7 +346,7 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail) -> 
     if isinstance(raw.statistic, dict):
         if set(raw.statistic) != {"within"}:
             raise fail([*here, "statistic"], "statistic mapping must be {within: SECONDS}")
-        statistic, threshold = "share_within", int(round(raw.statistic["within"] * 1000))
+        statistic, threshold = "share_within", round(raw.statistic["within"] * 1000)
     elif raw.statistic != "mean":
         pct = _PERCENTILE_RE.match(raw.statistic)
         if not pct or not 0 < float(pct.group(1)) < 100:

@@ -1,0 +1,5 @@
+"""``python -m streams`` runs the partnerpulse command."""
+
+from .cli import main
+
+main()

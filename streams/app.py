@@ -1,0 +1,212 @@
+"""The Faust layer: topics, the state table, the agent and the web views.
+
+Everything that counts lives in :mod:`streams.engine`; this module only moves
+bytes between Kafka and the engine:
+
+* one agent reads the four input topics and the repartition topic, with
+  concurrency 1, and hands each message to the engine;
+* an event that arrived on a partition other than its partner's (a producer
+  that did not key by ``partner_id``) is forwarded once to the repartition
+  topic on the right partition, so all of a partner's state lives on one worker;
+* each accepted event is one record in the changelog-backed table
+  ``<app_id>-journal``; on recovery the engine is rebuilt from the table;
+* contract violations go to the dead-letter topic with the original bytes and
+  the reason in the ``pp-reason`` header.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .catalog import load_config
+from .contract import TOPICS, ContractError, decode
+from .engine import Engine, Outcome
+from .exporter import KpiCollector, make_registry
+from .settings import Settings
+from .topics import DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
+
+log = logging.getLogger("partnerpulse")
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    items = headers.items() if hasattr(headers, "items") else headers
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+class Pipeline:
+    """The Faust app with its engine, wired together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        catalog, partners = load_config(settings.config_dir)
+        self.engine = Engine(catalog, partners, clock=settings.clock)
+        store = "memory://" if settings.store == "memory" else "rocksdb://"
+        rebalance = settings.rebalance_timeout_s
+        self.app = faust.App(
+            settings.app_id,
+            broker=settings.broker,
+            store=store,
+            datadir=str(settings.data_dir),
+            env_prefix="PARTNERPULSE_FAUST_",
+            web_bind=settings.web_bind,
+            web_port=settings.web_port,
+            web_host=settings.web_bind,
+            web_tables_enabled=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            table_standby_replicas=0,
+            broker_rebalance_timeout=rebalance,
+            broker_session_timeout=min(rebalance, 10.0),
+            broker_heartbeat_interval=min(rebalance / 10, 3.0),
+            broker_max_poll_interval=max(rebalance, 10.0),
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            producer_linger_ms=5,
+        )
+        self.partitions = settings.partitions
+        self.source = self._raw_topic(*TOPICS, REPARTITION)
+        self.repartition = self._raw_topic(REPARTITION)
+        self.dead_letter = self._raw_topic(DEAD_LETTER)
+        self.journal = self.app.Table(
+            "journal", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+        )
+        self.journal.on_recover(self._on_recover)
+        self.app.agent(self.source, name="ingest", concurrency=1)(self._ingest)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.ready = False
+        self._owned: set[int] = set()
+        self.collector = KpiCollector(self.engine, self.owns, wall_ms)
+        self.registry = make_registry(self.collector)
+        self._add_views()
+
+    def _raw_topic(self, *names: str) -> faust.TopicT:
+        """Topics carry raw bytes: decoding and validation are the engine's job."""
+        return self.app.topic(*names, key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
+
+    # --- ownership ----------------------------------------------------------------
+    def owned_partitions(self) -> set[int]:
+        """Partitions of the input topics this worker holds now."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives()
+                if tp.topic == TOPICS[0]}
+
+    def owns(self, partner: str) -> bool:
+        """True while the partner's partition is assigned to this worker."""
+        return self.ready and partition_for(partner, self.partitions) in self._owned
+
+    async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
+        self.ready = False  # export nothing until recovery gives us a consistent view
+        gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
+        self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
+
+    async def _on_recover(self) -> None:
+        owned = self.owned_partitions()
+        keep = self.engine.partner_ids()
+        self.engine.drop_partners(lambda p: partition_for(p, self.partitions) in owned)
+        had = set(self.engine.partner_ids())
+        records = []
+        for key, value in self.journal.data.items():
+            partner = key.split(b"\x1f", 1)[0].decode()
+            if partner in had or partition_for(partner, self.partitions) not in owned:
+                continue
+            records.append(value)
+        started = time.perf_counter()
+        applied = self.engine.restore(records)
+        self._owned = owned
+        self.ready = True
+        log.info("recovered %d journal events in %.2fs; partitions %s (%d partners kept)",
+                 applied, time.perf_counter() - started, sorted(owned), len(keep))
+
+    # --- the agent ----------------------------------------------------------------
+    async def _ingest(self, stream: faust.StreamT) -> None:
+        engine, journal = self.engine, self.journal
+        async for event in stream.events():
+            msg = event.message
+            raw: bytes = event.value if isinstance(event.value, bytes) else b""
+            topic = msg.topic
+            if topic == REPARTITION:
+                topic = _header(msg.headers, SOURCE_HEADER) or ""
+            now = wall_ms()
+            try:
+                parsed = decode(topic, raw, now)
+            except ContractError as exc:
+                engine.reject(topic, str(exc))
+                self._dead_letter(msg, raw, topic, str(exc))
+                continue
+            expected = partition_for(parsed.event.partner_id, self.partitions)
+            if msg.topic != REPARTITION and msg.partition != expected:
+                self.repartition.send_soon(
+                    key=parsed.event.partner_id.encode(), value=raw, partition=expected,
+                    headers=[(SOURCE_HEADER, topic.encode())],
+                )
+                continue
+            result = engine.apply(parsed, now)
+            if result.outcome is Outcome.REJECTED:
+                self._dead_letter(msg, raw, topic, result.reason)
+            for key, value in engine.drain():
+                if value is None:
+                    journal.pop(key, None)
+                else:
+                    journal[key] = value
+
+    def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> None:
+        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        self.dead_letter.send_soon(
+            key=msg.key if isinstance(msg.key, bytes) else None,
+            value=raw,
+            headers=[
+                (REASON_HEADER, reason.encode()),
+                (SOURCE_HEADER, topic.encode()),
+                ("pp-partition", str(msg.partition).encode()),
+                ("pp-offset", str(msg.offset).encode()),
+            ],
+        )
+
+    # --- web ----------------------------------------------------------------------
+    def _add_views(self) -> None:
+        pipeline = self
+
+        class Metrics(faust.web.View):
+            """Prometheus exposition of this worker's partners."""
+
+            async def get(self, request: faust.web.Request) -> faust.web.Response:
+                body = generate_latest(pipeline.registry)
+                return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        class Ready(faust.web.View):
+            """Readiness: partitions held, partners exported, counts; 503 until recovered."""
+
+            async def get(self, request: faust.web.Request) -> faust.web.Response:
+                body = pipeline.status()
+                return self.json(body, status=200 if body["ready"] else 503)
+
+        self.app.page("/metrics")(Metrics)
+        self.app.page("/ready")(Ready)
+
+    def status(self) -> dict[str, Any]:
+        """What /ready reports."""
+        engine = self.engine
+        return {
+            "ready": self.ready,
+            "partitions": sorted(self._owned),
+            "partners": [p for p in engine.partner_ids() if self.owns(p)],
+            "event_clock_ms": engine.event_clock_ms,
+            "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
+        }

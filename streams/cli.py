@@ -1,0 +1,231 @@
+"""The ``partnerpulse`` command: worker, simulate, demo, check-config."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from .catalog import DEFAULT_CONFIG_DIR, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="partnerpulse: live support KPIs of channel partners, from Kafka to Prometheus.")
+console = Console(stderr=True)
+
+BrokerOpt = Annotated[str, typer.Option(help="Kafka bootstrap, kafka://host:port[,host:port].")]
+ConfigOpt = Annotated[Path, typer.Option("--config", help="Directory with kpis.yaml and partners.yaml.")]
+
+
+class Clock(enum.StrEnum):
+    """Which clock decides 'now'."""
+
+    wall = "wall"
+    event = "event"
+
+
+class Store(enum.StrEnum):
+    """Local table store."""
+
+    rocksdb = "rocksdb"
+    memory = "memory"
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = DEFAULT_CONFIG_DIR) -> None:
+    """Load and check the KPI catalog and partner file; exit 1 with file:line on error."""
+    try:
+        catalog, partners = load_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]config error[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"ok: {len(catalog.kpis)} KPIs, windows {', '.join(catalog.windows)}, "
+                  f"{len(partners.partner_tier)} listed partners "
+                  f"({'closed' if partners.closed else 'open'} list)")
+
+
+@app.command()
+def worker(
+    broker: BrokerOpt = "kafka://127.0.0.1:9092",
+    clock: Annotated[Clock, typer.Option(help="wall (live) or event (replay).")] = Clock.wall,
+    web_port: Annotated[int, typer.Option(help="HTTP port for /metrics and /ready.")] = 6066,
+    web_bind: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
+    config: ConfigOpt = DEFAULT_CONFIG_DIR,
+    store: Annotated[Store, typer.Option(help="Table store: rocksdb or memory.")] = Store.rocksdb,
+    data_dir: Annotated[Path, typer.Option(help="Local state directory (one per worker).")] = Path(
+        "partnerpulse-data"),
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topics.")] = 4,
+    rebalance_timeout: Annotated[float, typer.Option(help="Rebalance timeout, seconds.")] = 60.0,
+    app_id: Annotated[str, typer.Option(help="Consumer group / internal topic prefix.")] = (
+        "partnerpulse"),
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run a worker: consume the input topics, keep the windows, serve /metrics."""
+    from .settings import Settings
+
+    settings = Settings(
+        broker=broker, clock=clock.value, web_port=web_port, web_bind=web_bind, config_dir=config,
+        store=store.value, data_dir=data_dir, partitions=partitions,
+        rebalance_timeout_s=rebalance_timeout, app_id=app_id, log_level=log_level,
+    )
+    run_worker(settings)
+
+
+def run_worker(settings: object) -> None:
+    """Create topics when allowed, then run the Faust worker until stopped."""
+    import faust
+
+    from .app import Pipeline
+    from .broker import ensure_topics, parse_broker_url
+    from .settings import Settings
+    from .topics import all_topics
+
+    assert isinstance(settings, Settings)
+    try:
+        load_config(settings.config_dir)
+    except ConfigError as exc:
+        console.print(f"[red]config error[/red] {exc}")
+        raise typer.Exit(1) from None
+    if settings.create_topics:
+        ensure_topics(parse_broker_url(settings.broker), all_topics(settings.partitions))
+    pipeline = Pipeline(settings)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(),
+                          override_logging=True, quiet=True)
+    worker.execute_from_commandline()
+
+
+@app.command()
+def simulate(
+    broker: BrokerOpt = "kafka://127.0.0.1:9092",
+    rate: Annotated[float, typer.Option(help="Events per second, all partners together.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic).")] = 7,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = forever).")] = 0,
+    drift_minutes: Annotated[float, typer.Option(help="Minutes the drifting partner takes to "
+                                                 "cross its targets.")] = 10.0,
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topics.")] = 4,
+) -> None:
+    """Produce simulated partner traffic in real time (a dozen partners, one drifting)."""
+    from .broker import ensure_topics, parse_broker_url
+    from .topics import all_topics
+
+    bootstrap = parse_broker_url(broker)
+    ensure_topics(bootstrap, all_topics(partitions))
+    stop_at = time.monotonic() + duration if duration > 0 else None
+    produced = run_simulator(bootstrap, rate, seed, drift_minutes, stop_at)
+    console.print(f"produced {produced} events")
+
+
+def run_simulator(bootstrap: str, rate: float, seed: int, drift_minutes: float,
+                  stop_at: float | None) -> int:
+    """Produce simulated events in real time, keyed by partner, until ``stop_at``."""
+    from kafka import KafkaProducer
+
+    from .simulator import Simulator
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
+                             key_serializer=str.encode)
+    start = time.time_ns() // 1_000_000
+    sim = Simulator(seed=seed, rate=rate, start_ms=start, drift_minutes=drift_minutes)
+    produced, cursor = 0, start
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and (stop_at is None or time.monotonic() < stop_at):
+            now = time.time_ns() // 1_000_000
+            for topic, event in sim.events_between(cursor, now):
+                producer.send(topic, key=event["partner_id"], value=orjson.dumps(event))
+                produced += 1
+            cursor = now
+            producer.flush()
+            time.sleep(0.2)  # pacing the producer to real time, not synchronisation
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        producer.flush()
+        producer.close()
+    return produced
+
+
+def wait_ready(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> dict:
+    """Poll a worker's /ready until it says ready; raise on timeout or worker exit."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+                body = orjson.loads(resp.read())
+                if body.get("ready"):
+                    return dict(body)
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise TimeoutError(f"worker on port {port} not ready after {timeout:.0f}s ({last})")
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = Ctrl-C).")] = 0,
+    web_port: Annotated[int, typer.Option(help="HTTP port of the worker.")] = 6066,
+    rate: Annotated[float, typer.Option(help="Simulated events per second.")] = 50.0,
+    drift_minutes: Annotated[float, typer.Option(help="Minutes for the drifting partner to cross "
+                                                 "its targets.")] = 10.0,
+) -> None:
+    """Embedded broker + worker + simulator on this machine, nothing else needed."""
+    import tempfile
+
+    from .broker import EmbeddedBroker, ensure_topics
+    from .topics import all_topics
+
+    partitions = 4
+    with tempfile.TemporaryDirectory(prefix="partnerpulse-demo-") as tmp, \
+            EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
+        ensure_topics(broker.bootstrap, all_topics(partitions))
+        cmd = [sys.executable, "-m", "streams", "worker", "--broker", broker.url,
+               "--web-port", str(web_port), "--store", "memory", "--data-dir", tmp,
+               "--rebalance-timeout", "3", "--partitions", str(partitions)]
+        log_file = (Path(tmp) / "worker.log").open("wb")
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            console.print(f"broker  {broker.url} (embedded tansu)")
+            console.print("worker  starting…")
+            wait_ready(web_port, 90, proc)
+            console.print(f"[bold green]ready[/bold green]  metrics: http://127.0.0.1:{web_port}/metrics"
+                          f"   status: http://127.0.0.1:{web_port}/ready")
+            console.print("simulator: 12 partners, 'summit-broadband' drifting past ASA/OTS, "
+                          "'vertex-outsourcing' gaming escalations; Ctrl-C to stop")
+            stop_at = time.monotonic() + duration if duration > 0 else None
+            produced = run_simulator(broker.bootstrap, rate, 7, drift_minutes, stop_at)
+            console.print(f"produced {produced} events; stopping")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log_file.close()
+
+
+def main() -> None:
+    """Entry point for ``python -m streams``."""
+    app()
