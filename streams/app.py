@@ -92,6 +92,7 @@ class Pipeline:
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.ready = False
         self._owned: set[int] = set()
+        self.recovered_events = 0
         self.collector = KpiCollector(self.engine, self.owns, wall_ms)
         self.registry = make_registry(self.collector)
         self._add_views()
@@ -129,6 +130,7 @@ class Pipeline:
             records.append(value)
         started = time.perf_counter()
         applied = self.engine.restore(records)
+        self.recovered_events += applied
         self._owned = owned
         self.ready = True
         log.info("recovered %d journal events in %.2fs; partitions %s (%d partners kept)",
@@ -208,5 +210,6 @@ class Pipeline:
             "partitions": sorted(self._owned),
             "partners": [p for p in engine.partner_ids() if self.owns(p)],
             "event_clock_ms": engine.event_clock_ms,
+            "recovered_events": self.recovered_events,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
         }

@@ -1,0 +1,202 @@
+"""End to end on the real embedded broker: produce contract events, read /metrics, compare
+every default KPI in every window with the independent reference."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from kafka import KafkaConsumer
+from streams.broker import EmbeddedBroker, ensure_topics
+
+from streams.topics import DEAD_LETTER, all_topics
+from tests import reference
+from tests.harness import REPO, Worker, as_messages, kpi_series, poll, produce
+from tests.streams_gen import DAY, HOUR, _ms, random_events
+
+pytestmark = pytest.mark.slow
+PARTNERS = ["acme", "bluefiber", "northwind-telecom", "zeta-9"]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A fresh broker per test: topics and groups never leak between tests."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+        ensure_topics(running.bootstrap, all_topics(4))
+        yield running
+
+
+def _history(seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """25 days of history ending now, with a dense last two hours (every window populated)."""
+    end = int(time.time() * 1000) - 60_000
+    events = random_events(seed, PARTNERS, end - 25 * DAY, 25 * DAY - 2 * HOUR)
+    events += random_events(seed, PARTNERS, end - 2 * HOUR, 2 * HOUR, prefix="b-")
+    return [(t, e) for t, e in events if _ms(e["ts"]) <= end]
+
+
+def _expected_targets() -> dict[tuple[str, str], float]:
+    """Targets resolved from the YAML files by the test itself (partner > tier > default)."""
+    kpis = yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())["kpis"]
+    partners = yaml.safe_load((REPO / "config" / "partners.yaml").read_text())
+    tiers = {p["id"]: p["tier"] for p in partners["partners"]}
+    own = {p["id"]: p.get("targets", {}) for p in partners["partners"]}
+    out = {}
+    for partner in PARTNERS:
+        tier = tiers.get(partner, partners["default_tier"])
+        tier_targets = partners["tiers"].get(tier, {}).get("targets", {})
+        for kpi in kpis:
+            out[(partner, kpi["id"])] = float(
+                own.get(partner, {}).get(kpi["id"], tier_targets.get(kpi["id"], kpi["target"])))
+    return out
+
+
+def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]]) -> int:
+    """Every exported KPI value, sample count and attainment equals the reference."""
+    expected = reference.compute(events)
+    series = kpi_series(text)
+    values = series.get("partnerpulse_kpi_value", {})
+    samples = series.get("partnerpulse_kpi_samples", {})
+    attainment = series.get("partnerpulse_kpi_attainment_ratio", {})
+    targets = _expected_targets()
+    # label tuples are sorted by label name: (kpi, partner, window)
+    got = {(p, k, w): v for (k, p, w), v in values.items()}
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
+    for (partner, kpi, window), ref in expected.items():
+        tolerance = 0.01 if kpi.endswith("_p90") else 1e-9
+        assert math.isclose(got[(partner, kpi, window)], ref.value, rel_tol=tolerance,
+                            abs_tol=1e-12), (partner, kpi, window)
+        assert samples[(kpi, partner, window)] == ref.samples
+        want = reference.attainment(kpi, ref.value, targets[(partner, kpi)])
+        assert math.isclose(attainment[(kpi, partner, window)], want, rel_tol=tolerance)
+    exported_targets = {(p, k): v for (k, p), v in series["partnerpulse_kpi_target"].items()}
+    assert exported_targets == targets
+    return len(expected)
+
+
+def _wait_processed(worker: Worker, n: int, timeout: float = 120) -> None:
+    poll(lambda: worker.processed() >= n, timeout, f"{n} messages processed")
+
+
+def test_every_kpi_every_window_matches_reference(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    events = _history(21)
+    # duplicates re-sent later, as an at-least-once producer would
+    events += events[: len(events) // 10]
+    worker = Worker(broker.url, tmp_path).start()
+    try:
+        produce(broker.bootstrap, as_messages(events))
+        _wait_processed(worker, len(events))
+        # late events: older than the 30-day window at the moment they arrive
+        clock = worker.ready()["event_clock_ms"]
+        late = [("calls", {"event_id": f"late-{i}", "type": "queued", "partner_id": "acme",
+                           "call_id": f"late-{i}", "ts": clock - 31 * DAY}) for i in range(7)]
+        produce(broker.bootstrap, as_messages(late, unkeyed_every=0))
+        _wait_processed(worker, len(events) + len(late))
+        counts = worker.counts()
+        assert counts["calls:late"] == len(late)
+        assert sum(v for k, v in counts.items() if k.endswith(":duplicate")) >= len(events) // 11
+        checked = assert_exports_match(worker.metrics_text(), events + late)
+        assert checked >= len(PARTNERS) * 60
+        series = kpi_series(worker.metrics_text())
+        assert {p for (p, _t) in series["partnerpulse_partner_info"]} == set(PARTNERS)
+        last = series["partnerpulse_last_event_timestamp_seconds"]
+        newest = max(_ms(e["ts"]) for t, e in events if t == "tickets")
+        assert last[("tickets",)] == newest / 1000
+    finally:
+        worker.stop()
+
+
+def test_sigkill_mid_stream_then_restart_gives_the_same_values(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    events = _history(22)
+    messages = as_messages(events)
+    half = len(messages) // 2
+    worker = Worker(broker.url, tmp_path).start()
+    produce(broker.bootstrap, messages[:half])
+    poll(lambda: worker.processed() >= half // 3, 60, "some progress before the kill")
+    worker.kill(signal.SIGKILL)
+    produce(broker.bootstrap, messages[half:])
+    worker = Worker(broker.url, tmp_path, name="worker-restarted").start()
+    # the state came back from the changelog, not from re-reading the input topics
+    assert worker.ready()["recovered_events"] > 0
+    try:
+        # the restarted worker re-reads what was not committed: all of it is deduplicated
+        poll(lambda: _all_accepted(worker, events), 120, "every event accepted once")
+        assert_exports_match(worker.metrics_text(), events)
+    finally:
+        worker.stop()
+
+
+def _all_accepted(worker: Worker, events: list[tuple[str, dict[str, Any]]]) -> bool:
+    """True once the worker's state holds every distinct event (restored or processed)."""
+    text = worker.metrics_text()
+    series = kpi_series(text)
+    samples = series.get("partnerpulse_kpi_samples", {})
+    expected = reference.compute(events)
+    return all(samples.get((k, p, w)) == ref.samples for (p, k, w), ref in expected.items())
+
+
+def test_malformed_messages_go_to_dead_letter_while_good_events_flow(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    from tests.malformed import malformed_messages
+
+    good = _history(23)
+    bad = malformed_messages(1000, seed=5)
+    messages = as_messages(good)
+    mixed: list[tuple[str, bytes | None, bytes]] = []
+    for i, (topic, raw, _category) in enumerate(bad):
+        mixed.append((topic, b"bad-%d" % i, raw))
+        mixed.extend(messages[i * len(messages) // len(bad):(i + 1) * len(messages) // len(bad)])
+    worker = Worker(broker.url, tmp_path).start()
+    try:
+        produce(broker.bootstrap, mixed)
+        _wait_processed(worker, len(mixed))
+        counts = worker.counts()
+        rejected = sum(v for k, v in counts.items() if k.endswith(":rejected"))
+        assert rejected == len(bad)
+        dead = _consume_all(broker.bootstrap, DEAD_LETTER, len(bad))
+        assert sorted(m.value for m in dead) == sorted(raw for _, raw, _ in bad)
+        for message in dead:
+            headers = dict(message.headers)
+            assert headers["pp-reason"].decode().strip()
+        assert_exports_match(worker.metrics_text(), good)
+    finally:
+        worker.stop()
+
+
+def _consume_all(bootstrap: str, topic: str, n: int) -> list[Any]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    while len(got) < n and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            got.extend(records)
+    consumer.close()
+    assert len(got) == n, f"{len(got)} of {n} dead letters"
+    return got
+
+
+def test_metrics_pass_promtool(broker: EmbeddedBroker, tmp_path: Path,
+                               promtool: str) -> None:
+    import subprocess
+
+    events = _history(24)[:600]
+    worker = Worker(broker.url, tmp_path).start()
+    try:
+        produce(broker.bootstrap, as_messages(events))
+        _wait_processed(worker, len(events))
+        text = worker.metrics_text()
+    finally:
+        worker.stop()
+    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert not result.stdout.strip() and not result.stderr.strip()
+    assert orjson.dumps(text)  # the body is valid UTF-8 text
