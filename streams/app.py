@@ -119,22 +119,67 @@ class Pipeline:
 
     async def _on_recover(self) -> None:
         owned = self.owned_partitions()
-        keep = self.engine.partner_ids()
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) in owned)
         had = set(self.engine.partner_ids())
+        started = time.perf_counter()
+        tail = await self._changelog_tail(owned)
+        for key, value in tail.items():
+            if value is None:
+                self.journal.data.pop(key, None)
+            else:
+                self.journal.data[key] = value
         records = []
         for key, value in self.journal.data.items():
             partner = key.split(b"\x1f", 1)[0].decode()
             if partner in had or partition_for(partner, self.partitions) not in owned:
                 continue
             records.append(value)
-        started = time.perf_counter()
         applied = self.engine.restore(records)
         self.recovered_events += applied
         self._owned = owned
         self.ready = True
-        log.info("recovered %d journal events in %.2fs; partitions %s (%d partners kept)",
-                 applied, time.perf_counter() - started, sorted(owned), len(keep))
+        log.info("recovered %d journal events (%d from the changelog tail) in %.2fs; "
+                 "partitions %s, %d partners kept", applied, len(tail),
+                 time.perf_counter() - started, sorted(owned), len(had))
+
+    async def _changelog_tail(self, owned: set[int]) -> dict[bytes, bytes | None]:
+        """Changelog records past the end offset the broker reported to Faust's recovery.
+
+        Why: the embedded tansu broker answers ListOffsets(latest) with the *base* offset of
+        the last record batch, so Faust's recovery stops before that batch. Reading on from
+        there until a fetch comes back empty recovers it; on Apache Kafka it reads nothing.
+        """
+        if not owned:
+            return {}
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        from .broker import parse_broker_url
+
+        topic = self.journal.changelog_topic.get_topic_name()
+        tps = [TopicPartition(topic, p) for p in sorted(owned)]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=parse_broker_url(self.settings.broker), enable_auto_commit=False,
+            group_id=None, fetch_max_wait_ms=200,
+        )
+        tail: dict[bytes, bytes | None] = {}
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, ends[tp])
+            empty = 0
+            while empty < 2:
+                batch = await consumer.getmany(timeout_ms=300)
+                records = [r for rs in batch.values() for r in rs]
+                empty = 0 if records else empty + 1
+                for record in records:
+                    if record.key is not None:
+                        tail[record.key] = record.value
+        finally:
+            await consumer.stop()
+        return tail
 
     # --- the agent ----------------------------------------------------------------
     async def _ingest(self, stream: faust.StreamT) -> None:

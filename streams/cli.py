@@ -135,7 +135,7 @@ def run_simulator(bootstrap: str, rate: float, seed: int, drift_minutes: float,
                              key_serializer=str.encode)
     start = time.time_ns() // 1_000_000
     sim = Simulator(seed=seed, rate=rate, start_ms=start, drift_minutes=drift_minutes)
-    produced, cursor = 0, start
+    produced, cursor = 0, sim.history_start_ms  # warm start: work already in flight
     stopping = False
 
     def _stop(*_: object) -> None:

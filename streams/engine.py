@@ -82,6 +82,8 @@ class PartnerState:
     """(topic, entity id) -> {'m': marks, 'o': counted samples, 't': last event time}."""
     rings: dict[int, dict[int, dict[int, Agg]]] = field(default_factory=dict)
     """resolution ms -> bucket index -> kpi index -> aggregate."""
+    last_ms: int = -1
+    """Largest event time accepted for this partner."""
     version: int = 0
     evicted_at: int = -1
     cache_key: tuple[int, int] | None = None
@@ -120,7 +122,10 @@ class Engine:
         self._kpi_index = {k.id: i for i, k in enumerate(self.kpis)}
         self.state: dict[str, PartnerState] = {}
         self.event_clock_ms: int | None = None
-        """Largest event time accepted so far (the 'now' of the event clock)."""
+        """Largest event time accepted for the partners held here (the 'now' of the event clock).
+
+        With several workers each has its own: the largest event time of the partitions it owns,
+        recomputed when partitions move, so values never depend on which worker held what before."""
         self.counts: dict[tuple[str, Outcome], int] = {}
         self.last_event_ms: dict[str, int] = {}
         self._journal: list[tuple[bytes, bytes | None]] | None = [] if journal else None
@@ -246,6 +251,8 @@ class Engine:
             self._journal.append((_record_key(partner, ev.event_id), _encode_record(parsed)))
         if self.event_clock_ms is None or ts > self.event_clock_ms:
             self.event_clock_ms = ts
+        if ts > st.last_ms:
+            st.last_ms = ts
         for route in self._routes.get((parsed.topic, type(ev).__struct_config__.tag), ()):
             if route.match.where and not route.match.matches(ev):
                 continue
@@ -439,6 +446,8 @@ class Engine:
         gone = [p for p in self.state if not keep(p)]
         for p in gone:
             del self.state[p]
+        if gone:
+            self.event_clock_ms = max((st.last_ms for st in self.state.values()), default=None)
         return gone
 
     # --- persistence ------------------------------------------------------------

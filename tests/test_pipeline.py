@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,15 @@ def _expected_targets() -> dict[tuple[str, str], float]:
     return out
 
 
-def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]]) -> int:
+def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
+                         partners: Iterable[str] = PARTNERS) -> int:
     """Every exported KPI value, sample count and attainment equals the reference."""
     expected = reference.compute(events)
     series = kpi_series(text)
     values = series.get("partnerpulse_kpi_value", {})
     samples = series.get("partnerpulse_kpi_samples", {})
     attainment = series.get("partnerpulse_kpi_attainment_ratio", {})
-    targets = _expected_targets()
+    targets = {k: v for k, v in _expected_targets().items() if k[0] in set(partners)}
     # label tuples are sorted by label name: (kpi, partner, window)
     got = {(p, k, w): v for (k, p, w), v in values.items()}
     assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
@@ -200,3 +201,40 @@ def test_metrics_pass_promtool(broker: EmbeddedBroker, tmp_path: Path,
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert not result.stdout.strip() and not result.stderr.strip()
     assert orjson.dumps(text)  # the body is valid UTF-8 text
+
+
+def test_two_workers_split_partners_without_overlap(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    events = _history(25)
+    first = Worker(broker.url, tmp_path, name="w1").start()
+    second: Worker | None = None
+    try:
+        produce(broker.bootstrap, as_messages(events))
+        _wait_processed(first, len(events))
+        second = Worker(broker.url, tmp_path, name="w2").start()
+
+        def split() -> tuple[set[str], set[str]] | None:
+            a, b = first.ready(), second.ready() if second else {}
+            if not (a.get("ready") and b.get("ready")):
+                return None
+            pa, pb = set(a["partitions"]), set(b["partitions"])
+            if not pa or not pb or pa & pb or pa | pb != {0, 1, 2, 3}:
+                return None
+            return _exported(first), _exported(second)
+
+        mine, theirs = poll(split, 120, "partitions split between two workers")
+        assert not mine & theirs
+        assert mine | theirs == set(PARTNERS)
+        # each exports exactly the reference for its own partners; in event-clock mode a
+        # worker's "now" is the newest event of the partitions it owns
+        for worker, partners in ((first, mine), (second, theirs)):
+            own = [(t, e) for t, e in events if e["partner_id"] in partners]
+            assert_exports_match(worker.metrics_text(), own, partners)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _exported(worker: Worker) -> set[str]:
+    info = kpi_series(worker.metrics_text()).get("partnerpulse_partner_info", {})
+    return {partner for (partner, _tier) in info}

@@ -1,0 +1,60 @@
+"""`partnerpulse demo` as a user runs it: every default KPI for every simulated partner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.broker import free_port
+from streams.simulator import DEFAULT_PARTNERS
+from tests.harness import REPO, kpi_series, poll
+
+pytestmark = pytest.mark.slow
+KPIS = [
+    "ots_down_hard", "ots_service_affecting", "ots_down_hard_p90", "asa", "service_level",
+    "abandon_rate", "mttr", "fai_rate", "on_time_install", "escalation_rate",
+    "good_escalation_ratio", "csat", "xla", "reopen_rate", "first_contact_resolution",
+    "truck_roll_rate",
+]
+WINDOWS = ["1h", "24h", "7d", "30d"]
+
+
+def _metrics(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "demo.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "demo", "--duration", "60", "--web-port", str(port)],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    want = {(k, p.partner_id, w) for k in KPIS for p in DEFAULT_PARTNERS for w in WINDOWS}
+    try:
+        def complete() -> bool:
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            values = kpi_series(_metrics(port)).get("partnerpulse_kpi_value", {})
+            return want <= set(values)
+
+        poll(complete, 100, "every KPI x partner x window on the demo's /metrics")
+        series = kpi_series(_metrics(port))
+        tiers = {t for (_, t) in series["partnerpulse_partner_info"]}
+        assert tiers == {"premier", "business", "select", "authorized"}
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    output = (tmp_path / "demo.log").read_text()
+    assert f"http://127.0.0.1:{port}/metrics" in output
+    assert REPO.is_dir()
