@@ -14,8 +14,8 @@ import orjson
 import pytest
 import yaml
 from kafka import KafkaConsumer
-from streams.broker import EmbeddedBroker, ensure_topics
 
+from streams.broker import EmbeddedBroker, ensure_topics
 from streams.topics import DEAD_LETTER, all_topics
 from tests import reference
 from tests.harness import REPO, Worker, as_messages, kpi_series, poll, produce
