@@ -1,0 +1,127 @@
+"""Config loading: targets resolve partner > tier > default; bad files name file and line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.catalog import ConfigError, duration_ms, load_config
+from streams.engine import Engine, Outcome
+from tests.harness import REPO
+
+CONFIG = REPO / "config"
+
+
+def _copy_config(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG, target)
+    return target
+
+
+def test_targets_resolve_partner_then_tier_then_default() -> None:
+    catalog, partners = load_config(CONFIG)
+    esc, asa, mttr = (catalog.kpi(k) for k in ("escalation_rate", "asa", "mttr"))
+    assert partners.target("vertex-outsourcing", esc) == 0.15  # partner override
+    assert partners.target("keystone-wireless", esc) == 0.20  # authorized tier
+    assert partners.target("northwind-telecom", asa) == 45  # premier tier
+    assert partners.target("never-seen-before", asa) == 90  # default tier: authorized
+    assert partners.target("northwind-telecom", mttr) == 14400  # catalog default
+    assert partners.tier("never-seen-before") == "authorized"
+
+
+def test_closed_partner_list_rejects_unknown_partners(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "partners.yaml"
+    path.write_text(path.read_text().replace("closed: false", "closed: true"))
+    catalog, partners = load_config(config)
+    engine = Engine(catalog, partners, clock="event")
+    event = {"event_id": "e1", "type": "queued", "partner_id": "stranger", "call_id": "c1",
+             "ts": 1_788_000_000_000}
+    result = engine.ingest("calls", orjson.dumps(event), 1_788_000_000_000)
+    assert result.outcome is Outcome.REJECTED and "stranger" in result.reason
+    known = {**event, "partner_id": "bluefiber"}
+    assert engine.ingest("calls", orjson.dumps(known), 1_788_000_000_000).outcome is (
+        Outcome.ACCEPTED)
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    ("tier: premier, name: BlueFiber", "tier: platinum, name: BlueFiber", "unknown tier 'platinum'"),
+    ("targets: {asa: 60}", "targets: {speed: 60}", "unknown KPI 'speed'"),
+    ("default_tier: authorized", "default_tier: 7", "Expected `str`"),
+])
+def test_bad_partner_file_names_line(tmp_path: Path, old: str, new: str, problem: str) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "partners.yaml"
+    text = path.read_text()
+    assert old in text
+    text = text.replace(old, new, 1)
+    path.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if new in row)
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert f"partners.yaml:{line}:" in str(err.value)
+    assert problem in str(err.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    lines = path.read_text().splitlines()
+    lines[30] = "  - id: [unclosed"
+    path.write_text("\n".join(lines))
+    with pytest.raises(ConfigError, match=r"kpis.yaml:3\d: YAML syntax error"):
+        load_config(config)
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "16 KPIs" in ok.stderr
+    config = _copy_config(tmp_path)
+    (config / "kpis.yaml").write_text("version: 2\n")
+    bad = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "kpis.yaml:1" in bad.stderr
+
+
+@pytest.mark.parametrize(("text", "ms"), [("90s", 90_000), ("2h", 7_200_000), ("30d", 2_592_000_000),
+                                         ("1500ms", 1500), (60, 60_000), ("1.5m", 90_000)])
+def test_durations(text: str | int, ms: int) -> None:
+    assert duration_ms(text) == ms
+
+
+def test_adding_a_kpi_is_a_yaml_change(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text() + """
+  - id: chat_first_response
+    title: Chat tickets, open to first contact
+    kind: duration
+    unit: seconds
+    better: lower
+    target: 300
+    min_samples: 5
+    windows: [1h]
+    start: {topic: tickets, type: opened, where: {channel: chat}}
+    stop: {topic: tickets, type: contacted}
+    statistic: p50
+""")
+    catalog, partners = load_config(config)
+    engine = Engine(catalog, partners, clock="event")
+    t0 = 1_788_000_000_000
+    for i, (channel, wait_s) in enumerate([("chat", 100), ("chat", 300), ("phone", 5), ("chat", 200)]):
+        base = {"partner_id": "acme", "ticket_id": f"t{i}"}
+        engine.ingest("tickets", orjson.dumps({**base, "event_id": f"o{i}", "type": "opened",
+                      "ts": t0, "severity": "question", "channel": channel}), t0)
+        engine.ingest("tickets", orjson.dumps({**base, "event_id": f"c{i}", "type": "contacted",
+                      "ts": t0 + wait_s * 1000}), t0)
+    value = engine.evaluate("acme", engine.now(t0))[("chat_first_response", "1h")]
+    assert value.samples == 3
+    assert value.value == pytest.approx(200, rel=0.01)  # median of 100, 200, 300
