@@ -83,6 +83,7 @@ class _Kpi(msgspec.Struct, forbid_unknown_fields=True):
     horizon: str | int | None = None
     due: _Match | None = None
     done: _Match | None = None
+    open_items: bool = False
 
 
 class _Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -173,11 +174,22 @@ class Kpi:
     horizon_ms: int | None = None
     due: Match | None = None
     done: Match | None = None
+    open_items: bool = False
+    """Export the entities still waiting for their stop, by age against the target."""
 
     @property
     def lower_is_better(self) -> bool:
         """Direction of goodness."""
         return self.better == "lower"
+
+    @property
+    def stat_kind(self) -> str:
+        """How the KPI's uncertainty is judged: 'ratio' (0/1 or count ratio), 'mean' or 'quantile'."""
+        if self.quantile is not None:
+            return "quantile"
+        if self.kind in ("duration", "mean_field") and self.statistic == "mean":
+            return "mean"
+        return "ratio"
 
     def matches(self) -> list[Match]:
         """Every event selector this KPI uses."""
@@ -336,6 +348,8 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail) -> 
         if match is not None and match.type not in _EVENT_TYPES[match.topic]:
             raise fail([*here, name, "type"],
                        f"KPI {raw.id!r}: {match.topic} has no event type {match.type!r}")
+    if raw.open_items and (raw.kind != "duration" or raw.unit != "seconds"):
+        raise fail([*here, "open_items"], "open_items is only for durations in seconds")
     if raw.min_samples < 1:
         raise fail([*here, "min_samples"], f"KPI {raw.id!r}: min_samples must be at least 1")
     names = tuple(raw.windows) if raw.windows is not None else tuple(windows)
@@ -371,6 +385,7 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail) -> 
         numerator=_match(raw.numerator), denominator=_match(raw.denominator),
         source=_match(raw.source), field=raw.field, follow=_match(raw.follow), link=raw.link,
         horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
+        open_items=raw.open_items,
     )
 
 

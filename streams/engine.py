@@ -62,13 +62,19 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class KpiValue:
-    """A KPI's value in one window for one partner."""
+    """A KPI's value in one window for one partner, with what a judge needs to weigh it."""
 
     value: float
     samples: int
+    total: float = 0.0
+    """Sum of the sample values (the numerator count for ratios)."""
+    squares: float = 0.0
+    """Sum of the squared sample values (spread of mean KPIs)."""
+    hist: dict[int, int] | None = None
+    """Merged log-histogram of the window (percentile KPIs)."""
 
 
-Agg = list[Any]  # [n, s] or [n, s, {hist_key: count}]
+Agg = list[Any]  # [n, sum, sum of squares] or [n, sum, sum of squares, {hist_key: count}]
 Contribution = tuple[int, float, int | None]
 
 
@@ -84,6 +90,8 @@ class PartnerState:
     """resolution ms -> bucket index -> kpi index -> aggregate."""
     last_ms: int = -1
     """Largest event time accepted for this partner."""
+    pending: dict[int, dict[str, int]] = field(default_factory=dict)
+    """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
     version: int = 0
     evicted_at: int = -1
     cache_key: tuple[int, int] | None = None
@@ -306,6 +314,17 @@ class Engine:
                 marks[slot] = mark
         if changed:
             self._resample(partner, st, route.kpi, rec)
+            if self.kpis[route.kpi].open_items:
+                self._track_open(st, route.kpi, entity_id, marks)
+
+    @staticmethod
+    def _track_open(st: PartnerState, k: int, entity_id: str, marks: dict[str, Any]) -> None:
+        start = marks.get(f"{k}.start")
+        waiting = st.pending.setdefault(k, {})
+        if start is not None and f"{k}.stop" not in marks:
+            waiting[entity_id] = start[0]
+        else:
+            waiting.pop(entity_id, None)
 
     @staticmethod
     def _mark_extra(route: _Route, parsed: Parsed) -> Any:
@@ -382,11 +401,12 @@ class Engine:
                 bucket = ring[idx] = {}
             agg = bucket.get(k)
             if agg is None:
-                agg = bucket[k] = [0, 0.0] if hist_key is None else [0, 0.0, {}]
+                agg = bucket[k] = [0, 0.0, 0.0] if hist_key is None else [0, 0.0, 0.0, {}]
             agg[0] += sign * n
             agg[1] += sign * s
+            agg[2] += sign * s * s
             if hist_key is not None:
-                hist: dict[int, int] = agg[2]
+                hist: dict[int, int] = agg[3]
                 count = hist.get(hist_key, 0) + sign
                 if count:
                     hist[hist_key] = count
@@ -412,6 +432,8 @@ class Engine:
         oldest = now - self.catalog.entity_retention_ms
         for key in [key for key, rec in st.entities.items() if rec["t"] < oldest]:
             del st.entities[key]
+            for waiting in st.pending.values():
+                waiting.pop(key[1], None)
 
     # --- reading ----------------------------------------------------------------
     def evaluate(self, partner: str, now_ms: int) -> dict[tuple[str, str], KpiValue]:
@@ -435,6 +457,24 @@ class Engine:
                 if value is not None:
                     out[(kpi.id, name)] = value
         st.cache_key, st.cache = cache_key, out
+        return out
+
+    def open_items(self, partner: str, now_ms: int,
+                   stages: tuple[float, ...] = (0.5, 0.75, 1.0)) -> dict[tuple[str, float], int]:
+        """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target.
+
+        Cumulative, like histogram buckets: an item past 100% also counts at 50% and 75%.
+        """
+        st = self.state.get(partner)
+        out: dict[tuple[str, float], int] = {}
+        for k, kpi in enumerate(self.kpis):
+            if not kpi.open_items:
+                continue
+            target_ms = self.partners.target(partner, kpi) * 1000
+            waiting = st.pending.get(k, {}) if st is not None else {}
+            for stage in stages:
+                limit = now_ms - stage * target_ms
+                out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
         return out
 
     def partner_ids(self) -> list[str]:
@@ -498,11 +538,13 @@ def _value_of(kpi: Kpi, aggs: list[Agg]) -> KpiValue | None:
     n = sum(a[0] for a in aggs)
     if n <= 0:
         return None
+    total = math.fsum(a[1] for a in aggs)
+    squares = math.fsum(a[2] for a in aggs)
     if kpi.quantile is not None:
-        q = sketch.quantile((a[2] for a in aggs if len(a) > 2), kpi.quantile)
-        return None if q is None else KpiValue(q, n)
-    s = math.fsum(a[1] for a in aggs)
-    return KpiValue(s / n, n)
+        hist = sketch.merge(a[3] for a in aggs if len(a) > 3)
+        q = sketch.quantile([hist], kpi.quantile)
+        return None if q is None else KpiValue(q, n, total, squares, hist)
+    return KpiValue(total / n, n, total, squares)
 
 
 def _deadline_met(done_ms: int, offset_s: int, due_date: str) -> bool:

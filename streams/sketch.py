@@ -36,15 +36,21 @@ def value_of(key: int) -> float:
     return 2.0 * _GAMMA**key / (_GAMMA + 1.0)
 
 
+def merge(buckets: Iterable[Mapping[int, int]]) -> dict[int, int]:
+    """Sum histograms; empty buckets are dropped."""
+    merged: dict[int, int] = {}
+    for hist in buckets:
+        for key, count in hist.items():
+            merged[key] = merged.get(key, 0) + count
+    return {k: c for k, c in merged.items() if c}
+
+
 def quantile(buckets: Iterable[Mapping[int, int]], q: float) -> float | None:
     """Nearest-rank quantile over merged histograms (``None`` when empty).
 
     Nearest rank: the smallest value with at least ``ceil(q * n)`` samples at or below it.
     """
-    merged: dict[int, int] = {}
-    for hist in buckets:
-        for key, count in hist.items():
-            merged[key] = merged.get(key, 0) + count
+    merged = merge(buckets)
     total = sum(c for c in merged.values() if c > 0)
     if total <= 0:
         return None

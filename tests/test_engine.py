@@ -110,7 +110,11 @@ def test_duplicates_never_change_a_kpi_even_after_restore() -> None:
     now = engine.now(WALL)
     assert restored.now(WALL) == now
     for partner in PARTNERS:
-        assert restored.evaluate(partner, now) == engine.evaluate(partner, now)
+        ours, theirs = restored.evaluate(partner, now), engine.evaluate(partner, now)
+        assert set(ours) == set(theirs)
+        for key, value in ours.items():
+            assert value.samples == theirs[key].samples
+            assert math.isclose(value.value, theirs[key].value, rel_tol=1e-9), key
     # the whole stream delivered again after the restore is all duplicates
     outcomes = _feed(restored, events)
     assert set(outcomes) == {Outcome.DUPLICATE}
@@ -153,3 +157,28 @@ def test_bad_catalog_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(text.replace("type: contacted", "type: contact", 1))
     with pytest.raises(ConfigError, match=r"kpis.yaml:\d+: .*no event type 'contact'"):
         load_catalog(path)
+
+
+def test_open_items_age_against_the_ots_target() -> None:
+    engine = _engine()
+    now = T0 + 10 * HOUR
+    target_s = 9000  # ots_down_hard for the default (authorized) tier, from partners.yaml
+    ages_s = {"a": 1000, "b": 4600, "c": 7000, "d": 9100, "e": 20000, "f": 8000}
+    events = []
+    for tid, age in ages_s.items():
+        events.append(("tickets", {"event_id": f"o-{tid}", "type": "opened", "partner_id": "acme",
+                                   "ticket_id": tid, "severity": "down_hard",
+                                   "ts": now - age * 1000}))
+    # f got its first contact: no longer open; an opened service_affecting ticket is another KPI
+    events.append(("tickets", {"event_id": "c-f", "type": "contacted", "partner_id": "acme",
+                               "ticket_id": "f", "ts": now - 100}))
+    events.append(("tickets", {"event_id": "o-g", "type": "opened", "partner_id": "acme",
+                               "ticket_id": "g", "severity": "service_affecting",
+                               "ts": now - 3_000_000}))
+    _feed(engine, events)
+    items = engine.open_items("acme", now)
+    waiting = [age for tid, age in ages_s.items() if tid != "f"]
+    for stage in (0.5, 0.75, 1.0):
+        assert items[("ots_down_hard", stage)] == sum(1 for a in waiting if a >= stage * target_s)
+    assert items[("ots_service_affecting", 0.5)] == 0  # 3000 s < 50% of 7200 s
+    assert items[("ots_service_affecting", 0.5)] == sum(1 for a in [3000] if a >= 0.5 * 7200)
