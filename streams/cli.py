@@ -55,29 +55,41 @@ def check_config(config: ConfigOpt = DEFAULT_CONFIG_DIR) -> None:
 
 @app.command()
 def worker(
-    broker: BrokerOpt = "kafka://127.0.0.1:9092",
-    clock: Annotated[Clock, typer.Option(help="wall (live) or event (replay).")] = Clock.wall,
-    web_port: Annotated[int, typer.Option(help="HTTP port for /metrics and /ready.")] = 6066,
-    web_bind: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
-    config: ConfigOpt = DEFAULT_CONFIG_DIR,
-    store: Annotated[Store, typer.Option(help="Table store: rocksdb or memory.")] = Store.rocksdb,
-    data_dir: Annotated[Path, typer.Option(help="Local state directory (one per worker).")] = Path(
-        "partnerpulse-data"),
-    partitions: Annotated[int, typer.Option(help="Partitions of the input topics.")] = 4,
-    rebalance_timeout: Annotated[float, typer.Option(help="Rebalance timeout, seconds.")] = 60.0,
-    app_id: Annotated[str, typer.Option(help="Consumer group / internal topic prefix.")] = (
-        "partnerpulse"),
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    broker: Annotated[str | None, typer.Option(help="Kafka bootstrap, kafka://host:port[,host:port] "
+                                               "[default: kafka://127.0.0.1:9092].")] = None,
+    clock: Annotated[Clock | None, typer.Option(help="wall (live) or event (replay) "
+                                                "[default: wall].")] = None,
+    web_port: Annotated[int | None, typer.Option(help="HTTP port for /metrics and /ready "
+                                                 "[default: 6066].")] = None,
+    web_bind: Annotated[str | None, typer.Option(help="HTTP bind address [default: 127.0.0.1].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml and "
+                                                "partners.yaml.")] = None,
+    store: Annotated[Store | None, typer.Option(help="Table store [default: rocksdb].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Local state directory, one per worker "
+                                                  "[default: ./partnerpulse-data].")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions of the input topics "
+                                                   "[default: 4].")] = None,
+    rebalance_timeout: Annotated[float | None, typer.Option(help="Rebalance timeout, seconds "
+                                                            "[default: 60].")] = None,
+    app_id: Annotated[str | None, typer.Option(help="Consumer group and internal topic prefix "
+                                               "[default: partnerpulse].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Log level [default: info].")] = None,
 ) -> None:
-    """Run a worker: consume the input topics, keep the windows, serve /metrics."""
+    """Run a worker: consume the input topics, keep the windows, serve /metrics.
+
+    Options not given on the command line come from PARTNERPULSE_<NAME> environment variables,
+    then from the defaults.
+    """
     from .settings import Settings
 
-    settings = Settings(
-        broker=broker, clock=clock.value, web_port=web_port, web_bind=web_bind, config_dir=config,
-        store=store.value, data_dir=data_dir, partitions=partitions,
-        rebalance_timeout_s=rebalance_timeout, app_id=app_id, log_level=log_level,
-    )
-    run_worker(settings)
+    given: dict[str, object] = {
+        "broker": broker, "clock": clock.value if clock else None, "web_port": web_port,
+        "web_bind": web_bind, "config_dir": config, "store": store.value if store else None,
+        "data_dir": data_dir, "partitions": partitions, "rebalance_timeout_s": rebalance_timeout,
+        "app_id": app_id, "log_level": log_level,
+    }
+    # validated by pydantic; unset options fall through to the environment, then the defaults
+    run_worker(Settings.model_validate({k: v for k, v in given.items() if v is not None}))
 
 
 def run_worker(settings: object) -> None:

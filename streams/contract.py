@@ -132,9 +132,13 @@ class SurveyResponse(_Event, tag="response", frozen=True):
     ticket_id: Id | None = None
 
 
-SurveyEvent = SurveyResponse
+class _NoSurvey(_Event, tag="\x00", frozen=True):
+    """Never matches: a one-member union would let msgspec accept a survey without ``type``."""
 
-Event = TicketEvent | CallEvent | OrderEvent | SurveyEvent
+
+SurveyEvent = SurveyResponse | _NoSurvey
+
+Event = TicketEvent | CallEvent | OrderEvent | SurveyResponse
 
 ENTITY_FIELD: Final[dict[str, str | None]] = {
     "tickets": "ticket_id",
@@ -198,11 +202,16 @@ def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
         raise ContractError(f"unknown topic {topic!r}")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES} limit")
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # also inside fields that are otherwise ignored
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         event = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise ContractError(f"invalid {topic} event: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ContractError(f"not a JSON object: {exc}") from None
     if not _PARTNER_RE.match(event.partner_id):
         raise ContractError(

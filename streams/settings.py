@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     """Directory for the worker's local state (one per worker)."""
 
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
-    """Consumer-group rebalance timeout; the embedded broker holds joins this long, keep it short there."""
+    """Consumer-group rebalance timeout, seconds; the session timeout is derived from it (at most 10 s)
+    and a restarted worker waits about that long on the embedded broker, so keep it short there."""
 
     create_topics: bool = True
     """Create missing input, internal and dead-letter topics at start."""

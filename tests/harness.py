@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+
 from streams.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
