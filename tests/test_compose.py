@@ -1,0 +1,153 @@
+"""docker-compose.yml, Dockerfile and config/prometheus.yml stay consistent.
+
+No Docker needed: the compose file is parsed, not run. ``promtool`` (Debian
+package ``prometheus``, installed by scripts/test.sh) validates the Prometheus
+config; without it the check is skipped locally but fails on CI (CI=true): see
+the ``promtool`` fixture in conftest.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = REPO / "docker-compose.yml"
+PROMETHEUS = REPO / "config" / "prometheus.yml"
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    return _compose()["services"]
+
+
+def _bind_sources(service: dict[str, Any]) -> list[str]:
+    """Host paths bind-mounted into a service (short and long volume syntax)."""
+    sources = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, str):
+            source = vol.split(":", 1)[0]
+            if source.startswith((".", "/", "~")):
+                sources.append(source)
+        elif isinstance(vol, dict) and vol.get("type") == "bind":
+            sources.append(str(vol["source"]))
+    return sources
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command", [])
+    return cmd.split() if isinstance(cmd, str) else list(cmd)
+
+
+def test_expected_services() -> None:
+    services = _services()
+    assert {"kafka", "worker-1", "worker-2", "simulator", "prometheus"} <= set(services)
+    assert services["simulator"].get("profiles") == ["sim"]
+
+
+@pytest.mark.parametrize("name", sorted(_services()))
+def test_service_has_image_or_build_and_healthcheck(name: str) -> None:
+    service = _services()[name]
+    assert service.get("image") or service.get("build"), f"{name}: neither image nor build"
+    build = service.get("build")
+    if build is not None:
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (REPO / context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
+    image = service.get("image", "")
+    if image and not build:
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"{name}: pin an image tag: {image!r}"
+        assert not image.endswith(":latest"), f"{name}: pin an image tag, not latest"
+    health = service.get("healthcheck")
+    assert health and health.get("test") and not health.get("disable"), f"{name}: no healthcheck"
+
+
+@pytest.mark.parametrize("name", sorted(_services()))
+def test_bind_mounts_exist_in_repo(name: str) -> None:
+    for source in _bind_sources(_services()[name]):
+        assert not source.startswith(("/", "~")), f"{name}: absolute host path {source}"
+        path = (REPO / source).resolve()
+        assert path.is_relative_to(REPO), f"{name}: {source} is outside the repo"
+        assert path.exists(), f"{name}: bind-mounted {source} is not in the repo"
+
+
+def test_named_volumes_are_declared() -> None:
+    data = _compose()
+    declared = set(data.get("volumes") or {})
+    for name, service in data["services"].items():
+        for vol in service.get("volumes", []):
+            source = vol.split(":", 1)[0] if isinstance(vol, str) else vol.get("source", "")
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name}: volume {source} not declared"
+
+
+def test_depends_on_healthy_services() -> None:
+    services = _services()
+    for name, service in services.items():
+        deps = service.get("depends_on") or {}
+        for dep, spec in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            if spec.get("condition") == "service_healthy":
+                assert services[dep].get("healthcheck"), f"{dep} has no healthcheck"
+    for worker in ("worker-1", "worker-2", "simulator"):
+        assert services[worker]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_workers_and_simulator_commands() -> None:
+    services = _services()
+    for worker in ("worker-1", "worker-2"):
+        cmd = _command(services[worker])
+        assert cmd[0] == "worker"
+        assert cmd[cmd.index("--broker") + 1] == "kafka://kafka:9092"
+        assert cmd[cmd.index("--web-port") + 1] == "6066"
+        assert cmd[cmd.index("--web-bind") + 1] == "0.0.0.0"
+    volumes = {v for w in ("worker-1", "worker-2") for v in services[w]["volumes"]}
+    assert len(volumes) == 2, "each worker needs its own data volume"
+    sim = _command(services["simulator"])
+    assert sim[0] == "simulate" and sim[sim.index("--broker") + 1] == "kafka://kafka:9092"
+
+
+def test_dockerfile() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert "[rocksdb]" in text
+    assert re.search(r'^ENTRYPOINT \["partnerpulse"\]', text, re.M)
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"Dockerfile: COPY {source}: not in the repo"
+
+
+def test_prometheus_scrapes_both_workers() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert {"worker-1:6066", "worker-2:6066"} <= targets
+    services = _services()
+    for target in targets:
+        assert target.split(":")[0] in services
+    assert config["global"]["scrape_interval"] == "15s"
+
+
+def test_promtool_check_config(promtool: str) -> None:
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
