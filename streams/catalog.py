@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -16,6 +17,7 @@ import msgspec
 import yaml
 
 from .contract import TOPICS
+from .judge import JudgeParams
 
 _SOURCE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 # From a source checkout (editable install) the repo's config/; otherwise ./config.
@@ -60,6 +62,14 @@ class _Window(msgspec.Struct, forbid_unknown_fields=True):
     resolution: str | int
 
 
+class _Judge(msgspec.Struct, forbid_unknown_fields=True, rename={"for_": "for"}):
+    confidence: float | None = None
+    for_: str | int | None = None
+    recovery_margin: float | None = None
+    cusum_k: float | None = None
+    cusum_h: float | None = None
+
+
 class _Kpi(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     title: str
@@ -84,6 +94,7 @@ class _Kpi(msgspec.Struct, forbid_unknown_fields=True):
     due: _Match | None = None
     done: _Match | None = None
     open_items: bool = False
+    judge: _Judge | None = None
 
 
 class _Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,6 +106,7 @@ class _Catalog(msgspec.Struct, forbid_unknown_fields=True):
     windows: dict[str, _Window]
     kpis: list[_Kpi]
     settings: _Settings = msgspec.field(default_factory=_Settings)
+    judge: _Judge = msgspec.field(default_factory=_Judge)
 
 
 class _Partner(msgspec.Struct, forbid_unknown_fields=True):
@@ -176,6 +188,8 @@ class Kpi:
     done: Match | None = None
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
+    judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
+    """Confidence, ``for`` duration, recovery margin and CUSUM parameters of the judgement."""
 
     @property
     def lower_is_better(self) -> bool:
@@ -335,7 +349,25 @@ _EVENT_TYPES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail) -> Kpi:
+def _judge_params(base: JudgeParams, raw: _Judge | None, fail: _Fail,
+                  where: list[str | int]) -> JudgeParams:
+    if raw is None:
+        return base
+    try:
+        return JudgeParams(
+            confidence=base.confidence if raw.confidence is None else raw.confidence,
+            for_ms=base.for_ms if raw.for_ is None else duration_ms(raw.for_),
+            recovery_margin=(base.recovery_margin if raw.recovery_margin is None
+                             else raw.recovery_margin),
+            cusum_k=base.cusum_k if raw.cusum_k is None else raw.cusum_k,
+            cusum_h=base.cusum_h if raw.cusum_h is None else raw.cusum_h,
+        )
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+
+
+def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail,
+                 judge: JudgeParams = JudgeParams()) -> Kpi:  # noqa: B008 (frozen, shared)
     here: list[str | int] = ["kpis", i]
     if not _KPI_ID_RE.match(raw.id):
         raise fail([*here, "id"], f"KPI id {raw.id!r} must be snake_case ([a-z][a-z0-9_]*)")
@@ -385,7 +417,7 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail) -> 
         numerator=_match(raw.numerator), denominator=_match(raw.denominator),
         source=_match(raw.source), field=raw.field, follow=_match(raw.follow), link=raw.link,
         horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
-        open_items=raw.open_items,
+        open_items=raw.open_items, judge=_judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
 
 
@@ -411,8 +443,9 @@ def load_catalog(path: Path) -> Catalog:
         raise fail(["windows"], "at least one window is needed")
     kpis: list[Kpi] = []
     seen: set[str] = set()
+    judge = _judge_params(JudgeParams(), raw.judge, fail, ["judge"])
     for i, spec_kpi in enumerate(raw.kpis):
-        kpi = _resolve_kpi(i, spec_kpi, windows, fail)
+        kpi = _resolve_kpi(i, spec_kpi, windows, fail, judge)
         if kpi.id in seen:
             raise fail(["kpis", i, "id"], f"duplicate KPI id {kpi.id!r}")
         seen.add(kpi.id)

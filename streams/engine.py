@@ -34,6 +34,7 @@ import msgspec
 from . import sketch
 from .catalog import Catalog, Kpi, Match, Partners
 from .contract import ENTITY_FIELD, ContractError, Event, Parsed, decode, parse_due
+from .judge import Cusum
 
 SEP: Final = "\x1f"
 """Separator inside state keys (never valid in ids)."""
@@ -90,6 +91,8 @@ class PartnerState:
     """resolution ms -> bucket index -> kpi index -> aggregate."""
     last_ms: int = -1
     """Largest event time accepted for this partner."""
+    cusum: dict[int, Cusum] = field(default_factory=dict)
+    """kpi index -> CUSUM of its samples against the partner's target (early warning)."""
     pending: dict[int, dict[str, int]] = field(default_factory=dict)
     """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
     version: int = 0
@@ -270,9 +273,11 @@ class Engine:
                 value = getattr(ev, route.slot, None)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self._add(partner, st, route.kpi, ts, (1, float(value), None), 1)
+                    self._cusum(partner, st, route.kpi).update(float(value))
             else:
                 contrib = (1, 0.0, None) if route.action == "count_d" else (0, 1.0, None)
                 self._add(partner, st, route.kpi, ts, contrib, 1)
+                self._count_cusum(partner, st, route.kpi, route.action == "count_n")
         st.version += 1
         self._maybe_evict(partner, st, self.now(wall_ms))
         last = self.last_event_ms.get(parsed.topic)
@@ -386,6 +391,35 @@ class Engine:
             if now is not None:
                 self._add(partner, st, k, now[0], now[1], 1)
                 counted[slot] = [now[0], list(now[1])]
+                if old is None:  # a new sample (not a correction) feeds the early warning
+                    if kpi.kind == "ratio":
+                        self._count_cusum(partner, st, k, name == "n")
+                    else:
+                        self._cusum(partner, st, k).update(now[1][1])
+
+    # --- early warning -----------------------------------------------------------
+    def _cusum(self, partner: str, st: PartnerState, k: int) -> Cusum:
+        cusum = st.cusum.get(k)
+        if cusum is None:
+            kpi = self.kpis[k]
+            cusum = st.cusum[k] = Cusum.for_kind(
+                kpi.stat_kind, self.partners.target(partner, kpi), kpi.lower_is_better, kpi.judge)
+        return cusum
+
+    def _count_cusum(self, partner: str, st: PartnerState, k: int, numerator: bool) -> None:
+        """A count ratio as a CUSUM: each denominator event adds -target, each numerator +1.
+
+        With the CUSUM's ``z = d * (x - target)`` that is ``x = 0`` and ``x = target + 1``,
+        so the drift per denominator event is exactly ``rate - target``.
+        """
+        cusum = self._cusum(partner, st, k)
+        cusum.update(cusum.target + 1.0 if numerator else 0.0)
+
+    def cusum_alarm(self, partner: str, kpi_id: str) -> bool:
+        """Whether the partner's CUSUM for the KPI is past its threshold."""
+        st = self.state.get(partner)
+        cusum = st.cusum.get(self._kpi_index[kpi_id]) if st is not None else None
+        return cusum is not None and cusum.alarm
 
     # --- buckets ----------------------------------------------------------------
     def _add(self, partner: str, st: PartnerState, k: int, ts: int, contrib: Contribution,

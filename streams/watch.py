@@ -1,0 +1,146 @@
+"""Judging every partner x KPI x window against its target, and what a state change says.
+
+Plain Python with explicit time, like the engine: the Faust layer decides *when* to
+judge (every second on the wall clock; at each minute boundary of a partner's event
+time on the event clock, so a replay gives the same alerts every time) and where the
+resulting :class:`Alert` messages go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Final
+
+import orjson
+
+from .engine import Engine, KpiValue
+from .judge import Evidence, Judgement, State
+
+STALE_AFTER_MS: Final = 10 * 60_000
+"""A topic whose newest message arrived longer ago than this is a stale feed."""
+
+SEVERITY: Final = {State.AT_RISK: "warning", State.BREACH: "critical"}
+ALERT_NAME: Final = {State.AT_RISK: "PartnerKpiAtRisk", State.BREACH: "PartnerKpiBreach"}
+PIPELINE_ALERT: Final = "PartnerpulseFeedStale"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One state change of one partner x KPI x window: a message on ``partnerpulse-alerts``."""
+
+    partner: str
+    tier: str
+    kpi: str
+    window: str
+    old: str
+    new: str
+    value: float | None
+    target: float
+    lower: float | None
+    upper: float | None
+    samples: int
+    since_ms: int
+    dedup_key: str
+
+    def to_json(self) -> bytes:
+        """The message body."""
+        return orjson.dumps(asdict(self))
+
+    def summary(self) -> str:
+        """One human line: what changed and the value against the target."""
+        value = "n/a" if self.value is None else f"{self.value:.4g}"
+        return (f"{self.partner} ({self.tier}) {self.kpi} {self.window}: {self.old} -> {self.new}, "
+                f"value {value} vs target {self.target:.4g} over {self.samples} samples")
+
+
+def evidence(kind: str, value: KpiValue, quantile: float | None) -> Evidence:
+    """The engine's window aggregate as evidence for the judge."""
+    return Evidence(kind=kind, n=value.samples, value=value.value, s=value.total,
+                    s2=value.squares, hist=value.hist, q=quantile)
+
+
+class Watch:
+    """The judgements of the partners one worker owns, and the health of its feeds."""
+
+    def __init__(self, engine: Engine, stale_after_ms: int = STALE_AFTER_MS) -> None:
+        self.engine = engine
+        self.stale_after_ms = stale_after_ms
+        self.judgements: dict[tuple[str, str, str], Judgement] = {}
+        self.last_arrival_ms: dict[str, int] = {}
+        self._judged_minute: dict[str, int] = {}
+        self._kpi_topics = {k.id: frozenset(m.topic for m in k.matches()) for k in engine.kpis}
+
+    # --- feeds ------------------------------------------------------------------
+    def note_arrival(self, topic: str, wall_ms: int) -> None:
+        """A message of ``topic`` arrived (any outcome): the feed is alive."""
+        self.last_arrival_ms[topic] = wall_ms
+
+    def stale_topics(self, wall_ms: int) -> set[str]:
+        """Topics that had traffic and have been silent for longer than ``stale_after_ms``."""
+        return {t for t, at in self.last_arrival_ms.items() if wall_ms - at > self.stale_after_ms}
+
+    # --- judging ----------------------------------------------------------------
+    def due_for_event_clock(self, partner: str, ts_ms: int) -> int | None:
+        """On the event clock, the minute boundary to judge ``partner`` at before this event."""
+        minute = ts_ms // 60_000
+        last = self._judged_minute.get(partner)
+        self._judged_minute[partner] = max(minute, last if last is not None else minute)
+        if last is None or minute <= last:
+            return None
+        return minute * 60_000
+
+    def judge(self, partners: Iterable[str], now_ms: int,
+              stale: frozenset[str] | set[str] = frozenset()) -> list[Alert]:
+        """Judge each partner at ``now_ms``; the state changes, in a stable order."""
+        out: list[Alert] = []
+        for partner in partners:
+            out.extend(self.judge_partner(partner, now_ms, stale))
+        return out
+
+    def judge_partner(self, partner: str, now_ms: int,
+                      stale: frozenset[str] | set[str] = frozenset()) -> list[Alert]:
+        """Judge one partner's KPIs in every window at ``now_ms``.
+
+        A KPI fed by a stale topic is held where it is (no transitions): the pipeline alert
+        speaks for it instead of a flood of partner alerts.
+        """
+        engine = self.engine
+        values = engine.evaluate(partner, now_ms)
+        tier = engine.partners.tier(partner)
+        out: list[Alert] = []
+        for kpi in engine.kpis:
+            if stale and self._kpi_topics[kpi.id] & stale:
+                continue
+            target = engine.partners.target(partner, kpi)
+            alarm = engine.cusum_alarm(partner, kpi.id)
+            for window in kpi.windows:
+                key = (partner, kpi.id, window)
+                judgement = self.judgements.get(key)
+                if judgement is None:
+                    judgement = self.judgements[key] = Judgement()
+                kv = values.get((kpi.id, window))
+                ev = None if kv is None else evidence(kpi.stat_kind, kv, kpi.quantile)
+                change = judgement.step(now_ms, ev, target, kpi.lower_is_better, kpi.min_samples,
+                                        kpi.judge, alarm)
+                if change is None:
+                    continue
+                out.append(Alert(
+                    partner=partner, tier=tier, kpi=kpi.id, window=window, old=change.old.value,
+                    new=change.new.value, value=change.value, target=target, lower=change.lower,
+                    upper=change.upper, samples=change.n, since_ms=change.at_ms,
+                    dedup_key=f"{partner}/{kpi.id}/{window}/{change.new.value}/{change.at_ms}",
+                ))
+        return out
+
+    def state(self, partner: str, kpi: str, window: str) -> Judgement | None:
+        """The current judgement, if the partner was judged."""
+        return self.judgements.get((partner, kpi, window))
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the judgements of partners this worker no longer owns."""
+        kept = set(keep)
+        for key in [k for k in self.judgements if k[0] not in kept]:
+            del self.judgements[key]
+        for partner in [p for p in self._judged_minute if p not in kept]:
+            del self._judged_minute[partner]
