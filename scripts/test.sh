@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Debian packages the tests need, as "binary:package" (the package is installed
 # only when the binary is not on PATH). Later additions, e.g.:
 #   amtool:prometheus-alertmanager chromium:chromium chromedriver:chromium-driver
-APT_NEEDS="promtool:prometheus"
+APT_NEEDS="promtool:prometheus amtool:prometheus-alertmanager"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
