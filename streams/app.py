@@ -24,12 +24,15 @@ import faust
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .alertmanager import AlertSender
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode
 from .engine import Engine, Outcome
 from .exporter import KpiCollector, make_registry
+from .judge import State
 from .settings import Settings
-from .topics import DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
+from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
+from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
 
 log = logging.getLogger("partnerpulse")
 
@@ -84,6 +87,17 @@ class Pipeline:
         self.source = self._raw_topic(*TOPICS, REPARTITION)
         self.repartition = self._raw_topic(REPARTITION)
         self.dead_letter = self._raw_topic(DEAD_LETTER)
+        self.alerts = self._raw_topic(ALERTS)
+        self.watch = Watch(self.engine, stale_after_ms=int(settings.stale_after_s * 1000))
+        self.sender: AlertSender | None = None
+        if settings.alertmanager:
+            self.sender = AlertSender(settings.alertmanager)
+            self.app.task(self._run_sender)
+        self.stale: set[str] = set()
+        if settings.clock == "wall":
+            self.app.timer(settings.judge_interval_s)(self._judge_tick)
+        else:
+            self.app.timer(settings.judge_interval_s)(self._health_tick)
         self.journal = self.app.Table(
             "journal", partitions=settings.partitions, key_type=bytes, value_type=bytes,
         )
@@ -93,7 +107,8 @@ class Pipeline:
         self.ready = False
         self._owned: set[int] = set()
         self.recovered_events = 0
-        self.collector = KpiCollector(self.engine, self.owns, wall_ms)
+        self.positions: dict[tuple[str, int], int] = {}
+        self.collector = KpiCollector(self.engine, self.owns, wall_ms, self.watch, self)
         self.registry = make_registry(self.collector)
         self._add_views()
 
@@ -116,6 +131,7 @@ class Pipeline:
         self.ready = False  # export nothing until recovery gives us a consistent view
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
+        self.watch.forget(self.engine.partner_ids())
 
     async def _on_recover(self) -> None:
         owned = self.owned_partitions()
@@ -186,11 +202,13 @@ class Pipeline:
         engine, journal = self.engine, self.journal
         async for event in stream.events():
             msg = event.message
+            self.positions[(msg.topic, msg.partition)] = msg.offset
             raw: bytes = event.value if isinstance(event.value, bytes) else b""
             topic = msg.topic
             if topic == REPARTITION:
                 topic = _header(msg.headers, SOURCE_HEADER) or ""
             now = wall_ms()
+            self.watch.note_arrival(topic, now)
             try:
                 parsed = decode(topic, raw, now)
             except ContractError as exc:
@@ -204,6 +222,12 @@ class Pipeline:
                     headers=[(SOURCE_HEADER, topic.encode())],
                 )
                 continue
+            if self.ready and engine.clock == "event":
+                # judge at each minute boundary of the partner's event time: replays are repeatable
+                boundary = self.watch.due_for_event_clock(parsed.event.partner_id, parsed.ts_ms)
+                if boundary is not None:
+                    self._deliver(self.watch.judge_partner(parsed.event.partner_id, boundary,
+                                                           self.stale))
             result = engine.apply(parsed, now)
             if result.outcome is Outcome.REJECTED:
                 self._dead_letter(msg, raw, topic, result.reason)
@@ -212,6 +236,98 @@ class Pipeline:
                     journal.pop(key, None)
                 else:
                     journal[key] = value
+
+    # --- judgement and alerts -------------------------------------------------------
+    async def _judge_tick(self) -> None:
+        """Wall clock: judge every owned partner now."""
+        if not self.ready:
+            return
+        now = wall_ms()
+        self._health(now)
+        owned = [p for p in self.engine.partner_ids() if self.owns(p)]
+        self._deliver(self.watch.judge(owned, now, self.stale))
+
+    async def _health_tick(self) -> None:
+        """Event clock: partners are judged from the stream; feeds are still watched live."""
+        if self.ready:
+            self._health(wall_ms())
+
+    def _health(self, now: int) -> None:
+        stale = self.watch.stale_topics(now)
+        for topic in sorted(stale - self.stale):
+            log.warning("feed stale: no %s message for %.0fs; its partner alerts are held",
+                        topic, self.settings.stale_after_s)
+            if self.sender is not None:
+                self.sender.set_active(
+                    f"pipeline/{topic}",
+                    {"alertname": PIPELINE_ALERT, "service": "partnerpulse", "scope": "pipeline",
+                     "topic": topic, "severity": "critical"},
+                    {"summary": f"No {topic} events for {self.settings.stale_after_s:.0f}s: "
+                                "partner alerts on KPIs fed by it are held",
+                     "runbook_url": self.settings.runbook_url},
+                    now)
+        for topic in sorted(self.stale - stale):
+            log.warning("feed back: %s", topic)
+            if self.sender is not None:
+                self.sender.resolve(f"pipeline/{topic}", now)
+        self.stale = stale
+
+    def _deliver(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            log.warning("kpi state %s", alert.summary())
+            self.alerts.send_soon(key=alert.partner.encode(), value=alert.to_json())
+            if self.sender is None:
+                continue
+            key = f"{alert.partner}/{alert.kpi}/{alert.window}"
+            new = State(alert.new)
+            if new in SEVERITY:
+                labels = {"alertname": ALERT_NAME[new], "service": "partnerpulse",
+                          "scope": "partner", "partner": alert.partner, "tier": alert.tier,
+                          "kpi": alert.kpi, "window": alert.window, "severity": SEVERITY[new]}
+                value = "n/a" if alert.value is None else f"{alert.value:.4g}"
+                annotations = {
+                    "summary": alert.summary(),
+                    "value": value, "target": f"{alert.target:.4g}",
+                    "dashboard": f"{self.settings.dashboard_url}?var-partner={alert.partner}",
+                    "runbook_url": self.settings.runbook_url,
+                }
+                self.sender.set_active(key, labels, annotations, alert.since_ms)
+            else:
+                self.sender.resolve(key, alert.since_ms)
+
+    async def _run_sender(self) -> None:
+        assert self.sender is not None
+        await self.sender.run()
+
+    # --- health (for the exporter) ----------------------------------------------------
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the high watermark, per input partition this worker processes."""
+        out: dict[tuple[str, int], int] = {}
+        consumer = self.app.consumer
+        for (topic, partition), offset in list(self.positions.items()):
+            if partition not in self._owned:
+                continue
+            try:
+                highwater = consumer.highwater(TP(topic, partition))
+            except Exception:
+                continue
+            if highwater is not None:
+                out[(topic, partition)] = max(0, highwater - offset - 1)
+        return out
+
+    def delivery(self) -> dict[str, tuple[str, str, float]]:
+        """Alert delivery figures."""
+        if self.sender is None:
+            return {}
+        return {
+            "partnerpulse_alertmanager_posts": (
+                "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
+            "partnerpulse_alertmanager_failed_posts": (
+                "counter", "Posts to Alertmanager that failed (retried).", self.sender.failed_posts),
+            "partnerpulse_alertmanager_pending_alerts": (
+                "gauge", "Alerts and resolutions not yet accepted by Alertmanager.",
+                self.sender.pending),
+        }
 
     def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> None:
         log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)

@@ -74,6 +74,8 @@ def worker(
     app_id: Annotated[str | None, typer.Option(help="Consumer group and internal topic prefix "
                                                "[default: partnerpulse].")] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [default: info].")] = None,
+    alertmanager: Annotated[str | None, typer.Option(help="Alertmanager URL to push partner alerts "
+                                                     "to, e.g. http://127.0.0.1:9093.")] = None,
 ) -> None:
     """Run a worker: consume the input topics, keep the windows, serve /metrics.
 
@@ -86,7 +88,7 @@ def worker(
         "broker": broker, "clock": clock.value if clock else None, "web_port": web_port,
         "web_bind": web_bind, "config_dir": config, "store": store.value if store else None,
         "data_dir": data_dir, "partitions": partitions, "rebalance_timeout_s": rebalance_timeout,
-        "app_id": app_id, "log_level": log_level,
+        "app_id": app_id, "log_level": log_level, "alertmanager": alertmanager,
     }
     # validated by pydantic; unset options fall through to the environment, then the defaults
     run_worker(Settings.model_validate({k: v for k, v in given.items() if v is not None}))
@@ -113,6 +115,17 @@ def run_worker(settings: object) -> None:
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(),
                           override_logging=True, quiet=True)
     worker.execute_from_commandline()
+
+
+@app.command()
+def rules(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the committed rules are stale.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
+) -> None:
+    """Generate config/rules/partnerpulse.rules.yml (Prometheus rules) from the KPI catalog."""
+    from . import rules as generator
+
+    raise typer.Exit(generator.main(check=check, config_dir=config))
 
 
 @app.command()
@@ -198,6 +211,8 @@ def demo(
     rate: Annotated[float, typer.Option(help="Simulated events per second.")] = 50.0,
     drift_minutes: Annotated[float, typer.Option(help="Minutes for the drifting partner to cross "
                                                  "its targets.")] = 10.0,
+    alertmanager: Annotated[str | None, typer.Option(help="Alertmanager URL to push alerts to, "
+                                                     "e.g. http://127.0.0.1:9093.")] = None,
 ) -> None:
     """Embedded broker + worker + simulator on this machine, nothing else needed."""
     import tempfile
@@ -212,6 +227,8 @@ def demo(
         cmd = [sys.executable, "-m", "streams", "worker", "--broker", broker.url,
                "--web-port", str(web_port), "--store", "memory", "--data-dir", tmp,
                "--rebalance-timeout", "3", "--partitions", str(partitions)]
+        if alertmanager:
+            cmd += ["--alertmanager", alertmanager]
         log_file = (Path(tmp) / "worker.log").open("wb")
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

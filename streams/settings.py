@@ -52,3 +52,18 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Worker log level."""
+
+    alertmanager: str | None = None
+    """Alertmanager base URL (e.g. http://127.0.0.1:9093): partner alerts are pushed to its v2 API."""
+
+    judge_interval_s: float = Field(default=1.0, gt=0)
+    """How often partners are judged on the wall clock (the event clock judges at minute boundaries)."""
+
+    stale_after_s: float = Field(default=600.0, gt=0)
+    """A topic silent this long is a stale feed: its partner alerts are held, one pipeline alert fires."""
+
+    dashboard_url: str = "http://127.0.0.1:3000/d/partnerpulse-oncall"
+    """On-call dashboard linked from alert annotations (``?var-partner=...`` is appended)."""
+
+    runbook_url: str = "https://github.com/partnerpulse/partnerpulse/blob/main/README.md#alerts"
+    """Runbook linked from alert annotations."""

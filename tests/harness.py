@@ -41,7 +41,8 @@ class Worker:
     """A ``partnerpulse worker`` subprocess with its own port and log."""
 
     def __init__(self, broker_url: str, workdir: Path, app_id: str = "pp-test",
-                 clock: str = "event", partitions: int = 4, name: str = "worker") -> None:
+                 clock: str = "event", partitions: int = 4, name: str = "worker",
+                 extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -50,6 +51,7 @@ class Worker:
             "--clock", clock, "--web-port", str(self.port), "--store", "memory",
             "--data-dir", str(workdir / name), "--partitions", str(partitions),
             "--rebalance-timeout", "3", "--app-id", app_id, "--log-level", "warning",
+            *(extra or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -14,10 +14,10 @@ T0 = 1_788_000_000_000
 MIN = 60_000
 
 
-def _calls(partner: str, minute: int, waits: list[float]) -> list[tuple[str, dict]]:
+def _calls(partner: str, minute: int, waits: list[float], t0: int = T0) -> list[tuple[str, dict]]:
     out = []
     for i, wait in enumerate(waits):
-        queued = T0 + minute * MIN + i * (MIN // max(1, len(waits)))
+        queued = t0 + minute * MIN + i * (MIN // max(1, len(waits)))
         cid = f"{partner}-{minute}-{i}"
         out.append(("calls", {"event_id": f"q{cid}", "type": "queued", "partner_id": partner,
                               "call_id": cid, "ts": queued}))
