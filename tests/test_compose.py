@@ -151,3 +151,67 @@ def test_promtool_check_config(promtool: str) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Grafana: provisioning and the generated dashboards -----------------------------------------
+GRAFANA_PROVISIONING = REPO / "config" / "grafana" / "provisioning"
+
+
+def _grafana_mounts() -> dict[str, str]:
+    """Container path -> host path of the grafana service's bind mounts."""
+    mounts = {}
+    for vol in _services()["grafana"].get("volumes", []):
+        assert isinstance(vol, str), vol
+        source, target = vol.split(":")[:2]
+        mounts[target] = source
+    return mounts
+
+
+def test_grafana_service() -> None:
+    services = _services()
+    grafana = services["grafana"]
+    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", grafana["image"])
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    env = grafana["environment"]
+    assert str(env["GF_AUTH_ANONYMOUS_ENABLED"]).lower() == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    mounts = _grafana_mounts()
+    assert (REPO / mounts["/etc/grafana/provisioning"]).resolve() == GRAFANA_PROVISIONING
+    home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        folder, name = home.rsplit("/", 1)
+        assert (REPO / mounts[folder] / name).is_file(), home
+
+
+def test_grafana_datasource_provisioning() -> None:
+    data = yaml.safe_load((GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    assert data["apiVersion"] == 1
+    (source,) = data["datasources"]
+    assert source["uid"] == "prometheus" and source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    host, port = source["url"].removeprefix("http://").split(":")
+    assert host in _services() and f"127.0.0.1:{port}:{port}" in _services()[host]["ports"]
+
+
+def test_grafana_dashboard_provider_points_at_the_generated_dashboards() -> None:
+    import json
+
+    from streams.catalog import load_catalog
+    from streams.dashboards import DATASOURCE_UID, render_all
+
+    data = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "partnerpulse.yml").read_text())
+    assert data["apiVersion"] == 1
+    (provider,) = data["providers"]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    assert path == "/var/lib/grafana/dashboards"
+    host = REPO / _grafana_mounts()[path]
+    assert host.resolve() == REPO / "dashboards" and host.is_dir()
+    expected = render_all(load_catalog(REPO / "config" / "kpis.yaml"))
+    assert {p.name for p in host.glob("*.json")} == set(expected)
+    for name, text in expected.items():
+        assert (host / name).read_text(encoding="utf-8") == text, f"{name} is stale"
+        variables = {v["name"]: v for v in json.loads(text)["templating"]["list"]}
+        assert variables["datasource"]["current"]["value"] == DATASOURCE_UID
