@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests need, as "binary:package" (the package is installed
-# only when the binary is not on PATH). Later additions, e.g.:
-#   amtool:prometheus-alertmanager chromium:chromium chromedriver:chromium-driver
-APT_NEEDS="promtool:prometheus amtool:prometheus-alertmanager"
+# only when the binary is not on PATH):
+#   prometheus (promtool, prometheus), prometheus-alertmanager (amtool), chromium + chromium-driver (wall test)
+APT_NEEDS="promtool:prometheus amtool:prometheus-alertmanager chromium:chromium chromedriver:chromium-driver"
 
 log() { printf '==> %s\n' "$*" >&2; }
 

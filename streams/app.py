@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,6 +33,7 @@ from .exporter import KpiCollector, make_registry
 from .judge import State
 from .settings import Settings
 from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
+from .wall import History
 from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
 
 log = logging.getLogger("partnerpulse")
@@ -108,6 +110,8 @@ class Pipeline:
         self._owned: set[int] = set()
         self.recovered_events = 0
         self.positions: dict[tuple[str, int], int] = {}
+        self.history = History()
+        """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
         self.collector = KpiCollector(self.engine, self.owns, wall_ms, self.watch, self)
         self.registry = make_registry(self.collector)
         self._add_views()
@@ -132,6 +136,7 @@ class Pipeline:
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
         self.watch.forget(self.engine.partner_ids())
+        self.history.forget(self.engine.partner_ids())
 
     async def _on_recover(self) -> None:
         owned = self.owned_partitions()
@@ -226,8 +231,9 @@ class Pipeline:
                 # judge at each minute boundary of the partner's event time: replays are repeatable
                 boundary = self.watch.due_for_event_clock(parsed.event.partner_id, parsed.ts_ms)
                 if boundary is not None:
-                    self._deliver(self.watch.judge_partner(parsed.event.partner_id, boundary,
-                                                           self.stale))
+                    partner = parsed.event.partner_id
+                    self._deliver(self.watch.judge_partner(partner, boundary, self.stale))
+                    self.history.observe(engine, self.watch, [partner], boundary)
             result = engine.apply(parsed, now)
             if result.outcome is Outcome.REJECTED:
                 self._dead_letter(msg, raw, topic, result.reason)
@@ -242,15 +248,24 @@ class Pipeline:
         """Wall clock: judge every owned partner now."""
         if not self.ready:
             return
-        now = wall_ms()
-        self._health(now)
-        owned = [p for p in self.engine.partner_ids() if self.owns(p)]
-        self._deliver(self.watch.judge(owned, now, self.stale))
+        try:
+            now = wall_ms()
+            self._health(now)
+            owned = [p for p in self.engine.partner_ids() if self.owns(p)]
+            self._deliver(self.watch.judge(owned, now, self.stale))
+            self.history.observe(self.engine, self.watch, owned, now)
+        except Exception:
+            # a Faust timer whose function raises stops for good, silently: never let it
+            log.exception("judging failed; retrying at the next tick")
 
     async def _health_tick(self) -> None:
         """Event clock: partners are judged from the stream; feeds are still watched live."""
-        if self.ready:
+        if not self.ready:
+            return
+        try:
             self._health(wall_ms())
+        except Exception:
+            log.exception("feed health check failed; retrying at the next tick")
 
     def _health(self, now: int) -> None:
         stale = self.watch.stale_topics(now)
@@ -362,6 +377,29 @@ class Pipeline:
 
         self.app.page("/metrics")(Metrics)
         self.app.page("/ready")(Ready)
+
+        # --- live wall (streams/wall.py) -----------------------------------------------
+        from .wall import WALL_HTML, snapshot
+
+        class Wall(faust.web.View):
+            """The live wall page: one self-contained HTML document."""
+
+            async def get(self, request: faust.web.Request) -> faust.web.Response:
+                return self.bytes(WALL_HTML, headers={"Content-Type": "text/html; charset=utf-8"})
+
+        class WallApi(faust.web.View):
+            """The wall's data: a tile per owned partner, worst first."""
+
+            async def get(self, request: faust.web.Request) -> faust.web.Response:
+                engine = pipeline.engine
+                owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
+                body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
+                return self.bytes(orjson.dumps(body), headers={
+                    "Content-Type": "application/json", "Cache-Control": "no-store"})
+
+        self.app.page("/wall")(Wall)
+        self.app.page("/api/wall")(WallApi)
+        # --- end live wall -----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """What /ready reports."""

@@ -1,0 +1,341 @@
+"""The live wall: the sparkline history, the snapshot behind /api/wall, and the page in a real
+headless Chromium watching a partner drift into breach on a worker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from streams.broker import EmbeddedBroker, ensure_topics
+from streams.catalog import load_config
+from streams.engine import Engine
+from streams.judge import Judgement, State
+from streams.topics import all_topics
+from streams.wall import STEP_MS, WALL_HTML, History, snapshot
+from streams.watch import Watch
+from tests.conftest import on_ci
+from tests.harness import REPO, Worker, as_messages, poll, produce
+from tests.test_watch import T0, _calls
+
+MIN = 60_000
+LATER = T0 + 365 * 24 * 60 * MIN
+"""A wall clock past every event (events from the future are rejected)."""
+HOSTILE = '<img src=x onerror="window.pwned=1">Drifter & "Sons"'
+
+
+# --- History -------------------------------------------------------------------------------
+def test_history_keeps_one_point_per_step_and_one_hour() -> None:
+    h = History()
+    assert h.add("p", "asa", T0, 40.0)
+    assert not h.add("p", "asa", T0 + STEP_MS - 1, 41.0)  # too soon: dropped
+    assert h.add("p", "asa", T0 + STEP_MS, 42.0)
+    assert h.values("p", "asa") == [40.0, 42.0]
+    # a day of points every second: bounded by the hour, one point per 10 s
+    for s in range(1, 86_400):
+        h.add("p", "asa", T0 + STEP_MS + s * 1000, float(s))
+    points = h.points("p", "asa")
+    assert len(points) <= h.maxlen == 361
+    newest = points[-1][0]
+    assert all(newest - t < 3_600_000 for t, _ in points)
+    assert all(b - a >= STEP_MS for (a, _), (b, _) in itertools.pairwise(points))
+    # reading at a later time shows only what is still within the hour
+    assert h.points("p", "asa", newest + 3_600_000) == []
+    assert len(h.points("p", "asa", newest + 1_800_000)) in range(179, 182)
+
+
+def test_history_other_keys_clock_going_back_and_forget() -> None:
+    h = History(span_ms=60_000, step_ms=10_000)
+    assert h.add("p", "asa", T0, 1.0) and h.add("p", "csat", T0, 4.0) and h.add("q", "asa", T0, 2.0)
+    assert not h.add("p", "asa", T0 + 20_000, math.nan)
+    assert h.add("p", "asa", T0 - 5_000, 3.0)  # the clock went back: the series starts over
+    assert h.values("p", "asa") == [3.0]
+    h.forget(["q"])
+    assert len(h) == 1 and h.values("p", "csat") == [] and h.values("q", "asa") == [2.0]
+    with pytest.raises(ValueError):
+        History(step_ms=0)
+
+
+def test_history_observe_samples_the_engine_once_per_step() -> None:
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    for topic, event in _calls("drifter", 0, [40.0] * 30):
+        engine.ingest(topic, orjson.dumps(event), LATER)
+    h = History()
+    now = T0 + MIN
+    assert h.observe(engine, None, ["drifter"], now) >= 1
+    assert h.observe(engine, None, ["drifter"], now + 5_000) == 0
+    assert h.observe(engine, None, ["drifter"], now + STEP_MS) >= 1
+    assert h.values("drifter", "asa") == [40.0, 40.0]
+
+
+# --- snapshot --------------------------------------------------------------------------------
+def _judged(watch: Watch, partner: str, states: dict[tuple[str, str], State], at: int) -> None:
+    for (kpi, window), state in states.items():
+        watch.judgements[(partner, kpi, window)] = Judgement(state=state, since_ms=at)
+
+
+def test_snapshot_orders_tiles_worst_first_with_alerts() -> None:
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    now = T0 + 30 * MIN
+    _judged(watch, "a-ok", {("asa", "1h"): State.OK}, T0)
+    _judged(watch, "b-risk", {("asa", "1h"): State.OK, ("csat", "24h"): State.AT_RISK}, T0)
+    _judged(watch, "c-breach", {("asa", "1h"): State.BREACH}, T0 + MIN)
+    _judged(watch, "d-two-breaches", {("asa", "1h"): State.BREACH, ("asa", "24h"): State.BREACH,
+                                      ("abandon_rate", "1h"): State.AT_RISK}, T0)
+    _judged(watch, "e-nothing", {("asa", "1h"): State.INSUFFICIENT_DATA}, T0)
+    owned = ["e-nothing", "a-ok", "c-breach", "b-risk", "d-two-breaches", "f-unjudged"]
+    snap = snapshot(engine, watch, owned, now, History(), generated_at_ms=123)
+    json.dumps(snap, allow_nan=False)  # JSON-able, strictly
+    order = [(t["partner"], t["worst_state"]) for t in snap["partners"]]
+    assert order == [("d-two-breaches", "breach"), ("c-breach", "breach"), ("b-risk", "at_risk"),
+                     ("a-ok", "ok"), ("e-nothing", "insufficient_data"),
+                     ("f-unjudged", "insufficient_data")]
+    assert snap["counts"] == {"breach": 2, "at_risk": 1, "ok": 1, "insufficient_data": 2}
+    assert snap["generated_at"] == 123 and snap["now_ms"] == now and snap["clock"] == "event"
+    d = snap["partners"][0]
+    assert [(a["kpi"], a["window"], a["state"]) for a in d["alerts"]] == [
+        ("asa", "1h", "breach"), ("asa", "24h", "breach"), ("abandon_rate", "1h", "at_risk")]
+    b = snap["partners"][2]
+    assert [(a["kpi"], a["window"]) for a in b["alerts"]] == [("csat", "24h")]
+    assert b["tier"] == "authorized" and b["name"] == "b-risk"
+    # the tile shows the 1h window: the csat row is there (judged), in its 1h state
+    assert {k["id"]: k["state"] for k in b["kpis"]} == {"asa": "ok", "csat": "insufficient_data"}
+    assert snap["partners"][-1]["kpis"] == [] and snap["partners"][-1]["alerts"] == []
+
+
+def test_snapshot_of_a_real_drift_with_values_targets_and_sparklines() -> None:
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch, history = Watch(engine), History()
+    for minute in range(100):
+        drift = 40.0 if minute < 20 else min(150.0, 40.0 + (minute - 20) * 2.0)
+        for partner, mean in (("drifter", drift), ("steady", 40.0)):
+            watch.judge_partner(partner, T0 + minute * MIN)
+            history.observe(engine, watch, [partner], T0 + minute * MIN)
+            for topic, event in _calls(partner, minute, [mean] * 30):
+                engine.ingest(topic, orjson.dumps(event), LATER)
+    for topic, event in _calls("tiny", 10, [400.0, 500.0, 600.0]):
+        engine.ingest(topic, orjson.dumps(event), LATER)
+    now = T0 + 100 * MIN
+    snap = snapshot(engine, watch, ["tiny", "steady", "drifter"], now, history)
+    json.dumps(snap, allow_nan=False)
+    assert [(t["partner"], t["worst_state"]) for t in snap["partners"]] == [
+        ("drifter", "breach"), ("steady", "ok"), ("tiny", "insufficient_data")]
+    drifter = snap["partners"][0]
+    asa = next(k for k in drifter["kpis"] if k["id"] == "asa")
+    assert asa["state"] == "breach" and asa["window"] == "1h" and asa["target"] == 90.0
+    assert asa["value"] > 90 and 0 < asa["attainment"] < 1 and asa["samples"] > 1000
+    assert 55 <= len(asa["spark"]) <= 61 and asa["spark"][-1] > asa["spark"][0]
+    assert len(asa["spark_ts"]) == len(asa["spark"]) and asa["spark_ts"][-1] == now
+    assert asa["spark_ts"][0] > now - 3_600_000
+    assert ("asa", "1h", "breach") in {(a["kpi"], a["window"], a["state"]) for a in drifter["alerts"]}
+    assert all(a["state"] in ("breach", "at_risk") for a in drifter["alerts"])
+    steady_asa = next(k for k in snap["partners"][1]["kpis"] if k["id"] == "asa")
+    assert steady_asa["value"] == pytest.approx(40.0) and steady_asa["attainment"] > 1
+
+
+# --- the page: self-contained, and data only ever as text ---------------------------------------
+def test_page_is_self_contained_and_inserts_data_as_text_only() -> None:
+    page = WALL_HTML.decode("utf-8")
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function", "srcdoc"):
+        assert sink not in page, sink
+    assert "textContent" in page
+    # no external resources: the only URL is the SVG namespace, and nothing is loaded by src/href
+    assert re.findall(r"https?://[^\"' )]+", page) == ["http://www.w3.org/2000/svg"]
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
+    assert '"/api/wall"' in page and "data-partner" in page and "data-state" in page
+
+
+def test_snapshot_keeps_names_as_data() -> None:
+    """Escaping is the page's job (textContent): the JSON carries the name verbatim."""
+    catalog, partners = load_config(REPO / "config")
+    partners.names["evil"] = HOSTILE
+    engine = Engine(catalog, partners, clock="event")
+    snap = snapshot(engine, Watch(engine), ["evil"], T0, History())
+    assert snap["partners"][0]["name"] == HOSTILE
+    assert HOSTILE.encode() in orjson.dumps(snap).replace(b'\\"', b'"')
+
+
+# --- a real browser on a real worker ---------------------------------------------------------------
+def _wall_config(tmp_path: Path) -> Path:
+    """The shipped config cut to the call KPIs in the 1h window, with display names."""
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    keep = {"asa", "service_level", "abandon_rate"}
+    catalog = yaml.safe_load((target / "kpis.yaml").read_text())
+    catalog["kpis"] = [dict(k, windows=["1h"]) for k in catalog["kpis"] if k["id"] in keep]
+    (target / "kpis.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    partners = yaml.safe_load((target / "partners.yaml").read_text())
+    for spec in [*partners["tiers"].values(), *partners["partners"]]:
+        spec["targets"] = {k: v for k, v in spec.get("targets", {}).items() if k in keep}
+    partners["partners"] += [{"id": "drifter", "tier": "authorized", "name": "Drifter Telecom"},
+                             {"id": "wobbly", "tier": "business", "name": "Wobbly Voice"},
+                             {"id": "steady", "tier": "business", "name": "Steady Networks"},
+                             {"id": "tiny", "tier": "select", "name": "Tiny Telco"}]
+    (target / "partners.yaml").write_text(yaml.safe_dump(partners, sort_keys=False))
+    return target
+
+
+def _minutes(partner: str, minutes: range, mean_at: Any, t0: int) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    for minute in minutes:
+        events += _calls(partner, minute, [mean_at(minute)] * 30, t0)
+    return events
+
+
+def _phase(minutes: range, t0: int) -> list[tuple[str, dict[str, Any]]]:
+    """'drifter' answers in 40 s until minute 20, then creeps by 2 s a minute to 150 s;
+    'steady' answers in 40 s throughout; 'wobbly' hovers just past its 60 s ASA and 80% service
+    level targets without statistical support (4 calls a minute: 50, 50, 50, 95 s): at risk;
+    'tiny' has three calls in its first minute: too few to judge."""
+    events = _minutes("drifter", minutes, lambda m: 40.0 if m < 20 else min(150.0, 40 + (m - 20) * 2),
+                      t0)
+    events += _minutes("steady", minutes, lambda m: 40.0, t0)
+    for minute in minutes:
+        events += _calls("wobbly", minute, [50.0, 50.0, 50.0, 95.0], t0)
+    if 0 in minutes:
+        events += _calls("tiny", 0, [30.0, 45.0, 200.0], t0)
+    return sorted(events, key=lambda te: te[1]["ts"])
+
+
+@pytest.fixture
+def chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    browser = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if browser is None or not Path(driver_path).is_file():
+        message = "chromium/chromedriver not installed (Debian chromium chromium-driver; scripts/test.sh)"
+        if on_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    def no_downloads(*_: Any, **__: Any) -> Any:
+        raise AssertionError("selenium-manager must not run: the driver path is explicit")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_downloads)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1920,1080", "--hide-scrollbars",
+                f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(arg)
+    service = Service(executable_path=driver_path, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    started = time.monotonic()
+    t0 = (int(time.time() * 1000) // MIN - 210) * MIN
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        ensure_topics(broker.bootstrap, all_topics(4))
+        worker = Worker(broker.url, tmp_path, extra=["--config", str(_wall_config(tmp_path))]).start()
+        try:
+            base = f"http://127.0.0.1:{worker.port}"
+
+            def api() -> dict[str, Any]:
+                with urllib.request.urlopen(f"{base}/api/wall", timeout=10) as r:
+                    assert r.headers["Content-Type"].startswith("application/json")
+                    return dict(orjson.loads(r.read()))
+
+            with urllib.request.urlopen(f"{base}/wall", timeout=10) as r:
+                assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+                assert r.read() == WALL_HTML
+
+            def tile_state(partner: str) -> str | None:
+                tiles = chrome.find_elements(By.CSS_SELECTOR, f'section.tile[data-partner="{partner}"]')
+                return tiles[0].get_attribute("data-state") if tiles else None
+
+            sent = 0
+
+            def play(minutes: range) -> None:
+                nonlocal sent
+                sent += produce(broker.bootstrap, as_messages(_phase(minutes, t0), unkeyed_every=0))
+                poll(lambda: worker.processed() >= sent, 60, f"minutes {minutes} processed")
+                api()  # the wall's history samples on each read (the lead also feeds it when judging)
+
+            # steady phase, then the page shows both partners ok
+            for start in range(0, 20, 5):
+                play(range(start, start + 5))
+            chrome.get(f"{base}/wall")
+            wait = WebDriverWait(chrome, 60, poll_frequency=0.2)
+            wait.until(lambda _: tile_state("drifter") == "ok" and tile_state("steady") == "ok")
+            steady_at = time.monotonic()
+
+            # the drift: ASA creeps from 40 s to 150 s, judged every event minute
+            for start in range(20, 95, 5):
+                play(range(start, start + 5))
+            wait.until(lambda _: tile_state("drifter") == "breach")
+            drifted_at = time.monotonic()
+            wait.until(lambda _: chrome.find_elements(
+                By.CSS_SELECTOR, 'section.tile[data-partner="drifter"] .kpi[data-kpi="asa"]'
+                                 '[data-state="breach"]'))
+
+            tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
+            assert [(t.get_attribute("data-partner"), t.get_attribute("data-state")) for t in tiles] == [
+                ("drifter", "breach"), ("wobbly", "at_risk"), ("steady", "ok"),
+                ("tiny", "insufficient_data")]
+            drifter = tiles[0]
+            assert drifter.find_element(By.CSS_SELECTOR, ".name").text == "Drifter Telecom"
+            text = drifter.text
+            assert "BREACH" in text and "Average speed of answer" in text and "1m 30s" in text
+            value = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] .value').text
+            assert re.fullmatch(r"\d+m \d+s", value), value
+            points = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] polyline')
+            assert len(points.get_attribute("points").split()) >= 10
+            assert "%" in drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
+            assert tiles[3].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
+            assert not chrome.find_elements(By.CSS_SELECTOR, "body.offline")
+
+            artifacts = REPO / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            assert chrome.save_screenshot(str(artifacts / "wall.png"))
+            if os.environ.get("PARTNERPULSE_UPDATE_SCREENSHOT") == "1":
+                (REPO / "docs").mkdir(exist_ok=True)
+                assert chrome.save_screenshot(str(REPO / "docs" / "wall.png"))
+
+            # every string of the data is inserted as text: render the live snapshot with markup in
+            # each string field through the page's own render(), and look for the markup
+            data = api()
+            for tile in data["partners"]:
+                tile["name"], tile["tier"] = HOSTILE, HOSTILE
+                for row in [*tile["kpis"], *tile["alerts"]]:
+                    row["title"], row["window"] = HOSTILE, HOSTILE
+            shown = chrome.execute_script(
+                "render(arguments[0]);"
+                "return [document.querySelector('section.tile .name').textContent,"
+                "        document.querySelector('section.tile .tier').textContent,"
+                "        document.querySelector('section.tile .kpi .title').textContent,"
+                "        document.querySelectorAll('main img').length];", data)
+            assert shown == [HOSTILE, HOSTILE, HOSTILE, 0]
+            assert HOSTILE in chrome.find_element(By.CSS_SELECTOR, "section.tile .alerts").text
+            assert chrome.execute_script("return window.pwned === undefined")
+            print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
+        finally:
+            worker.stop()
