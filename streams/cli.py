@@ -129,6 +129,17 @@ def rules(
 
 
 @app.command()
+def dashboards(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the committed dashboards are stale.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
+) -> None:
+    """Generate the Grafana dashboards (dashboards/*.json) from the KPI catalog."""
+    from . import dashboards as generator
+
+    raise typer.Exit(generator.main(check=check, config_dir=config))
+
+
+@app.command()
 def simulate(
     broker: BrokerOpt = "kafka://127.0.0.1:9092",
     rate: Annotated[float, typer.Option(help="Events per second, all partners together.")] = 50.0,
@@ -236,8 +247,10 @@ def demo(
             console.print(f"broker  {broker.url} (embedded tansu)")
             console.print("worker  starting…")
             wait_ready(web_port, 90, proc)
-            console.print(f"[bold green]ready[/bold green]  metrics: http://127.0.0.1:{web_port}/metrics"
-                          f"   status: http://127.0.0.1:{web_port}/ready")
+            console.print(f"[bold green]ready[/bold green]  live wall: http://127.0.0.1:{web_port}/wall",
+                          soft_wrap=True)
+            console.print(f"       metrics: http://127.0.0.1:{web_port}/metrics   "
+                          f"status: http://127.0.0.1:{web_port}/ready", soft_wrap=True)
             console.print("simulator: 12 partners, 'summit-broadband' drifting past ASA/OTS, "
                           "'vertex-outsourcing' gaming escalations; Ctrl-C to stop")
             stop_at = time.monotonic() + duration if duration > 0 else None
