@@ -130,7 +130,7 @@ def rules(
 
 @app.command()
 def dashboards(
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the committed dashboards are stale.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if dashboards/ is stale.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
 ) -> None:
     """Generate the Grafana dashboards (dashboards/*.json) from the KPI catalog."""

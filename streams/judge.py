@@ -217,6 +217,10 @@ CUSUM_DEFAULTS: Final[Mapping[str, tuple[float, float]]] = {
 }
 """Default ``(k, h)`` per evidence kind; see :class:`Cusum` for how they were chosen."""
 
+CUSUM_RELEASE: Final = 0.5
+"""Once raised, the alarm clears only when the statistic falls to ``CUSUM_RELEASE * h``: a
+statistic hovering around ``h`` would otherwise flap the KPI between ok and at_risk."""
+
 CUSUM_CAP_FACTOR: Final = 2.0
 """The statistic is capped at ``CUSUM_CAP_FACTOR * h``: see :class:`Cusum`."""
 
@@ -265,7 +269,7 @@ class Cusum:
     target, so it rarely fires before the bound does.
     """
 
-    __slots__ = ("h", "k", "lower_is_better", "relative", "s", "target")
+    __slots__ = ("_on", "h", "k", "lower_is_better", "relative", "s", "target")
 
     def __init__(self, target: float, lower_is_better: bool, k: float, h: float, relative: bool,
                  s: float = 0.0) -> None:
@@ -277,6 +281,7 @@ class Cusum:
         self.h = float(h)
         self.relative = bool(relative)
         self.s = float(s)
+        self._on = self.s > self.h
 
     @classmethod
     def for_kind(cls, kind: str, target: float, lower_is_better: bool,
@@ -292,8 +297,8 @@ class Cusum:
 
     @property
     def alarm(self) -> bool:
-        """Whether the statistic is above the threshold ``h``."""
-        return self.s > self.h
+        """Raised when the statistic passes ``h``; cleared when it falls to ``CUSUM_RELEASE * h``."""
+        return self._on
 
     def update(self, x: float) -> float:
         """Add one sample and return the new statistic."""
@@ -302,11 +307,16 @@ class Cusum:
         d = 1.0 if self.lower_is_better else -1.0
         z = d * (x - self.target) / self.scale
         self.s = min(max(0.0, self.s + z - self.k), CUSUM_CAP_FACTOR * self.h)
+        if self.s > self.h:
+            self._on = True
+        elif self.s <= CUSUM_RELEASE * self.h:
+            self._on = False
         return self.s
 
     def reset(self) -> None:
         """Forget the accumulated evidence."""
         self.s = 0.0
+        self._on = False
 
     def to_tuple(self) -> tuple[float, bool, float, float, bool, float]:
         """``(target, lower_is_better, k, h, relative, s)`` for persistence.

@@ -430,6 +430,18 @@ def test_cusum_arithmetic_by_hand_ratio_higher_is_better() -> None:
     assert c.update(math.nan) == pytest.approx(1.4)  # ignored
 
 
+def test_cusum_alarm_has_hysteresis() -> None:
+    c = Cusum(0.0, True, k=0.0, h=1.0, relative=False)  # z = x: the statistic is a plain sum
+    c.update(1.2)
+    assert c.alarm  # 1.2 > h
+    c.update(-0.3)
+    assert c.s == pytest.approx(0.9) and c.alarm  # below h but above h/2: still raised
+    c.update(-0.4)
+    assert c.s == pytest.approx(0.5) and not c.alarm  # at h/2: cleared
+    c.update(0.4)
+    assert c.s == pytest.approx(0.9) and not c.alarm  # not raised again until past h
+
+
 def test_cusum_scale() -> None:
     assert Cusum(-5.0, True, 0.0, 1.0, relative=True).scale == 5.0
     assert Cusum(0.0, True, 0.0, 1.0, relative=True).scale == pytest.approx(1e-9)
