@@ -49,6 +49,9 @@ FEED_STALE_AFTER_S: Final = 900
 FEED_STALE_FOR: Final = "1m"
 CONSUMER_LAG_MESSAGES: Final = 10_000
 CONSUMER_LAG_FOR: Final = "10m"
+BAD_INPUT_SHARE: Final = 0.05
+"""Share of a topic's messages rejected or late that makes the pipeline alert fire."""
+BAD_INPUT_FOR: Final = "15m"
 ABSENT_FOR: Final = "5m"
 
 # One info series per partner (see the module docstring).
@@ -288,6 +291,24 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
                                 "events."),
                 "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
                 "runbook_url": f"{RUNBOOK_URL}/consumer-lag",
+            },
+        },
+        {
+            # A producer that breaks the contract (or sends stale history) silently shrinks the
+            # samples behind every KPI; judged per topic as a share of all messages.
+            "alert": "PartnerpulseRejectedOrLateHigh",
+            "expr": ("sum by (topic, outcome) (rate(partnerpulse_events_total{outcome=~\"rejected|late\"}[10m]))\n"
+                     "  / on (topic) group_left\n"
+                     f"  sum by (topic) (rate(partnerpulse_events_total[10m])) > {BAD_INPUT_SHARE}\n"),
+            "for": BAD_INPUT_FOR,
+            "labels": {"severity": "warning", **_PIPELINE_LABELS},
+            "annotations": {
+                "summary": ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
+                            "messages are {{ $labels.outcome }}"),
+                "description": ("Dead letters (rejected) or events older than the largest window (late) "
+                                "are dropped and counted in no KPI: check the producers."),
+                "dashboard": DASHBOARD_URL,
+                "runbook_url": f"{RUNBOOK_URL}/bad-input",
             },
         },
         {
