@@ -109,6 +109,8 @@ class Pipeline:
         self.ready = False
         self._owned: set[int] = set()
         self.recovered_events = 0
+        self.last_judged_ms: int | None = None
+        """Wall time of the last completed judging tick (a stuck judge shows here)."""
         self.positions: dict[tuple[str, int], int] = {}
         self.history = History()
         """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
@@ -254,6 +256,7 @@ class Pipeline:
             owned = [p for p in self.engine.partner_ids() if self.owns(p)]
             self._deliver(self.watch.judge(owned, now, self.stale))
             self.history.observe(self.engine, self.watch, owned, now)
+            self.last_judged_ms = now
         except Exception:
             # a Faust timer whose function raises stops for good, silently: never let it
             log.exception("judging failed; retrying at the next tick")
@@ -331,10 +334,15 @@ class Pipeline:
         return out
 
     def delivery(self) -> dict[str, tuple[str, str, float]]:
-        """Alert delivery figures."""
+        """Alert delivery figures, and when partners were last judged."""
+        out: dict[str, tuple[str, str, float]] = {}
+        if self.last_judged_ms is not None:
+            out["partnerpulse_last_judged_timestamp_seconds"] = (
+                "gauge", "Wall time of the last judging tick (wall clock mode).",
+                self.last_judged_ms / 1000)
         if self.sender is None:
-            return {}
-        return {
+            return out
+        return out | {
             "partnerpulse_alertmanager_posts": (
                 "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
             "partnerpulse_alertmanager_failed_posts": (
@@ -410,5 +418,6 @@ class Pipeline:
             "partners": [p for p in engine.partner_ids() if self.owns(p)],
             "event_clock_ms": engine.event_clock_ms,
             "recovered_events": self.recovered_events,
+            "last_judged_ms": self.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
         }

@@ -297,7 +297,8 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             # A producer that breaks the contract (or sends stale history) silently shrinks the
             # samples behind every KPI; judged per topic as a share of all messages.
             "alert": "PartnerpulseRejectedOrLateHigh",
-            "expr": ("sum by (topic, outcome) (rate(partnerpulse_events_total{outcome=~\"rejected|late\"}[10m]))\n"
+            "expr": ("sum by (topic, outcome) "
+                     "(rate(partnerpulse_events_total{outcome=~\"rejected|late\"}[10m]))\n"
                      "  / on (topic) group_left\n"
                      f"  sum by (topic) (rate(partnerpulse_events_total[10m])) > {BAD_INPUT_SHARE}\n"),
             "for": BAD_INPUT_FOR,
