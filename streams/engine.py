@@ -234,10 +234,16 @@ class Engine:
         if self.partners.closed and not self.partners.known(partner):
             return self._count(parsed.topic, Result(
                 Outcome.REJECTED, partner, f"unknown partner {partner!r} (partner list is closed)"))
-        now = wall_ms if self.clock == "wall" else (self.event_clock_ms or ts)
+        st = self.state.get(partner)
+        # Late on the event clock is judged against the partner's own newest event: a partner's
+        # events come in order from one partition, but partitions are read at different paces,
+        # and a fast partition must not make a slow one's events late.
+        if self.clock == "wall":
+            now = wall_ms
+        else:
+            now = st.last_ms if st is not None and st.last_ms >= 0 else ts
         if ts // self._late_res <= now // self._late_res - self._late_buckets:
             return self._count(parsed.topic, Result(Outcome.LATE, partner, ts_ms=ts))
-        st = self.state.get(partner)
         if st is None:
             st = self.state[partner] = PartnerState()
         hour = ts // self._seen_res

@@ -10,7 +10,8 @@ Tie-breaking rules that the spec leaves open (the engine must match them):
 * "earliest" event of an entity: smallest ts_ms; on equal ts_ms the event accepted FIRST
   (arrival order) wins.
 * "scheduled event with the LARGEST ts_ms": on equal ts_ms the event accepted LAST wins.
-* ``now`` (event clock) and the late rule are global, i.e. over all partners' accepted events.
+* ``now`` (event clock) is global, i.e. over all partners' accepted events; the late rule
+  compares an event with the newest accepted event of its own partner.
 * Duplicates are keyed by (partner_id, event_id) across all topics.
 """
 
@@ -143,8 +144,9 @@ def accepted_events(events: list[TopicEvent]) -> list[TopicEvent]:
 
     An event is ignored if an event with the same (partner_id, event_id) was already
     accepted, or if it is late: hour_bucket(ts) <= hour_bucket(now_at_arrival) - 720, where
-    now_at_arrival is the largest ts of the events accepted before it (no event is late while
-    nothing has been accepted yet). Ignored events do not advance ``now``.
+    now_at_arrival is the largest ts of the SAME PARTNER's events accepted before it (no event
+    is late while nothing of its partner has been accepted yet). Ignored events do not advance
+    ``now``.
     """
     accepted: list[TopicEvent] = []
     seen: set[tuple[str, str]] = set()
@@ -153,10 +155,9 @@ def accepted_events(events: list[TopicEvent]) -> list[TopicEvent]:
         if key in seen:
             continue
         ts = to_ms(ev["ts"])
-        if accepted:
-            now = max(to_ms(e["ts"]) for _, e in accepted)
-            if ts // HOUR_MS <= now // HOUR_MS - LATE_HOUR_BUCKETS:
-                continue
+        own = [to_ms(e["ts"]) for _, e in accepted if e["partner_id"] == ev["partner_id"]]
+        if own and ts // HOUR_MS <= max(own) // HOUR_MS - LATE_HOUR_BUCKETS:
+            continue
         accepted.append((topic, ev))
         seen.add(key)
     return accepted

@@ -182,3 +182,13 @@ def test_open_items_age_against_the_ots_target() -> None:
         assert items[("ots_down_hard", stage)] == sum(1 for a in waiting if a >= stage * target_s)
     assert items[("ots_service_affecting", 0.5)] == 0  # 3000 s < 50% of 7200 s
     assert items[("ots_service_affecting", 0.5)] == sum(1 for a in [3000] if a >= 0.5 * 7200)
+
+
+def test_a_fast_partner_does_not_make_a_slow_partners_events_late() -> None:
+    # two partitions read at different paces: 'fast' is 40 days ahead of 'slow'
+    engine = _engine()
+    fast = {"event_id": "f", "type": "queued", "partner_id": "fast", "call_id": "c", "ts": T0 + 40 * DAY}
+    slow = {"event_id": "s", "type": "queued", "partner_id": "slow", "call_id": "c", "ts": T0}
+    stale = {**slow, "event_id": "s2", "call_id": "d", "ts": T0 - 31 * DAY}
+    assert _feed(engine, [("calls", fast), ("calls", slow), ("calls", stale)]) == [
+        Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.LATE]  # only 31 days behind its own partner
