@@ -129,6 +129,21 @@ def rules(
 
 
 @app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="CSV or JSON Lines export (gzip too).")],
+    topic: Annotated[str, typer.Option(help="tickets, calls, orders or surveys.")],
+    mapping: Annotated[Path, typer.Option(help="Mapping YAML, e.g. config/mappings/helpdesk.yaml.")],
+    broker: BrokerOpt = "kafka://127.0.0.1:9092",
+    speed: Annotated[float | None, typer.Option(help="Replay at N x real time (default: as fast as "
+                                                "the broker takes it).")] = None,
+) -> None:
+    """Turn a ticketing or telephony export into contract events and produce them in time order."""
+    from .replay import run_replay_cli
+
+    raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed))
+
+
+@app.command()
 def dashboards(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if dashboards/ is stale.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
