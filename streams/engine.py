@@ -238,10 +238,8 @@ class Engine:
         # Late on the event clock is judged against the partner's own newest event: a partner's
         # events come in order from one partition, but partitions are read at different paces,
         # and a fast partition must not make a slow one's events late.
-        if self.clock == "wall":
-            now = wall_ms
-        else:
-            now = st.last_ms if st is not None and st.last_ms >= 0 else ts
+        own_newest = st.last_ms if st is not None and st.last_ms >= 0 else ts
+        now = wall_ms if self.clock == "wall" else own_newest
         if ts // self._late_res <= now // self._late_res - self._late_buckets:
             return self._count(parsed.topic, Result(Outcome.LATE, partner, ts_ms=ts))
         if st is None:
