@@ -1,0 +1,187 @@
+"""Engine throughput: pre-encoded contract events through ``Engine.ingest`` on one core, no broker."""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import gc
+import os
+import pstats
+import statistics
+import time
+from typing import Any
+
+import msgspec
+
+from streams.contract import decode
+from streams.engine import Engine
+
+from . import common
+
+GOAL_EPS = 200_000
+
+
+def _pin_one_core() -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _warm_engine(warmup: list[tuple[str, bytes]], wall_ms: int) -> Engine:
+    eng = common.engine(clock="event")
+    for topic, raw in warmup:
+        eng.ingest(topic, raw, wall_ms)
+    eng.drain()
+    return eng
+
+
+def _ingest_all(warmup: list[tuple[str, bytes]], messages: list[tuple[str, bytes]], wall_ms: int,
+                collect: bool = True) -> float:
+    """Seconds to ingest every message into an engine holding the warm-up state, draining the
+    journal like the worker does (after every message). ``collect=False``: cyclic GC off."""
+    eng = _warm_engine(warmup, wall_ms)
+    gc.collect()
+    ingest, drain = eng.ingest, eng.drain
+    if not collect:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        for topic, raw in messages:
+            ingest(topic, raw, wall_ms)
+            drain()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def _decode_all(messages: list[tuple[str, bytes]], wall_ms: int) -> float:
+    start = time.perf_counter()
+    for topic, raw in messages:
+        decode(topic, raw, wall_ms)
+    return time.perf_counter() - start
+
+
+def _json_all(messages: list[tuple[str, bytes]]) -> float:
+    loads = msgspec.json.decode
+    start = time.perf_counter()
+    for _, raw in messages:
+        loads(raw)
+    return time.perf_counter() - start
+
+
+def _profile(warmup: list[tuple[str, bytes]], messages: list[tuple[str, bytes]], wall_ms: int,
+             top: int = 12) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    eng = _warm_engine(warmup, wall_ms)
+    prof = cProfile.Profile()
+    prof.enable()
+    for topic, raw in messages:
+        eng.ingest(topic, raw, wall_ms)
+        eng.drain()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    rows = []
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, ncalls, tottime, cumtime, _callers) in entries.items():
+        short = path.split("/site-packages/")[-1].split("/work/main/")[-1]
+        rows.append({"function": f"{short}:{line}({func})", "calls": ncalls,
+                     "self_s": tottime, "cum_s": cumtime,
+                     "self_share": tottime / total if total else 0.0})
+    rows.sort(key=lambda r: r["self_s"], reverse=True)
+    per_event: dict[str, float] = {}
+    for row in rows:
+        for name in ("_on_mark", "_resample", "_add", "update", "_cusum"):
+            if row["function"].endswith(f"({name})") and "streams/" in row["function"]:
+                per_event[f"{name}_calls_per_event"] = row["calls"] / len(messages)
+    return rows[:top], per_event
+
+
+def run(quick: bool) -> dict[str, Any]:
+    partners = 1000
+    count = 40_000 if quick else 400_000
+    reps = 1 if quick else 3
+    warmup, messages = common.sim_messages(partners, count)
+    sizes = [len(raw) for _, raw in messages]
+    wall_ms = common.T0 + 2 * common.DAY  # after every event: nothing is 'in the future'
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    _pin_one_core()
+    try:
+        gc.collect()
+        engine_s = [_ingest_all(warmup, messages, wall_ms) for _ in range(reps)]
+        decode_s = [_decode_all(messages, wall_ms) for _ in range(reps)]
+        json_s = [_json_all(messages) for _ in range(reps)]
+        no_gc_s = _ingest_all(warmup, messages, wall_ms, collect=False)
+        profile, per_event = _profile(warmup, messages[: 100_000 if not quick else 20_000], wall_ms)
+    finally:
+        if affinity:
+            os.sched_setaffinity(0, affinity)
+    eps = count / statistics.median(engine_s)
+    decode_eps = count / statistics.median(decode_s)
+    json_eps = count / statistics.median(json_s)
+    types: dict[str, int] = {}
+    for topic, _ in messages:
+        types[topic] = types.get(topic, 0) + 1
+    gc_off = count / no_gc_s
+    top = profile[0] if profile else {"function": "-", "self_share": 0.0}
+    notes = [
+        f"**What limits throughput.** The engine does {1e6 / eps:.1f} µs of work per event; "
+        f"{eps / decode_eps:.0%} of it is streams.contract.decode (msgspec parse + validation, "
+        f"{1e6 / decode_eps:.1f} µs), so parsing is not the bottleneck. The rest is the per-event "
+        "state update in pure Python: every event fans out to the KPIs that route it "
+        f"({per_event.get('_on_mark_calls_per_event', 0):.2f} entity-mark updates, "
+        f"{per_event.get('_resample_calls_per_event', 0):.2f} sample recomputations, "
+        f"{per_event.get('_add_calls_per_event', 0):.2f} bucket additions, each into the 1 min and "
+        "1 h rings, and a CUSUM update per new sample, per event on average), each of them "
+        "dict-of-dict lookups, f-string slot keys and small list/tuple allocations; plus one "
+        "msgpack journal record per event. The top self-time function is "
+        f"`{top['function']}` ({top['self_share']:.0%} of profiled time; cProfile charges "
+        "cyclic-GC pauses to whichever function was allocating when a collection ran).",
+        f"The cyclic GC is a large share: {gc_off:,.0f} events/s with it off "
+        f"({gc_off / eps:.2f}x), because the engine keeps millions of small long-lived "
+        "containers that every full collection rescans (gc.freeze() after recovery, or a higher "
+        "gen-2 threshold, might recover much of it; not measured here). "
+        f"Reaching {GOAL_EPS:,}/s on one core needs {GOAL_EPS / eps:.1f}x; shaving the Python "
+        "hot path (precomputed slot keys, no per-resample set/dict rebuild, one ring write per "
+        "resolution) can win a fraction of that, but not the whole gap: the goal needs the "
+        "per-event update in compiled code (or batched/columnar state), or several worker "
+        "processes (partitions scale across cores).",
+    ]
+    return {
+        "title": "Engine throughput (one core, no broker)",
+        "notes": notes,
+        "method": (
+            f"{count:,} pre-encoded simulator events ({partners:,} partners, default catalog, "
+            "windows 1h/24h/7d/30d; RFC 3339 ts with offset plus producer envelope fields), "
+            "event-time order. Each repetition builds a fresh Engine(clock='event'), feeds it the "
+            f"simulator's warm-start backlog ({len(warmup):,} events, untimed: tickets and orders "
+            "already in flight), then times Engine.ingest + Engine.drain per message over the live "
+            "traffic, as the worker does. Pinned to one core; median of "
+            f"{reps} repetition(s). Baselines in the same run: streams.contract.decode alone "
+            "(validation, no state), msgspec.json.decode alone (parsing, no schema), and one "
+            "repetition with the cyclic GC off (gc.disable() around the timed loop). cProfile on "
+            "the first 100,000 live events (20,000 with --quick) after the same warm-up."
+        ),
+        "figures": {
+            "events": count,
+            "partners": partners,
+            "warmup_events": len(warmup),
+            "mean_event_bytes": statistics.mean(sizes),
+            "engine_events_per_s": eps,
+            "contract_decode_events_per_s": decode_eps,
+            "json_parse_events_per_s": json_eps,
+            "engine_us_per_event": 1e6 / eps,
+            "decode_us_per_event": 1e6 / decode_eps,
+            "engine_events_per_s_gc_off": count / no_gc_s,
+            "goal_events_per_s": GOAL_EPS,
+            **per_event,
+        },
+        "ratios": {
+            "engine_vs_goal": eps / GOAL_EPS,
+            "engine_vs_json_parse": eps / json_eps,
+            "engine_gc_off_vs_engine": (count / no_gc_s) / eps,
+            "decode_share_of_engine_time": eps / decode_eps,
+        },
+        "goal": f">= {GOAL_EPS:,} events/s on one core",
+        "goal_met": eps >= GOAL_EPS,
+        "topics": types,
+        "profile_top": profile,
+    }

@@ -1,0 +1,42 @@
+"""The benchmark suite runs end to end at small sizes and reports every figure (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO
+
+pytestmark = pytest.mark.slow
+BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e")
+
+
+@pytest.mark.timeout(600)
+def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=540,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["quick"] is True
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["python"].startswith("3.")
+    assert set(results["benchmarks"]) == set(BENCHMARKS)
+    for name, result in results["benchmarks"].items():
+        figures = result["figures"]
+        assert figures, name
+        for key, value in {**figures, **result["ratios"]}.items():
+            assert isinstance(value, int | float) and not isinstance(value, bool), (name, key)
+            assert math.isfinite(value), (name, key, value)
+    engine = results["benchmarks"]["engine"]
+    assert engine["figures"]["engine_events_per_s"] > 0
+    assert engine["profile_top"], "the engine benchmark profiles where the time goes"
+    # quick runs never overwrite the committed report
+    assert "BENCHMARKS.md" not in proc.stderr
