@@ -9,6 +9,7 @@ import os
 import pstats
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,6 +20,9 @@ from streams.engine import Engine
 from . import common
 
 GOAL_EPS = 200_000
+
+_REPO_PREFIX = str(Path(__file__).resolve().parent.parent) + "/"
+"""Profile rows name files relative to the repository."""
 
 
 def _pin_one_core() -> None:
@@ -82,7 +86,7 @@ def _profile(warmup: list[tuple[str, bytes]], messages: list[tuple[str, bytes]],
     rows = []
     entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     for (path, line, func), (_cc, ncalls, tottime, cumtime, _callers) in entries.items():
-        short = path.split("/site-packages/")[-1].split("/work/main/")[-1]
+        short = path.split("/site-packages/")[-1].removeprefix(_REPO_PREFIX)
         rows.append({"function": f"{short}:{line}({func})", "calls": ncalls,
                      "self_s": tottime, "cum_s": cumtime,
                      "self_share": tottime / total if total else 0.0})
