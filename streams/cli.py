@@ -10,13 +10,16 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
 from .catalog import DEFAULT_CONFIG_DIR, ConfigError, load_config
+
+if TYPE_CHECKING:  # the worker's heavy imports stay out of `partnerpulse --help`
+    from .settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="partnerpulse: live support KPIs of channel partners, from Kafka to Prometheus.")
@@ -94,16 +97,14 @@ def worker(
     run_worker(Settings.model_validate({k: v for k, v in given.items() if v is not None}))
 
 
-def run_worker(settings: object) -> None:
+def run_worker(settings: Settings) -> None:
     """Create topics when allowed, then run the Faust worker until stopped."""
     import faust
 
     from .app import Pipeline
     from .broker import ensure_topics, parse_broker_url
-    from .settings import Settings
     from .topics import all_topics
 
-    assert isinstance(settings, Settings)
     try:
         load_config(settings.config_dir)
     except ConfigError as exc:
