@@ -47,7 +47,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from .catalog import DEFAULT_CONFIG_DIR, Catalog, ConfigError, Kpi, load_catalog
+from .catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
+from .generated import load_catalog_or_report, write_or_check
 from .rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
 
 NOC_UID: Final = "partnerpulse-noc"
@@ -562,29 +563,12 @@ def dashboards_dir(config_dir: Path | None = None) -> Path:
 def main(check: bool = False, config_dir: Path | None = None, out_dir: Path | None = None) -> int:
     """Write ``dashboards/*.json``, or with ``check`` return 1 when any file is stale."""
     base = config_dir or DEFAULT_CONFIG_DIR
-    try:
-        catalog = load_catalog(base / "kpis.yaml")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    catalog = load_catalog_or_report(base)
+    if catalog is None:
         return 2
     target = out_dir or dashboards_dir(base)
-    stale = 0
-    for name, text in render_all(catalog).items():
-        path = target / name
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current == text:
-            continue
-        if check:
-            print(f"{path} is stale: regenerate it with `python -m streams.dashboards`",
-                  file=sys.stderr)
-            stale = 1
-            continue
-        target.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-    if not stale:
-        print(f"{target}: dashboards up to date" if check else f"{target}: done")
-    return stale
+    files = {target / name: text for name, text in render_all(catalog).items()}
+    return write_or_check(files, check, "partnerpulse dashboards")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from typing import Any, Final
 
 import yaml
 
-from .catalog import DEFAULT_CONFIG_DIR, Catalog, ConfigError, Kpi, load_catalog
+from .catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
+from .generated import load_catalog_or_report, write_or_check
 
 RULES_RELPATH: Final = Path("rules") / "partnerpulse.rules.yml"
 """Where the generated file lives, relative to the config directory."""
@@ -387,27 +388,10 @@ def rules_path(config_dir: Path | None = None) -> Path:
 def main(check: bool = False, config_dir: Path | None = None) -> int:
     """Write the rule file, or with ``check`` compare it and return 1 when it is stale."""
     base = config_dir or DEFAULT_CONFIG_DIR
-    try:
-        catalog = load_catalog(base / "kpis.yaml")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    catalog = load_catalog_or_report(base)
+    if catalog is None:
         return 2
-    text = render_rules(catalog)
-    path = rules_path(base)
-    current = path.read_text(encoding="utf-8") if path.is_file() else None
-    if check:
-        if current != text:
-            print(f"{path} is stale: regenerate it with `partnerpulse rules`", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    if current == text:
-        print(f"{path} is up to date")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
-    return 0
+    return write_or_check({rules_path(base): render_rules(catalog)}, check, "partnerpulse rules")
 
 
 if __name__ == "__main__":
