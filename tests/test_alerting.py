@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from conftest import require_binary
 from kafka import KafkaConsumer
 
 from streams.broker import EmbeddedBroker, ensure_topics, free_port
@@ -33,9 +34,8 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("Alertmanager is not installed (scripts/test.sh installs it)")
+    # skips locally without it, fails on CI (like every other real-component test)
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
     config = (REPO / "config" / "alertmanager.yml").read_text()
     (tmp_path / "am").mkdir()
     am = Alertmanager(binary, tmp_path / "am", free_port(), config=config).start()
