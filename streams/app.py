@@ -156,7 +156,7 @@ class Pipeline:
             partner = key.split(b"\x1f", 1)[0].decode()
             if partner in had or partition_for(partner, self.partitions) not in owned:
                 continue
-            records.append(value)
+            records.append((key, value))
         applied = self.engine.restore(records)
         self.recovered_events += applied
         self._owned = owned

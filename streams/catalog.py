@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
@@ -99,6 +100,9 @@ class _Kpi(msgspec.Struct, forbid_unknown_fields=True):
 
 class _Settings(msgspec.Struct, forbid_unknown_fields=True):
     entity_retention: str | int = "90d"
+    export_windows: list[str] | None = None
+    report_timezone: str = "UTC"
+    report_months: int = 13
 
 
 class _Catalog(msgspec.Struct, forbid_unknown_fields=True):
@@ -220,6 +224,12 @@ class Catalog:
     kpis: tuple[Kpi, ...]
     entity_retention_ms: int
     source: str = ""
+    export_windows: tuple[str, ...] = ()
+    """Windows exported on /metrics (all when empty): large fleets export fewer."""
+    report_timezone: str = "UTC"
+    """Time zone whose calendar months the report card counts (IANA name)."""
+    report_months: int = 13
+    """Complete calendar months kept per partner and KPI besides the current one."""
 
     @property
     def max_window_ms(self) -> int:
@@ -454,7 +464,20 @@ def load_catalog(path: Path) -> Catalog:
         retention = duration_ms(raw.settings.entity_retention)
     except ValueError as exc:
         raise fail(["settings", "entity_retention"], str(exc)) from None
-    return Catalog(windows, tuple(kpis), retention, str(path))
+    exported = tuple(raw.settings.export_windows or ())
+    for name in exported:
+        if name not in windows:
+            raise fail(["settings", "export_windows"], f"unknown window {name!r}")
+    try:
+        ZoneInfo(raw.settings.report_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail(["settings", "report_timezone"],
+                   f"unknown time zone {raw.settings.report_timezone!r}") from None
+    if raw.settings.report_months < 13:
+        raise fail(["settings", "report_months"],
+                   "report_months must be at least 13 (a year and its month over month)")
+    return Catalog(windows, tuple(kpis), retention, str(path), exported,
+                   raw.settings.report_timezone, raw.settings.report_months)
 
 
 def load_partners(path: Path, catalog: Catalog) -> Partners:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -95,6 +96,14 @@ class PartnerState:
     """kpi index -> CUSUM of its samples against the partner's target (early warning)."""
     pending: dict[int, dict[str, int]] = field(default_factory=dict)
     """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
+    seq: int = 0
+    """Accepted events so far (each journal record carries its number: replay order)."""
+    months: dict[int, dict[int, Agg]] = field(default_factory=dict)
+    """Calendar month (year * 12 + month - 1) -> kpi index -> aggregate, for the report card."""
+    month_seq: dict[int, int] = field(default_factory=dict)
+    """Month -> ``seq`` of its last persisted snapshot (-1 while it has none)."""
+    months_dirty: set[int] = field(default_factory=set)
+    """Months changed since their last snapshot."""
     version: int = 0
     evicted_at: int = -1
     cache_key: tuple[int, int] | None = None
@@ -160,6 +169,9 @@ class Engine:
             for _, res, n in wins:
                 self._keep[res] = max(self._keep.get(res, 0), n)
         self._routes = self._compile()
+        self.months = MonthCalendar(catalog.report_timezone)
+        self._report_months = catalog.report_months
+        self._replaying = False
 
     # --- compilation of the catalog into routes ---------------------------------
     def _compile(self) -> dict[tuple[str, str], list[_Route]]:
@@ -262,8 +274,10 @@ class Engine:
             if st is None:
                 st = self.state[partner] = PartnerState()
             st.seen.setdefault(ts // self._seen_res, set()).add(ev.event_id)
+        st.seq += 1
         if self._journal is not None:
-            self._journal.append((_record_key(partner, ev.event_id), _encode_record(parsed)))
+            self._journal.append(
+                (_record_key(partner, ev.event_id), _encode_record(parsed, st.seq)))
         if self.event_clock_ms is None or ts > self.event_clock_ms:
             self.event_clock_ms = ts
         if ts > st.last_ms:
@@ -428,7 +442,6 @@ class Engine:
     # --- buckets ----------------------------------------------------------------
     def _add(self, partner: str, st: PartnerState, k: int, ts: int, contrib: Contribution,
              sign: int) -> None:
-        n, s, hist_key = contrib
         for res in self._kpi_res[k]:
             idx = ts // res
             ring = st.rings.get(res)
@@ -437,19 +450,16 @@ class Engine:
             bucket = ring.get(idx)
             if bucket is None:
                 bucket = ring[idx] = {}
-            agg = bucket.get(k)
-            if agg is None:
-                agg = bucket[k] = [0, 0.0, 0.0] if hist_key is None else [0, 0.0, 0.0, {}]
-            agg[0] += sign * n
-            agg[1] += sign * s
-            agg[2] += sign * s * s
-            if hist_key is not None:
-                hist: dict[int, int] = agg[3]
-                count = hist.get(hist_key, 0) + sign
-                if count:
-                    hist[hist_key] = count
-                else:
-                    hist.pop(hist_key, None)
+            _bump(bucket, k, contrib, sign)
+        # The calendar month of the sample. A replayed event whose effect is already in the
+        # month's snapshot (it came before the snapshot) leaves the month alone.
+        month = self.months.index(ts)
+        if st.seq > st.month_seq.get(month, -1):
+            per_kpi = st.months.get(month)
+            if per_kpi is None:
+                per_kpi = st.months[month] = {}
+            _bump(per_kpi, k, contrib, sign)
+            st.months_dirty.add(month)
 
     # --- eviction ---------------------------------------------------------------
     def _maybe_evict(self, partner: str, st: PartnerState, now: int) -> None:
@@ -461,17 +471,55 @@ class Engine:
             floor = now // res - self._keep.get(res, 0)
             for idx in [i for i in ring if i <= floor]:
                 del ring[idx]
+        oldest = now - self.catalog.entity_retention_ms
+        for key in [key for key, rec in st.entities.items() if rec["t"] < oldest]:
+            del st.entities[key]
+            for waiting in st.pending.values():
+                waiting.pop(key[1], None)
+        if self._replaying:
+            return  # a restore only rebuilds; snapshots and deletions are written by live traffic
+        self._snapshot_months(partner, st, now)
         # an event is kept (for dedup and for rebuilding entities) as long as the entity might be
         floor = (now - self._retention_ms) // self._seen_res
         for hour_idx in [h for h in st.seen if h <= floor]:
             for event_id in st.seen.pop(hour_idx):
                 if self._journal is not None:
                     self._journal.append((_record_key(partner, event_id), None))
-        oldest = now - self.catalog.entity_retention_ms
-        for key in [key for key, rec in st.entities.items() if rec["t"] < oldest]:
-            del st.entities[key]
-            for waiting in st.pending.values():
-                waiting.pop(key[1], None)
+
+    # --- calendar months -----------------------------------------------------------
+    # Months outlive the journal (13 of them, against 90 days of events), so each month's
+    # aggregate is persisted as a snapshot record, rewritten (at most hourly) while it changes.
+    # A snapshot carries the partner's event sequence number: on restore, events replay in
+    # sequence order and only those after a month's snapshot touch that month.
+    def _snapshot_months(self, partner: str, st: PartnerState, now: int) -> None:
+        horizon = self.months.index(now) - self._report_months
+        for month in [m for m in st.months if m < horizon]:
+            del st.months[month]
+            st.months_dirty.discard(month)
+            if st.month_seq.pop(month, None) is not None and self._journal is not None:
+                self._journal.append((_month_key(partner, month), None))
+        for month in sorted(st.months_dirty):
+            st.month_seq[month] = st.seq
+            if self._journal is not None:
+                aggs = {self.kpis[k].id: agg for k, agg in st.months[month].items()}
+                self._journal.append((_month_key(partner, month), _ENCODER.encode((st.seq, aggs))))
+        st.months_dirty.clear()
+
+    def _load_month(self, partner: str, month: int, raw: bytes) -> None:
+        st = self.state.get(partner)
+        if st is None:
+            st = self.state[partner] = PartnerState()
+        seq, saved = _MONTH_DECODER.decode(raw)
+        aggs: dict[int, Agg] = {}
+        for kpi_id, agg in saved.items():
+            k = self._kpi_index.get(kpi_id)
+            if k is None:
+                continue  # a KPI since removed from the catalog
+            if len(agg) > 3:
+                agg[3] = {int(key): int(count) for key, count in agg[3].items()}
+            aggs[k] = agg
+        st.months[month] = aggs
+        st.month_seq[month] = seq
 
     # --- reading ----------------------------------------------------------------
     def evaluate(self, partner: str, now_ms: int) -> dict[tuple[str, str], KpiValue]:
@@ -496,6 +544,24 @@ class Engine:
                     out[(kpi.id, name)] = value
         st.cache_key, st.cache = cache_key, out
         return out
+
+    def evaluate_month(self, partner: str, month: str) -> dict[str, KpiValue]:
+        """Each KPI's value over one calendar month (``'2026-10'``) of the report time zone."""
+        st = self.state.get(partner)
+        if st is None:
+            return {}
+        aggs = st.months.get(self.months.parse(month), {})
+        out: dict[str, KpiValue] = {}
+        for k, agg in sorted(aggs.items()):
+            value = _value_of(self.kpis[k], [agg])
+            if value is not None:
+                out[self.kpis[k].id] = value
+        return out
+
+    def months_held(self, partner: str) -> list[str]:
+        """Calendar months with state for the partner, oldest first."""
+        st = self.state.get(partner)
+        return [self.months.name(m) for m in sorted(st.months)] if st is not None else []
 
     def open_items(self, partner: str, now_ms: int,
                    stages: tuple[float, ...] = (0.5, 0.75, 1.0)) -> dict[tuple[str, float], int]:
@@ -538,38 +604,129 @@ class Engine:
         out, self._journal = self._journal or [], [] if self._journal is not None else None
         return out
 
-    def restore(self, records: Iterable[bytes]) -> int:
-        """Rebuild state from journal records (any order); returns events applied."""
-        parsed = sorted((_decode_record(r) for r in records), key=lambda p: p.ts_ms)
+    def restore(self, records: Iterable[tuple[bytes, bytes]]) -> int:
+        """Rebuild state from journal (key, record) pairs in any order; returns events applied.
+
+        Events replay in the order they were accepted (their sequence number), so the rebuilt
+        state is the one the live engine had; month snapshots are loaded first.
+        """
+        events: list[tuple[int, Parsed]] = []
+        for key, raw in records:
+            partner, _, rest = key.decode().partition(SEP)
+            if rest.startswith(_MONTH_PREFIX):
+                self._load_month(partner, MonthCalendar.parse(rest[len(_MONTH_PREFIX):]), raw)
+            else:
+                events.append(_decode_record(raw))
+        events.sort(key=lambda e: (e[1].event.partner_id, e[0]))
         journal, self._journal = self._journal, None  # replaying writes nothing back
+        self._replaying = True
         applied = 0
         try:
-            for p in parsed:
-                st = self.state.get(p.event.partner_id)
-                if st is not None and p.event.event_id in st.seen.get(p.ts_ms // self._seen_res, ()):
+            for seq, p in events:
+                partner = p.event.partner_id
+                st = self.state.get(partner)
+                if st is None:
+                    st = self.state[partner] = PartnerState()
+                if p.event.event_id in st.seen.get(p.ts_ms // self._seen_res, ()):
                     continue
+                st.seq = seq - 1  # _apply_accepted numbers it seq again
+                st.seen.setdefault(p.ts_ms // self._seen_res, set()).add(p.event.event_id)
                 # replay is exempt from the late rule: the record was accepted when it arrived
-                self._apply_accepted(p, p.ts_ms)
+                self._apply_accepted(p, p.ts_ms, st)
                 applied += 1
         finally:
             self._journal = journal
+            self._replaying = False
+        for st in self.state.values():
+            st.evicted_at = -1  # the next live event prunes and writes what a replay may not
+            st.seq = max([st.seq, *st.month_seq.values()])
         return applied
 
 
-_RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event])
+_RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event, int])
+_MONTH_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, dict[str, list[Any]]])
+
+
+_MONTH_PREFIX: Final = "#month:"
+"""Journal keys of month snapshots: '#' never starts an event id, so they cannot collide."""
+
+
+def _month_key(partner: str, month: int) -> bytes:
+    return f"{partner}{SEP}{_MONTH_PREFIX}{MonthCalendar.name(month)}".encode()
+
+
+def _bump(aggs: dict[int, Agg], k: int, contrib: Contribution, sign: int) -> None:
+    """Add (sign 1) or retract (sign -1) one sample's contribution to KPI ``k``'s aggregate."""
+    n, s, hist_key = contrib
+    agg = aggs.get(k)
+    if agg is None:
+        agg = aggs[k] = [0, 0.0, 0.0] if hist_key is None else [0, 0.0, 0.0, {}]
+    agg[0] += sign * n
+    agg[1] += sign * s
+    agg[2] += sign * s * s
+    if hist_key is not None:
+        hist: dict[int, int] = agg[3]
+        count = hist.get(hist_key, 0) + sign
+        if count:
+            hist[hist_key] = count
+        else:
+            hist.pop(hist_key, None)
+
+
+class MonthCalendar:
+    """Calendar months of one time zone: month index (year * 12 + month - 1) of a timestamp.
+
+    Why a cache: every sample needs its month, and a zone-aware datetime per sample would cost
+    more than the rest of the update; months are few, so their bounds are looked up once.
+    """
+
+    def __init__(self, zone: str = "UTC") -> None:
+        self.zone = ZoneInfo(zone)
+        self._bounds: list[tuple[int, int, int]] = []  # (start ms, end ms, index), recent first
+
+    def index(self, ts_ms: int) -> int:
+        """The month holding ``ts_ms``."""
+        for start, end, month in self._bounds:
+            if start <= ts_ms < end:
+                return month
+        local = datetime.fromtimestamp(ts_ms / 1000, self.zone)
+        month = local.year * 12 + local.month - 1
+        self._bounds.insert(0, (self.start_ms(month), self.start_ms(month + 1), month))
+        del self._bounds[4:]
+        return month
+
+    def start_ms(self, month: int) -> int:
+        """First millisecond of the month, in this zone."""
+        year, m0 = divmod(month, 12)
+        return int(datetime(year, m0 + 1, 1, tzinfo=self.zone).timestamp() * 1000)
+
+    @staticmethod
+    def name(month: int) -> str:
+        """'2026-10' for the month index."""
+        year, m0 = divmod(month, 12)
+        return f"{year:04d}-{m0 + 1:02d}"
+
+    @staticmethod
+    def parse(name: str) -> int:
+        """The month index of '2026-10'; ValueError for anything else."""
+        year, sep, mon = name.partition("-")
+        if not (sep and len(year) == 4 and len(mon) == 2 and year.isdigit() and mon.isdigit()
+                and 1 <= int(mon) <= 12):
+            raise ValueError(f"{name!r} is not a month like '2026-10'")
+        return int(year) * 12 + int(mon) - 1
 
 
 def _record_key(partner: str, event_id: str) -> bytes:
     return f"{partner}{SEP}{event_id}".encode()
 
 
-def _encode_record(parsed: Parsed) -> bytes:
-    return _ENCODER.encode((parsed.topic, parsed.ts_ms, parsed.offset_s, parsed.event))
+def _encode_record(parsed: Parsed, seq: int) -> bytes:
+    return _ENCODER.encode((parsed.topic, parsed.ts_ms, parsed.offset_s, parsed.event, seq))
 
 
-def _decode_record(raw: bytes) -> Parsed:
-    topic, ts_ms, offset_s, event = _RECORD_DECODER.decode(raw)
-    return Parsed(topic, event, ts_ms, offset_s)
+def _decode_record(raw: bytes) -> tuple[int, Parsed]:
+    topic, ts_ms, offset_s, event, seq = _RECORD_DECODER.decode(raw)
+    return seq, Parsed(topic, event, ts_ms, offset_s)
 
 
 def _value_of(kpi: Kpi, aggs: list[Agg]) -> KpiValue | None:
@@ -606,4 +763,4 @@ def attainment(kpi: Kpi, value: float, target: float) -> float:
     return min(cap, value / target)
 
 
-__all__ = ["Engine", "KpiValue", "Outcome", "Result", "attainment", "date"]
+__all__ = ["Engine", "KpiValue", "MonthCalendar", "Outcome", "Result", "attainment", "date"]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 Event = dict[str, Any]
 TopicEvent = tuple[str, Event]
@@ -475,6 +476,40 @@ def compute(
                     continue
                 n = sum(1 for t in num.get(partner, []) if in_window(t, now_ms, window))
                 results[(partner, kpi_id, window)] = KpiResult(n / d, d)
+    return results
+
+
+def month_of(t_ms: int, zone: str = "UTC") -> str:
+    """'YYYY-MM' of the instant in the zone's calendar."""
+    local = datetime.fromtimestamp(t_ms / 1000, ZoneInfo(zone))
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def compute_months(
+    events: list[TopicEvent], zone: str = "UTC",
+) -> dict[tuple[str, str, str], KpiResult]:
+    """Every default KPI per partner and calendar month of ``zone``: (partner, kpi, 'YYYY-MM').
+
+    A sample counts in the month of its time (the same instant that places it in a window).
+    """
+    accepted = accepted_events(events)
+    results: dict[tuple[str, str, str], KpiResult] = {}
+    for kpi_id, (stat, per_partner) in _sample_kpis(accepted).items():
+        for partner, samples in per_partner.items():
+            by_month: dict[str, list[float]] = {}
+            for t, v in samples:
+                by_month.setdefault(month_of(t, zone), []).append(v)
+            for month, values in by_month.items():
+                value = p90_nearest_rank(values) if stat == "p90" else sum(values) / len(values)
+                results[(partner, kpi_id, month)] = KpiResult(value, len(values))
+    for kpi_id, (num, den) in _ratio_kpis(accepted).items():
+        for partner, den_times in den.items():
+            dens: dict[str, int] = {}
+            for t in den_times:
+                dens[month_of(t, zone)] = dens.get(month_of(t, zone), 0) + 1
+            for month, d in dens.items():
+                n = sum(1 for t in num.get(partner, []) if month_of(t, zone) == month)
+                results[(partner, kpi_id, month)] = KpiResult(n / d, d)
     return results
 
 

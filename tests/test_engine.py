@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
@@ -106,7 +109,8 @@ def test_duplicates_never_change_a_kpi_even_after_restore() -> None:
     _feed(engine, events)
     journal = {k: v for k, v in engine.drain() if v is not None}
     restored = _engine()
-    assert restored.restore(journal.values()) == len(journal)
+    events_kept = [k for k in journal if b"#month:" not in k]
+    assert restored.restore(journal.items()) == len(events_kept)
     now = engine.now(WALL)
     assert restored.now(WALL) == now
     for partner in PARTNERS:
@@ -128,6 +132,75 @@ def test_journal_deletes_events_past_retention() -> None:
     _feed(engine, [("calls", first), ("calls", later)])
     writes = engine.drain()
     assert [(k, v is None) for k, v in writes][-1] == (b"acme\x1fa", True)
+
+
+def _assert_months_match(engine: Engine, events: list[tuple[str, dict]], zone: str = "UTC") -> int:
+    expected = reference.compute_months(events, zone)
+    got = {(p, k, m): v for p in engine.partner_ids() for m in engine.months_held(p)
+           for k, v in engine.evaluate_month(p, m).items()}
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
+    for key, ref in expected.items():
+        assert got[key].samples == ref.samples, key
+        tolerance = 0.01 if key[1].endswith("_p90") else 1e-9
+        assert math.isclose(got[key].value, ref.value, rel_tol=tolerance, abs_tol=1e-9), key
+    return len(expected)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Auckland"])
+def test_calendar_months_match_reference(zone: str) -> None:
+    # 40 days from 2026-08-29: three calendar months, the middle one whole
+    events = random_events(3, PARTNERS, T0, 40 * DAY)
+    catalog, partners = load_config()
+    engine = Engine(dataclasses.replace(catalog, report_timezone=zone), partners, clock="event")
+    _feed(engine, events)
+    checked = _assert_months_match(engine, events, zone)
+    months = {m for p in engine.partner_ids() for m in engine.months_held(p)}
+    assert months == {"2026-08", "2026-09", "2026-10"}, months
+    assert checked > 3 * len(reference.DEFAULT_KPIS)
+
+
+def test_months_survive_restore_after_their_events_left_the_journal() -> None:
+    # 130 days: the events of August and September leave the journal (90 days), their months
+    # live on in snapshot records; October's samples also need September events (an order
+    # scheduled in September and installed in October). A restore must give every month the
+    # same numbers, and a second delivery of the whole stream must change nothing.
+    # (in 26-day chunks: the generator re-sends events at random places, and a re-send from far
+    # ahead would make the rest of a longer span late)
+    events = [e for i in range(5) for e in random_events(
+        4 + i, PARTNERS[:3], T0 + i * 26 * DAY, 26 * DAY, prefix=f"c{i}-")]
+    engine = _engine()
+    for topic, event in events:  # a wall clock after the last event: nothing is "future"
+        engine.ingest(topic, orjson.dumps(event), T0 + 200 * DAY)
+    journal: dict[bytes, bytes] = {}
+    for key, value in engine.drain():
+        if value is None:
+            journal.pop(key, None)
+        else:
+            journal[key] = value
+    oldest = min(msgspec.msgpack.decode(v)[1] for k, v in journal.items() if b"#month:" not in k)
+    assert oldest > datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000  # Aug, Sep gone
+    snapshots = {k.split(b"#month:")[1].decode() for k in journal if b"#month:" in k}
+    assert {"2026-08", "2026-09", "2026-10"} <= snapshots, snapshots
+    checked = _assert_months_match(engine, events)
+    restored = _engine()
+    restored.restore(journal.items())
+    assert _assert_months_match(restored, events) == checked
+    outcomes = [restored.ingest(t, orjson.dumps(e), T0 + 200 * DAY).outcome for t, e in events]
+    assert Outcome.ACCEPTED not in outcomes
+    assert _assert_months_match(restored, events) == checked
+
+
+def test_months_past_the_report_horizon_are_forgotten() -> None:
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    base = {"type": "response", "partner_id": "acme", "kind": "csat", "score": 5}
+    month_starts = [datetime(2025 + (7 + i) // 12, (7 + i) % 12 + 1, 2, tzinfo=UTC)
+                    for i in range(17)]  # 2025-08 .. 2026-12
+    _feed(engine, [("surveys", {**base, "event_id": f"e{i}", "ts": int(t.timestamp() * 1000)})
+                   for i, t in enumerate(month_starts)])
+    # the current month (2026-12) and the 13 before it
+    assert engine.months_held("acme")[0] == "2025-11"
+    assert len(engine.months_held("acme")) == 14
 
 
 def test_rejections_carry_reasons() -> None:
