@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .alertmanager import AlertSender
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode
-from .engine import Engine, Outcome
+from .engine import Engine, MonthCalendar, Outcome
 from .exporter import KpiCollector, make_registry
 from .judge import State
 from .settings import Settings
@@ -408,6 +408,28 @@ class Pipeline:
         self.app.page("/wall")(Wall)
         self.app.page("/api/wall")(WallApi)
         # --- end live wall -----------------------------------------------------------------
+
+        from .report import month_state
+
+        class ReportApi(faust.web.View):
+            """Calendar-month KPI values of the owned partners (``?month=2026-10``), for the
+            report card; says which partitions they cover so a report can tell it is whole."""
+
+            async def get(self, request: faust.web.Request) -> faust.web.Response:
+                month = request.query.get("month", "")
+                try:
+                    MonthCalendar.parse(month)
+                except ValueError as exc:
+                    return self.json({"error": str(exc)}, status=400)
+                engine = pipeline.engine
+                owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
+                body = {**month_state(engine, owned, month), "ready": pipeline.ready,
+                        "partitions": pipeline.partitions,
+                        "owned_partitions": sorted(pipeline._owned) if pipeline.ready else []}
+                return self.bytes(orjson.dumps(body), status=200 if pipeline.ready else 503,
+                                  headers={"Content-Type": "application/json"})
+
+        self.app.page("/api/report")(ReportApi)
 
     def status(self) -> dict[str, Any]:
         """What /ready reports."""

@@ -120,12 +120,28 @@ class _Partner(msgspec.Struct, forbid_unknown_fields=True):
     targets: dict[str, float] = {}
 
 
+class _Band(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    min_score: float
+    adjustment: float = 0.0
+    label: str = ""
+
+
+class _Report(msgspec.Struct, forbid_unknown_fields=True):
+    bands: list[_Band]
+    attainment_cap: float = 1.2
+    weights: dict[str, float] = {}
+    floor: float | None = None
+    floor_band: str | None = None
+
+
 class _Partners(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal[1]
     default_tier: str = "authorized"
     closed: bool = False
     tiers: dict[str, dict[str, dict[str, float]]] = {}
     partners: list[_Partner] = []
+    report: _Report | None = None
 
 
 # --- the resolved, engine-facing model ----------------------------------------
@@ -245,6 +261,46 @@ class Catalog:
 
 
 @dataclass(frozen=True, slots=True)
+class Band:
+    """A reward band of the report card: reached when the month's score is at least min_score."""
+
+    id: str
+    min_score: float
+    adjustment: float
+    """What the band is worth, as a fraction (0.03: 3% bonus or discount; -0.02: 2% penalty)."""
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPolicy:
+    """How a partner's month turns into a reward band (``report:`` in partners.yaml)."""
+
+    bands: tuple[Band, ...] = ()
+    """Highest min_score first."""
+    attainment_cap: float = 1.2
+    """Each KPI's attainment counts at most this much, so over-delivering on one KPI cannot
+    hide another."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """KPI id -> weight in the score (1 when absent; 0 leaves a KPI out of the money)."""
+    floor: float | None = None
+    """A KPI below this attainment caps the band at ``floor_band`` whatever the score."""
+    floor_band: str | None = None
+
+    def weight(self, kpi_id: str) -> float:
+        """The KPI's weight in the score."""
+        return self.weights.get(kpi_id, 1.0)
+
+    def band_for(self, score: float, floored: bool) -> Band | None:
+        """The best band the score reaches, capped by the floor rule."""
+        reached = next((b for b in self.bands if score >= b.min_score), None)
+        if floored and reached is not None and self.floor_band is not None:
+            cap = next(b for b in self.bands if b.id == self.floor_band)
+            if reached.min_score > cap.min_score:
+                return cap
+        return reached
+
+
+@dataclass(frozen=True, slots=True)
 class Partners:
     """The partner file: tiers and target overrides; open or closed list."""
 
@@ -254,6 +310,7 @@ class Partners:
     partner_tier: dict[str, str]
     partner_targets: dict[str, dict[str, float]]
     names: dict[str, str] = field(default_factory=dict)
+    report: ReportPolicy = field(default_factory=ReportPolicy)
 
     def tier(self, partner: str) -> str:
         """The partner's tier; unknown partners get the default tier."""
@@ -519,7 +576,36 @@ def load_partners(path: Path, catalog: Catalog) -> Partners:
         default_tier=raw.default_tier, closed=raw.closed,
         tier_targets={t: dict(s.get("targets", {})) for t, s in raw.tiers.items()},
         partner_tier=partner_tier, partner_targets=partner_targets, names=names,
+        report=_report_policy(raw.report, ids, fail),
     )
+
+
+def _report_policy(raw: _Report | None, ids: set[str], fail: _Fail) -> ReportPolicy:
+    if raw is None:
+        return ReportPolicy()
+    here: list[str | int] = ["report"]
+    if not raw.bands:
+        raise fail([*here, "bands"], "at least one band is needed")
+    seen: set[str] = set()
+    for i, band in enumerate(raw.bands):
+        if band.id in seen:
+            raise fail([*here, "bands", i, "id"], f"duplicate band {band.id!r}")
+        seen.add(band.id)
+    for kpi_id, weight in raw.weights.items():
+        if kpi_id not in ids:
+            raise fail([*here, "weights", kpi_id], f"unknown KPI {kpi_id!r}")
+        if weight < 0:
+            raise fail([*here, "weights", kpi_id], "weights cannot be negative")
+    if raw.attainment_cap <= 0:
+        raise fail([*here, "attainment_cap"], "attainment_cap must be positive")
+    if (raw.floor is None) != (raw.floor_band is None):
+        raise fail([*here, "floor"], "floor and floor_band go together")
+    if raw.floor_band is not None and raw.floor_band not in seen:
+        raise fail([*here, "floor_band"], f"unknown band {raw.floor_band!r}")
+    bands = sorted((Band(b.id, b.min_score, b.adjustment, b.label or b.id) for b in raw.bands),
+                   key=lambda b: -b.min_score)
+    return ReportPolicy(tuple(bands), raw.attainment_cap, dict(raw.weights), raw.floor,
+                        raw.floor_band)
 
 
 def load_config(config_dir: Path | None = None) -> tuple[Catalog, Partners]:

@@ -144,6 +144,53 @@ def replay(
     raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed))
 
 
+class ReportFormat(enum.StrEnum):
+    """Output of the report card."""
+
+    table = "table"
+    csv = "csv"
+    html = "html"
+    json = "json"
+
+
+@app.command()
+def report(
+    month: Annotated[str, typer.Option(help="Calendar month, e.g. 2026-10 (in the catalog's "
+                                             "report_timezone).")],
+    format: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
+        ReportFormat.table),
+    worker: Annotated[list[str] | None, typer.Option(
+        "--worker", help="A running worker's web address; repeat for every worker of the app "
+                         "(default http://127.0.0.1:6066).")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topics (as the "
+                                                 "workers were started with).")] = 4,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
+                                                "instead of standard output.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG_DIR,
+) -> None:
+    """The monthly partner report card: each KPI against its goal, month over month, reward band.
+
+    The numbers are the workers' own calendar-month state (kept 13 months), read over HTTP.
+    """
+    from .engine import MonthCalendar
+    from .report import RENDERERS, ReportError, build_report, fetch
+
+    try:
+        MonthCalendar.parse(month)
+        catalog, partners = load_config(config)
+        current, previous = fetch(worker or ["http://127.0.0.1:6066"], month, partitions)
+    except (ValueError, ConfigError, ReportError) as exc:
+        console.print(f"[red]report:[/red] {exc}")
+        raise typer.Exit(1) from None
+    card = build_report(catalog, partners, month, current, previous, int(time.time() * 1000))
+    text = RENDERERS[format.value](card)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output} ({len(card.cards)} partners)")
+
+
 @app.command()
 def dashboards(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if dashboards/ is stale.")] = False,

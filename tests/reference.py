@@ -18,11 +18,16 @@ Tie-breaking rules that the spec leaves open (the engine must match them):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import yaml
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
 Event = dict[str, Any]
 TopicEvent = tuple[str, Event]
 
@@ -521,3 +526,19 @@ def attainment(kpi_id: str, value: float, target: float) -> float:
     if value == 0:
         return ATTAINMENT_CAP
     return min(target / value, ATTAINMENT_CAP)
+
+
+def expected_targets(partners: Iterable[str]) -> dict[tuple[str, str], float]:
+    """Targets resolved from the YAML files by the test itself (partner > tier > default)."""
+    kpis = yaml.safe_load((CONFIG / "kpis.yaml").read_text())["kpis"]
+    spec = yaml.safe_load((CONFIG / "partners.yaml").read_text())
+    tiers = {p["id"]: p["tier"] for p in spec["partners"]}
+    own = {p["id"]: p.get("targets", {}) for p in spec["partners"]}
+    out = {}
+    for partner in partners:
+        tier = tiers.get(partner, spec["default_tier"])
+        tier_targets = spec["tiers"].get(tier, {}).get("targets", {})
+        for kpi in kpis:
+            out[(partner, kpi["id"])] = float(
+                own.get(partner, {}).get(kpi["id"], tier_targets.get(kpi["id"], kpi["target"])))
+    return out

@@ -12,13 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 from kafka import KafkaConsumer
 
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.topics import DEAD_LETTER, all_topics
 from tests import reference
-from tests.harness import REPO, Worker, as_messages, kpi_series, poll, produce
+from tests.harness import Worker, as_messages, kpi_series, poll, produce
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 
 pytestmark = pytest.mark.slow
@@ -41,22 +40,6 @@ def _history(seed: int) -> list[tuple[str, dict[str, Any]]]:
     return [(t, e) for t, e in events if _ms(e["ts"]) <= end]
 
 
-def _expected_targets() -> dict[tuple[str, str], float]:
-    """Targets resolved from the YAML files by the test itself (partner > tier > default)."""
-    kpis = yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())["kpis"]
-    partners = yaml.safe_load((REPO / "config" / "partners.yaml").read_text())
-    tiers = {p["id"]: p["tier"] for p in partners["partners"]}
-    own = {p["id"]: p.get("targets", {}) for p in partners["partners"]}
-    out = {}
-    for partner in PARTNERS:
-        tier = tiers.get(partner, partners["default_tier"])
-        tier_targets = partners["tiers"].get(tier, {}).get("targets", {})
-        for kpi in kpis:
-            out[(partner, kpi["id"])] = float(
-                own.get(partner, {}).get(kpi["id"], tier_targets.get(kpi["id"], kpi["target"])))
-    return out
-
-
 def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
                          partners: Iterable[str] = PARTNERS) -> int:
     """Every exported KPI value, sample count and attainment equals the reference."""
@@ -65,7 +48,7 @@ def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
     values = series.get("partnerpulse_kpi_value", {})
     samples = series.get("partnerpulse_kpi_samples", {})
     attainment = series.get("partnerpulse_kpi_attainment_ratio", {})
-    targets = {k: v for k, v in _expected_targets().items() if k[0] in set(partners)}
+    targets = reference.expected_targets(partners)
     # label tuples are sorted by label name: (kpi, partner, window)
     got = {(p, k, w): v for (k, p, w), v in values.items()}
     assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]

@@ -1,0 +1,236 @@
+"""The monthly report card: scoring and bands on exact inputs, the four renderings, config errors,
+and end to end (events through the broker and a worker, then ``partnerpulse report``) against
+month values, attainments, scores and bands computed here from the YAML files and the events."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from streams.broker import EmbeddedBroker, ensure_topics
+from streams.catalog import ConfigError, load_config, load_partners
+from streams.report import (
+    ReportError,
+    build_report,
+    fetch,
+    render_csv,
+    render_html,
+    render_json,
+    render_table,
+    show,
+)
+from streams.topics import all_topics
+from tests import reference
+from tests.harness import REPO, Worker, as_messages, poll, produce
+from tests.streams_gen import DAY, random_events
+
+CONFIG = REPO / "config"
+T0 = 1_788_000_000_000  # 2026-08-29 (UTC)
+PARTNERS = ["acme", "bluefiber", "northwind-telecom", "vertex-outsourcing"]
+
+
+def _policy() -> dict[str, Any]:
+    """The report section of partners.yaml and each KPI's min_samples, read by the test itself."""
+    spec = yaml.safe_load((CONFIG / "partners.yaml").read_text())["report"]
+    kpis = yaml.safe_load((CONFIG / "kpis.yaml").read_text())["kpis"]
+    return {**spec, "min_samples": {k["id"]: k["min_samples"] for k in kpis}}
+
+
+def _expected_card(partner: str, values: dict[str, tuple[float, int]],
+                   policy: dict[str, Any]) -> tuple[float | None, str | None]:
+    """Score and band of one partner's month, from first principles."""
+    targets = reference.expected_targets([partner])
+    total = weights = 0.0
+    floored = False
+    for kpi, (value, n) in values.items():
+        weight = float(policy["weights"].get(kpi, 1))
+        if n < policy["min_samples"][kpi] or weight == 0:
+            continue
+        att = reference.attainment(kpi, value, targets[(partner, kpi)])
+        total += weight * min(att, policy["attainment_cap"])
+        weights += weight
+        floored = floored or att < policy["floor"]
+    if not weights:
+        return None, None
+    score = total / weights
+    bands = sorted(policy["bands"], key=lambda b: -b["min_score"])
+    band = next(b for b in bands if score >= b["min_score"])
+    cap = next(b for b in bands if b["id"] == policy["floor_band"])
+    if floored and band["min_score"] > cap["min_score"]:
+        band = cap
+    return score, band["id"]
+
+
+# --- scoring on exact inputs ---------------------------------------------------------------
+def test_scores_bands_floor_and_month_over_month() -> None:
+    catalog, partners = load_config()
+    policy = _policy()
+    current = {
+        # premier: asa target 45 s -> 30 s is 150% (capped at 120%); ots_down_hard weight 2
+        "northwind-telecom": {"asa": (30.0, 500), "ots_down_hard": (5400.0 * 0.9, 40),
+                              "csat": (4.4, 300), "abandon_rate": (0.5, 3)},  # 3 < min_samples
+        # one KPI far below the floor: the band is capped at 'standard' whatever the score
+        # (score about 1.06, gold; mttr at 70% of its goal)
+        "bluefiber": {"asa": (20.0, 500), "service_level": (0.95, 500), "csat": (5.0, 50),
+                      "xla": (9.9, 50), "abandon_rate": (0.01, 500),
+                      "mttr": (14400.0 / 0.7, 30)},
+        "newcomer-9": {"asa": (200.0, 100)},  # not in partners.yaml, has data: still reported
+    }
+    previous = {"northwind-telecom": {"asa": (60.0, 400)}}
+    card = build_report(catalog, partners, "2026-10", current, previous, T0)
+    by_id = {c.partner: c for c in card.cards}
+    assert card.previous_month == "2026-09"
+    assert set(by_id) == set(partners.partner_tier) | {"newcomer-9"}
+    for partner, values in current.items():
+        score, band = _expected_card(partner, values, policy)
+        got = by_id[partner]
+        assert got.score is not None and score is not None
+        assert math.isclose(got.score, score, rel_tol=1e-12), partner
+        assert got.band is not None and got.band.id == band, partner
+    assert by_id["bluefiber"].floored_by == ("mttr",)
+    assert by_id["bluefiber"].score is not None and by_id["bluefiber"].score >= 1.0  # gold...
+    assert by_id["bluefiber"].band is not None and by_id["bluefiber"].band.id == "standard"
+    nw = {line.kpi: line for line in by_id["northwind-telecom"].lines}
+    assert not nw["abandon_rate"].counted and nw["asa"].counted
+    assert nw["asa"].change == -30.0 and nw["asa"].previous_attainment == 45.0 / 60.0
+    assert by_id["northwind-telecom"].previous_score == pytest.approx(0.75)
+    # a listed partner without data: a card with no score, every line empty
+    orchid = by_id["orchid-it"]
+    assert orchid.score is None and orchid.band is None
+    assert all(line.value is None for line in orchid.lines)
+
+
+def test_renderings_agree_and_escape() -> None:
+    catalog, partners = load_config()
+    names = {**partners.names, "acme": '<img src=x onerror=alert(1)> & "Acme"'}
+    partners = dataclasses.replace(partners, names=names)
+    current = {"acme": {"asa": (75.5, 120), "escalation_rate": (0.149, 600),
+                        "mttr": (3 * 3600.0 + 65, 40)}}
+    previous = {"acme": {"asa": (80.0, 100)}}
+    card = build_report(catalog, partners, "2026-10", current, previous, T0)
+    page = render_html(card)
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;Acme&quot;" in page
+    # self-contained: no scripts, no external resources
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    rows = list(csv.DictReader(io.StringIO(render_csv(card))))
+    assert len(rows) == len(card.cards) * len(catalog.kpis)
+    acme = {r["kpi"]: r for r in rows if r["partner"] == "acme"}
+    assert float(acme["asa"]["value"]) == 75.5 and acme["asa"]["samples"] == "120"
+    assert float(acme["asa"]["change"]) == -4.5 and acme["mttr"]["previous_value"] == ""
+    body = orjson.loads(render_json(card))
+    acme_json = next(p for p in body["partners"] if p["partner"] == "acme")
+    assert acme_json["band"]["id"] == acme["asa"]["band"]
+    assert math.isclose(acme_json["score"], float(acme["asa"]["score"]))
+    table = render_table(card)
+    assert "3h 01m" in table and "14.9%" in table and "76s" in table
+    assert show(2 * 86400 + 3 * 3600.0, "seconds") == "2d 03h" and show(None, "ratio") == "-"
+
+
+@pytest.mark.parametrize(("report", "line", "problem"), [
+    ("report:\n  bands: []\n", 2, "at least one band"),
+    ("report:\n  floor: 0.8\n  bands: [{id: a, min_score: 0}]\n", 2, "go together"),
+    ("report:\n  floor: 0.8\n  floor_band: nope\n  bands: [{id: a, min_score: 0}]\n", 3,
+     "unknown band 'nope'"),
+    ("report:\n  weights: {not_a_kpi: 2}\n  bands: [{id: a, min_score: 0}]\n", 2,
+     "unknown KPI 'not_a_kpi'"),
+])
+def test_bad_report_section_names_file_and_line(tmp_path: Path, report: str, line: int,
+                                                 problem: str) -> None:
+    catalog, _ = load_config()
+    path = tmp_path / "partners.yaml"
+    path.write_text("version: 1\n" + report)
+    with pytest.raises(ConfigError) as err:
+        load_partners(path, catalog)
+    assert f"partners.yaml:{line + 1}:" in str(err.value) and problem in str(err.value), err.value
+
+
+def test_fetch_refuses_a_partial_report() -> None:
+    def worker(owned: list[int]) -> bytes:
+        return orjson.dumps({"ready": True, "partitions": 4, "owned_partitions": owned,
+                             "partners": {}, "month": "2026-10"})
+
+    answers = {"http://a/api/report?month=2026-10": worker([0, 1]),
+               "http://b/api/report?month=2026-10": worker([2, 3])}
+    assert fetch(["http://a", "http://b"], "2026-10", 4, answers.__getitem__) == ({}, {})
+    with pytest.raises(ReportError, match=r"partitions \[2, 3\]"):
+        fetch(["http://a"], "2026-10", 4, answers.__getitem__)
+
+
+# --- end to end ---------------------------------------------------------------------------
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+        ensure_topics(running.bootstrap, all_topics(4))
+        yield running
+
+
+def _report(worker: Worker, month: str, fmt: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", "report", "--month", month, "--format", fmt,
+         "--worker", f"http://127.0.0.1:{worker.port}", "--partitions", "4", *extra],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+
+
+@pytest.mark.slow
+def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
+                                                  tmp_path: Path) -> None:
+    # 28 days from 2026-08-29: August's end and most of September. (Within 30 days nothing can be
+    # late, so the order in which the worker reads its partitions cannot change the numbers.)
+    events = random_events(11, PARTNERS, T0, 28 * DAY, n_tickets=120, n_calls=200)
+    worker = Worker(fresh_broker.url, tmp_path).start()
+    try:
+        n = produce(fresh_broker.bootstrap, as_messages(events))
+        poll(lambda: worker.processed() >= n, 120, f"{n} events processed")
+        done = _report(worker, "2026-09", "json")
+        html_out = tmp_path / "card.html"
+        printed = _report(worker, "2026-09", "html", "--output", str(html_out))
+        bad = _report(worker, "2026-13", "json")
+    finally:
+        worker.stop()
+    assert done.returncode == 0, done.stderr
+    body = orjson.loads(done.stdout)
+    assert body["month"] == "2026-09" and body["previous_month"] == "2026-08"
+    months = reference.compute_months(events)
+    targets = reference.expected_targets(PARTNERS)
+    policy = _policy()
+    cards = {c["partner"]: c for c in body["partners"]}
+    checked = 0
+    for partner in PARTNERS:
+        want = {k: (r.value, r.samples) for (p, k, m), r in months.items()
+                if p == partner and m == "2026-09"}
+        before = {k: r.value for (p, k, m), r in months.items() if p == partner and m == "2026-08"}
+        lines = {line["kpi"]: line for line in cards[partner]["lines"]}
+        got = {k: (line["value"], line["samples"]) for k, line in lines.items()
+               if line["value"] is not None}
+        assert set(got) == set(want), (partner, sorted(set(got) ^ set(want)))
+        for kpi, (value, samples) in want.items():
+            tolerance = 0.01 if kpi.endswith("_p90") else 1e-9
+            assert got[kpi][1] == samples, (partner, kpi)
+            assert math.isclose(got[kpi][0], value, rel_tol=tolerance), (partner, kpi)
+            line = lines[kpi]
+            assert line["target"] == targets[(partner, kpi)]
+            assert math.isclose(line["attainment"], reference.attainment(
+                kpi, line["value"], line["target"]), rel_tol=1e-12)
+            if kpi in before:
+                assert math.isclose(line["previous"], before[kpi], rel_tol=tolerance)
+            checked += 1
+        score, band = _expected_card(partner, {k: (lines[k]["value"], v[1])
+                                               for k, v in want.items()}, policy)
+        assert cards[partner]["score"] == pytest.approx(score, rel=1e-12)
+        assert (cards[partner]["band"] or {}).get("id") == band
+    assert checked >= 40
+    assert printed.returncode == 0, printed.stderr
+    page = html_out.read_text()
+    assert all(partner in page for partner in PARTNERS) and "2026-09" in page
+    assert bad.returncode == 1 and "not a month" in bad.stderr
