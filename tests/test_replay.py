@@ -9,7 +9,10 @@ import gzip
 import math
 import os
 import re
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -308,9 +311,20 @@ def _expected(tickets: dict[str, _Ticket], now: int, hours: int,
               escalations: bool) -> dict[tuple[str, str], tuple[float, int]]:
     """(kpi, partner) -> (value, samples) in the window of the last ``hours`` 1-hour buckets."""
     floor = now // HOUR_MS - hours
+    return _expected_in(tickets, lambda ts: ts // HOUR_MS > floor, escalations)
+
+
+def _month(ts: int) -> str:
+    """'YYYY-MM' of the instant in UTC (the catalog's report_timezone)."""
+    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m")
+
+
+def _expected_in(tickets: dict[str, _Ticket], within: Any,
+                 escalations: bool) -> dict[tuple[str, str], tuple[float, int]]:
+    """(kpi, partner) -> (value, samples) over the samples whose time ``within`` accepts."""
 
     def inside(ts: int | None) -> bool:
-        return ts is not None and ts // HOUR_MS > floor
+        return ts is not None and bool(within(ts))
 
     samples: dict[tuple[str, str], list[float]] = {}
     for t in tickets.values():
@@ -333,6 +347,15 @@ def _expected(tickets: dict[str, _Ticket], now: int, hours: int,
         for partner, n in opened.items():
             out[("escalation_rate", partner)] = (escalated.get(partner, 0) / n, n)
     return out
+
+
+def _month_values(worker: Worker, month: str) -> dict[tuple[str, str], tuple[float, int]]:
+    """(kpi, partner) -> (value, samples) of the month, as the worker serves the report card."""
+    with urllib.request.urlopen(
+            f"http://127.0.0.1:{worker.port}/api/report?month={month}", timeout=30) as r:
+        body = orjson.loads(r.read())
+    return {(kpi, partner): (value, n) for partner, months in body["partners"].items()
+            for kpi, (value, n) in months.get(month, {}).items()}
 
 
 def _replay_and_compare(broker: EmbeddedBroker, tmp_path: Path, file: Path, mapping: str,
@@ -366,11 +389,38 @@ def _replay_and_compare(broker: EmbeddedBroker, tmp_path: Path, file: Path, mapp
         assert counts["tickets:accepted"] == stats.produced, counts
         assert counts.get("tickets:duplicate", 0) + counts.get("tickets:late", 0) == stats.produced
         series = kpi_series(worker.metrics_text())
+        # the event clock: the largest event time produced (closed events included)
+        now = max(max(t.opened, t.contacted or 0, t.resolved or 0, t.escalated or 0,
+                      t.closed or 0) for t in tickets.values())
+        # every calendar month the report card keeps (the current one and the 13 before it)
+        year, mon = map(int, _month(now).split("-"))
+        months = [f"{(year * 12 + mon - 1 - i) // 12:04d}-{(year * 12 + mon - 1 - i) % 12 + 1:02d}"
+                  for i in range(14)]
+        served = {m: _month_values(worker, m) for m in months}
+        card = subprocess.run(
+            [sys.executable, "-m", "streams", "report", "--month", months[1], "--format", "json",
+             "--worker", f"http://127.0.0.1:{worker.port}", "--partitions",
+             str(getattr(broker, "partitions", 4)), *extra],
+            capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
     finally:
         worker.stop()
-    # the event clock: the largest event time produced (closed events included)
-    now = max(max(t.opened, t.contacted or 0, t.resolved or 0, t.escalated or 0, t.closed or 0)
-              for t in tickets.values())
+    month_checked = 0
+    for month, got_month in served.items():
+        want_month = {k: v for k, v in _expected_in(
+            tickets, lambda ts, m=month: _month(ts) == m, "escalation_rate" in kpis).items()
+            if k[0] in kpis}
+        got_month = {k: v for k, v in got_month.items() if k[0] in kpis}
+        assert set(got_month) == set(want_month), (month, sorted(set(got_month) ^ set(want_month)))
+        for key, (value, n) in want_month.items():
+            assert got_month[key][1] == n, (month, key)
+            assert math.isclose(got_month[key][0], value, rel_tol=1e-9), (month, key)
+            month_checked += 1
+    # the report card of the last complete month shows exactly those values
+    assert card.returncode == 0, card.stderr
+    lines = {(line["kpi"], c["partner"]): (line["value"], line["samples"])
+             for c in orjson.loads(card.stdout)["partners"] for line in c["lines"]
+             if line["value"] is not None and line["kpi"] in kpis}
+    assert lines == {k: v for k, v in served[months[1]].items() if k[0] in kpis}
     values = series.get("partnerpulse_kpi_value", {})
     counts_of = series.get("partnerpulse_kpi_samples", {})
     checked = 0
@@ -386,7 +436,7 @@ def _replay_and_compare(broker: EmbeddedBroker, tmp_path: Path, file: Path, mapp
             checked += 1
     assert checked >= min_checked
     return {"rows": stats.rows, "events": stats.events, "skipped": stats.skipped,
-            "seconds": stats.seconds, "checked": checked}
+            "seconds": stats.seconds, "checked": checked, "month_values_checked": month_checked}
 
 
 _LEVELS = {"L1": 1, "L2": 2, "L2/L3": 2, "L3": 3}
