@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import signal
@@ -144,6 +145,31 @@ def replay(
     raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed))
 
 
+@app.command("broker")
+def embedded_broker(
+    port: Annotated[int, typer.Option(help="Loopback port to listen on.")] = 9092,
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topics.")] = 4,
+) -> None:
+    """Run the embedded Kafka-protocol broker (tansu, memory only) until Ctrl-C: for trials.
+
+    Its log is kept in memory: stopping it loses every topic. Production runs Apache Kafka.
+    """
+    import tempfile
+
+    from .broker import EmbeddedBroker, ensure_topics
+    from .topics import all_topics
+
+    with tempfile.TemporaryDirectory(prefix="partnerpulse-broker-") as tmp, \
+            EmbeddedBroker(port=port, log_path=Path(tmp) / "broker.log") as broker:
+        ensure_topics(broker.bootstrap, all_topics(partitions))
+        console.print(f"broker  {broker.url} (embedded tansu, memory only); Ctrl-C stops it")
+        try:
+            while broker.running:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
 class ReportFormat(enum.StrEnum):
     """Output of the report card."""
 
@@ -166,6 +192,8 @@ def report(
                                                  "workers were started with).")] = 4,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
                                                 "instead of standard output.")] = None,
+    partner: Annotated[list[str] | None, typer.Option(
+        "--partner", help="Only this partner (repeatable); default every partner.")] = None,
     config: ConfigOpt = DEFAULT_CONFIG_DIR,
 ) -> None:
     """The monthly partner report card: each KPI against its goal, month over month, reward band.
@@ -183,6 +211,12 @@ def report(
         console.print(f"[red]report:[/red] {exc}")
         raise typer.Exit(1) from None
     card = build_report(catalog, partners, month, current, previous, int(time.time() * 1000))
+    if partner:
+        unknown = sorted(set(partner) - {c.partner for c in card.cards})
+        if unknown:
+            console.print(f"[red]report:[/red] no such partner: {', '.join(unknown)}")
+            raise typer.Exit(1)
+        card = dataclasses.replace(card, cards=tuple(c for c in card.cards if c.partner in partner))
     text = RENDERERS[format.value](card)
     if output is None:
         sys.stdout.write(text)

@@ -195,6 +195,7 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
         done = _report(worker, "2026-09", "json")
         html_out = tmp_path / "card.html"
         printed = _report(worker, "2026-09", "html", "--output", str(html_out))
+        one = _report(worker, "2026-09", "csv", "--partner", "acme")
         bad = _report(worker, "2026-13", "json")
     finally:
         worker.stop()
@@ -234,3 +235,5 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
     page = html_out.read_text()
     assert all(partner in page for partner in PARTNERS) and "2026-09" in page
     assert bad.returncode == 1 and "not a month" in bad.stderr
+    assert one.returncode == 0, one.stderr
+    assert {r["partner"] for r in csv.DictReader(io.StringIO(one.stdout))} == {"acme"}
