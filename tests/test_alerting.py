@@ -53,6 +53,8 @@ def _asa_only_config(tmp_path: Path) -> Path:
     partners = yaml.safe_load((target / "partners.yaml").read_text())
     for spec in [*partners["tiers"].values(), *partners["partners"]]:
         spec["targets"] = {k: v for k, v in spec.get("targets", {}).items() if k == "asa"}
+    report = partners["report"]  # the report card's weights name KPIs too
+    report["weights"] = {k: v for k, v in report["weights"].items() if k == "asa"}
     (target / "partners.yaml").write_text(yaml.safe_dump(partners, sort_keys=False))
     return target
 

@@ -184,6 +184,8 @@ def _wall_config(tmp_path: Path) -> Path:
     partners = yaml.safe_load((target / "partners.yaml").read_text())
     for spec in [*partners["tiers"].values(), *partners["partners"]]:
         spec["targets"] = {k: v for k, v in spec.get("targets", {}).items() if k in keep}
+    report = partners["report"]  # the report card's weights name KPIs too
+    report["weights"] = {k: v for k, v in report["weights"].items() if k in keep}
     partners["partners"] += [{"id": "drifter", "tier": "authorized", "name": "Drifter Telecom"},
                              {"id": "wobbly", "tier": "business", "name": "Wobbly Voice"},
                              {"id": "steady", "tier": "business", "name": "Steady Networks"},
