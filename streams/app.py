@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .alertmanager import AlertSender
 from .catalog import load_config
-from .contract import TOPICS, ContractError, decode
+from .contract import TOPICS, ContractError, decode, redact
 from .engine import Engine, Outcome
 from .exporter import KpiCollector, make_registry
 from .judge import State
@@ -50,7 +50,8 @@ def _header(headers: Any, name: str) -> str | None:
     items = headers.items() if hasattr(headers, "items") else headers
     for key, value in items:
         if key == name:
-            return value.decode() if isinstance(value, bytes) else str(value)
+            # a header is producer input like the value: bad UTF-8 must not crash the agent
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
 
 
@@ -353,7 +354,10 @@ class Pipeline:
         }
 
     def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> None:
-        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        # the log names the message, not its content: quoted values are elided from the reason
+        # (the pp-reason header keeps them, next to the original bytes)
+        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset,
+                    redact(reason))
         self.dead_letter.send_soon(
             key=msg.key if isinstance(msg.key, bytes) else None,
             value=raw,
