@@ -37,7 +37,7 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
-_LABEL_NAME_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")  # \Z: no final newline
 _BATCH_SIZE: Final = 500
 """Alerts per POST: a full resend of many alerts goes out in several requests."""
 _RETRY_STATUSES: Final = frozenset({408, 429})

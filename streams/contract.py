@@ -27,9 +27,11 @@ MAX_FUTURE_MS: Final = 5 * 60 * 1000
 _MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01: anything older is a unit mistake
 _MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+# \Z, not $: "$" also matches before a final newline, so "acme\n" passed (found by
+# tests/test_security.py); ids end up in labels, logs and HTML.
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
 # Partner ids end up in Prometheus labels, table keys and HTML: keep them tame.
-_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Entity ids (ticket, call, order, KB article) are free-form, but a control character (a newline,

@@ -258,8 +258,11 @@ def control_chars(draw: st.DrawFn, good: Good, wall: int) -> Fuzz:
     name = draw(st.sampled_from(names))
     char = draw(st.sampled_from(CONTROL))
     value = str(event[name])
-    at = draw(st.integers(0, len(value)))
-    event[name] = value[:at] + char + MARKER + value[at:]
+    if draw(st.booleans()):  # a trailing one: "$" in a regex lets a final "\n" through
+        event[name] = value + char
+    else:
+        at = draw(st.integers(0, len(value)))
+        event[name] = value[:at] + char + MARKER + value[at:]
     return topic, _dump(event), "control_chars"
 
 
@@ -504,3 +507,12 @@ def _produce_with_header(bootstrap: str, topic: str, items: list[tuple[bytes, by
         producer.send(topic, key=b"forged", value=value, headers=[("pp-topic", header)])
     producer.flush()
     producer.close()
+
+
+@pytest.mark.parametrize("field", ["partner_id", "event_id", "call_id"])
+def test_a_trailing_newline_in_an_id_is_rejected(field: str) -> None:
+    # the id regexes ended in "$", which also matches before a final newline
+    event = _valid_call()
+    event[field] += "\n"
+    with pytest.raises(ContractError):
+        decode("calls", _dump(event), WALL)
