@@ -31,6 +31,7 @@ from .contract import TOPICS, ContractError, decode, redact
 from .engine import Engine, Outcome
 from .exporter import KpiCollector, make_registry
 from .judge import State
+from .kafka_auth import client_kwargs, faust_credentials
 from .settings import Settings
 from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
 from .wall import History
@@ -67,6 +68,7 @@ class Pipeline:
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker,
+            broker_credentials=faust_credentials(settings),  # TLS / SASL, None for PLAINTEXT
             store=store,
             datadir=str(settings.data_dir),
             env_prefix="PARTNERPULSE_FAUST_",
@@ -184,7 +186,7 @@ class Pipeline:
         tps = [TopicPartition(topic, p) for p in sorted(owned)]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=parse_broker_url(self.settings.broker), enable_auto_commit=False,
-            group_id=None, fetch_max_wait_ms=200,
+            group_id=None, fetch_max_wait_ms=200, **client_kwargs(self.settings),
         )
         tail: dict[bytes, bytes | None] = {}
         await consumer.start()
