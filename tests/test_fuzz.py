@@ -516,3 +516,28 @@ def test_a_trailing_newline_in_an_id_is_rejected(field: str) -> None:
     event[field] += "\n"
     with pytest.raises(ContractError):
         decode("calls", _dump(event), WALL)
+
+
+def test_a_stop_before_its_start_gives_no_negative_duration() -> None:
+    t = WALL - 10 * 60_000
+    base = {"partner_id": "bluefiber", "ticket_id": "T-9"}
+    events = [
+        ("tickets", {**base, "event_id": "r", "type": "resolved", "ts": t - 5 * 60_000}),
+        ("tickets", {**base, "event_id": "c", "type": "contacted", "ts": t - 60_000}),
+        ("tickets", {**base, "event_id": "o", "type": "opened", "ts": t,
+                     "severity": "down_hard"}),
+        ("calls", {"partner_id": "bluefiber", "call_id": "C-9", "event_id": "a",
+                   "type": "answered", "ts": t}),
+        ("calls", {"partner_id": "bluefiber", "call_id": "C-9", "event_id": "q",
+                   "type": "queued", "ts": t + 1000}),
+    ]
+    engine, _ = _engines()
+    for topic, event in events:
+        assert engine.ingest(topic, _dump(event), WALL).outcome is Outcome.ACCEPTED
+    values = engine.evaluate("bluefiber", WALL)
+    # no duration sample at all (the reference agrees), and never a negative one
+    for kpi in ("ots_down_hard", "mttr", "asa", "ots_down_hard_p90"):
+        assert (kpi, "1h") not in values
+    assert not {k for (_p, k, _w) in reference.compute(events, now_ms=WALL)} & {
+        "ots_down_hard", "mttr", "asa", "ots_down_hard_p90"}
+    assert all(v.value >= 0 for v in values.values())
