@@ -10,8 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests need, as "binary:package" (the package is installed
 # only when the binary is not on PATH):
-#   prometheus (promtool, prometheus), prometheus-alertmanager (amtool), chromium + chromium-driver (wall test)
-APT_NEEDS="promtool:prometheus amtool:prometheus-alertmanager chromium:chromium chromedriver:chromium-driver"
+#   prometheus (promtool, prometheus), prometheus-alertmanager (amtool), chromium + chromium-driver (wall test),
+#   openssl (throwaway CA and certificates for the Kafka TLS test)
+APT_NEEDS="promtool:prometheus amtool:prometheus-alertmanager chromium:chromium chromedriver:chromium-driver openssl:openssl"
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -32,12 +32,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 log = logging.getLogger(__name__)
 
-_LABEL_NAME_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")  # \Z: no final newline
 _BATCH_SIZE: Final = 500
 """Alerts per POST: a full resend of many alerts goes out in several requests."""
 _RETRY_STATUSES: Final = frozenset({408, 429})
@@ -95,6 +96,9 @@ class AlertSender:
                              "max_pending >= 1")
         self.url = url.rstrip("/")
         self.endpoint = f"{self.url}/api/v2/alerts"
+        # for log lines: credentials in the URL (http://user:password@host) stay out of logs
+        parts = urlsplit(self.endpoint)
+        self.shown_endpoint = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.resend_interval_s = float(resend_interval_s)
         self.timeout_s = float(timeout_s)
         self.max_pending = max_pending
@@ -239,14 +243,14 @@ class AlertSender:
                     if ok:
                         if failures:
                             log.info("Alertmanager %s accepts alerts again after %d failed attempts",
-                                     self.url, failures)
+                                     self.shown_endpoint, failures)
                         if full:
                             next_full = loop.time() + self.resend_interval_s
                         failures, full = 0, False
                     else:
                         if not failures:
                             log.warning("cannot post alerts to %s (%s): %d pending, retrying with "
-                                        "backoff", self.endpoint, self.last_error, self.pending)
+                                        "backoff", self.shown_endpoint, self.last_error, self.pending)
                         # the retry sends everything: endsAt needs refreshing after an outage
                         failures, full = failures + 1, True
                 if self.pending:  # last chance for what changed just before stop()
@@ -341,7 +345,7 @@ class AlertSender:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.failed_posts += 1
                 self.last_error = type(exc).__name__
-                log.debug("posting %d alerts to %s failed (%s): %s", len(chunk), self.endpoint,
+                log.debug("posting %d alerts to %s failed (%s): %s", len(chunk), self.shown_endpoint,
                           self.last_error, shown)
                 return False
             if 200 <= status < 300:

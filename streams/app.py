@@ -27,10 +27,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .alertmanager import AlertSender
 from .catalog import load_config
-from .contract import TOPICS, ContractError, decode
+from .contract import TOPICS, ContractError, decode, redact
 from .engine import Engine, MonthCalendar, Outcome
 from .exporter import KpiCollector, make_registry
 from .judge import State
+from .kafka_auth import client_kwargs, faust_credentials
 from .settings import Settings
 from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
 from .wall import History
@@ -50,7 +51,8 @@ def _header(headers: Any, name: str) -> str | None:
     items = headers.items() if hasattr(headers, "items") else headers
     for key, value in items:
         if key == name:
-            return value.decode() if isinstance(value, bytes) else str(value)
+            # a header is producer input like the value: bad UTF-8 must not crash the agent
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
 
 
@@ -66,6 +68,7 @@ class Pipeline:
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker,
+            broker_credentials=faust_credentials(settings),  # TLS / SASL, None for PLAINTEXT
             store=store,
             datadir=str(settings.data_dir),
             env_prefix="PARTNERPULSE_FAUST_",
@@ -183,7 +186,7 @@ class Pipeline:
         tps = [TopicPartition(topic, p) for p in sorted(owned)]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=parse_broker_url(self.settings.broker), enable_auto_commit=False,
-            group_id=None, fetch_max_wait_ms=200,
+            group_id=None, fetch_max_wait_ms=200, **client_kwargs(self.settings),
         )
         tail: dict[bytes, bytes | None] = {}
         await consumer.start()
@@ -353,7 +356,10 @@ class Pipeline:
         }
 
     def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> None:
-        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        # the log names the message, not its content: quoted values are elided from the reason
+        # (the pp-reason header keeps them, next to the original bytes)
+        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset,
+                    redact(reason))
         self.dead_letter.send_soon(
             key=msg.key if isinstance(msg.key, bytes) else None,
             value=raw,

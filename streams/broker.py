@@ -26,6 +26,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def _split_servers(bootstrap: str) -> list[tuple[str, int]]:
     return out
 
 
-def _api_versions_ok(host: str, port: int, timeout: float) -> bool:
+def _api_versions_ok(host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> bool:
     """Send a raw Kafka ApiVersions v0 request; True if a well-formed reply comes back.
 
     Cheap (no client threads) and bounded by ``timeout``, so a squatter that
@@ -127,7 +128,11 @@ def _api_versions_ok(host: str, port: int, timeout: float) -> bool:
     client_id = b"partnerpulse-probe"
     body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+            if tls is not None:  # a TLS listener: probe through the handshake (ApiVersions
+                # needs no SASL authentication yet, so SASL_* listeners answer it too)
+                sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
             sock.settimeout(timeout)
             sock.sendall(struct.pack(">i", len(body)) + body)
             header = b""
@@ -142,7 +147,8 @@ def _api_versions_ok(host: str, port: int, timeout: float) -> bool:
     return size >= 6 and corr == correlation_id and error_code == 0
 
 
-def _wait_kafka(bootstrap: str, deadline: float, alive: Any = None) -> None:
+def _wait_kafka(bootstrap: str, deadline: float, alive: Any = None,
+                tls: ssl.SSLContext | None = None) -> None:
     """Poll until one bootstrap server answers a Kafka ApiVersions request.
 
     ``alive`` is an optional callable raising when waiting is pointless (the
@@ -154,7 +160,7 @@ def _wait_kafka(bootstrap: str, deadline: float, alive: Any = None) -> None:
         if alive is not None:
             alive()
         for host, port in servers:
-            if _api_versions_ok(host, port, timeout=1.0):
+            if _api_versions_ok(host, port, timeout=1.0, tls=tls):
                 return
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no Kafka broker answered on {bootstrap}")
@@ -162,16 +168,19 @@ def _wait_kafka(bootstrap: str, deadline: float, alive: Any = None) -> None:
 
 
 @contextlib.contextmanager
-def _admin(bootstrap: str, deadline: float, alive: Any = None) -> Iterator[Any]:
+def _admin(bootstrap: str, deadline: float, alive: Any = None,
+           security: Mapping[str, Any] | None = None) -> Iterator[Any]:
     from kafka import KafkaAdminClient
 
-    _wait_kafka(bootstrap, deadline, alive)
+    security = dict(security or {})
+    _wait_kafka(bootstrap, deadline, alive, tls=security.get("ssl_context"))
     remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
     client = KafkaAdminClient(
         bootstrap_servers=parse_broker_url(bootstrap),
         client_id="partnerpulse-admin",
         bootstrap_timeout_ms=remaining_ms,
         request_timeout_ms=min(remaining_ms, 30000),
+        **security,
     )
     try:
         yield client
@@ -388,6 +397,7 @@ def ensure_topics(
     topics: dict[str, int],
     configs: dict[str, dict[str, str]] | None = None,
     timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
     """Create the missing ``topics`` (name -> partition count); idempotent.
 
@@ -395,7 +405,8 @@ def ensure_topics(
     An existing topic with a different partition count is an error
     (:class:`ValueError`): Kafka cannot shrink a topic, and Faust's
     co-partitioning would silently break.  ``bootstrap`` may be a
-    ``kafka://`` URL.
+    ``kafka://`` URL; ``security`` holds TLS/SASL client arguments
+    (:func:`streams.kafka_auth.client_kwargs`).
     """
     if not topics:
         return
@@ -407,7 +418,7 @@ def ensure_topics(
 
     deadline = time.monotonic() + timeout
     names = list(topics)
-    with _admin(bootstrap, deadline) as admin:
+    with _admin(bootstrap, deadline, security=security) as admin:
         existing = {t["name"]: t for t in admin.describe_topics(names) if not t["error_code"]}
         for name in names:
             have = existing.get(name)

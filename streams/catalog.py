@@ -27,8 +27,12 @@ TIERS: Final = ("premier", "business", "select", "authorized")
 
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
-_KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_PERCENTILE_RE: Final = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+# \Z, not $: "$" also matches before a final newline
+_KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+# Window names become label values and are written into generated PromQL selectors
+# (window="..."): a quote or brace in one would rewrite the rules and dashboards.
+_WINDOW_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
+_PERCENTILE_RE: Final = re.compile(r"^p(\d{1,2}(?:\.\d+)?)\Z")
 
 
 class ConfigError(ValueError):
@@ -498,6 +502,8 @@ def load_catalog(path: Path) -> Catalog:
         raise fail(_split_path(str(exc)), str(exc)) from None
     windows: dict[str, Window] = {}
     for name, spec in raw.windows.items():
+        if not _WINDOW_NAME_RE.match(name):
+            raise fail(["windows", name], f"window name {name!r} must be 1-32 of letters, digits, '_'")
         try:
             length, resolution = duration_ms(spec.length), duration_ms(spec.resolution)
         except ValueError as exc:
@@ -560,7 +566,7 @@ def load_partners(path: Path, catalog: Catalog) -> Partners:
     partner_targets: dict[str, dict[str, float]] = {}
     names: dict[str, str] = {}
     for i, p in enumerate(raw.partners):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", p.id):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", p.id):
             raise fail(["partners", i, "id"], f"partner id {p.id!r} is not a valid partner_id")
         if p.id in partner_tier:
             raise fail(["partners", i, "id"], f"duplicate partner {p.id!r}")

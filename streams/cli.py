@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -22,7 +22,8 @@ from .catalog import DEFAULT_CONFIG_DIR, ConfigError, load_config
 if TYPE_CHECKING:  # the worker's heavy imports stay out of `partnerpulse --help`
     from .settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# no locals in tracebacks: they would print settings and client arguments, secrets included
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="partnerpulse: live support KPIs of channel partners, from Kafka to Prometheus.")
 console = Console(stderr=True)
 
@@ -104,6 +105,7 @@ def run_worker(settings: Settings) -> None:
 
     from .app import Pipeline
     from .broker import ensure_topics, parse_broker_url
+    from .kafka_auth import client_kwargs
     from .topics import all_topics
 
     try:
@@ -112,7 +114,8 @@ def run_worker(settings: Settings) -> None:
         console.print(f"[red]config error[/red] {exc}")
         raise typer.Exit(1) from None
     if settings.create_topics:
-        ensure_topics(parse_broker_url(settings.broker), all_topics(settings.partitions))
+        ensure_topics(parse_broker_url(settings.broker), all_topics(settings.partitions),
+                      security=client_kwargs(settings))
     pipeline = Pipeline(settings)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(),
                           override_logging=True, quiet=True)
@@ -139,10 +142,13 @@ def replay(
     speed: Annotated[float | None, typer.Option(help="Replay at N x real time (default: as fast as "
                                                 "the broker takes it).")] = None,
 ) -> None:
-    """Turn a ticketing or telephony export into contract events and produce them in time order."""
+    """Turn a ticketing or telephony export into contract events and produce them in time order.
+
+    TLS and SASL come from the PARTNERPULSE_KAFKA_* environment variables, as for the worker.
+    """
     from .replay import run_replay_cli
 
-    raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed))
+    raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed, kafka_security()))
 
 
 @app.command("broker")
@@ -246,26 +252,44 @@ def simulate(
                                                  "cross its targets.")] = 10.0,
     partitions: Annotated[int, typer.Option(help="Partitions of the input topics.")] = 4,
 ) -> None:
-    """Produce simulated partner traffic in real time (a dozen partners, one drifting)."""
+    """Produce simulated partner traffic in real time (a dozen partners, one drifting).
+
+    TLS and SASL come from the PARTNERPULSE_KAFKA_* environment variables, as for the worker.
+    """
     from .broker import ensure_topics, parse_broker_url
     from .topics import all_topics
 
     bootstrap = parse_broker_url(broker)
-    ensure_topics(bootstrap, all_topics(partitions))
+    security = kafka_security()
+    ensure_topics(bootstrap, all_topics(partitions), security=security)
     stop_at = time.monotonic() + duration if duration > 0 else None
-    produced = run_simulator(bootstrap, rate, seed, drift_minutes, stop_at)
+    produced = run_simulator(bootstrap, rate, seed, drift_minutes, stop_at, security)
     console.print(f"produced {produced} events")
 
 
+def kafka_security() -> dict[str, Any]:
+    """TLS/SASL client arguments from PARTNERPULSE_KAFKA_* (never from flags); exit 1 if invalid."""
+    from pydantic import ValidationError
+
+    from .kafka_auth import client_kwargs
+    from .settings import KafkaClientSettings
+
+    try:
+        return client_kwargs(KafkaClientSettings())
+    except ValidationError as exc:  # SecretStr values print masked
+        console.print(f"[red]Kafka security settings[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 def run_simulator(bootstrap: str, rate: float, seed: int, drift_minutes: float,
-                  stop_at: float | None) -> int:
+                  stop_at: float | None, security: dict[str, Any] | None = None) -> int:
     """Produce simulated events in real time, keyed by partner, until ``stop_at``."""
     from kafka import KafkaProducer
 
     from .simulator import Simulator
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
-                             key_serializer=str.encode)
+                             key_serializer=str.encode, **(security or {}))
     start = time.time_ns() // 1_000_000
     sim = Simulator(seed=seed, rate=rate, start_ms=start, drift_minutes=drift_minutes)
     produced, cursor = 0, sim.history_start_ms  # warm start: work already in flight
@@ -338,8 +362,11 @@ def demo(
         if alertmanager:
             cmd += ["--alertmanager", alertmanager]
         log_file = (Path(tmp) / "worker.log").open("wb")
+        # the embedded broker is plaintext on loopback: Kafka security settings meant for a
+        # real cluster must not leak into the demo's worker
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPULSE_KAFKA_")}
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**env, "PYTHONUNBUFFERED": "1"})
         try:
             console.print(f"broker  {broker.url} (embedded tansu)")
             console.print("worker  starting…")

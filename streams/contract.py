@@ -27,11 +27,19 @@ MAX_FUTURE_MS: Final = 5 * 60 * 1000
 _MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01: anything older is a unit mistake
 _MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+# \Z, not $: "$" also matches before a final newline, so "acme\n" passed (found by
+# tests/test_security.py); ids end up in labels, logs and HTML.
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
 # Partner ids end up in Prometheus labels, table keys and HTML: keep them tame.
-_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# Entity ids (ticket, call, order, KB article) are free-form, but a control character (a newline,
+# the \x1f key separator) in an id is never legitimate: decode() rejects it. Not a msgspec
+# pattern: that tripled the decode time, and JSON can only carry one escaped (see decode()).
+EntityId = Id
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+_ENTITY_FIELDS: Final = ("ticket_id", "call_id", "order_id", "kb_article")
 Timestamp = int | Annotated[datetime, msgspec.Meta(tz=True)]
 Channel = Literal["phone", "email", "chat", "chatbot", "portal", "self_service", "proactive"]
 
@@ -48,13 +56,13 @@ class _Event(msgspec.Struct, kw_only=True, tag_field="type", frozen=True):
 
 # --- tickets -----------------------------------------------------------------
 class _Ticket(_Event, kw_only=True, frozen=True):
-    ticket_id: Id
+    ticket_id: EntityId
 
 
 class TicketOpened(_Ticket, tag="opened", frozen=True):
     severity: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     channel: Channel | None = None
-    order_id: Id | None = None
+    order_id: EntityId | None = None
 
 
 class TicketContacted(_Ticket, tag="contacted", frozen=True):
@@ -63,7 +71,7 @@ class TicketContacted(_Ticket, tag="contacted", frozen=True):
 
 class TicketEscalated(_Ticket, tag="escalated", frozen=True):
     documented: bool | None = None
-    kb_article: Id | None = None
+    kb_article: EntityId | None = None
 
 
 class TicketResolved(_Ticket, tag="resolved", frozen=True):
@@ -86,7 +94,7 @@ TicketEvent = (
 
 # --- calls -------------------------------------------------------------------
 class _Call(_Event, kw_only=True, frozen=True):
-    call_id: Id
+    call_id: EntityId
 
 
 class CallQueued(_Call, tag="queued", frozen=True):
@@ -106,7 +114,7 @@ CallEvent = CallQueued | CallAnswered | CallAbandoned
 
 # --- orders ------------------------------------------------------------------
 class _Order(_Event, kw_only=True, frozen=True):
-    order_id: Id
+    order_id: EntityId
 
 
 class OrderScheduled(_Order, tag="scheduled", frozen=True):
@@ -129,11 +137,12 @@ OrderEvent = OrderScheduled | OrderInstalled | OrderCancelled
 class SurveyResponse(_Event, tag="response", frozen=True):
     score: float
     kind: Literal["csat", "xla"]
-    ticket_id: Id | None = None
+    ticket_id: EntityId | None = None
 
 
 class _NoSurvey(_Event, tag="\x00", frozen=True):
-    """Never matches: a one-member union would let msgspec accept a survey without ``type``."""
+    """Only there so that msgspec requires ``type`` on surveys (a one-member union would not);
+    decode() rejects it when a message spells its tag."""
 
 
 SurveyEvent = SurveyResponse | _NoSurvey
@@ -195,6 +204,19 @@ def parse_due(due: str) -> tuple[date | None, int | None]:
     return None, to_ms(instant)[0]
 
 
+_QUOTED: Final = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|'.*|".*""", re.DOTALL)
+
+
+def redact(reason: str) -> str:
+    """A rejection reason fit for a log line: every quoted value from the message is elided.
+
+    Reasons quote the offending value (``Invalid value 'x' - at `$.type```), which helps whoever
+    reads the dead letter next to the original bytes, but logs carry ids, not payloads. An
+    unterminated quote elides the rest of the line.
+    """
+    return _QUOTED.sub("'…'", reason)
+
+
 def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
     """Validate one message of ``topic``; raise ContractError with the reason."""
     decoder = _DECODERS.get(topic)
@@ -213,12 +235,21 @@ def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
         raise ContractError(f"invalid {topic} event: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ContractError(f"not a JSON object: {exc}") from None
+    except RecursionError:
+        # nesting deeper than the interpreter's recursion limit, even in an ignored field:
+        # found by tests/test_fuzz.py, it used to escape decode() and stop the agent
+        raise ContractError("not a JSON object: nested too deeply") from None
     if not _PARTNER_RE.match(event.partner_id):
         raise ContractError(
             f"partner_id {event.partner_id!r} must be 1-64 of letters, digits, '.', '_', '-'"
         )
     if not _ID_RE.match(event.event_id):
         raise ContractError(f"event_id {event.event_id!r} has characters outside [A-Za-z0-9._:@/+-]")
+    if b"\\" in raw:  # JSON strings carry control characters only as escapes: skip the scan
+        for name in _ENTITY_FIELDS:
+            value = getattr(event, name, None)
+            if value is not None and _CONTROL_RE.search(value):
+                raise ContractError(f"{name} {value!r} contains a control character")
     ts_ms, offset_s = to_ms(event.ts)
     if not _MIN_TS_MS <= ts_ms < _MAX_TS_MS:
         raise ContractError(f"ts {ts_ms} ms is outside 2000..2100 (seconds instead of ms?)")
@@ -232,4 +263,8 @@ def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
             raise ContractError(f"{event.kind} score {event.score} outside {lo:g}..{hi:g}")
     elif isinstance(event, OrderScheduled):
         parse_due(event.due_date)
+    elif isinstance(event, _NoSurvey):
+        # its tag is reachable after all: JSON can spell "\u0000" (found by tests/test_fuzz.py;
+        # accepted, it marked a real event's id as seen and the real one was dropped later)
+        raise ContractError(f"invalid {topic} event: Invalid value '\\x00' - at `$.type`")
     return Parsed(topic, event, ts_ms, offset_s)

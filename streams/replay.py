@@ -606,9 +606,11 @@ def _emit(out: list[tuple[int, int, int, dict[str, Any]]], skips: list[Skip], ma
 
 # --- producing -------------------------------------------------------------------------
 def replay(path: Path | str, topic: str, mapping: Mapping | Path | str, bootstrap: str,
-           speed: float | None = None, progress: bool = True) -> ReplayStats:
+           speed: float | None = None, progress: bool = True,
+           security: dict[str, Any] | None = None) -> ReplayStats:
     """Map ``path`` with ``mapping`` and produce its events to ``topic`` in event-time order,
-    keyed by partner: as fast as the broker takes them, or at ``speed`` times real time."""
+    keyed by partner: as fast as the broker takes them, or at ``speed`` times real time.
+    ``security``: TLS/SASL client arguments (:func:`streams.kafka_auth.client_kwargs`)."""
     from kafka import KafkaProducer
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -649,7 +651,8 @@ def replay(path: Path | str, topic: str, mapping: Mapping | Path | str, bootstra
         bar.update(reading, note=f"{stats.skipped} skipped ({stats.skipped_lines} lines)")
         producing = bar.add_task("events produced", total=len(events), note="")
         producer = KafkaProducer(bootstrap_servers=parse_broker_url(bootstrap), linger_ms=20,
-                                 acks=1, batch_size=256 * 1024, max_in_flight_requests_per_connection=1)
+                                 acks=1, batch_size=256 * 1024, max_in_flight_requests_per_connection=1,
+                                 **(security or {}))
         acked = failed = 0
 
         def _ok(_meta: object) -> None:
@@ -690,7 +693,8 @@ def _event_ms(event: dict[str, Any]) -> int:
     return _ms(datetime.fromisoformat(event["ts"]))
 
 
-def run_replay_cli(file: Path, topic: str, mapping: Path, broker: str, speed: float | None) -> int:
+def run_replay_cli(file: Path, topic: str, mapping: Path, broker: str, speed: float | None,
+                   security: dict[str, Any] | None = None) -> int:
     """The ``partnerpulse replay`` command: 0 on success, 1 on a usage or mapping error, 2 when
     some events could not be produced. Skipped rows are reported, not errors."""
     from rich.console import Console
@@ -702,7 +706,8 @@ def run_replay_cli(file: Path, topic: str, mapping: Path, broker: str, speed: fl
         return 1
     try:
         loaded = load_mapping(mapping)
-        stats = replay(file, topic, loaded, broker, speed=speed, progress=console.is_terminal)
+        stats = replay(file, topic, loaded, broker, speed=speed, progress=console.is_terminal,
+                       security=security)
     except ConfigError as exc:
         console.print(f"[red]mapping error[/red] {exc}")
         return 1

@@ -24,6 +24,7 @@ Design notes on the expressions:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,9 +74,16 @@ _HEADER: Final = """\
 
 
 # --- template helpers (Go text/template, expanded by Prometheus) ---------------------
+_BRACE_PAIR: Final = re.compile(r"([{}])(?=[{}])")
+
+
 def _static(text: str) -> str:
-    """Catalog text placed in a template: no accidental template actions."""
-    return text.replace("{{", "{ {").replace("}}", "} }")
+    """Catalog text placed in a template: no accidental template actions.
+
+    A space goes between every two adjacent braces: replacing "{{" alone left "{{{" as "{ {{",
+    which still opens an action (found by tests/test_security.py).
+    """
+    return _BRACE_PAIR.sub(r"\1 ", text)
 
 
 def _unit_switch(catalog: Catalog) -> str:

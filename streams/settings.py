@@ -1,20 +1,113 @@
-"""Worker settings: typed, read from the command line and ``PARTNERPULSE_*`` environment variables."""
+"""Worker settings: typed, read from the command line and ``PARTNERPULSE_*`` environment variables.
+
+Secrets (the SASL password, the TLS key password) come from the environment or from a file,
+never from a command-line flag (visible in ``ps`` and shell history); they are ``SecretStr``,
+so they print as ``**********`` in a repr, a log line or a validation error.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .catalog import DEFAULT_CONFIG_DIR
 
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 
-class Settings(BaseSettings):
+
+def _read_secret(path: Path, what: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{what} file {path}: cannot read: {exc.strerror}") from None
+    # a trailing newline is the editor's or `echo`'s, not part of the secret
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"{what} file {path} is empty")
+    return SecretStr(secret)
+
+
+class KafkaClientSettings(BaseSettings):
+    """How every Kafka client (worker, simulate, replay, topic creation) connects: TLS and SASL.
+
+    Shared by the worker's :class:`Settings` and the producer commands, which read the same
+    ``PARTNERPULSE_KAFKA_*`` variables.
+    """
+
+    # hide_input_in_errors: a validation error would otherwise print every input, the
+    # password included, in clear (found by tests/test_security.py)
+    model_config = SettingsConfigDict(env_prefix="PARTNERPULSE_", extra="forbid",
+                                      hide_input_in_errors=True)
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Kafka security protocol: SSL (TLS), SASL_SSL (TLS + SASL), SASL_PLAINTEXT or PLAINTEXT."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    """SASL mechanism for the SASL_* protocols; PLAIN sends the password as is, so only over TLS."""
+
+    kafka_sasl_username: str | None = None
+    """SASL user name (required with the SASL_* protocols)."""
+
+    kafka_sasl_password: SecretStr | None = None
+    """SASL password, from the environment only (PARTNERPULSE_KAFKA_SASL_PASSWORD); or use the file."""
+
+    kafka_sasl_password_file: Path | None = None
+    """File holding the SASL password (a mounted secret); trailing newlines are stripped."""
+
+    kafka_ssl_cafile: Path | None = None
+    """PEM bundle of the CAs that sign the brokers' certificates (default: the system CAs)."""
+
+    kafka_ssl_certfile: Path | None = None
+    """PEM client certificate for mutual TLS (with kafka_ssl_keyfile)."""
+
+    kafka_ssl_keyfile: Path | None = None
+    """PEM private key of the client certificate."""
+
+    kafka_ssl_key_password: SecretStr | None = None
+    """Password of an encrypted client key, from the environment only; or use the file."""
+
+    kafka_ssl_key_password_file: Path | None = None
+    """File holding the password of an encrypted client key."""
+
+    kafka_ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host connected to; keep it on."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        protocol = self.kafka_security_protocol
+        for secret, file in (("kafka_sasl_password", "kafka_sasl_password_file"),
+                             ("kafka_ssl_key_password", "kafka_ssl_key_password_file")):
+            if getattr(self, secret) is not None and getattr(self, file) is not None:
+                raise ValueError(f"set {secret} or {file}, not both")
+            if getattr(self, file) is not None:
+                setattr(self, secret, _read_secret(getattr(self, file), file))
+        if protocol in SASL_PROTOCOLS:
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError(f"{protocol} needs kafka_sasl_username and kafka_sasl_password "
+                                 "(or kafka_sasl_password_file)")
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(f"SASL credentials are set but kafka_security_protocol is {protocol}")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if protocol not in TLS_PROTOCOLS and any(f is not None for f in tls_files):
+            raise ValueError(f"TLS files are set but kafka_security_protocol is {protocol} "
+                             "(use SSL or SASL_SSL)")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        for f in tls_files:
+            if f is not None and not f.is_file():
+                raise ValueError(f"TLS file {f} does not exist")
+        return self
+
+
+class Settings(KafkaClientSettings):
     """Everything a worker needs to run; each field is also ``PARTNERPULSE_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="PARTNERPULSE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="PARTNERPULSE_", extra="forbid",
+                                      hide_input_in_errors=True)
 
     broker: str = "kafka://127.0.0.1:9092"
     """Kafka bootstrap servers, ``kafka://host:port[,host:port]``."""
