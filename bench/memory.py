@@ -31,10 +31,10 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "cusum_bytes": common.deep_size(st.cusum),
     }
     shape = {**sizes,
-        "buckets": sum(len(r) for r in st.rings.values()),
-        "aggregates": sum(len(b) for r in st.rings.values() for b in r.values()),
+        "buckets": sum(len(r) for r in st.rings),
+        "aggregates": sum(a is not None for r in st.rings for b in r.values() for a in b),
         "event_ids": sum(len(s) for s in st.seen.values()),
-        "entities": len(st.entities),
+        "entities": sum(len(e) for e in st.entities.values()),
     }
     return {"before_kib": before, "after_kib": after, "ingested": ingested,
             "partners": len(eng.state), "shape": shape}
