@@ -23,7 +23,7 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .alertmanager import AlertSender
 from .catalog import load_config
@@ -373,7 +373,7 @@ class Pipeline:
             """Prometheus exposition of this worker's partners."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
-                body = generate_latest(pipeline.registry)
+                body = pipeline.collector.exposition()  # direct text: see streams/exporter.py
                 return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         class Ready(faust.web.View):

@@ -116,6 +116,9 @@ class PartnerState:
     """per resolution (``Engine._resolutions``): bucket index -> aggregate per KPI index."""
     windows: list[_Totals | None] = field(default_factory=list)
     """per window (``Engine._windows``): running totals, None until read (or invalidated)."""
+    values: list[tuple[int, int, dict[tuple[str, str], KpiValue]] | None] = field(
+        default_factory=list)
+    """per window: (version, bucket index, values) of its last evaluation."""
     last_ms: int = -1
     """Largest event time accepted for this partner."""
     cusum: dict[int, Cusum] = field(default_factory=dict)
@@ -221,7 +224,7 @@ class Engine:
 
     def _new_state(self) -> PartnerState:
         return PartnerState(rings=[{} for _ in self._resolutions],
-                            windows=[None] * len(self._windows))
+                            windows=[None] * len(self._windows), values=[None] * len(self._windows))
 
     # --- compilation of the catalog into routes ---------------------------------
     def _compile(self) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
@@ -624,6 +627,11 @@ class Engine:
             if not ring:
                 continue
             hi = now_ms // res
+            cached = st.values[w]
+            if cached is not None and cached[0] == st.version and cached[1] == hi:
+                out.update(cached[2])  # a new minute leaves the hour-resolution windows as they were
+                continue
+            values: dict[tuple[str, str], KpiValue] = {}
             totals = self._totals(st, w, ring, hi, span)
             current = ring.get(hi)
             for k in in_window:
@@ -635,7 +643,9 @@ class Engine:
                     agg, extra = extra, None
                 value = _window_value(kpis[k], self._scale[k], agg, extra)
                 if value is not None:
-                    out[(kpis[k].id, name)] = value
+                    values[(kpis[k].id, name)] = value
+            st.values[w] = (st.version, hi, values)
+            out.update(values)
         st.cache_key, st.cache = cache_key, out
         return out
 
