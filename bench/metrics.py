@@ -71,7 +71,7 @@ def _measure(partners: int, templates: int, reps: int,
         collector.exposition()
         live.append(time.perf_counter() - start)
         size = len(body)
-    out = {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+    out: dict[str, Any] = {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
            "live_s": statistics.median(live), "bytes": size,
            "samples": body.count(b"\n") - body.count(b"\n#") - (1 if body.startswith(b"#") else 0)}
     if baseline:
