@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .alertmanager import AlertSender
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode
-from .engine import Engine, Outcome
+from .engine import Engine, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
 from .judge import State
 from .settings import Settings
@@ -158,6 +158,7 @@ class Pipeline:
                 continue
             records.append((key, value))
         applied = self.engine.restore(records)
+        settle_gc()  # the recovered state is long-lived: keep the cyclic GC off it
         self.recovered_events += applied
         self._owned = owned
         self.ready = True
