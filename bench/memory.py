@@ -26,7 +26,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     after = common.vm_rss_kib()
     st = eng.state[next(iter(eng.state))]
     sizes = {
-        "rings_bytes": common.deep_size(st.rings),
+        "rings_bytes": common.deep_size(st.rings) + common.deep_size(st.hists),
         "seen_bytes": common.deep_size(st.seen),
         "entities_bytes": common.deep_size(st.entities),
         "pending_bytes": common.deep_size(st.pending),
@@ -36,7 +36,8 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     }
     shape = {**sizes,
         "buckets": sum(len(r) for r in st.rings),
-        "aggregates": sum(a is not None for r in st.rings for b in r.values() for a in b),
+        "aggregates": sum(1 for r in st.rings for b in r.values()
+                          for i in range(0, len(b), 3) if b[i] or b[i + 1]),
         "event_ids": sum(len(s) for s in st.seen.values()),
         "entities": sum(len(e) for e in st.entities.values()),
     }
@@ -71,7 +72,8 @@ def run(quick: bool) -> dict[str, Any]:
         f"{per_partner / 2**20:.1f} MiB RSS per partner): window buckets "
         f"{shape['rings_bytes'] / 2**20:.2f} MiB for {shape['aggregates']:,} aggregates in "
         f"{shape['buckets']} buckets ({shape['rings_bytes'] / max(1, shape['aggregates']):,.0f} B "
-        "each: a list of 3 numbers in a per-bucket list indexed by KPI); dedup ids "
+        "each: 3 float64 per KPI packed in one array per bucket, plus the percentile KPI's "
+        "histogram); dedup ids "
         f"{shape['seen_bytes'] / 2**20:.2f} MiB for {events:,} event ids "
         f"({shape['seen_bytes'] / max(1, events):,.0f} B each: the id string and its set slot, "
         "kept for the 90-day retention because a duplicate may arrive and the journal record is "
@@ -89,9 +91,9 @@ def run(quick: bool) -> dict[str, Any]:
         "traffic, not partners: dedup ids and entity marks grow with events retained (90 days), "
         "buckets with KPIs x windows. Meeting it needs that per-event state off the Python "
         "heap (dedup and entity records in the RocksDB-backed store, looked up on arrival) and "
-        "buckets as packed arrays (~0.4 MiB per partner as float64 at this catalog) or coarser "
-        "resolution for 7d/30d. (The worker's in-memory journal store, --store memory, holds "
-        "every retained event record besides this; RocksDB keeps it on disk.)",
+        "fewer buckets (coarser resolution for 7d/30d, or 32-bit sums). (The worker's "
+        "in-memory journal store, --store memory, holds every retained event record besides "
+        "this; RocksDB keeps it on disk.)",
     ]
     return {
         "notes": notes,

@@ -22,6 +22,7 @@ How it counts
 
 from __future__ import annotations
 
+import array
 import enum
 import functools
 import gc
@@ -79,11 +80,18 @@ class KpiValue:
 
 
 Agg = list[Any]
-"""[n, sum, sum of squares] or [n, sum, sum of squares, {hist_key: count}] (percentile KPIs).
+"""A month aggregate: [n, sum, sum of squares] or [n, sum, sum of squares, {hist_key: count}]
+(percentile KPIs), in base units (seconds)."""
+Bucket = array.array
+"""A window bucket: float64 [n, sum, sum of squares] for each KPI index, packed (24 B per KPI).
 
-In window buckets the sums are in the KPI's *internal* unit: whole milliseconds for durations
-(so sums are exact integers: retractions and window totals never drift), counts for ratios,
-the field's value for mean_field KPIs. Month aggregates keep base units (seconds)."""
+The sums are in the KPI's *internal* unit: whole milliseconds for durations, counts for ratios,
+the field's value for mean_field KPIs. Integers are exact in a float64 up to 2**53 (285,000
+years of milliseconds), so counts and duration sums never drift under retraction or in the
+running window totals; sums of squares (used only for the spread) are rounded as floats are.
+Percentile KPIs keep their histograms beside the bucket (``PartnerState.hists``)."""
+Hists = dict[int, dict[int, int]]
+"""kpi index -> log-histogram (sketch keys -> count)."""
 Sample = tuple[int, int, int, Any, int | None]
 """One counted sample of an entity: (role, time, n, s, histogram key); role 0 is the sample of
 a duration/follow-up/deadline KPI or a ratio's numerator, role 1 a ratio's denominator."""
@@ -98,7 +106,9 @@ class _Totals:
     of the range updates them. Reading at a later ``hi`` slides the range bucket by bucket."""
 
     hi: int
-    aggs: list[Agg | None]
+    sums: list[float]
+    """[n, sum, sum of squares] per KPI index, like a bucket."""
+    hists: Hists = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -113,8 +123,10 @@ class PartnerState:
     A mark is an event time (earliest/latest reducers), ``(time, extra)`` for marks that carry
     the due date or the UTC offset, or a sorted tuple of times (follow-ups); None while unset.
     The samples an entity contributes are a function of its marks, recomputed on change."""
-    rings: list[dict[int, list[Agg | None]]] = field(default_factory=list)
-    """per resolution (``Engine._resolutions``): bucket index -> aggregate per KPI index."""
+    rings: list[dict[int, Bucket]] = field(default_factory=list)
+    """per resolution (``Engine._resolutions``): bucket index -> packed sums of every KPI."""
+    hists: list[dict[int, Hists]] = field(default_factory=list)
+    """per resolution: bucket index -> histograms of the percentile KPIs counted in it."""
     windows: list[_Totals | None] = field(default_factory=list)
     """per window (``Engine._windows``): running totals, None until read (or invalidated)."""
     values: list[tuple[int, int, dict[tuple[str, str], KpiValue]] | None] = field(
@@ -213,6 +225,7 @@ class Engine:
         for _, res, _, span, _ in self._windows:
             self._keep[res] = max(self._keep.get(res, 0), span)
         self._min_res = min(self._resolutions) if self._resolutions else 1
+        self._empty_bucket = array.array("d", [0.0]) * (3 * len(self.kpis))
         self._scale = [1000 if k.kind == "duration" and k.statistic != "share_within" else 1
                        for k in self.kpis]
         """Internal unit per base unit of each KPI's sums (durations are summed in ms)."""
@@ -227,6 +240,7 @@ class Engine:
 
     def _new_state(self) -> PartnerState:
         return PartnerState(rings=[{} for _ in self._resolutions],
+                            hists=[{} for _ in self._resolutions],
                             windows=[None] * len(self._windows), values=[None] * len(self._windows))
 
     # --- compilation of the catalog into routes ---------------------------------
@@ -515,25 +529,30 @@ class Engine:
             n, s = -n, -s
         s2 = s * s * sign
         windows = st.windows
+        i = 3 * k
         for res, ring_i, wins in self._kpi_adds[k]:
             idx = ts // res
             ring = st.rings[ring_i]
             bucket = ring.get(idx)
             if bucket is None:
-                bucket = ring[idx] = [None] * len(self.kpis)
-            agg = bucket[k]
-            if agg is None:
-                bucket[k] = [n, s, s2] if hist_key is None else [n, s, s2, {hist_key: sign}]
-            else:
-                agg[0] += n
-                agg[1] += s
-                agg[2] += s2
-                if hist_key is not None:
-                    _bump_hist(agg[3], hist_key, sign)
+                bucket = ring[idx] = self._empty_bucket[:]
+            bucket[i] += n
+            bucket[i + 1] += s
+            bucket[i + 2] += s2
+            if hist_key is not None:
+                by_kpi = st.hists[ring_i].get(idx)
+                if by_kpi is None:
+                    by_kpi = st.hists[ring_i][idx] = {}
+                _bump_hist(by_kpi.setdefault(k, {}), hist_key, sign)
             for w, span in wins:
                 totals = windows[w]
                 if totals is not None and totals.hi - span < idx < totals.hi:
-                    _bump(totals.aggs, k, n, s, s2, hist_key, sign)
+                    sums = totals.sums
+                    sums[i] += n
+                    sums[i + 1] += s
+                    sums[i + 2] += s2
+                    if hist_key is not None:
+                        _bump_hist(totals.hists.setdefault(k, {}), hist_key, sign)
         # The calendar month of the sample. A replayed event whose effect is already in the
         # month's snapshot (it came before the snapshot) leaves the month alone.
         lo, hi, month = self._month
@@ -566,8 +585,10 @@ class Engine:
         for ring_i, (res, ring) in enumerate(zip(self._resolutions, st.rings, strict=True)):
             floor = now // res - self._keep.get(res, 0)
             old = [i for i in ring if i <= floor]
+            hists = st.hists[ring_i]
             for idx in old:
                 del ring[idx]
+                hists.pop(idx, None)
             if old:  # running totals still counting a dropped bucket are rebuilt when read
                 newest = max(old)
                 for w, (_, _, ring_w, span, _) in enumerate(self._windows):
@@ -649,45 +670,53 @@ class Engine:
                 out.update(cached[2])  # a new minute leaves the hour-resolution windows as they were
                 continue
             values: dict[tuple[str, str], KpiValue] = {}
-            totals = self._totals(st, w, ring, hi, span)
-            current = ring.get(hi)
+            totals = self._totals(st, w, ring_i, hi, span)
+            sums, current = totals.sums, ring.get(hi)
             for k in in_window:
-                agg = totals.aggs[k]
-                extra = current[k] if current is not None else None
-                if agg is None:
-                    if extra is None:
-                        continue
-                    agg, extra = extra, None
-                value = _window_value(kpis[k], self._scale[k], agg, extra)
-                if value is not None:
-                    values[(kpis[k].id, name)] = value
+                i = 3 * k
+                n = sums[i] + current[i] if current is not None else sums[i]
+                if n <= 0:
+                    continue
+                kpi, scale = kpis[k], self._scale[k]
+                if current is None:
+                    total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+                else:
+                    total = (sums[i + 1] + current[i + 1]) / scale
+                    squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
+                if kpi.quantile is None:
+                    values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
+                    continue
+                hists = [totals.hists.get(k, {}), st.hists[ring_i].get(hi, {}).get(k, {})]
+                hist = sketch.merge(hists)
+                q = sketch.quantile([hist], kpi.quantile)
+                if q is not None:
+                    values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
             st.values[w] = (st.version, hi, values)
             out.update(values)
         st.cache_key, st.cache = cache_key, out
         return out
 
-    def _totals(self, st: PartnerState, w: int, ring: dict[int, list[Agg | None]], hi: int,
-                span: int) -> _Totals:
+    def _totals(self, st: PartnerState, w: int, ring_i: int, hi: int, span: int) -> _Totals:
         """Window ``w``'s totals over buckets ``hi - span < i < hi``, slid or rebuilt."""
+        ring, hists = st.rings[ring_i], st.hists[ring_i]
         totals = st.windows[w]
         if totals is not None and totals.hi == hi:
             return totals
         if totals is not None and totals.hi < hi < totals.hi + span:
-            aggs = totals.aggs
             for i in range(totals.hi - span + 1, hi - span + 1):  # leaving the window
                 bucket = ring.get(i)
                 if bucket is not None:
-                    _merge(aggs, bucket, -1)
+                    _merge(totals, bucket, hists.get(i), -1)
             for i in range(totals.hi, hi):  # closed since the last read
                 bucket = ring.get(i)
                 if bucket is not None:
-                    _merge(aggs, bucket, 1)
+                    _merge(totals, bucket, hists.get(i), 1)
             totals.hi = hi
             return totals
-        totals = st.windows[w] = _Totals(hi, [None] * len(self.kpis))
+        totals = st.windows[w] = _Totals(hi, [0.0] * len(self._empty_bucket))
         for i, bucket in ring.items():
             if hi - span < i < hi:
-                _merge(totals.aggs, bucket, 1)
+                _merge(totals, bucket, hists.get(i), 1)
         return totals
 
     def evaluate_month(self, partner: str, month: str) -> dict[str, KpiValue]:
@@ -800,20 +829,6 @@ def _month_key(partner: str, month: int) -> bytes:
     return f"{partner}{SEP}{_MONTH_PREFIX}{MonthCalendar.name(month)}".encode()
 
 
-def _bump(aggs: list[Agg | None], k: int, n: int, s: Any, s2: Any,
-          hist_key: int | None, sign: int) -> None:
-    """Add one (already signed) sample to KPI ``k``'s aggregate in ``aggs``."""
-    agg = aggs[k]
-    if agg is None:
-        aggs[k] = [n, s, s2] if hist_key is None else [n, s, s2, {hist_key: sign}]
-        return
-    agg[0] += n
-    agg[1] += s
-    agg[2] += s2
-    if hist_key is not None:
-        _bump_hist(agg[3], hist_key, sign)
-
-
 def _bump_hist(hist: dict[int, int], key: int, sign: int) -> None:
     count = hist.get(key, 0) + sign
     if count:
@@ -822,49 +837,17 @@ def _bump_hist(hist: dict[int, int], key: int, sign: int) -> None:
         hist.pop(key, None)
 
 
-def _merge(into: list[Agg | None], bucket: list[Agg | None], sign: int) -> None:
-    """Add (1) or subtract (-1) every KPI aggregate of a bucket to window totals."""
-    for k, agg in enumerate(bucket):
-        if agg is None:
-            continue
-        total = into[k]
-        if total is None:
-            total = into[k] = [0, 0, 0] if len(agg) == 3 else [0, 0, 0, {}]
-        if sign > 0:
-            total[0] += agg[0]
-            total[1] += agg[1]
-            total[2] += agg[2]
-        else:
-            total[0] -= agg[0]
-            total[1] -= agg[1]
-            total[2] -= agg[2]
-        if len(agg) > 3:
-            hist = total[3]
-            for key, count in agg[3].items():
-                _bump_hist(hist, key, sign * count)
-
-
-def _window_value(kpi: Kpi, scale: int, agg: Agg, extra: Agg | None) -> KpiValue | None:
-    """The KPI's value from window totals plus (optionally) the current bucket."""
-    n, s, s2 = agg[0], agg[1], agg[2]
-    if extra is not None:
-        n, s, s2 = n + extra[0], s + extra[1], s2 + extra[2]
-    if n <= 0:
-        return None
-    total = s / scale if scale != 1 else float(s)
-    squares = s2 / (scale * scale) if scale != 1 else float(s2)
-    if kpi.quantile is not None:
-        hist = {key: c for key, c in agg[3].items() if c} if len(agg) > 3 else {}
-        if extra is not None and len(extra) > 3:
-            for key, c in extra[3].items():
-                c += hist.get(key, 0)
-                if c:
-                    hist[key] = c
-                else:
-                    hist.pop(key, None)
-        q = sketch.quantile([hist], kpi.quantile)
-        return None if q is None else KpiValue(q, n, total, squares, hist)
-    return KpiValue(total / n, n, total, squares)
+def _merge(totals: _Totals, bucket: Bucket, hists: Hists | None, sign: int) -> None:
+    """Add (1) or subtract (-1) a bucket's sums and histograms to window totals."""
+    if sign > 0:
+        totals.sums = [t + b for t, b in zip(totals.sums, bucket, strict=True)]
+    else:
+        totals.sums = [t - b for t, b in zip(totals.sums, bucket, strict=True)]
+    if hists:
+        for k, hist in hists.items():
+            into = totals.hists.setdefault(k, {})
+            for key, count in hist.items():
+                _bump_hist(into, key, sign * count)
 
 
 def settle_gc() -> None:
