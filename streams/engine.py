@@ -690,9 +690,9 @@ class Engine:
                 if kpi.quantile is None:
                     values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
                     continue
-                hists = [totals.hists.get(k, {}), st.hists[ring_i].get(hi, {}).get(k, {})]
-                hist = sketch.merge(hists)
-                q = sketch.quantile([hist], kpi.quantile)
+                hist = sketch.merge((totals.hists.get(k, {}),
+                                     st.hists[ring_i].get(hi, {}).get(k, {})))
+                q = sketch.quantile_of(hist, kpi.quantile)
                 if q is not None:
                     values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
             st.values[w] = (st.version, hi, values)
