@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from .contract import TOPICS
 from .engine import Engine, Outcome, attainment
-from .judge import State
+from .judge import Judgement, State
 from .watch import Watch
 
 _HELP = {
@@ -105,7 +105,7 @@ class KpiCollector(Collector):
         # `,kpi="..",window=".."} ` and the state series' `,kpi="..",window="..",state="`
         self._kpi_windows = [
             (kpi, f',kpi="{_label(kpi.id)}"}} ', [
-                ((kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
+                (kpi.id, w, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
                  f',kpi="{_label(kpi.id)}",window="{_label(w)}",state="')
                 for w in kpi.windows if w in self.windows])
             for kpi in engine.kpis
@@ -131,7 +131,7 @@ class KpiCollector(Collector):
         engine = self.engine
         now = engine.now(self.wall_ms())
         watch = self.watch
-        judgements = watch.judgements if watch is not None else None
+        judgements: dict[tuple[str, str, str], Judgement] = watch.judgements if watch else {}
         value: list[str] = []
         samples: list[str] = []
         attained: list[str] = []
@@ -142,6 +142,8 @@ class KpiCollector(Collector):
         items: list[str] = []
         owned = [p for p in engine.partner_ids() if self.owned(p)]
         partners = engine.partners
+        add_value, add_samples, add_attained = value.append, samples.append, attained.append
+        add_state, add_since = state.append, since.append
         for partner in owned:
             p = self._partner(partner)
             info.append(f'partnerpulse_partner_info{p},tier="{_label(partners.tier(partner))}"}} 1.0\n')
@@ -149,23 +151,21 @@ class KpiCollector(Collector):
             for kpi, kpi_tail, windows in self._kpi_windows:
                 goal = float(partners.target(partner, kpi))
                 target.append(f"partnerpulse_kpi_target{p}{kpi_tail}{goal!r}\n")
-                for key, tail, state_tail in windows:
+                for kpi_id, window, key, tail, state_tail in windows:
                     kv = values.get(key)
                     if kv is not None:
                         # finite floats (durations, counts and scores are): repr is their text
-                        value.append(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
-                        samples.append(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
-                        attained.append(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
-                                        f"{attainment(kpi, kv.value, goal)!r}\n")
-                    if judgements is None:
-                        continue
-                    judgement = judgements.get((partner, *key))
+                        add_value(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
+                        add_samples(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
+                        add_attained(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
+                                     f"{attainment(kpi, kv.value, goal)!r}\n")
+                    judgement = judgements.get((partner, kpi_id, window))
                     if judgement is None:
                         continue
-                    state.append(f'partnerpulse_kpi_state{p}{state_tail}{_STATE[judgement.state]}"}} 1.0\n')
+                    add_state(f'partnerpulse_kpi_state{p}{state_tail}{_STATE[judgement.state]}"}} 1.0\n')
                     if judgement.since_ms is not None:
-                        since.append(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
-                                     f"{judgement.since_ms / 1000.0!r}\n")
+                        add_since(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
+                                  f"{judgement.since_ms / 1000.0!r}\n")
             if watch is not None:
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
                     items.append(f'partnerpulse_open_items{p},kpi="{_label(kpi_id)}",'
