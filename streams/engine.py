@@ -557,7 +557,7 @@ class Engine:
         if not lo <= ts < hi:
             month = self.months.index(ts)
             self._month = (self.months.start_ms(month), self.months.start_ms(month + 1), month)
-        if st.seq > st.month_seq.get(month, -1):
+        if not self._replaying or st.seq > st.month_seq.get(month, -1):  # live: always after
             per_kpi = st.months.get(month)
             if per_kpi is None:
                 per_kpi = st.months[month] = {}
