@@ -9,13 +9,16 @@ How it counts
 * Every KPI sample has a time and a contribution ``(n, s[, histogram key])``
   added to one bucket per window resolution (1 min buckets for 1h, 1 h buckets
   for the longer windows by default). A window is the last ``length/resolution``
-  buckets, the current one included; its value is computed from the sums.
+  buckets, the current one included; its value is computed from the sums, kept
+  as running totals of its closed buckets (slid as time passes) plus the
+  current bucket, so reading a window costs the same whatever its length.
 * Samples that depend on several events of one entity (a duration, a distinct
   count, a follow-up, a deadline) are derived from *marks* kept on the entity:
-  the earliest start, the earliest stop, and so on. Whenever a mark changes
-  the entity's sample is recomputed and, if it differs from the one already
-  counted, the old contribution is retracted and the new one added. Out-of-order
-  arrival therefore gives the same numbers as in-order arrival.
+  the earliest start, the earliest stop, and so on; KPIs that read the same
+  events share the mark. Whenever a mark changes, the samples of the KPIs
+  reading it are recomputed from the marks before and after; whatever differs
+  is retracted and added. Out-of-order arrival therefore gives the same numbers
+  as in-order arrival.
 * An event already seen (same partner and ``event_id``) changes nothing; an
   event older than the largest window is late and dropped.
 """
@@ -109,6 +112,9 @@ class _Totals:
     sums: list[float]
     """[n, sum, sum of squares] per KPI index, like a bucket."""
     hists: Hists = field(default_factory=dict)
+    slid: int = 0
+    """Buckets slid since the totals were rebuilt: after a whole window's worth they are summed
+    afresh, so float rounding (sums of squares, mean_field sums) cannot accumulate."""
 
 
 @dataclass(slots=True)
@@ -706,7 +712,8 @@ class Engine:
         totals = st.windows[w]
         if totals is not None and totals.hi == hi:
             return totals
-        if totals is not None and totals.hi < hi < totals.hi + span:
+        if totals is not None and totals.hi < hi < totals.hi + span and totals.slid < span:
+            totals.slid += hi - totals.hi
             for i in range(totals.hi - span + 1, hi - span + 1):  # leaving the window
                 bucket = ring.get(i)
                 if bucket is not None:
