@@ -121,7 +121,8 @@ def run(quick: bool) -> dict[str, Any]:
         decode_s = [_decode_all(messages, wall_ms) for _ in range(reps)]
         json_s = [_json_all(messages) for _ in range(reps)]
         settled_s = [_ingest_all(warmup, messages, wall_ms, "settled") for _ in range(reps)]
-        no_gc_s = _ingest_all(warmup, messages, wall_ms, "off")
+        no_gc_s = statistics.median(
+            _ingest_all(warmup, messages, wall_ms, "off") for _ in range(reps))
         profile, per_event = _profile(warmup, messages[: 100_000 if not quick else 20_000], wall_ms)
     finally:
         if affinity:
@@ -171,10 +172,10 @@ def run(quick: bool) -> dict[str, Any]:
             "already in flight), then times Engine.ingest + Engine.drain per message over the live "
             "traffic, as the worker does. Pinned to one core; median of "
             f"{reps} repetition(s). Baselines in the same run: streams.contract.decode alone "
-            "(validation, no state), msgspec.json.decode alone (parsing, no schema), and one "
-            "repetition with the cyclic GC off (gc.disable() around the timed loop). The same "
-            "repetitions again with streams.engine.settle_gc() after the warm-up (the worker's "
-            "GC settings after recovery). cProfile on "
+            "(validation, no state), msgspec.json.decode alone (parsing, no schema), and the "
+            "same repetitions with the cyclic GC off (gc.disable() around the timed loop) and "
+            "with streams.engine.settle_gc() after the warm-up (the worker's GC settings after "
+            "recovery). cProfile on "
             "the first 100,000 live events (20,000 with --quick) after the same warm-up."
         ),
         "figures": {
