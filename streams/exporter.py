@@ -98,11 +98,12 @@ class KpiCollector(Collector):
         self.watch = watch
         self.health = health
         catalog = engine.catalog
+        # ``windows`` overrides the catalog's settings.export_windows (every window when empty)
         exported = windows or catalog.export_windows or tuple(catalog.windows)
         self.windows: tuple[str, ...] = tuple(w for w in catalog.windows if w in exported)
         """The windows exported on /metrics, in catalog order."""
-        # per KPI: `,kpi=".."} `, then per exported window: the evaluate() key, the label tail
-        # `,kpi="..",window=".."} ` and the state series' `,kpi="..",window="..",state="`
+        # per KPI: `,kpi=".."} `, then per exported window: kpi id, window, the evaluate() key,
+        # the label tail `,kpi="..",window=".."} ` and the state series' `...,state="`
         self._kpi_windows = [
             (kpi, f',kpi="{_label(kpi.id)}"}} ', [
                 (kpi.id, w, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
