@@ -870,7 +870,9 @@ def settle_gc() -> None:
     about a fifth of ingest time. ``gc.freeze()`` moves every object alive now (the recovered
     state) into the permanent generation, which collections skip; a gen-0 threshold of 10,000
     (default 700) lets the per-event temporaries die by reference counting before a young
-    collection looks at them. Cycles elsewhere in the process are still collected.
+    collection looks at them. Objects created later are collected as usual; a frozen object
+    that later ends up in a reference cycle is never reclaimed, a small cost per recovery
+    (rebalances are rare) against a rescan of the whole state at every full collection.
     """
     gc.collect()
     gc.freeze()
