@@ -238,8 +238,11 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
     for i, name in enumerate(names[templates:]):
         if share:
             src = eng.state[names[i % templates]]
-            eng.state[name] = PartnerState(rings=src.rings, cusum=src.cusum, last_ms=src.last_ms,
-                                           version=src.version, evicted_at=src.evicted_at)
+            eng.state[name] = PartnerState(rings=src.rings, hists=src.hists, cusum=src.cusum,
+                                           last_ms=src.last_ms,
+                                           version=src.version, evicted_at=src.evicted_at,
+                                           windows=[None] * len(src.windows),
+                                           values=[None] * len(src.windows))
         else:
             st: PartnerState = pickle.loads(blobs[i % len(blobs)])
             eng.state[name] = st

@@ -23,12 +23,12 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .alertmanager import AlertSender
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode, redact
-from .engine import Engine, MonthCalendar, Outcome
+from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
 from .judge import State
 from .kafka_auth import client_kwargs, faust_credentials
@@ -161,6 +161,7 @@ class Pipeline:
                 continue
             records.append((key, value))
         applied = self.engine.restore(records)
+        settle_gc()  # the recovered state is long-lived: keep the cyclic GC off it
         self.recovered_events += applied
         self._owned = owned
         self.ready = True
@@ -379,7 +380,7 @@ class Pipeline:
             """Prometheus exposition of this worker's partners."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
-                body = generate_latest(pipeline.registry)
+                body = pipeline.collector.exposition()  # direct text: see streams/exporter.py
                 return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         class Ready(faust.web.View):

@@ -1,27 +1,87 @@
 """Prometheus export of the engine's state (the metric names are a contract).
 
-A custom collector renders the current values at scrape time from the engine,
-on a dedicated registry, so a partner whose partitions moved to another worker
-disappears from this worker's ``/metrics`` at the next scrape.
+The worker renders ``/metrics`` as text straight from the engine at scrape time
+(:meth:`KpiCollector.exposition`): a partner whose partitions moved to another worker
+disappears from this worker's ``/metrics`` at the next scrape. prometheus_client's
+generic path (a Metric object per family, a Sample tuple per series, then text) costs
+several microseconds per series, which at 10,000 partners is most of the scrape; here each
+series is one string built from cached label fragments.
+
+What is exported per partner: the KPI value, samples and attainment in each exported
+window (catalog ``settings.export_windows``; every window when empty), the judged state as
+**one series per partner x KPI x window, labelled with the current state** (value 1; the
+series of a state left is no longer exported, so Prometheus marks it stale), when that state
+began, the KPI targets, open items and the partner's tier. Queries written for a one-hot
+state (``partnerpulse_kpi_state{state="breach"} == 1``) work unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .contract import TOPICS
 from .engine import Engine, Outcome, attainment
-from .judge import State
+from .judge import Judgement, State
 from .watch import Watch
+
+_HELP = {
+    "partnerpulse_kpi_value":
+        "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",
+    "partnerpulse_kpi_samples":
+        "Samples behind the KPI value in the window (denominator for ratios).",
+    "partnerpulse_kpi_attainment_ratio":
+        "KPI as a share of its target: 1 on target, above 1 better, either direction.",
+    "partnerpulse_kpi_target":
+        "The partner's target for the KPI (partner, tier or catalog default).",
+    "partnerpulse_partner_info": "Partners exported by this worker, with their tier.",
+    "partnerpulse_kpi_state":
+        "Judgement of the KPI in the window: one series, labelled with the current state, value 1.",
+    "partnerpulse_kpi_state_since_timestamp_seconds": "When the KPI entered its current state.",
+    "partnerpulse_open_items":
+        "Tickets still without first contact whose age passed 50/75/100% of the target "
+        "(cumulative).",
+    "partnerpulse_events":
+        "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
+    "partnerpulse_last_event_timestamp_seconds": "Event time of the newest accepted event per topic.",
+    "partnerpulse_feed_stale": "1 while the topic's feed is stale (its partner alerts are held).",
+    "partnerpulse_consumer_lag_messages":
+        "Messages on the partition not yet processed by this worker.",
+}
+
+
+def _num(value: float) -> str:
+    """A sample value as exposition text (Go's spelling of the non-finite values)."""
+    if value - value == 0:  # finite
+        return repr(float(value))
+    if math.isnan(value):
+        return "NaN"
+    return "+Inf" if value > 0 else "-Inf"
+
+
+def _label(value: str) -> str:
+    """A label value escaped for the text format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_STATE = {state: _label(state.value) for state in State}
+
+
+def _header(name: str, kind: str, help_text: str) -> str:
+    if kind == "counter":
+        name += "_total"
+    escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
 class KpiCollector(Collector):
-    """Collects partnerpulse_* series from an engine for the partners this worker owns."""
+    """Renders partnerpulse_* series from an engine for the partners this worker owns."""
 
     def __init__(
         self,
@@ -30,131 +90,126 @@ class KpiCollector(Collector):
         wall_ms: Callable[[], int],
         watch: Watch | None = None,
         health: PipelineHealth | None = None,
+        windows: tuple[str, ...] | None = None,
     ) -> None:
         self.engine = engine
         self.owned = owned
         self.wall_ms = wall_ms
         self.watch = watch
         self.health = health
+        catalog = engine.catalog
+        # ``windows`` overrides the catalog's settings.export_windows (every window when empty)
+        exported = windows or catalog.export_windows or tuple(catalog.windows)
+        self.windows: tuple[str, ...] = tuple(w for w in catalog.windows if w in exported)
+        """The windows exported on /metrics, in catalog order."""
+        # per KPI: `,kpi=".."} `, then per exported window: kpi id, window, the evaluate() key,
+        # the label tail `,kpi="..",window=".."} ` and the state series' `...,state="`
+        self._kpi_windows = [
+            (kpi, f',kpi="{_label(kpi.id)}"}} ', [
+                (kpi.id, w, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
+                 f',kpi="{_label(kpi.id)}",window="{_label(w)}",state="')
+                for w in kpi.windows if w in self.windows])
+            for kpi in engine.kpis
+        ]
+        self._partner_label: dict[str, str] = {}
+
+    def _partner(self, partner: str) -> str:
+        """``{partner="..."`` for the partner, escaped once and cached."""
+        label = self._partner_label.get(partner)
+        if label is None:
+            if len(self._partner_label) > 4 * len(self.engine.state) + 1000:
+                self._partner_label.clear()  # partners that moved away
+            label = self._partner_label[partner] = f'{{partner="{_label(partner)}"'
+        return label
 
     def collect(self) -> Iterator[Metric]:
-        """Render every series from the engine's state at this moment."""
+        """The same series as metric families, for generic registry users (the worker serves
+        :meth:`exposition`, which is what this parses)."""
+        yield from text_string_to_metric_families(self.exposition().decode())
+
+    def exposition(self) -> bytes:
+        """Every series at this moment, in the Prometheus text format (0.0.4)."""
         engine = self.engine
         now = engine.now(self.wall_ms())
-        value = GaugeMetricFamily(
-            "partnerpulse_kpi_value",
-            "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",
-            labels=["partner", "kpi", "window"],
-        )
-        samples = GaugeMetricFamily(
-            "partnerpulse_kpi_samples",
-            "Samples behind the KPI value in the window (denominator for ratios).",
-            labels=["partner", "kpi", "window"],
-        )
-        attained = GaugeMetricFamily(
-            "partnerpulse_kpi_attainment_ratio",
-            "KPI as a share of its target: 1 on target, above 1 better, either direction.",
-            labels=["partner", "kpi", "window"],
-        )
-        target = GaugeMetricFamily(
-            "partnerpulse_kpi_target",
-            "The partner's target for the KPI (partner, tier or catalog default).",
-            labels=["partner", "kpi"],
-        )
-        info = GaugeMetricFamily(
-            "partnerpulse_partner_info", "Partners exported by this worker, with their tier.",
-            labels=["partner", "tier"],
-        )
-        kpis = {k.id: k for k in engine.kpis}
+        watch = self.watch
+        judgements: dict[tuple[str, str, str], Judgement] = watch.judgements if watch else {}
+        value: list[str] = []
+        samples: list[str] = []
+        attained: list[str] = []
+        target: list[str] = []
+        info: list[str] = []
+        state: list[str] = []
+        since: list[str] = []
+        items: list[str] = []
         owned = [p for p in engine.partner_ids() if self.owned(p)]
+        partners = engine.partners
+        add_value, add_samples, add_attained = value.append, samples.append, attained.append
+        add_state, add_since = state.append, since.append
         for partner in owned:
-            tier = engine.partners.tier(partner)
-            info.add_metric([partner, tier], 1.0)
-            targets = {k.id: engine.partners.target(partner, k) for k in engine.kpis}
-            for kpi_id, goal in targets.items():
-                target.add_metric([partner, kpi_id], goal)
-            for (kpi_id, window), kv in sorted(engine.evaluate(partner, now).items()):
-                labels = [partner, kpi_id, window]
-                value.add_metric(labels, kv.value)
-                samples.add_metric(labels, float(kv.samples))
-                attained.add_metric(labels, attainment(kpis[kpi_id], kv.value, targets[kpi_id]))
-        yield from (value, samples, attained, target, info)
-        if self.watch is not None:
-            yield from self._judgement(owned, now)
-        events = CounterMetricFamily(
-            "partnerpulse_events",
-            "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
-            labels=["topic", "outcome"],
-        )
-        for topic in TOPICS:
-            for outcome in Outcome:
-                events.add_metric([topic, outcome.value], engine.counts.get((topic, outcome), 0))
-        yield events
-        last = GaugeMetricFamily(
-            "partnerpulse_last_event_timestamp_seconds",
-            "Event time of the newest accepted event per topic.",
-            labels=["topic"],
-        )
-        for topic, ts in sorted(engine.last_event_ms.items()):
-            last.add_metric([topic], ts / 1000.0)
-        yield last
-
-
-    def _judgement(self, owned: list[str], now: int) -> Iterator[Metric]:
-        assert self.watch is not None
-        state = GaugeMetricFamily(
-            "partnerpulse_kpi_state",
-            "Judgement of the KPI in the window: 1 for the current state, 0 for the others.",
-            labels=["partner", "kpi", "window", "state"],
-        )
-        since = GaugeMetricFamily(
-            "partnerpulse_kpi_state_since_timestamp_seconds",
-            "When the KPI entered its current state.",
-            labels=["partner", "kpi", "window"],
-        )
-        items = GaugeMetricFamily(
-            "partnerpulse_open_items",
-            "Tickets still without first contact whose age passed 50/75/100% of the target "
-            "(cumulative).",
-            labels=["partner", "kpi", "stage"],
-        )
-        for partner in owned:
-            for kpi in self.engine.kpis:
-                for window in kpi.windows:
-                    judgement = self.watch.state(partner, kpi.id, window)
+            p = self._partner(partner)
+            info.append(f'partnerpulse_partner_info{p},tier="{_label(partners.tier(partner))}"}} 1.0\n')
+            values = engine.evaluate(partner, now)
+            for kpi, kpi_tail, windows in self._kpi_windows:
+                goal = float(partners.target(partner, kpi))
+                target.append(f"partnerpulse_kpi_target{p}{kpi_tail}{goal!r}\n")
+                for kpi_id, window, key, tail, state_tail in windows:
+                    kv = values.get(key)
+                    if kv is not None:
+                        # finite floats (durations, counts and scores are): repr is their text
+                        add_value(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
+                        add_samples(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
+                        add_attained(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
+                                     f"{attainment(kpi, kv.value, goal)!r}\n")
+                    judgement = judgements.get((partner, kpi_id, window))
                     if judgement is None:
                         continue
-                    for st in State:
-                        state.add_metric([partner, kpi.id, window, st.value],
-                                         1.0 if judgement.state is st else 0.0)
+                    add_state(f'partnerpulse_kpi_state{p}{state_tail}{_STATE[judgement.state]}"}} 1.0\n')
                     if judgement.since_ms is not None:
-                        since.add_metric([partner, kpi.id, window], judgement.since_ms / 1000.0)
-            for (kpi_id, stage), count in self.engine.open_items(partner, now).items():
-                items.add_metric([partner, kpi_id, f"{stage * 100:.0f}"], float(count))
-        stale = GaugeMetricFamily(
-            "partnerpulse_feed_stale",
-            "1 while the topic's feed is stale (its partner alerts are held).",
-            labels=["topic"],
-        )
-        wall = self.wall_ms()
-        stale_now = self.watch.stale_topics(wall)
-        for topic in sorted(self.watch.last_arrival_ms):
-            stale.add_metric([topic], 1.0 if topic in stale_now else 0.0)
-        yield from (state, since, items, stale)
-        if self.health is not None:
-            lag = GaugeMetricFamily(
-                "partnerpulse_consumer_lag_messages",
-                "Messages on the partition not yet processed by this worker.",
-                labels=["topic", "partition"],
-            )
-            for (topic, partition), behind in sorted(self.health.lag().items()):
-                lag.add_metric([topic, str(partition)], float(behind))
-            yield lag
+                        add_since(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
+                                  f"{judgement.since_ms / 1000.0!r}\n")
+            if watch is not None:
+                for (kpi_id, stage), count in engine.open_items(partner, now).items():
+                    items.append(f'partnerpulse_open_items{p},kpi="{_label(kpi_id)}",'
+                                 f'stage="{stage * 100:.0f}"}} {_num(count)}\n')
+        out = [
+            ("partnerpulse_kpi_value", "gauge", value),
+            ("partnerpulse_kpi_samples", "gauge", samples),
+            ("partnerpulse_kpi_attainment_ratio", "gauge", attained),
+            ("partnerpulse_kpi_target", "gauge", target),
+            ("partnerpulse_partner_info", "gauge", info),
+        ]
+        if watch is not None:
+            stale_now = watch.stale_topics(self.wall_ms())
+            out += [
+                ("partnerpulse_kpi_state", "gauge", state),
+                ("partnerpulse_kpi_state_since_timestamp_seconds", "gauge", since),
+                ("partnerpulse_open_items", "gauge", items),
+                ("partnerpulse_feed_stale", "gauge", [
+                    f'partnerpulse_feed_stale{{topic="{_label(topic)}"}} '
+                    f"{1.0 if topic in stale_now else 0.0}\n"
+                    for topic in sorted(watch.last_arrival_ms)]),
+            ]
+            if self.health is not None:
+                out.append(("partnerpulse_consumer_lag_messages", "gauge", [
+                    f'partnerpulse_consumer_lag_messages{{topic="{_label(topic)}",'
+                    f'partition="{partition}"}} {_num(behind)}\n'
+                    for (topic, partition), behind in sorted(self.health.lag().items())]))
+        out.append(("partnerpulse_events", "counter", [
+            f'partnerpulse_events_total{{topic="{_label(topic)}",outcome="{outcome.value}"}} '
+            f"{_num(engine.counts.get((topic, outcome), 0))}\n"
+            for topic in TOPICS for outcome in Outcome]))
+        out.append(("partnerpulse_last_event_timestamp_seconds", "gauge", [
+            f'partnerpulse_last_event_timestamp_seconds{{topic="{_label(topic)}"}} '
+            f"{_num(ts / 1000.0)}\n"
+            for topic, ts in sorted(engine.last_event_ms.items())]))
+        text = [piece for name, kind, lines in out
+                for piece in (_header(name, kind, _HELP[name]), *lines)]
+        # (the 0.0.4 text format names a counter family by its sample: partnerpulse_events_total)
+        if watch is not None and self.health is not None:
             for name, (kind, help_text, number) in sorted(self.health.delivery().items()):
-                family = (CounterMetricFamily(name, help_text) if kind == "counter"
-                          else GaugeMetricFamily(name, help_text))
-                family.add_metric([], number)
-                yield family
+                sample = f"{name}_total" if kind == "counter" else name
+                text += [_header(name, kind, help_text), f"{sample} {_num(number)}\n"]
+        return "".join(text).encode()
 
 
 class PipelineHealth(Protocol):

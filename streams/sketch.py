@@ -40,8 +40,14 @@ def merge(buckets: Iterable[Mapping[int, int]]) -> dict[int, int]:
     """Sum histograms; empty buckets are dropped."""
     merged: dict[int, int] = {}
     for hist in buckets:
+        if not merged:
+            merged = dict(hist)
+            continue
+        get = merged.get
         for key, count in hist.items():
-            merged[key] = merged.get(key, 0) + count
+            merged[key] = get(key, 0) + count
+    if all(merged.values()):
+        return merged
     return {k: c for k, c in merged.items() if c}
 
 
@@ -50,8 +56,13 @@ def quantile(buckets: Iterable[Mapping[int, int]], q: float) -> float | None:
 
     Nearest rank: the smallest value with at least ``ceil(q * n)`` samples at or below it.
     """
-    merged = merge(buckets)
-    total = sum(c for c in merged.values() if c > 0)
+    return quantile_of(merge(buckets), q)
+
+
+def quantile_of(merged: Mapping[int, int], q: float) -> float | None:
+    """:func:`quantile` of one histogram already merged (no zero counts)."""
+    counts = merged.values()
+    total = sum(counts) if min(counts, default=0) > 0 else sum(c for c in counts if c > 0)
     if total <= 0:
         return None
     rank = max(1, math.ceil(q * total - 1e-9))
