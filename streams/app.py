@@ -333,6 +333,22 @@ class Pipeline:
                 out[(topic, partition)] = max(0, highwater - offset - 1)
         return out
 
+    def last_fetch_ms(self) -> int | None:
+        """Wall time of the broker's newest fetch answer for an owned input partition.
+
+        Why: a frozen or unreachable broker shows nowhere else. Lag is computed from the last
+        answer and freezes with it, and quiet partners look like a dead feed. aiokafka stamps
+        each partition on every fetch answer, records or not, so the age grows only while no
+        answer comes.
+        """
+        try:
+            consumer = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            stamps = [consumer.last_poll_timestamp(tp) for tp in list(consumer.assignment())
+                      if tp.partition in self._owned and tp.topic in (*TOPICS, REPARTITION)]
+        except Exception:  # not started, or rebalancing: no figure rather than a wrong one
+            return None
+        return max((s for s in stamps if s is not None), default=None)
+
     def delivery(self) -> dict[str, tuple[str, str, float]]:
         """Alert delivery figures, and when partners were last judged."""
         out: dict[str, tuple[str, str, float]] = {}
@@ -340,6 +356,12 @@ class Pipeline:
             out["partnerpulse_last_judged_timestamp_seconds"] = (
                 "gauge", "Wall time of the last judging tick (wall clock mode).",
                 self.last_judged_ms / 1000)
+        fetched_ms = self.last_fetch_ms()
+        if fetched_ms is not None:
+            out["partnerpulse_consumer_fetch_age_seconds"] = (
+                "gauge", "Seconds since the broker last answered a fetch for this worker's input "
+                "partitions: grows while the broker is unreachable or the consumer is stalled.",
+                max(0.0, (wall_ms() - fetched_ms) / 1000))
         if self.sender is None:
             return out
         return out | {
