@@ -118,6 +118,7 @@ class Pipeline:
         self.last_judged_ms: int | None = None
         """Wall time of the last completed judging tick (a stuck judge shows here)."""
         self.positions: dict[tuple[str, int], int] = {}
+        self._last_fetch_ms: int | None = None
         self.history = History()
         """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
         self.collector = KpiCollector(self.engine, self.owns, wall_ms, self.watch, self)
@@ -350,10 +351,15 @@ class Pipeline:
         try:
             consumer = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
             stamps = [consumer.last_poll_timestamp(tp) for tp in list(consumer.assignment())
-                      if tp.partition in self._owned and tp.topic in (*TOPICS, REPARTITION)]
-        except Exception:  # not started, or rebalancing: no figure rather than a wrong one
-            return None
-        return max((s for s in stamps if s is not None), default=None)
+                      if tp.topic in (*TOPICS, REPARTITION)]
+        except Exception:  # not started yet, or the assignment changed under us
+            stamps = []
+        # remembered: a lost broker also costs the assignment (the group must be rejoined), and
+        # the figure must keep growing then instead of disappearing
+        newest = max((s for s in stamps if s is not None), default=None)
+        if newest is not None and (self._last_fetch_ms is None or newest > self._last_fetch_ms):
+            self._last_fetch_ms = newest
+        return self._last_fetch_ms
 
     def delivery(self) -> dict[str, tuple[str, str, float]]:
         """Alert delivery figures, and when partners were last judged."""
