@@ -299,7 +299,10 @@ class TcpProxy:
             try:
                 client, _ = listener.accept()
             except OSError:
-                return  # the listener was closed by cut()
+                return  # the listener was shut by cut()
+            if self._listener is not listener:  # accepted in the instant of a cut: refuse it
+                client.close()
+                return
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -325,9 +328,13 @@ class TcpProxy:
 
     def cut(self) -> int:
         """Refuse new connections and reset the open ones; returns how many were cut."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() first: close() alone leaves a thread blocked in accept() holding the
+            # socket open, and that accept lets one reconnecting client through the "cut"
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
         for sock in conns:
