@@ -85,6 +85,12 @@ class Pipeline:
             broker_heartbeat_interval=min(rebalance / 10, 3.0),
             broker_max_poll_interval=max(rebalance, 10.0),
             consumer_auto_offset_reset="earliest",
+            # Faust's recovery check compares the store's offset with ListOffsets(latest), which
+            # tansu answers with the last batch's *base* offset: on every rebalance after a
+            # multi-record changelog batch it raised ConsistencyError and killed a healthy worker.
+            # A memory store's offsets are this process's own reads and writes, so the check can
+            # never find anything real there; _changelog_tail reads what the wrong end hides.
+            recovery_consistency_check=settings.store != "memory",
             stream_wait_empty=False,
             producer_linger_ms=5,
         )
@@ -115,6 +121,7 @@ class Pipeline:
         self.last_judged_ms: int | None = None
         """Wall time of the last completed judging tick (a stuck judge shows here)."""
         self.positions: dict[tuple[str, int], int] = {}
+        self._last_fetch_ms: int | None = None
         self.history = History()
         """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
         self.collector = KpiCollector(self.engine, self.owns, wall_ms, self.watch, self)
@@ -337,6 +344,27 @@ class Pipeline:
                 out[(topic, partition)] = max(0, highwater - offset - 1)
         return out
 
+    def last_fetch_ms(self) -> int | None:
+        """Wall time of the broker's newest fetch answer for an owned input partition.
+
+        Why: a frozen or unreachable broker shows nowhere else. Lag is computed from the last
+        answer and freezes with it, and quiet partners look like a dead feed. aiokafka stamps
+        each partition on every fetch answer, records or not, so the age grows only while no
+        answer comes.
+        """
+        try:
+            consumer = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            stamps = [consumer.last_poll_timestamp(tp) for tp in list(consumer.assignment())
+                      if tp.topic in (*TOPICS, REPARTITION)]
+        except Exception:  # not started yet, or the assignment changed under us
+            stamps = []
+        # remembered: a lost broker also costs the assignment (the group must be rejoined), and
+        # the figure must keep growing then instead of disappearing
+        newest = max((s for s in stamps if s is not None), default=None)
+        if newest is not None and (self._last_fetch_ms is None or newest > self._last_fetch_ms):
+            self._last_fetch_ms = newest
+        return self._last_fetch_ms
+
     def delivery(self) -> dict[str, tuple[str, str, float]]:
         """Alert delivery figures, and when partners were last judged."""
         out: dict[str, tuple[str, str, float]] = {}
@@ -344,6 +372,12 @@ class Pipeline:
             out["partnerpulse_last_judged_timestamp_seconds"] = (
                 "gauge", "Wall time of the last judging tick (wall clock mode).",
                 self.last_judged_ms / 1000)
+        fetched_ms = self.last_fetch_ms()
+        if fetched_ms is not None:
+            out["partnerpulse_consumer_fetch_age_seconds"] = (
+                "gauge", "Seconds since the broker last answered a fetch for this worker's input "
+                "partitions: grows while the broker is unreachable or the consumer is stalled.",
+                max(0.0, (wall_ms() - fetched_ms) / 1000))
         if self.sender is None:
             return out
         return out | {
