@@ -110,6 +110,10 @@ def headline(name: str, r: dict[str, Any]) -> str:
     if name == "percentile":
         return f"worst relative error {f['max_rel_error']:.3%}"
     if name == "e2e":
-        return (f"worker {fmt(f['worker_events_per_s'])} events/s vs plain consumer "
-                f"{fmt(f['plain_consumer_events_per_s'])}/s (ratio {q['worker_vs_plain_consumer']:.3f})")
+        return (f"worker {fmt(f['worker_events_per_s'])} events/s = "
+                f"{fmt(q['worker_vs_stock_faust_decode'])}x the stock Faust decode-only agent "
+                f"({fmt(f['stock_faust_decode_events_per_s'])}/s), "
+                f"{q['worker_vs_plain_consumer']:.3f}x a plain consumer "
+                f"({fmt(f['plain_consumer_events_per_s'])}/s); "
+                f"{fmt(f['repartition_topic_messages'])} repartition sends")
     return ""

@@ -109,6 +109,8 @@ class Pipeline:
         self.ready = False
         self._owned: set[int] = set()
         self.recovered_events = 0
+        self.repartitioned = 0
+        """Events forwarded to the repartition topic (producers that did not key by partner)."""
         self.last_judged_ms: int | None = None
         """Wall time of the last completed judging tick (a stuck judge shows here)."""
         self.positions: dict[tuple[str, int], int] = {}
@@ -224,6 +226,7 @@ class Pipeline:
                 continue
             expected = partition_for(parsed.event.partner_id, self.partitions)
             if msg.topic != REPARTITION and msg.partition != expected:
+                self.repartitioned += 1
                 self.repartition.send_soon(
                     key=parsed.event.partner_id.encode(), value=raw, partition=expected,
                     headers=[(SOURCE_HEADER, topic.encode())],
@@ -418,6 +421,7 @@ class Pipeline:
             "partners": [p for p in engine.partner_ids() if self.owns(p)],
             "event_clock_ms": engine.event_clock_ms,
             "recovered_events": self.recovered_events,
+            "repartitioned": self.repartitioned,
             "last_judged_ms": self.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
         }
