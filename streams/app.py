@@ -34,6 +34,7 @@ from .catalog import load_config
 from .contract import TOPICS, ContractError, decode
 from .engine import Engine, Outcome
 from .exporter import KpiCollector, make_registry
+from .journal import BulkLoadedMemoryStore, JournalTable
 from .judge import State
 from .settings import Settings
 from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
@@ -131,9 +132,12 @@ class Pipeline:
             self.app.timer(settings.judge_interval_s)(self._judge_tick)
         else:
             self.app.timer(settings.judge_interval_s)(self._health_tick)
-        self.journal = self.app.Table(
-            "journal", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+        # app.Table, with the memory store loaded in bulk (streams/journal.py says why)
+        self.journal = JournalTable(
+            self.app, name="journal", beacon=self.app.tables.beacon,
+            partitions=settings.partitions, key_type=bytes, value_type=bytes,
         )
+        self.app.tables.add(self.journal)
         self.journal.on_recover(self._on_recover)
         self.app.agent(self.source, name="ingest", concurrency=1)(self._ingest)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -241,6 +245,11 @@ class Pipeline:
         self._owned = owned
         self.ready = True
         self.recovery = {"assigned_at": self.recovery.get("assigned_at", 0.0)} | phases
+        store = self.journal.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            self.recovery |= {"bulk_load_started_at": store.load_started_at,
+                              "bulk_load_done_at": store.load_done_at,
+                              "bulk_loaded_records": store.loaded_records}
         log.info("recovered %d journal events (%d from the changelog tail) in %.2fs "
                  "(restore %.2fs); partitions %s, %d partners kept", applied, len(tail),
                  phases["restored_at"] - phases["recover_started_at"],
