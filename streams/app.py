@@ -150,6 +150,8 @@ class Pipeline:
         self._owned: set[int] = set()
         self.recovered_events = 0
         self.repartitioned = 0
+        self._generation = 0
+        """Bumped by each revocation, so that a restore in progress can tell it is stale."""
         self._partitions_by_partner: dict[str, int] = {}
         """Events forwarded to the repartition topic (producers that did not key by partner)."""
         self.last_judged_ms: int | None = None
@@ -178,6 +180,7 @@ class Pipeline:
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
         self.ready = False  # export nothing until recovery gives us a consistent view
+        self._generation += 1  # a restore still running is for an assignment that is gone
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
         self.watch.forget(self.engine.partner_ids())
@@ -195,6 +198,7 @@ class Pipeline:
         the producer keeps flushing and /ready keeps answering (not ready, with the progress).
         """
         phases: dict[str, float] = {"recover_started_at": time.time()}
+        generation = self._generation
         owned = self.owned_partitions()
         self.engine.drop_partners(lambda p: self._partition_of(p) in owned)
         had = set(self.engine.partner_ids())
@@ -234,6 +238,11 @@ class Pipeline:
                 applied += self.engine.restore([r for _, r in records[i:i + RESTORE_CHUNK]])
                 self.restoring = (applied, len(records))
                 await asyncio.sleep(0)
+                if self._generation != generation:
+                    # Revoked meanwhile (the revocation dropped the partners restored so far):
+                    # stop, not ready; the next assignment's recovery starts over.
+                    log.info("restore abandoned after %d events: partitions revoked", applied)
+                    return
         finally:
             gc.enable()
             self.restoring = None
