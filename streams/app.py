@@ -43,8 +43,6 @@ from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
 
 log = logging.getLogger("partnerpulse")
 
-POLL_RECORDS = 500
-"""Most records one consumer poll returns (all partitions together)."""
 RESTORE_CHUNK = 5_000
 """Journal events replayed between two passes of the event loop during recovery."""
 BATCH = 500
@@ -107,11 +105,12 @@ class Pipeline:
             broker_session_timeout=min(rebalance, 10.0),
             broker_heartbeat_interval=min(rebalance / 10, 3.0),
             # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
-            # again only once it has handed every record of the previous poll to the agent, so
-            # an unbounded poll (tens of thousands of records of a backlog) could take longer to
-            # process than the interval: the worker was dropped, and hung in the revocation.
-            # Bounded polls keep the gap short (~0.1 s); the interval is then a hang detector.
-            broker_max_poll_records=POLL_RECORDS,
+            # again only once it has handed every record of the previous poll to the agent, and
+            # one poll of a backlog is tens of thousands of records: at 10 s (what this was under
+            # --rebalance-timeout 3) the worker was dropped mid-backlog and hung in the
+            # revocation. 300 s is a hang detector, not a pace. (Polls stay unbounded: bounded
+            # ones come from one partition at a time, so partitions drift apart in event time,
+            # which the event clock's windows are sensitive to; see test_alerting.)
             broker_max_poll_interval=max(rebalance, 300.0),
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
