@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import common, e2e, engine, memory, metrics, percentile, report
+from . import common, e2e, engine, latency, memory, metrics, percentile, recovery, report
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "engine": engine.run,
@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "memory": memory.run,
     "percentile": percentile.run,
     "e2e": e2e.run,
+    "latency": latency.run,
+    "recovery": recovery.run,
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,11 @@
-"""End to end on the embedded broker: one worker vs a plain aiokafka consumer that only decodes."""
+"""End to end on the embedded broker: one worker vs a stock Faust agent and a plain aiokafka
+consumer, both only decoding, on the same broker, topics and messages, in the same run."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -10,13 +13,16 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.contract import TOPICS
-from streams.topics import all_topics
-from tests.harness import Worker, produce
+from streams.topics import REPARTITION, all_topics
+from tests.harness import REPO, Worker, produce
 
 from . import common
+
+PARTITIONS = 4
 
 
 async def _plain_consume(bootstrap: str, n: int, group: str) -> tuple[float, int]:
@@ -43,6 +49,60 @@ async def _plain_consume(bootstrap: str, n: int, group: str) -> tuple[float, int
     return (end - first, got - got_at_first) if first else (0.0, 0)
 
 
+async def _count_topic(bootstrap: str, topic: str, partitions: int) -> int:
+    """Messages on ``topic`` (read from the beginning until two fetches come back empty).
+
+    Read rather than ``end_offsets``: the embedded broker reports the last batch's base offset.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=200)
+    await consumer.start()
+    n = 0
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        empty = 0
+        while empty < 2:
+            batch = await consumer.getmany(timeout_ms=300)
+            got = sum(len(rs) for rs in batch.values())
+            empty = 0 if got else empty + 1
+            n += got
+    finally:
+        await consumer.stop()
+    return n
+
+
+def stock_faust(broker_url: str, work: Path, n: int, app_id: str, table: bool,
+                timeout: float = 300) -> tuple[float, int]:
+    """Run bench.stock_faust in a child process until it has processed n messages."""
+    out = work / f"{app_id}.json"
+    log = (work / f"{app_id}.log").open("wb")
+    cmd = [sys.executable, "-m", "bench.stock_faust", "--broker", broker_url, "--app-id", app_id,
+           "--n", str(n), "--out", str(out), "--data-dir", str(work / app_id)]
+    proc = subprocess.Popen([*cmd, *(["--table"] if table else [])], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        deadline = time.monotonic() + timeout
+        while not out.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"stock Faust agent exited with {proc.returncode}: "
+                                   f"{(work / f'{app_id}.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stock Faust agent did not reach {n} messages in {timeout}s")
+            time.sleep(0.05)
+        body = orjson.loads(out.read_bytes())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return float(body["seconds"]), int(body["messages"])
+
+
 def _worker_rate(worker: Worker, n: int, timeout: float, stall_s: float = 30.0) -> tuple[
         float, int, bool]:
     """Poll /ready counts: (seconds, messages) from the first processed to the n-th, and whether
@@ -67,6 +127,10 @@ def _worker_rate(worker: Worker, n: int, timeout: float, stall_s: float = 30.0) 
     return last_t - first_t, last_c - first_c, True
 
 
+def _eps(seconds: float, messages: int) -> float:
+    return messages / seconds if seconds > 0 else 0.0
+
+
 def run(quick: bool) -> dict[str, Any]:
     n = 3_000 if quick else 30_000
     _, messages = common.sim_messages(1000, n, seed=13)
@@ -74,48 +138,78 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
         work = Path(tmp)
         with EmbeddedBroker(log_path=work / "broker.log") as broker:
-            ensure_topics(broker.bootstrap, all_topics(4))
+            ensure_topics(broker.bootstrap, all_topics(PARTITIONS))
             start = time.perf_counter()
             produce(broker.bootstrap, keyed)
             produce_s = time.perf_counter() - start
             plain_s, plain_n = asyncio.run(_plain_consume(broker.bootstrap, n, "pp-bench-plain"))
+            stock_s, stock_n = stock_faust(broker.url, work, n, "pp-bench-stock", table=False)
+            table_s, table_n = (0.0, 0) if quick else stock_faust(
+                broker.url, work, n, "pp-bench-stock-table", table=True)
             worker = Worker(broker.url, work, app_id="pp-bench", clock="event").start()
             try:
                 worker_s, worker_n, stalled = _worker_rate(worker, n, timeout=300)
-                counts = worker.counts()
-                ready = worker.ready()
+                status = worker.ready()
             finally:
                 worker.stop()
-    worker_eps = worker_n / worker_s if worker_s > 0 else 0.0
-    plain_eps = plain_n / plain_s if plain_s > 0 else 0.0
+            repartition_msgs = asyncio.run(_count_topic(broker.bootstrap, REPARTITION,
+                                                        PARTITIONS))
+    counts = status.get("counts", {})
+    worker_eps, plain_eps = _eps(worker_s, worker_n), _eps(plain_s, plain_n)
+    stock_eps, table_eps = _eps(stock_s, stock_n), _eps(table_s, table_n)
     accepted = sum(v for k, v in counts.items() if k.endswith(":accepted"))
+    figures: dict[str, float] = {
+        "messages": n,
+        "produce_s": produce_s,
+        "worker_events_per_s": worker_eps,
+        "stock_faust_decode_events_per_s": stock_eps,
+    }
+    if not quick:
+        figures["stock_faust_table_events_per_s"] = table_eps
+    figures |= {
+        "plain_consumer_events_per_s": plain_eps,
+        "worker_accepted": accepted,
+        "worker_repartition_sends": int(status.get("repartitioned", -1)),
+        "repartition_topic_messages": repartition_msgs,
+        "worker_stalled": int(stalled),
+    }
+    ratios = {
+        "worker_vs_stock_faust_decode": worker_eps / stock_eps if stock_eps else 0.0,
+        "worker_vs_plain_consumer": worker_eps / plain_eps if plain_eps else 0.0,
+        "stock_faust_decode_vs_plain_consumer": stock_eps / plain_eps if plain_eps else 0.0,
+    }
+    if not quick:
+        ratios["worker_vs_stock_faust_table"] = worker_eps / table_eps if table_eps else 0.0
+    notes = []
+    if stalled:
+        notes.append(
+            f"**The worker stalled**: its /ready counts stopped at {accepted:,} of {n:,} for 30 s "
+            f"(ready={status.get('ready')}, partners={len(status.get('partners', []))}); the rate "
+            "above is up to the stall.")
     return {
         "title": "End to end through the embedded broker (one worker)",
         "method": (
-            f"{n:,} simulator messages (1,000 partners, keyed by partner, 4 partitions) produced "
-            "to the embedded tansu broker first. Baseline, same broker and topics, same run: a "
-            "plain aiokafka consumer (new group, from earliest, getmany of up to 500) that only "
-            "orjson-decodes each value; rate from the end of its first batch to its n-th message. "
-            "Then one worker (tests.harness.Worker, --clock event, --store memory) consumes the "
-            "same topics with its own group; rate from the first to the last processed message, "
-            "by polling /ready counts every 50 ms (up to 300 s; a worker whose counts stop "
-            "moving for 30 s is reported as stalled, with its rate up to the stall)."
+            f"{n:,} simulator messages (1,000 partners, keyed by partner, {PARTITIONS} partitions) "
+            "produced to the embedded tansu broker first. Then, on the same broker and topics, "
+            "each with its own consumer group, one after the other: (1) baseline, a plain aiokafka "
+            "consumer (from earliest, getmany of up to 500) that only orjson-decodes each value, "
+            "rate from the end of its first batch to its n-th message; (2) baseline, a stock "
+            "Faust agent (bench/stock_faust.py: `async for event in stream.events()`, "
+            "orjson.loads, Faust's default settings), rate from its first to its n-th message, "
+            "timed in its process" + ("" if quick else
+                                      "; (3) the same stock agent also writing one memory-table "
+                                      "record per event, as the worker's journal does") +
+            "; then one worker (tests.harness.Worker, --clock event, --store memory), rate from "
+            "the first to the last processed message, by polling /ready counts every 50 ms (up "
+            "to 300 s; a worker whose counts stop moving for 30 s is reported as stalled, with "
+            "its rate up to the stall). Every message is already keyed by partner, so none "
+            "should take the repartition hop: the worker counts its repartition sends (/ready) "
+            "and the repartition topic is read back from the broker afterwards."
         ),
-        "figures": {
-            "messages": n,
-            "produce_s": produce_s,
-            "worker_events_per_s": worker_eps,
-            "plain_consumer_events_per_s": plain_eps,
-            "worker_accepted": accepted,
-            "worker_stalled": int(stalled),
-        },
-        "ratios": {"worker_vs_plain_consumer": worker_eps / plain_eps if plain_eps else 0.0},
-        "notes": [] if not stalled else [
-            f"**The worker stalled**: its /ready counts stopped at {accepted:,} of {n:,} for 30 s "
-            f"(ready={ready.get('ready')}, partners={len(ready.get('partners', []))}); the rate "
-            "above is up to the stall. A worker busy on a backlog likely missed its group "
-            "heartbeats (the harness sets --rebalance-timeout 3) and went into a rebalance "
-            "and recovery."],
-        "goal": "none (reported)",
-        "goal_met": None,
+        "figures": figures,
+        "ratios": ratios,
+        "notes": notes,
+        "goal": ">= 2x the stock Faust decode-only agent; no repartition sends",
+        "goal_met": bool(ratios["worker_vs_stock_faust_decode"] >= 2.0 and not stalled
+                         and repartition_msgs == 0 and figures["worker_repartition_sends"] == 0),
     }

@@ -110,6 +110,20 @@ def headline(name: str, r: dict[str, Any]) -> str:
     if name == "percentile":
         return f"worst relative error {f['max_rel_error']:.3%}"
     if name == "e2e":
-        return (f"worker {fmt(f['worker_events_per_s'])} events/s vs plain consumer "
-                f"{fmt(f['plain_consumer_events_per_s'])}/s (ratio {q['worker_vs_plain_consumer']:.3f})")
+        return (f"worker {fmt(f['worker_events_per_s'])} events/s = "
+                f"{fmt(q['worker_vs_stock_faust_decode'])}x the stock Faust decode-only agent "
+                f"({fmt(f['stock_faust_decode_events_per_s'])}/s), "
+                f"{q['worker_vs_plain_consumer']:.3f}x a plain consumer "
+                f"({fmt(f['plain_consumer_events_per_s'])}/s); "
+                f"{fmt(f['repartition_topic_messages'])} repartition sends")
+    if name == "latency":
+        return (f"alert p99 {fmt(f['event_p99_s'])} s event clock, {fmt(f['wall_p99_s'])} s wall "
+                f"clock ({fmt(f['event_alerts_timed'] + f['wall_alerts_timed'])} alerts timed "
+                f"at half the peak rate; p50 {fmt(f['event_p50_s'])} / {fmt(f['wall_p50_s'])} s)")
+    if name == "recovery":
+        return (f"ready and caught up {fmt(f['total_s'])} s after a restart with "
+                f"{fmt(f['history_events'])} events = {fmt(q['total_vs_goal'])}x the goal; "
+                f"changelog load {fmt(f['changelog_bulk_load_s'])} s, "
+                f"Faust recovery {fmt(f['faust_changelog_read_s'])} s, "
+                f"Engine.restore {fmt(f['engine_restore_s'])} s")
     return ""

@@ -16,13 +16,16 @@ bytes between Kafka and the engine:
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import faust
 import orjson
-from faust.types import TP
+from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .alertmanager import AlertSender
@@ -30,6 +33,7 @@ from .catalog import load_config
 from .contract import TOPICS, ContractError, decode, redact
 from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
+from .journal import BulkLoadedMemoryStore, JournalTable
 from .judge import State
 from .kafka_auth import client_kwargs, faust_credentials
 from .settings import Settings
@@ -39,10 +43,19 @@ from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
 
 log = logging.getLogger("partnerpulse")
 
+RESTORE_CHUNK = 5_000
+"""Journal events replayed between two passes of the event loop during recovery."""
+BATCH = 500
+"""Most events the agent takes at once (one synchronous stretch of processing)."""
+BATCH_WITHIN_S = 0.01
+"""How long the agent waits to fill a batch before processing what it has (added latency)."""
+
 
 def wall_ms() -> int:
     """The wall clock in epoch milliseconds."""
     return time.time_ns() // 1_000_000
+
+
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -83,7 +96,14 @@ class Pipeline:
             broker_rebalance_timeout=rebalance,
             broker_session_timeout=min(rebalance, 10.0),
             broker_heartbeat_interval=min(rebalance / 10, 3.0),
-            broker_max_poll_interval=max(rebalance, 10.0),
+            # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
+            # again only once it has handed every record of the previous poll to the agent, and
+            # one poll of a backlog is tens of thousands of records: at 10 s (what this was under
+            # --rebalance-timeout 3) the worker was dropped mid-backlog and hung in the
+            # revocation. 300 s is a hang detector, not a pace. (Polls stay unbounded: bounded
+            # ones come from one partition at a time, so partitions drift apart in event time,
+            # which the event clock's windows are sensitive to; see test_alerting.)
+            broker_max_poll_interval=max(rebalance, 300.0),
             consumer_auto_offset_reset="earliest",
             # Faust's recovery check compares the store's offset with ListOffsets(latest), which
             # tansu answers with the last batch's *base* offset: on every rebalance after a
@@ -109,15 +129,28 @@ class Pipeline:
             self.app.timer(settings.judge_interval_s)(self._judge_tick)
         else:
             self.app.timer(settings.judge_interval_s)(self._health_tick)
-        self.journal = self.app.Table(
-            "journal", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+        # app.Table, with the memory store loaded in bulk (streams/journal.py says why)
+        self.journal = JournalTable(
+            self.app, name="journal", beacon=self.app.tables.beacon,
+            partitions=settings.partitions, key_type=bytes, value_type=bytes,
         )
+        self.app.tables.add(self.journal)
         self.journal.on_recover(self._on_recover)
         self.app.agent(self.source, name="ingest", concurrency=1)(self._ingest)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.recovery: dict[str, float] = {}
+        """Wall times (epoch s) of the last recovery's phases, and its record counts."""
+        self.restoring: tuple[int, int] | None = None
+        """(events replayed, of records) while a restore runs."""
         self.ready = False
         self._owned: set[int] = set()
         self.recovered_events = 0
+        self.repartitioned = 0
+        self._generation = 0
+        """Bumped by each revocation, so that a restore in progress can tell it is stale."""
+        self._partitions_by_partner: dict[str, int] = {}
+        """Events forwarded to the repartition topic (producers that did not key by partner)."""
         self.last_judged_ms: int | None = None
         """Wall time of the last completed judging tick (a stuck judge shows here)."""
         self.positions: dict[tuple[str, int], int] = {}
@@ -141,40 +174,90 @@ class Pipeline:
 
     def owns(self, partner: str) -> bool:
         """True while the partner's partition is assigned to this worker."""
-        return self.ready and partition_for(partner, self.partitions) in self._owned
+        return self.ready and self._partition_of(partner) in self._owned
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
         self.ready = False  # export nothing until recovery gives us a consistent view
+        self._generation += 1  # a restore still running is for an assignment that is gone
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
 
+    async def _on_assigned(self, app: faust.App, assigned: set[TP], **_: Any) -> None:
+        self.recovery["assigned_at"] = time.time()
+
     async def _on_recover(self) -> None:
+        """Rebuild the owned partners' windows from the journal Faust has just recovered.
+
+        A long replay must not hold the event loop: in chunks of RESTORE_CHUNK events, each
+        followed by a pass of the loop, so the consumer keeps polling (a loop blocked past the
+        max poll interval is dropped from the group, and the rebalance starts recovery over),
+        the producer keeps flushing and /ready keeps answering (not ready, with the progress).
+        """
+        phases: dict[str, float] = {"recover_started_at": time.time()}
+        generation = self._generation
         owned = self.owned_partitions()
-        self.engine.drop_partners(lambda p: partition_for(p, self.partitions) in owned)
+        self.engine.drop_partners(lambda p: self._partition_of(p) in owned)
         had = set(self.engine.partner_ids())
-        started = time.perf_counter()
         tail = await self._changelog_tail(owned)
+        phases["tail_done_at"] = time.time()
+        data = self.journal.data
         for key, value in tail.items():
             if value is None:
-                self.journal.data.pop(key, None)
+                data.pop(key, None)
             else:
-                self.journal.data[key] = value
-        records = []
-        for key, value in self.journal.data.items():
-            partner = key.split(b"\x1f", 1)[0].decode()
-            if partner in had or partition_for(partner, self.partitions) not in owned:
-                continue
-            records.append((key, value))
-        applied = self.engine.restore(records)
-        settle_gc()  # the recovered state is long-lived: keep the cyclic GC off it
+                data[key] = value
+        # Keep the owned partners' records that are not already in memory: one decision per
+        # partner (the key's prefix), not per record.
+        wanted: dict[bytes, bool] = {}
+        records: list[tuple[bytes, bytes]] = []
+        for key, value in data.items():
+            prefix = key[:key.find(b"\x1f")]
+            keep = wanted.get(prefix)
+            if keep is None:
+                partner = prefix.decode()
+                keep = wanted[prefix] = (partner not in had
+                                         and self._partition_of(partner) in owned)
+            if keep:
+                records.append((key, value))
+        phases["collected_at"] = time.time()
+        phases["records"] = len(records)
+        applied = 0
+        # The replay allocates millions of long-lived objects and no cyclic garbage: the cyclic
+        # GC would rescan the growing heap again and again for nothing. Off during the replay;
+        # afterwards what was rebuilt moves to the permanent generation (gc.freeze), so later
+        # full collections under live traffic do not rescan it either.
+        gc.disable()
+        try:
+            for applied in self.engine.restore_steps(records, RESTORE_CHUNK):
+                self.restoring = (applied, len(records))
+                await asyncio.sleep(0)
+                if self._generation != generation:
+                    # Revoked meanwhile (the revocation dropped the partners restored so far):
+                    # stop, not ready; the next assignment's recovery starts over.
+                    log.info("restore abandoned after %d events: partitions revoked", applied)
+                    return
+        finally:
+            gc.enable()
+            self.restoring = None
+        del records
+        settle_gc()  # the rebuilt state is long-lived: out of the cyclic GC's sight
+        phases["restored_at"] = time.time()
+        phases["applied"] = applied
         self.recovered_events += applied
         self._owned = owned
         self.ready = True
-        log.info("recovered %d journal events (%d from the changelog tail) in %.2fs; "
-                 "partitions %s, %d partners kept", applied, len(tail),
-                 time.perf_counter() - started, sorted(owned), len(had))
+        self.recovery = {"assigned_at": self.recovery.get("assigned_at", 0.0)} | phases
+        store = self.journal.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            self.recovery |= {"bulk_load_started_at": store.load_started_at,
+                              "bulk_load_done_at": store.load_done_at,
+                              "bulk_loaded_records": store.loaded_records}
+        log.info("recovered %d journal events (%d from the changelog tail) in %.2fs "
+                 "(restore %.2fs); partitions %s, %d partners kept", applied, len(tail),
+                 phases["restored_at"] - phases["recover_started_at"],
+                 phases["restored_at"] - phases["collected_at"], sorted(owned), len(had))
 
     async def _changelog_tail(self, owned: set[int]) -> dict[bytes, bytes | None]:
         """Changelog records past the end offset the broker reported to Faust's recovery.
@@ -217,44 +300,69 @@ class Pipeline:
 
     # --- the agent ----------------------------------------------------------------
     async def _ingest(self, stream: faust.StreamT) -> None:
-        engine, journal = self.engine, self.journal
-        async for event in stream.events():
+        # Batches, not one event per iteration: Faust's per-event machinery (an await, a
+        # context switch and an ack per event) costs more than the engine's work on it. A batch
+        # is processed without awaiting, then the loop runs (heartbeats, web, producer) before
+        # the next one; BATCH bounds that synchronous stretch (a few tens of ms). take_events
+        # acks the batch's events after the body returns, so a crash mid-batch replays them.
+        batches = cast(faust.Stream, stream).take_events(BATCH, within=BATCH_WITHIN_S)  # not on StreamT
+        async for events in batches:
+            self._process(events)
+
+    def _process(self, events: Sequence[EventT]) -> None:
+        engine, watch = self.engine, self.watch
+        send_changelog, store = self.journal.send_changelog, self.journal.data
+        judge_events = self.ready and engine.clock == "event"
+        now = wall_ms()  # one arrival time per batch: its events were fetched together
+        for event in events:
             msg = event.message
             self.positions[(msg.topic, msg.partition)] = msg.offset
             raw: bytes = event.value if isinstance(event.value, bytes) else b""
             topic = msg.topic
             if topic == REPARTITION:
                 topic = _header(msg.headers, SOURCE_HEADER) or ""
-            now = wall_ms()
-            self.watch.note_arrival(topic, now)
+            watch.note_arrival(topic, now)
             try:
                 parsed = decode(topic, raw, now)
             except ContractError as exc:
                 engine.reject(topic, str(exc))
                 self._dead_letter(msg, raw, topic, str(exc))
                 continue
-            expected = partition_for(parsed.event.partner_id, self.partitions)
+            partner = parsed.event.partner_id
+            expected = self._partition_of(partner)
             if msg.topic != REPARTITION and msg.partition != expected:
+                self.repartitioned += 1
                 self.repartition.send_soon(
-                    key=parsed.event.partner_id.encode(), value=raw, partition=expected,
+                    key=partner.encode(), value=raw, partition=expected,
                     headers=[(SOURCE_HEADER, topic.encode())],
                 )
                 continue
-            if self.ready and engine.clock == "event":
+            if judge_events:
                 # judge at each minute boundary of the partner's event time: replays are repeatable
-                boundary = self.watch.due_for_event_clock(parsed.event.partner_id, parsed.ts_ms)
+                boundary = watch.due_for_event_clock(partner, parsed.ts_ms)
                 if boundary is not None:
-                    partner = parsed.event.partner_id
-                    self._deliver(self.watch.judge_partner(partner, boundary, self.stale))
-                    self.history.observe(engine, self.watch, [partner], boundary)
+                    self._deliver(watch.judge_partner(partner, boundary, self.stale))
+                    self.history.observe(engine, watch, [partner], boundary)
             result = engine.apply(parsed, now)
             if result.outcome is Outcome.REJECTED:
                 self._dead_letter(msg, raw, topic, result.reason)
+            # The journal write of a Faust table (store, then changelog on the partition of the
+            # event being processed), done here directly: the table's __setitem__ takes the
+            # partition from the stream's current event, which a batch does not have.
             for key, value in engine.drain():
                 if value is None:
-                    journal.pop(key, None)
+                    store.pop(key, None)
+                    send_changelog(msg.partition, key, None, value_serializer="raw")
                 else:
-                    journal[key] = value
+                    store[key] = value
+                    send_changelog(msg.partition, key, value)
+
+    def _partition_of(self, partner: str) -> int:
+        """The partner's partition (murmur2 of its id), remembered: it is asked per event."""
+        part = self._partitions_by_partner.get(partner)
+        if part is None:
+            part = self._partitions_by_partner[partner] = partition_for(partner, self.partitions)
+        return part
 
     # --- judgement and alerts -------------------------------------------------------
     async def _judge_tick(self) -> None:
@@ -481,6 +589,9 @@ class Pipeline:
             "partners": [p for p in engine.partner_ids() if self.owns(p)],
             "event_clock_ms": engine.event_clock_ms,
             "recovered_events": self.recovered_events,
+            "repartitioned": self.repartitioned,
+            "recovery": self.recovery,
+            "restoring": self.restoring,
             "last_judged_ms": self.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
         }

@@ -119,6 +119,10 @@ def run_worker(settings: Settings) -> None:
     pipeline = Pipeline(settings)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(),
                           override_logging=True, quiet=True)
+    # No terminal spinner: at a log level of WARNING or above, Faust's spinner sets the root
+    # logger to DEBUG so it can spin on every record, and every debug call in aiokafka and Faust
+    # (several per message) then builds a LogRecord: 7% of a loaded worker's time, for nothing.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

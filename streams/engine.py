@@ -30,7 +30,7 @@ import enum
 import functools
 import gc
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -426,7 +426,9 @@ class Engine:
                 else:
                     cusum.update(x)
         st.version += 1
-        now = self.now(wall_ms)
+        # A replay goes partner by partner, so the event clock is already ahead of a partner
+        # replayed late: its own newest event stands in for the clock it saw live.
+        now = st.last_ms if self._replaying else self.now(wall_ms)
         if now // 3_600_000 != st.evicted_at:  # hourly, per partner
             self._maybe_evict(partner, st, now)
         last = self.last_event_ms.get(parsed.topic)
@@ -790,10 +792,19 @@ class Engine:
         return out
 
     def restore(self, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """Rebuild state from journal (key, record) pairs in any order; returns events applied.
+        """Rebuild state from journal (key, record) pairs in any order; returns events applied."""
+        applied = 0
+        for step in self.restore_steps(records):
+            applied = step
+        return applied
+
+    def restore_steps(self, records: Iterable[tuple[bytes, bytes]],
+                      chunk: int = 5_000) -> Iterator[int]:
+        """:meth:`restore` in steps: yields the events applied so far after every ``chunk``.
 
         Events replay in the order they were accepted (their sequence number), so the rebuilt
-        state is the one the live engine had; month snapshots are loaded first.
+        state is the one the live engine had; month snapshots are loaded first. The caller may
+        stop between steps (the state is then partial and must be dropped).
         """
         events: list[tuple[int, Parsed]] = []
         for key, raw in records:
@@ -803,29 +814,31 @@ class Engine:
             else:
                 events.append(_decode_record(raw))
         events.sort(key=lambda e: (e[1].event.partner_id, e[0]))
-        journal, self._journal = self._journal, None  # replaying writes nothing back
-        self._replaying = True
         applied = 0
-        try:
-            for seq, p in events:
-                partner = p.event.partner_id
-                st = self.state.get(partner)
-                if st is None:
-                    st = self.state[partner] = self._new_state()
-                if p.event.event_id in st.seen.get(p.ts_ms // self._seen_res, ()):
-                    continue
-                st.seq = seq - 1  # _apply_accepted numbers it seq again
-                _remember(st, p.ts_ms // self._seen_res, p.event.event_id)
-                # replay is exempt from the late rule: the record was accepted when it arrived
-                self._apply_accepted(p, p.ts_ms, st)
-                applied += 1
-        finally:
-            self._journal = journal
-            self._replaying = False
+        for start in range(0, len(events), chunk):
+            journal, self._journal = self._journal, None  # replaying writes nothing back
+            self._replaying = True
+            try:
+                for seq, p in events[start:start + chunk]:
+                    partner = p.event.partner_id
+                    st = self.state.get(partner)
+                    if st is None:
+                        st = self.state[partner] = self._new_state()
+                    if p.event.event_id in st.seen.get(p.ts_ms // self._seen_res, ()):
+                        continue
+                    st.seq = seq - 1  # _apply_accepted numbers it seq again
+                    _remember(st, p.ts_ms // self._seen_res, p.event.event_id)
+                    # replay is exempt from the late rule: the record was accepted when it arrived
+                    self._apply_accepted(p, p.ts_ms, st)
+                    applied += 1
+            finally:
+                self._journal = journal
+                self._replaying = False
+            yield applied
         for st in self.state.values():
             st.evicted_at = -1  # the next live event prunes and writes what a replay may not
             st.seq = max([st.seq, *st.month_seq.values()])
-        return applied
+        yield applied
 
 
 _RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event, int])

@@ -13,7 +13,7 @@ import pytest
 from tests.harness import REPO
 
 pytestmark = pytest.mark.slow
-BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e")
+BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e", "latency", "recovery")
 
 
 @pytest.mark.timeout(600)
@@ -38,5 +38,14 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     engine = results["benchmarks"]["engine"]
     assert engine["figures"]["engine_events_per_s"] > 0
     assert engine["profile_top"], "the engine benchmark profiles where the time goes"
+    e2e = results["benchmarks"]["e2e"]["figures"]
+    assert e2e["stock_faust_decode_events_per_s"] > 0, "the stock Faust baseline ran"
+    assert e2e["worker_accepted"] == e2e["messages"]
+    assert e2e["repartition_topic_messages"] == 0, "keyed events take no repartition hop"
+    latency = results["benchmarks"]["latency"]["figures"]
+    for clock in ("event", "wall"):
+        assert latency[f"{clock}_alerts_timed"] == latency[f"{clock}_tips"] > 0, clock
+    recovery = results["benchmarks"]["recovery"]["figures"]
+    assert recovery["journal_records_restored"] == recovery["history_events"]
     # quick runs never overwrite the committed report
     assert "BENCHMARKS.md" not in proc.stderr
