@@ -584,7 +584,7 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
         broker: EmbeddedBroker, tmp_path: Path) -> None:
     """~110 MB (7,000 messages padded to 16 KiB with an ignored field: 1,750 events sent four
     times, a producer's redelivery storm, so the engine's own state stays small and the memory
-    figure is about buffering) arrive while the worker runs a tenth of the time: the lag gauge
+    figure is about buffering) arrive while the worker runs 4% of the time: the lag gauge
     grows into the thousands
     (PartnerpulseConsumerLagHigh in config/rules judges it: 10,000 for 10 minutes,
     promtool-tested). Unthrottled, the worker catches up to lag 0 with values equal to the
@@ -630,7 +630,8 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
     lag_watch.start()
     try:
         burst = threading.Thread(target=produce, args=(broker.bootstrap, messages), daemon=True)
-        with Throttle(worker.proc.pid):
+        # 4% of the time: the batched worker keeps up with a 10% duty cycle on this burst
+        with Throttle(worker.proc.pid, stopped_s=2.4, running_s=0.1):
             burst.start()
             burst.join(180)
             assert not burst.is_alive()
