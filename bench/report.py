@@ -100,7 +100,9 @@ def headline(name: str, r: dict[str, Any]) -> str:
         return (f"{fmt(f['engine_events_per_s'])} events/s = {q['engine_vs_goal']:.1%} of goal; "
                 f"contract decode alone {fmt(f['contract_decode_events_per_s'])}/s")
     if name == "metrics":
-        n = max(int(k.rsplit("_", 1)[1]) for k in f if k.startswith("render_cold_s_"))
+        # render_cold_s_<partners>, not the render_cold_s_<partners>_export_<window> variants
+        n = max(int(k.rsplit("_", 1)[1]) for k in f
+                if k.startswith("render_cold_s_") and k.rsplit("_", 1)[1].isdigit())
         return (f"{fmt(f[f'render_cold_s_{n}'])} s at {n:,} partners "
                 f"({fmt(f[f'samples_{n}'])} samples), "
                 f"{fmt(q[f'cold_vs_gauges_{n}'])}x plain Gauges")
