@@ -33,6 +33,7 @@ from .catalog import load_config
 from .contract import TOPICS, ContractError, decode, redact
 from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
+from .faust_app import App
 from .journal import BulkLoadedMemoryStore, JournalTable
 from .judge import State
 from .kafka_auth import client_kwargs, faust_credentials
@@ -78,8 +79,9 @@ class Pipeline:
         self.engine = Engine(catalog, partners, clock=settings.clock)
         store = "memory://" if settings.store == "memory" else "rocksdb://"
         rebalance = settings.rebalance_timeout_s
-        self.app = faust.App(
+        self.app = App(
             settings.app_id,
+            fetch_max_wait_ms=int(settings.fetch_max_wait_s * 1000),
             broker=settings.broker,
             broker_credentials=faust_credentials(settings),  # TLS / SASL, None for PLAINTEXT
             store=store,

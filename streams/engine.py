@@ -29,6 +29,7 @@ import array
 import enum
 import functools
 import gc
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ SEP: Final = "\x1f"
 """Separator inside state keys (never valid in ids)."""
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+_STATE_UIDS: Final = itertools.count()
 
 
 class Outcome(enum.StrEnum):
@@ -153,6 +155,9 @@ class PartnerState:
     months_dirty: set[int] = field(default_factory=set)
     """Months changed since their last snapshot."""
     version: int = 0
+    """Bumped by every accepted event: with the minute, it keys the cached evaluation."""
+    uid: int = field(default_factory=lambda: next(_STATE_UIDS))
+    """Unique per state object, so a state rebuilt by a restore never matches an old key."""
     evicted_at: int = -1
     cache_key: tuple[int, int] | None = None
     cache: dict[tuple[str, str], KpiValue] | None = None
@@ -659,6 +664,14 @@ class Engine:
         st.month_seq[month] = seq
 
     # --- reading ----------------------------------------------------------------
+    def evaluation_key(self, partner: str, now_ms: int) -> tuple[int, int, int] | None:
+        """What :meth:`evaluate` depends on at ``now_ms``: equal keys, equal values (and
+        CUSUM alarms, which only events move). None for a partner without state."""
+        st = self.state.get(partner)
+        if st is None:
+            return None
+        return (st.uid, st.version, now_ms // self._min_res)
+
     def evaluate(self, partner: str, now_ms: int) -> dict[tuple[str, str], KpiValue]:
         """Every (kpi id, window) with at least one sample, at time ``now_ms``.
 

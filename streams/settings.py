@@ -149,8 +149,14 @@ class Settings(KafkaClientSettings):
     alertmanager: str | None = None
     """Alertmanager base URL (e.g. http://127.0.0.1:9093): partner alerts are pushed to its v2 API."""
 
-    judge_interval_s: float = Field(default=1.0, gt=0)
-    """How often partners are judged on the wall clock (the event clock judges at minute boundaries)."""
+    judge_interval_s: float = Field(default=0.5, gt=0)
+    """How often partners are judged on the wall clock (the event clock judges at minute boundaries).
+    A tick judges only partners whose numbers changed (or whose breach timer is due), so it is
+    cheap when little changed; it bounds how late an alert on the wall clock can be."""
+
+    fetch_max_wait_s: float = Field(default=0.1, gt=0, le=1.5)
+    """Longest a consumer fetch waits at the broker for data: a floor under the event-to-alert
+    latency on brokers that hold a fetch for its whole wait (Faust's own setting is 1.5 s)."""
 
     stale_after_s: float = Field(default=600.0, gt=0)
     """A topic silent this long is a stale feed: its partner alerts are held, one pipeline alert fires."""

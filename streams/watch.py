@@ -1,7 +1,7 @@
 """Judging every partner x KPI x window against its target, and what a state change says.
 
 Plain Python with explicit time, like the engine: the Faust layer decides *when* to
-judge (every second on the wall clock; at each minute boundary of a partner's event
+judge (every ``judge_interval_s`` on the wall clock; at each minute boundary of a partner's event
 time on the event clock, so a replay gives the same alerts every time) and where the
 resulting :class:`Alert` messages go.
 """
@@ -69,6 +69,10 @@ class Watch:
         self.judgements: dict[tuple[str, str, str], Judgement] = {}
         self.last_arrival_ms: dict[str, int] = {}
         self._judged_minute: dict[str, int] = {}
+        self._judged: dict[str, tuple[tuple[int, int, int] | None, frozenset[str], int | None]] = {}
+        """partner -> (evaluation key, stale topics, next breach timer due) of its last
+        judging: judging it again with all three unchanged (and the timer not due) changes
+        nothing, so it is skipped. That makes a sweep cost what changed, not the fleet."""
         self._kpi_topics = {k.id: frozenset(m.topic for m in k.matches()) for k in engine.kpis}
 
     # --- feeds ------------------------------------------------------------------
@@ -106,23 +110,35 @@ class Watch:
         speaks for it instead of a flood of partner alerts.
         """
         engine = self.engine
+        key = engine.evaluation_key(partner, now_ms)
+        stale_set = frozenset(stale)
+        last = self._judged.get(partner)
+        if (last is not None and key is not None and last[0] == key and last[1] == stale_set
+                and (last[2] is None or now_ms < last[2])):
+            return []
         values = engine.evaluate(partner, now_ms)
         tier = engine.partners.tier(partner)
         out: list[Alert] = []
+        due: int | None = None
         for kpi in engine.kpis:
             if stale and self._kpi_topics[kpi.id] & stale:
                 continue
             target = engine.partners.target(partner, kpi)
             alarm = engine.cusum_alarm(partner, kpi.id)
             for window in kpi.windows:
-                key = (partner, kpi.id, window)
-                judgement = self.judgements.get(key)
+                jkey = (partner, kpi.id, window)
+                judgement = self.judgements.get(jkey)
                 if judgement is None:
-                    judgement = self.judgements[key] = Judgement()
+                    judgement = self.judgements[jkey] = Judgement()
                 kv = values.get((kpi.id, window))
                 ev = None if kv is None else evidence(kpi.stat_kind, kv, kpi.quantile)
                 change = judgement.step(now_ms, ev, target, kpi.lower_is_better, kpi.min_samples,
                                         kpi.judge, alarm)
+                pending = judgement.pending_since_ms
+                if pending is not None and judgement.state is not State.BREACH:
+                    # the one change time alone makes: a bound past for `for` becomes a breach
+                    at = pending + kpi.judge.for_ms
+                    due = at if due is None or at < due else due
                 if change is None:
                     continue
                 out.append(Alert(
@@ -131,6 +147,7 @@ class Watch:
                     upper=change.upper, samples=change.n, since_ms=change.at_ms,
                     dedup_key=f"{partner}/{kpi.id}/{window}/{change.new.value}/{change.at_ms}",
                 ))
+        self._judged[partner] = (key, stale_set, due)
         return out
 
     def state(self, partner: str, kpi: str, window: str) -> Judgement | None:
@@ -144,3 +161,5 @@ class Watch:
             del self.judgements[key]
         for partner in [p for p in self._judged_minute if p not in kept]:
             del self._judged_minute[partner]
+        for partner in [p for p in self._judged if p not in kept]:
+            del self._judged[partner]

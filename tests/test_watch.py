@@ -107,3 +107,77 @@ def test_stale_feed_holds_partner_judgements() -> None:
     assert stale == {"calls"}
     assert not watch.judge_partner("p", T0 + 20 * MIN, stale)
     assert watch.judge_partner("p", T0 + 20 * MIN, set())  # judged once the feed is back
+
+
+def _engine_with(events: list[tuple[str, dict]]) -> Engine:
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    for topic, event in events:
+        engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
+    return engine
+
+
+def test_a_breach_timer_fires_on_time_between_events() -> None:
+    """Judging skips partners whose numbers did not change; the `for` timer still fires on the
+    tick it is due, not at the next minute or event (the tick grid is off the minute)."""
+    engine = _engine_with(_calls("slow", 0, [500.0] * 40))  # ASA ~500 s, target 60 s
+    watch = Watch(engine)
+    for_ms = next(k for k in engine.kpis if k.id == "asa").judge.for_ms
+    first = T0 + 20 * MIN + 15_000
+    ticks = [first + i * 5_000 for i in range(int(2 * for_ms / 5_000))]
+    alerts = [a for t in ticks for a in watch.judge_partner("slow", t) if a.kpi == "asa"]
+    due = first + for_ms
+    expected = min(t for t in ticks if t >= due)
+    assert expected % MIN != 0  # a skip that waited for the next minute would be late
+    breaches = [a for a in alerts if a.new == "breach"]
+    windows = next(k for k in engine.kpis if k.id == "asa").windows
+    assert sorted(a.window for a in breaches) == sorted(windows)
+    assert {a.since_ms for a in breaches} == {expected}
+    assert {a.new for a in alerts if a.since_ms == first} == {"at_risk"}
+
+
+def test_a_sweep_evaluates_only_partners_that_changed() -> None:
+    engine = _engine_with(_calls("a", 0, [30.0] * 30) + _calls("b", 0, [30.0] * 30))
+    watch = Watch(engine)
+    evaluated: list[str] = []
+    evaluate = engine.evaluate
+
+    def spy(partner: str, now_ms: int) -> dict:
+        evaluated.append(partner)
+        return evaluate(partner, now_ms)
+
+    engine.evaluate = spy  # type: ignore[method-assign]
+    now = T0 + 5 * MIN + 1_000
+    watch.judge(["a", "b"], now)
+    assert sorted(evaluated) == ["a", "b"]
+    evaluated.clear()
+    watch.judge(["a", "b"], now + 20_000)  # same minute, no events: nothing to do
+    assert evaluated == []
+    for topic, event in _calls("b", 5, [40.0]):
+        engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
+    watch.judge(["a", "b"], now + 30_000)
+    assert evaluated == ["b"]
+    evaluated.clear()
+    watch.judge(["a", "b"], now + MIN)  # a new minute: windows slide for everyone
+    assert sorted(evaluated) == ["a", "b"]
+
+
+def test_skipping_unchanged_partners_changes_no_alert() -> None:
+    """Wall-clock ticks every 20 s through the drift scenario: the same alerts, at the same
+    times, as judging every partner in full at every tick."""
+    events, _ = _scenario()
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    lazy, full = Watch(engine), Watch(engine)
+    got: list[bytes] = []
+    want: list[bytes] = []
+    tick = T0
+    for topic, event in events:
+        while tick <= event["ts"]:
+            got += [a.to_json() for a in lazy.judge(["drifter", "tiny"], tick)]
+            full._judged.clear()  # forget what was judged: every partner in full
+            want += [a.to_json() for a in full.judge(["drifter", "tiny"], tick)]
+            tick += 20_000
+        engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
+    assert len(want) > 5
+    assert got == want
