@@ -73,6 +73,8 @@ class Watch:
         """partner -> (evaluation key, stale topics, next breach timer due) of its last
         judging: judging it again with all three unchanged (and the timer not due) changes
         nothing, so it is skipped. That makes a sweep cost what changed, not the fleet."""
+        self._inputs: dict[tuple[str, str, str], tuple[KpiValue | None, bool]] = {}
+        """partner x KPI x window -> (value, CUSUM alarm) it was last stepped with."""
         self._kpi_topics = {k.id: frozenset(m.topic for m in k.matches()) for k in engine.kpis}
 
     # --- feeds ------------------------------------------------------------------
@@ -120,6 +122,7 @@ class Watch:
         tier = engine.partners.tier(partner)
         out: list[Alert] = []
         due: int | None = None
+        inputs = self._inputs
         for kpi in engine.kpis:
             if stale and self._kpi_topics[kpi.id] & stale:
                 continue
@@ -131,6 +134,14 @@ class Watch:
                 if judgement is None:
                     judgement = self.judgements[jkey] = Judgement()
                 kv = values.get((kpi.id, window))
+                pending = judgement.pending_since_ms
+                timed = pending is not None and judgement.state is not State.BREACH
+                seen = inputs.get(jkey)
+                if not timed and seen is not None and seen[1] is alarm and seen[0] == kv:
+                    # the same evidence gives the same state unless a breach timer runs
+                    # (judge.Judgement.step): an event moves 1-3 of a partner's KPIs, not 16
+                    continue
+                inputs[jkey] = (kv, alarm)
                 ev = None if kv is None else evidence(kpi.stat_kind, kv, kpi.quantile)
                 change = judgement.step(now_ms, ev, target, kpi.lower_is_better, kpi.min_samples,
                                         kpi.judge, alarm)
@@ -159,6 +170,7 @@ class Watch:
         kept = set(keep)
         for key in [k for k in self.judgements if k[0] not in kept]:
             del self.judgements[key]
+            self._inputs.pop(key, None)
         for partner in [p for p in self._judged_minute if p not in kept]:
             del self._judged_minute[partner]
         for partner in [p for p in self._judged if p not in kept]:

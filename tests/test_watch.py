@@ -175,7 +175,8 @@ def test_skipping_unchanged_partners_changes_no_alert() -> None:
     for topic, event in events:
         while tick <= event["ts"]:
             got += [a.to_json() for a in lazy.judge(["drifter", "tiny"], tick)]
-            full._judged.clear()  # forget what was judged: every partner in full
+            full._judged.clear()  # forget what was judged: every partner and KPI in full
+            full._inputs.clear()
             want += [a.to_json() for a in full.judge(["drifter", "tiny"], tick)]
             tick += 20_000
         engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
