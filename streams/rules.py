@@ -51,6 +51,11 @@ FEED_STALE_AFTER_S: Final = 900
 FEED_STALE_FOR: Final = "1m"
 CONSUMER_LAG_MESSAGES: Final = 10_000
 CONSUMER_LAG_FOR: Final = "10m"
+FETCH_AGE_S: Final = 60
+"""Seconds without a fetch answer from the broker that make a worker's Kafka unreachable
+(a rebalance or a restart pauses fetching for a few seconds; the frozen-broker test saw 59 s
+for a 60 s freeze)."""
+FETCH_AGE_FOR: Final = "2m"
 BAD_INPUT_SHARE: Final = 0.05
 """Share of a topic's messages rejected or late that makes the pipeline alert fire."""
 BAD_INPUT_FOR: Final = "15m"
@@ -300,6 +305,23 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
                                 "events."),
                 "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
                 "runbook_url": f"{RUNBOOK_URL}/consumer-lag",
+            },
+        },
+        {
+            # Lag freezes at its last value while the broker is unreachable, and quiet feeds
+            # look alike: the age of the newest fetch answer is the one figure that grows.
+            "alert": "PartnerpulseBrokerUnreachable",
+            "expr": (f"max by (instance) (partnerpulse_consumer_fetch_age_seconds) > {FETCH_AGE_S}\n"),
+            "for": FETCH_AGE_FOR,
+            "labels": {"severity": "critical", **_PIPELINE_LABELS},
+            "annotations": {
+                "summary": ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
+                            "Kafka for {{ $value | humanizeDuration }}"),
+                "description": ("The broker is down or unreachable from this worker, or its "
+                                "consumer is stuck: the KPIs of its partners stop moving, and "
+                                "its lag figures freeze at their last values."),
+                "dashboard": DASHBOARD_URL,
+                "runbook_url": f"{RUNBOOK_URL}/broker-unreachable",
             },
         },
         {
