@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .alertmanager import AlertSender
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode, redact
+from .coverage import exported_windows, unexported_readers
 from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
 from .faust_app import App
@@ -76,6 +77,11 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         catalog, partners = load_config(settings.config_dir)
+        if set(exported_windows(catalog)) != set(catalog.windows):
+            for window, readers in unexported_readers(catalog).items():
+                log.warning("window %s is not exported (settings.export_windows): %d generated "
+                            "dashboard panels and rules read it and stay empty "
+                            "(`partnerpulse check-config` names them)", window, len(readers))
         self.engine = Engine(catalog, partners, clock=settings.clock)
         store = "memory://" if settings.store == "memory" else "rocksdb://"
         rebalance = settings.rebalance_timeout_s

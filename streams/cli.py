@@ -56,6 +56,14 @@ def check_config(config: ConfigOpt = DEFAULT_CONFIG_DIR) -> None:
     console.print(f"ok: {len(catalog.kpis)} KPIs, windows {', '.join(catalog.windows)}, "
                   f"{len(partners.partner_tier)} listed partners "
                   f"({'closed' if partners.closed else 'open'} list)")
+    from .coverage import exported_windows, unexported_readers
+
+    for window, readers in unexported_readers(catalog).items():
+        console.print(f"[yellow]warning[/yellow] window {window} is not in settings.export_windows "
+                      f"({', '.join(exported_windows(catalog))}), so these read nothing:",
+                      markup=True, highlight=False, soft_wrap=True)
+        for reader in readers:
+            console.print(f"  - {reader}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -125,3 +125,43 @@ def test_adding_a_kpi_is_a_yaml_change(tmp_path: Path) -> None:
     value = engine.evaluate("acme", engine.now(t0))[("chat_first_response", "1h")]
     assert value.samples == 3
     assert value.value == pytest.approx(200, rel=0.01)  # median of 100, 200, 300
+
+
+def _panels_selecting(window: str) -> set[str]:
+    """Titles of committed dashboard panels whose queries name ``window`` (read independently
+    of streams.coverage: a plain text search of the JSON files)."""
+    needle = f'window="{window}"'
+    titles: set[str] = set()
+
+    def walk(panels: list[dict]) -> None:
+        for panel in panels:
+            if any(needle in t.get("expr", "") for t in panel.get("targets", [])):
+                titles.add(panel["title"])
+            walk(panel.get("panels", []))
+
+    for path in sorted((REPO / "dashboards").glob("*.json")):
+        walk(orjson.loads(path.read_bytes())["panels"])
+    return titles
+
+
+def test_check_config_names_what_a_narrowed_export_leaves_empty(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
+                        capture_output=True, text=True, check=False)
+    assert "warning" not in ok.stderr + ok.stdout  # the default exports every window
+    config = _copy_config(tmp_path)
+    kpis = config / "kpis.yaml"
+    text = kpis.read_text()
+    assert "  export_windows: [1h, 24h, 7d, 30d]\n" in text
+    kpis.write_text(text.replace("  export_windows: [1h, 24h, 7d, 30d]\n",
+                                 "  export_windows: [24h]\n"))
+    proc = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],
+                          capture_output=True, text=True, check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 0, out  # a valid choice for a large fleet, said out loud
+    for window in ("1h", "7d", "30d"):
+        assert f"window {window} is not in settings.export_windows (24h)" in out
+        panels = _panels_selecting(window)
+        assert panels, window
+        for title in panels:
+            assert f"panel {title!r}" in out, (window, title)
+    assert "window 24h is not" not in out
