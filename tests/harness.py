@@ -169,6 +169,31 @@ def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]])
     return len(futures)
 
 
+def produce_bulk(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    """:func:`produce` with aiokafka and large batches: ~20x faster on big messages (6,000 of
+    16 KiB in 0.4 s instead of 9 s through kafka-python), for tests that must put a backlog in
+    place inside a few seconds. Raises, like :func:`produce`, if a message was not taken."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+                                    max_batch_size=512 * 1024)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            await producer.stop()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise AssertionError(f"{len(failed)} of {len(results)} messages not delivered: {failed[0]!r}")
+        return len(results)
+
+    return asyncio.run(run())
+
+
 def as_messages(events: list[tuple[str, dict[str, Any]]],
                 unkeyed_every: int = 3) -> list[tuple[str, bytes | None, bytes]]:
     """Contract events as messages, keyed by partner except every n-th (random key)."""
