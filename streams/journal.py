@@ -112,3 +112,66 @@ class JournalTable(faust.Table):
             key_serializer=self.key_serializer, value_serializer=self.value_serializer,
             value_type=self.value_type, loop=self.loop, options=self.options,
         )
+
+
+class JournalWriter:
+    """The journal's changelog records of one batch of events, sent as produce batches.
+
+    Why: a Faust table write sends its changelog record through Faust's per-message producer
+    path (a FutureMessage, a queue, one awaited send each, and the conductor stalling the
+    stream whenever more than 100 wait): a third of the worker's time in a profile. The agent
+    writes the store itself and hands the records here; :meth:`flush` submits one aiokafka
+    batch per partition (more when one fills) to the producer Faust uses, and waits until the
+    broker has them. The agent acks its events only after that, so a committed offset never
+    gets ahead of the journal (at least once), and a record the broker refused fails the agent
+    instead of going missing.
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+        self._open: dict[int, Any] = {}
+        self._full: list[tuple[int, Any]] = []
+        self.records = 0
+        """Journal records the broker has taken so far."""
+        self.batches = 0
+        """Produce batches the broker has taken so far."""
+
+    def _producer(self) -> Any:
+        # the AIOKafkaProducer inside Faust's aiokafka driver (the one its commits flush)
+        return self.table.app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    def add(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Queue one record (``None``: a tombstone) for the changelog partition."""
+        builder = self._open.get(partition)
+        if builder is None:
+            builder = self._open[partition] = self._producer().create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full
+            self._full.append((partition, builder))
+            # an empty batch takes any one record, however large
+            builder = self._open[partition] = self._producer().create_batch()
+            builder.append(key=key, value=value, timestamp=None)
+
+    async def flush(self) -> None:
+        """Send every queued record, in order per partition; return once the broker has them.
+
+        Raises what the producer raised (after its own retries) for a batch that failed.
+        """
+        if not self._open and not self._full:
+            return
+        batches, self._full = [*self._full, *self._open.items()], []
+        self._open = {}
+        topic = self.table.changelog_topic.get_topic_name()
+        producer = self._producer()
+        sent = []
+        for partition, builder in batches:
+            builder.close()
+            sent.append((partition, builder.record_count(),
+                         await producer.send_batch(builder, topic, partition=partition)))
+        store = self.table.data
+        for partition, count, future in sent:
+            metadata = await future
+            # What Faust's table does per record: a RocksDB store keeps the changelog offset it
+            # holds, so a restart reads only what is past it (a no-op for the memory store).
+            store.set_persisted_offset(TP(topic, partition), metadata.offset + count - 1)
+            self.records += count
+            self.batches += 1
