@@ -358,8 +358,8 @@ class Pipeline:
                 self._dead_letter(msg, raw, topic, result.reason)
             # The journal write of a Faust table (store, then changelog on the partition of the
             # event being processed), done here directly: the table's __setitem__ takes the
-            # partition from the stream's current event, which a batch does not have, and it
-            # sends each record on its own (JournalWriter sends them in batches, and says why).
+            # partition from the stream's current event, which a batch does not have, and sends
+            # one record at a time (JournalWriter says why not).
             for key, value in engine.drain():
                 if value is None:
                     store.pop(key, None)

@@ -119,7 +119,7 @@ class JournalWriter:
 
     Why: a Faust table write sends its changelog record through Faust's per-message producer
     path (a FutureMessage, a queue, one awaited send each, and the conductor stalling the
-    stream whenever more than 100 wait): a fifth to a quarter of the worker's profile. The agent
+    stream whenever more than 100 wait): a third of the worker's time in a profile. The agent
     writes the store itself and hands the records here; :meth:`flush` submits one aiokafka
     batch per partition (more when one fills) to the producer Faust uses, and waits until the
     broker has them. The agent acks its events only after that, so a committed offset never
