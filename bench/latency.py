@@ -22,7 +22,6 @@ from streams.topics import ALERTS, all_topics
 from tests.harness import Worker, produce
 
 from . import common
-from .report import fmt
 
 PARTITIONS = 4
 KPI = "csat"  # mean_field of csat survey scores: higher is better, target 4.2, min_samples 10
@@ -262,23 +261,4 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "goal": f"p99 < {GOAL_P99_S:.0f} s (pipeline, for: 0s)",
         "goal_met": None if quick else met,
-        "notes": [] if quick or met else [_limits(figures)],
     }
-
-
-def _limits(figures: dict[str, float]) -> str:
-    """What limits a missed goal, from the profile and the runs of 2026-11-24."""
-    rate = fmt(figures["wall_background_events_per_s"])
-    return (
-        "**What limits it.** On the wall clock every partner whose numbers changed is judged in "
-        f"one pass each {JUDGE_INTERVAL_S:g} s, about 0.2 ms a partner (Engine.evaluate of 16 "
-        f"KPIs x 4 windows), and that pass holds the event loop. At {rate} events/s nearly all "
-        "1,000 partners change between passes, so judging takes about 0.2 s of every "
-        f"{JUDGE_INTERVAL_S:g} s on top of the events themselves, and a tipping event waits for "
-        "the pass and for the batches queued behind the last one. The peak, and so the "
-        "background rate, rose when journal records went out in batches (JournalWriter): at "
-        "the earlier half-peak, 3,520 events/s, the same code gave p99 0.96 s in a run of "
-        "2026-11-24 (the code before it 0.91 s), and at 4,950/s with "
-        "PARTNERPULSE_JUDGE_INTERVAL_S=0.25 p99 1.32 s: the interval is not the limit, the "
-        "judging cost per pass is. Judging only the KPIs an event touched would cut it; not done."
-    )
