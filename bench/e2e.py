@@ -185,19 +185,17 @@ def run(quick: bool) -> dict[str, Any]:
     if not quick:
         notes.append(
             f"**What limits it.** A stock Faust agent that also writes one table record per event "
-            f"runs at {fmt(table_eps)}/s here; the worker, which adds the engine and judging, at "
-            f"{fmt(ratios['worker_vs_stock_faust_table'])}x that, because it sends its journal "
-            "records as one produce batch per partition per agent batch (streams/journal.py, "
-            "JournalWriter) instead of Faust's per-record changelog path. Faust's per-message "
-            f"stream (fetcher, conductor, one event object and ack per message) caps even the "
-            f"decode-only agent at {fmt(stock_eps)}/s, "
+            f"(what the worker's journal costs at least) runs at {fmt(table_eps)}/s here; the "
+            f"worker, which adds the engine and judging, at {fmt(ratios['worker_vs_stock_faust_table'])}x "
+            "that. Faust's per-message path (stream iteration, acks, one changelog send per table "
+            f"record) caps even the decode-only agent at {fmt(stock_eps)}/s, "
             f"{fmt(ratios['stock_faust_decode_vs_plain_consumer'])}x a plain consumer. A py-spy "
-            "profile of the worker draining 60,000 messages (100 Hz, 8 s, 2026-11-24, after the "
-            "JournalWriter): 37% in the agent (Engine.apply 12%, judging partners at their minute "
-            "boundaries 16%, evaluating windows 8 points of that), about 30% in Faust's fetcher, "
-            "conductor and stream, 23% idle in the event loop, the journal about 1%. 2x would "
-            "need messages handed to the agent in batches below Faust's per-message stream and "
-            "judging that evaluates only the KPIs an event changed: not done.")
+            "profile of the worker draining 60,000 messages (200 Hz, 6 s, 2026-11-24) had a "
+            "quarter of its samples judging partners at their minute boundaries (event clock; "
+            "evaluating windows is 11 points of that), 7% in Engine.apply and most of the rest in "
+            "Faust's message, changelog and producer machinery. 2x would need events delivered "
+            "to the agent in batches below Faust's per-message stream, with one changelog send "
+            "per batch: not done.")
     if stalled:
         notes.append(
             f"**The worker stalled**: its /ready counts stopped at {accepted:,} of {n:,} for 30 s "
