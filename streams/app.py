@@ -35,7 +35,7 @@ from .coverage import exported_windows, unexported_readers
 from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
 from .faust_app import App
-from .journal import BulkLoadedMemoryStore, JournalTable, JournalWriter
+from .journal import BulkLoadedMemoryStore, JournalTable
 from .judge import State
 from .kafka_auth import client_kwargs, faust_credentials
 from .settings import Settings
@@ -143,7 +143,6 @@ class Pipeline:
             partitions=settings.partitions, key_type=bytes, value_type=bytes,
         )
         self.app.tables.add(self.journal)
-        self.journal_writer = JournalWriter(self.journal)
         self.journal.on_recover(self._on_recover)
         self.app.agent(self.source, name="ingest", concurrency=1)(self._ingest)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -317,11 +316,10 @@ class Pipeline:
         batches = cast(faust.Stream, stream).take_events(BATCH, within=BATCH_WITHIN_S)  # not on StreamT
         async for events in batches:
             self._process(events)
-            await self.journal_writer.flush()
 
     def _process(self, events: Sequence[EventT]) -> None:
         engine, watch = self.engine, self.watch
-        journal, store = self.journal_writer, self.journal.data
+        send_changelog, store = self.journal.send_changelog, self.journal.data
         judge_events = self.ready and engine.clock == "event"
         now = wall_ms()  # one arrival time per batch: its events were fetched together
         for event in events:
@@ -358,14 +356,14 @@ class Pipeline:
                 self._dead_letter(msg, raw, topic, result.reason)
             # The journal write of a Faust table (store, then changelog on the partition of the
             # event being processed), done here directly: the table's __setitem__ takes the
-            # partition from the stream's current event, which a batch does not have, and sends
-            # one record at a time (JournalWriter says why not).
+            # partition from the stream's current event, which a batch does not have.
             for key, value in engine.drain():
                 if value is None:
                     store.pop(key, None)
+                    send_changelog(msg.partition, key, None, value_serializer="raw")
                 else:
                     store[key] = value
-                journal.add(msg.partition, key, value)
+                    send_changelog(msg.partition, key, value)
 
     def _partition_of(self, partner: str) -> int:
         """The partner's partition (murmur2 of its id), remembered: it is asked per event."""
