@@ -49,8 +49,6 @@ RESTORE_CHUNK = 5_000
 """Journal events replayed between two passes of the event loop during recovery."""
 BATCH = 500
 """Most events the agent takes at once (one synchronous stretch of processing)."""
-BATCH_WITHIN_S = 0.01
-"""How long the agent waits to fill a batch before processing what it has (added latency)."""
 
 
 def wall_ms() -> int:
@@ -119,7 +117,12 @@ class Pipeline:
             # A memory store's offsets are this process's own reads and writes, so the check can
             # never find anything real there; _changelog_tail reads what the wrong end hides.
             recovery_consistency_check=settings.store != "memory",
-            stream_wait_empty=False,
+            # A revocation waits until the agent has acked every event it took (its take buffer
+            # and the batch in hand): with False, Faust signals the revocation at once and the
+            # agent's next batch -- events of the revoked partitions -- was applied after their
+            # partners were dropped, recreating them from a few events; a worker given the same
+            # partitions back then kept those partial states (see _on_recover).
+            stream_wait_empty=True,
             producer_linger_ms=5,
         )
         self.partitions = settings.partitions
@@ -157,6 +160,9 @@ class Pipeline:
         self.repartitioned = 0
         self._generation = 0
         """Bumped by each revocation, so that a restore in progress can tell it is stale."""
+        self._survivors: set[str] = set()
+        """Partners still held when the last revocation finished: the only in-memory states a
+        recovery may keep (anything created since came from events outside an assignment)."""
         self._partitions_by_partner: dict[str, int] = {}
         """Events forwarded to the repartition topic (producers that did not key by partner)."""
         self.last_judged_ms: int | None = None
@@ -189,6 +195,7 @@ class Pipeline:
         self._generation += 1  # a restore still running is for an assignment that is gone
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
+        self._survivors = set(self.engine.partner_ids())
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
 
@@ -206,7 +213,11 @@ class Pipeline:
         phases: dict[str, float] = {"recover_started_at": time.time()}
         generation = self._generation
         owned = self.owned_partitions()
-        self.engine.drop_partners(lambda p: self._partition_of(p) in owned)
+        # Keep only states that are whole: owned, and held since before the revocation. A state
+        # created in between (an event applied between revocation and recovery) holds just that
+        # event; dropped here, it is rebuilt from the journal, which has its record too.
+        survivors = self._survivors
+        self.engine.drop_partners(lambda p: self._partition_of(p) in owned and p in survivors)
         had = set(self.engine.partner_ids())
         tail = await self._changelog_tail(owned)
         phases["tail_done_at"] = time.time()
@@ -313,7 +324,8 @@ class Pipeline:
         # is processed without awaiting, then the loop runs (heartbeats, web, producer) before
         # the next one; BATCH bounds that synchronous stretch (a few tens of ms). take_events
         # acks the batch's events after the body returns, so a crash mid-batch replays them.
-        batches = cast(faust.Stream, stream).take_events(BATCH, within=BATCH_WITHIN_S)  # not on StreamT
+        within = self.settings.batch_within_s
+        batches = cast(faust.Stream, stream).take_events(BATCH, within=within)  # not on StreamT
         async for events in batches:
             self._process(events)
 

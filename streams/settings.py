@@ -158,6 +158,10 @@ class Settings(KafkaClientSettings):
     """Longest a consumer fetch waits at the broker for data: a floor under the event-to-alert
     latency on brokers that hold a fetch for its whole wait (Faust's own setting is 1.5 s)."""
 
+    batch_within_s: float = Field(default=0.01, gt=0, le=5.0)
+    """Longest the agent waits to fill a batch before processing what it has: added latency, in
+    exchange for fewer, larger batches at low rates."""
+
     stale_after_s: float = Field(default=600.0, gt=0)
     """A topic silent this long is a stale feed: its partner alerts are held, one pipeline alert fires."""
 
