@@ -137,9 +137,12 @@ class PartnerState:
     """per resolution: bucket index -> histograms of the percentile KPIs counted in it."""
     windows: list[_Totals | None] = field(default_factory=list)
     """per window (``Engine._windows``): running totals, None until read (or invalidated)."""
-    values: list[tuple[int, int, dict[tuple[str, str], KpiValue]] | None] = field(
+    values: list[tuple[int, int, dict[tuple[str, str], KpiValue], list[int]] | None] = field(
         default_factory=list)
-    """per window: (version, bucket index, values) of its last evaluation."""
+    """per window: (version, bucket index, values, ``changes`` then) of its last evaluation."""
+    changes: list[int] = field(default_factory=list)
+    """per KPI index: samples added or retracted so far. Within one bucket index a KPI's window
+    value moves only with these, so an evaluation recomputes just the KPIs that moved."""
     last_ms: int = -1
     """Largest event time accepted for this partner."""
     cusum: dict[int, Cusum] = field(default_factory=dict)
@@ -252,7 +255,8 @@ class Engine:
     def _new_state(self) -> PartnerState:
         return PartnerState(rings=[{} for _ in self._resolutions],
                             hists=[{} for _ in self._resolutions],
-                            windows=[None] * len(self._windows), values=[None] * len(self._windows))
+                            windows=[None] * len(self._windows), values=[None] * len(self._windows),
+                            changes=[0] * len(self.kpis))
 
     # --- compilation of the catalog into routes ---------------------------------
     def _compile(self) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
@@ -540,6 +544,7 @@ class Engine:
             n, s = -n, -s
         s2 = s * s * sign
         windows = st.windows
+        st.changes[k] += 1
         i = 3 * k
         for res, ring_i, wins in self._kpi_adds[k]:
             idx = ts // res
@@ -606,6 +611,7 @@ class Engine:
                     totals = st.windows[w]
                     if ring_w == ring_i and totals is not None and totals.hi - span < newest:
                         st.windows[w] = None
+                        st.values[w] = None
         oldest = now - self.catalog.entity_retention_ms
         for entities in st.entities.values():
             for entity_id in [e for e, rec in entities.items() if rec[0] < oldest]:
@@ -684,42 +690,63 @@ class Engine:
         if st.cache_key == cache_key and st.cache is not None:
             return st.cache
         out: dict[tuple[str, str], KpiValue] = {}
-        kpis = self.kpis
+        changes = st.changes
         for w, (name, res, ring_i, span, in_window) in enumerate(self._windows):
             ring = st.rings[ring_i]
             if not ring:
                 continue
             hi = now_ms // res
             cached = st.values[w]
-            if cached is not None and cached[0] == st.version and cached[1] == hi:
-                out.update(cached[2])  # a new minute leaves the hour-resolution windows as they were
-                continue
-            values: dict[tuple[str, str], KpiValue] = {}
-            totals = self._totals(st, w, ring_i, hi, span)
-            sums, current = totals.sums, ring.get(hi)
-            for k in in_window:
-                i = 3 * k
-                n = sums[i] + current[i] if current is not None else sums[i]
-                if n <= 0:
+            if cached is not None and cached[1] == hi:
+                if cached[0] == st.version:
+                    out.update(cached[2])  # a new minute leaves the hour-resolution windows as they were
                     continue
-                kpi, scale = kpis[k], self._scale[k]
-                if current is None:
-                    total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
-                else:
-                    total = (sums[i + 1] + current[i + 1]) / scale
-                    squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
-                if kpi.quantile is None:
-                    values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
-                    continue
-                hist = sketch.merge((totals.hists.get(k, {}),
-                                     st.hists[ring_i].get(hi, {}).get(k, {})))
-                q = sketch.quantile_of(hist, kpi.quantile)
-                if q is not None:
-                    values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
-            st.values[w] = (st.version, hi, values)
+                # Same bucket index, new events: only the KPIs they moved are recomputed; the
+                # others keep their KpiValue objects, which a judge compares by identity first.
+                then = cached[3]
+                moved = [k for k in in_window if changes[k] != then[k]]
+                values = cached[2] if not moved else self._window_values(
+                    st, w, name, ring_i, hi, span, moved, dict(cached[2]))
+            else:
+                values = self._window_values(st, w, name, ring_i, hi, span, in_window, {})
+            st.values[w] = (st.version, hi, values, changes[:])
             out.update(values)
         st.cache_key, st.cache = cache_key, out
         return out
+
+    def _window_values(self, st: PartnerState, w: int, name: str, ring_i: int, hi: int,
+                       span: int, ks: Iterable[int],
+                       values: dict[tuple[str, str], KpiValue]) -> dict[tuple[str, str], KpiValue]:
+        """``values`` with the entries of KPIs ``ks`` in window ``w`` (re)computed at bucket
+        index ``hi``: set where the KPI has samples, removed where it has none."""
+        kpis = self.kpis
+        ring = st.rings[ring_i]
+        totals = self._totals(st, w, ring_i, hi, span)
+        sums, current = totals.sums, ring.get(hi)
+        for k in ks:
+            kpi = kpis[k]
+            i = 3 * k
+            n = sums[i] + current[i] if current is not None else sums[i]
+            if n <= 0:
+                values.pop((kpi.id, name), None)
+                continue
+            scale = self._scale[k]
+            if current is None:
+                total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+            else:
+                total = (sums[i + 1] + current[i + 1]) / scale
+                squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
+            if kpi.quantile is None:
+                values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
+                continue
+            hist = sketch.merge((totals.hists.get(k, {}),
+                                 st.hists[ring_i].get(hi, {}).get(k, {})))
+            q = sketch.quantile_of(hist, kpi.quantile)
+            if q is not None:
+                values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
+            else:
+                values.pop((kpi.id, name), None)
+        return values
 
     def _totals(self, st: PartnerState, w: int, ring_i: int, hi: int, span: int) -> _Totals:
         """Window ``w``'s totals over buckets ``hi - span < i < hi``, slid or rebuilt."""

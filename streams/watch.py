@@ -126,7 +126,7 @@ class Watch:
         for kpi in engine.kpis:
             if stale and self._kpi_topics[kpi.id] & stale:
                 continue
-            target = engine.partners.target(partner, kpi)
+            target: float | None = None
             alarm = engine.cusum_alarm(partner, kpi.id)
             for window in kpi.windows:
                 jkey = (partner, kpi.id, window)
@@ -137,11 +137,15 @@ class Watch:
                 pending = judgement.pending_since_ms
                 timed = pending is not None and judgement.state is not State.BREACH
                 seen = inputs.get(jkey)
-                if not timed and seen is not None and seen[1] is alarm and seen[0] == kv:
+                if (not timed and seen is not None and seen[1] is alarm
+                        and (seen[0] is kv or seen[0] == kv)):
                     # the same evidence gives the same state unless a breach timer runs
-                    # (judge.Judgement.step): an event moves 1-3 of a partner's KPIs, not 16
+                    # (judge.Judgement.step): an event moves 1-3 of a partner's KPIs, not 16, and
+                    # evaluate() hands the others back as the very objects judged last time
                     continue
                 inputs[jkey] = (kv, alarm)
+                if target is None:
+                    target = engine.partners.target(partner, kpi)
                 ev = None if kv is None else evidence(kpi.stat_kind, kv, kpi.quantile)
                 change = judgement.step(now_ms, ev, target, kpi.lower_is_better, kpi.min_samples,
                                         kpi.judge, alarm)

@@ -72,3 +72,37 @@ def _engine_copy_eval(engine: Engine, partner: str, now_ms: int) -> dict[tuple[s
     st.windows = [None] * len(st.windows)
     st.values = [None] * len(st.values)
     return engine.evaluate(partner, now_ms)
+
+
+def test_values_reevaluated_after_every_event_match_the_reference_throughout() -> None:
+    """evaluate() after each event recomputes only the KPIs the event moved (within one bucket
+    index) and hands the others back as the same objects: at checkpoints along the stream every
+    value equals the reference for the events so far, and most values were handed back."""
+    events = random_events(11, PARTNERS, T0 + 2 * DAY, 6 * HOUR, prefix="dense-")
+    live = _engine()
+    previous: dict[tuple[str, str, str], Any] = {}
+    reused = recomputed = checked = 0
+    for i, (topic, event) in enumerate(events, 1):
+        live.ingest(topic, orjson.dumps(event), WALL)
+        now = live.now(WALL)
+        for partner in live.partner_ids():
+            for key, value in live.evaluate(partner, now).items():
+                old = previous.get((partner, *key))
+                if old is value:
+                    reused += 1
+                else:
+                    recomputed += 1
+                previous[(partner, *key)] = value
+        if i % 40 == 0 or i == len(events):
+            expected = reference.compute(events[:i], now)
+            got = {(p, k, w): v for p in live.partner_ids()
+                   for (k, w), v in live.evaluate(p, now).items()}
+            assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:5]
+            for key, ref in expected.items():
+                assert got[key].samples == ref.samples, (i, key)
+                tolerance = 0.01 if key[1].endswith("_p90") else 1e-9
+                assert math.isclose(got[key].value, ref.value, rel_tol=tolerance,
+                                    abs_tol=1e-9), (i, key, got[key], ref)
+            checked += len(expected)
+    assert len(events) > 200 and checked > 500
+    assert reused > 3 * recomputed, (reused, recomputed)
