@@ -242,7 +242,8 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
                                            last_ms=src.last_ms,
                                            version=src.version, evicted_at=src.evicted_at,
                                            windows=[None] * len(src.windows),
-                                           values=[None] * len(src.windows))
+                                           values=[None] * len(src.windows),
+                                           changes=src.changes[:])
         else:
             st: PartnerState = pickle.loads(blobs[i % len(blobs)])
             eng.state[name] = st
