@@ -134,6 +134,31 @@ def test_journal_deletes_events_past_retention() -> None:
     assert [(k, v is None) for k, v in writes][-1] == (b"acme\x1fa", True)
 
 
+def test_closed_hours_tell_an_id_from_ids_that_contain_it() -> None:
+    """Ids of hours that closed are held as one string: an id contained in another id of the
+    same hour (``c-1`` in ``c-12``, ``x-c-1``) is not a duplicate, the same id is, and when the
+    hour ages out a tombstone goes to the journal for every one of its ids."""
+    engine = _engine()
+    hour = T0 - T0 % HOUR
+
+    def call(event_id: str, ts: int) -> tuple[str, dict]:
+        return ("calls", {"event_id": event_id, "type": "queued", "partner_id": "acme",
+                          "call_id": event_id, "ts": ts})
+
+    first = ["c-12", "x-c-1", "c-1x", "c-10"]
+    assert _feed(engine, [call(e, hour + i) for i, e in enumerate(first)]) == [Outcome.ACCEPTED] * 4
+    # three hours on: the first hour is closed (held as a string)
+    assert _feed(engine, [call("later", hour + 3 * HOUR)]) == [Outcome.ACCEPTED]
+    assert isinstance(engine.state["acme"].seen[hour // HOUR], str)
+    outcomes = _feed(engine, [call("c-1", hour + 10), call("c-12", hour + 11),
+                              call("x-c-1", hour + 12), call("c-1", hour + 13)])
+    assert outcomes == [Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    engine.drain()
+    _feed(engine, [call("much-later", hour + 91 * DAY)])
+    deleted = {k for k, v in engine.drain() if v is None}
+    assert {f"acme\x1f{e}".encode() for e in [*first, "c-1"]} <= deleted
+
+
 def _assert_months_match(engine: Engine, events: list[tuple[str, dict]], zone: str = "UTC",
                          expected: dict[tuple[str, str, str], reference.KpiResult] | None = None,
                          ) -> int:
