@@ -366,6 +366,13 @@ class TcpProxy:
             try:
                 # RST instead of FIN: the peer sees the path break, not a polite close
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # shutdown() first, as for the listener: close() alone does not wake a pump
+                # thread blocked in recv() on the socket, and that syscall keeps the connection
+                # open, so a peer waiting for an answer saw nothing. Once, a worker's producer
+                # waited so for a metadata answer until the test gave up (its request timeout
+                # is Faust's 20 minutes). With shutdown() the peer sees the end at once.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             except OSError:
                 pass
