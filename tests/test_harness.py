@@ -20,8 +20,8 @@ def test_a_cut_ends_a_connection_whose_client_waits_for_an_answer() -> None:
     # an upstream that takes the request and never answers
     threading.Thread(target=lambda: held.append(upstream.accept()[0]), daemon=True).start()
     relay = TcpProxy(upstream.getsockname()).start()
+    client = socket.create_connection(("127.0.0.1", relay.port))
     try:
-        client = socket.create_connection(("127.0.0.1", relay.port))
         client.sendall(b"request")
         poll(lambda: held and relay.accepted == 1, 10, "the relay to connect the client upstream")
         client.settimeout(10)  # a bound for the failure case: a cut is seen at once
