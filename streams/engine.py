@@ -31,7 +31,8 @@ import functools
 import gc
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -83,6 +84,9 @@ class KpiValue:
     hist: dict[int, int] | None = None
     """Merged log-histogram of the window (percentile KPIs)."""
 
+
+_NO_VALUES: Final[Mapping[tuple[str, str], KpiValue]] = types.MappingProxyType({})
+"""The values of a window without samples (one shared, read-only object)."""
 
 Agg = list[Any]
 """A month aggregate: [n, sum, sum of squares] or [n, sum, sum of squares, {hist_key: count}]
@@ -693,16 +697,38 @@ class Engine:
         if st.cache_key == cache_key and st.cache is not None:
             return st.cache
         out: dict[tuple[str, str], KpiValue] = {}
+        for values in self._refresh(st, now_ms):
+            out.update(values)
+        st.cache_key, st.cache = cache_key, out
+        return out
+
+    def window_values(self, partner: str,
+                      now_ms: int) -> dict[str, Mapping[tuple[str, str], KpiValue]]:
+        """:meth:`evaluate` by window name. Each window's mapping stays the very same object
+        until one of its values changes (a new one is built, never mutated), so a renderer
+        can keep what it wrote from it and compare by identity."""
+        st = self.state.get(partner)
+        if st is None:
+            return {w[0]: _NO_VALUES for w in self._windows}
+        return {w[0]: values
+                for w, values in zip(self._windows, self._refresh(st, now_ms), strict=True)}
+
+    def _refresh(self, st: PartnerState,
+                 now_ms: int) -> list[Mapping[tuple[str, str], KpiValue]]:
+        """Each window's values at ``now_ms`` (in ``_windows`` order), recomputing only what
+        moved since they were last read."""
+        out: list[Mapping[tuple[str, str], KpiValue]] = []
         changes = st.changes
         for w, (name, res, ring_i, span, in_window) in enumerate(self._windows):
             ring = st.rings[ring_i]
             if not ring:
+                out.append(_NO_VALUES)
                 continue
             hi = now_ms // res
             cached = st.values[w]
             if cached is not None and cached[1] == hi:
                 if cached[0] == st.version:
-                    out.update(cached[2])  # a new minute leaves the hour-resolution windows as they were
+                    out.append(cached[2])  # a new minute leaves the hour-resolution windows be
                     continue
                 # Same bucket index, new events: only the KPIs they moved are recomputed; the
                 # others keep their KpiValue objects, which a judge compares by identity first.
@@ -713,8 +739,7 @@ class Engine:
             else:
                 values = self._window_values(st, w, name, ring_i, hi, span, in_window, {})
             st.values[w] = (st.version, hi, values, changes[:])
-            out.update(values)
-        st.cache_key, st.cache = cache_key, out
+            out.append(values)
         return out
 
     def _window_values(self, st: PartnerState, w: int, name: str, ring_i: int, hi: int,

@@ -18,7 +18,8 @@ state (``partnerpulse_kpi_state{state="breach"} == 1``) work unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -26,8 +27,9 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from .catalog import Partners
 from .contract import TOPICS
-from .engine import Engine, Outcome, attainment
+from .engine import Engine, KpiValue, Outcome, attainment
 from .judge import Judgement, State
 from .watch import Watch
 
@@ -80,8 +82,43 @@ def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
+_PER_WINDOW = ("partnerpulse_kpi_value", "partnerpulse_kpi_samples",
+               "partnerpulse_kpi_attainment_ratio")
+"""The families kept per partner x window (rendered from its values), in chunk order."""
+_NO_SERIES = (b"", b"", b"")
+_PER_PARTNER = ("partnerpulse_kpi_target", "partnerpulse_partner_info", "partnerpulse_kpi_state",
+                "partnerpulse_kpi_state_since_timestamp_seconds")
+"""The families kept per partner (rendered from its targets and judgements), in order."""
+
+
+@dataclass(slots=True)
+class _Rendered:
+    """What one scrape wrote for one partner, kept for the next while its inputs stay put."""
+
+    partners: Partners
+    """The partner file it was rendered with (targets, tier): another one renders anew."""
+    judged: int
+    """The watch's stamp of the partner's judgements it was rendered with."""
+    goals: list[float]
+    """The partner's target per KPI, in catalog order."""
+    head: tuple[bytes, bytes, bytes, bytes]
+    """Its series of each family in ``_PER_PARTNER``."""
+    views: list[Mapping[tuple[str, str], KpiValue] | None]
+    """Per exported window: the values it was rendered from (compared by identity)."""
+    chunks: list[tuple[bytes, bytes, bytes]]
+    """Per exported window: its series of each family in ``_PER_WINDOW``."""
+
+
 class KpiCollector(Collector):
-    """Renders partnerpulse_* series from an engine for the partners this worker owns."""
+    """Renders partnerpulse_* series from an engine for the partners this worker owns.
+
+    A scrape costs what changed since the last one: each partner x window's series are kept
+    as text and written again only when that window's values (:meth:`Engine.window_values`,
+    a new object when one changes), the partner's judgements (:attr:`Watch.versions`) or
+    the partner file changed. A new minute rewrites the 1 h window's series of partners with
+    recent samples; the hour-resolution windows move once an hour or with new events. The
+    kept text costs about as much memory as one scrape's body.
+    """
 
     def __init__(
         self,
@@ -102,16 +139,18 @@ class KpiCollector(Collector):
         exported = windows or catalog.export_windows or tuple(catalog.windows)
         self.windows: tuple[str, ...] = tuple(w for w in catalog.windows if w in exported)
         """The windows exported on /metrics, in catalog order."""
-        # per KPI: `,kpi=".."} `, then per exported window: kpi id, window, the evaluate() key,
-        # the label tail `,kpi="..",window=".."} ` and the state series' `...,state="`
-        self._kpi_windows = [
-            (kpi, f',kpi="{_label(kpi.id)}"}} ', [
-                (kpi.id, w, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
-                 f',kpi="{_label(kpi.id)}",window="{_label(w)}",state="')
-                for w in kpi.windows if w in self.windows])
-            for kpi in engine.kpis
+        # per KPI: `,kpi=".."} `; per exported window, per KPI judged in it: its catalog index,
+        # the KPI, the evaluate() key, the label tail `,kpi="..",window=".."} ` and the state
+        # series' `...,state="`
+        self._kpi_tails = [f',kpi="{_label(kpi.id)}"}} ' for kpi in engine.kpis]
+        self._window_kpis = [
+            [(k, kpi, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
+              f',kpi="{_label(kpi.id)}",window="{_label(w)}",state="')
+             for k, kpi in enumerate(engine.kpis) if w in kpi.windows]
+            for w in self.windows
         ]
         self._partner_label: dict[str, str] = {}
+        self._rendered: dict[str, _Rendered] = {}
 
     def _partner(self, partner: str) -> str:
         """``{partner="..."`` for the partner, escaped once and cached."""
@@ -127,62 +166,94 @@ class KpiCollector(Collector):
         :meth:`exposition`, which is what this parses)."""
         yield from text_string_to_metric_families(self.exposition().decode())
 
+    def _start(self, partner: str, p: str, judged: int,
+                judgements: dict[tuple[str, str, str], Judgement]) -> _Rendered:
+        """A partner's record with its target, info and state series, its values still to
+        render."""
+        partners = self.engine.partners
+        goals = [float(partners.target(partner, kpi)) for kpi in self.engine.kpis]
+        target = "".join(f"partnerpulse_kpi_target{p}{tail}{goal!r}\n"
+                         for tail, goal in zip(self._kpi_tails, goals, strict=True))
+        info = f'partnerpulse_partner_info{p},tier="{_label(partners.tier(partner))}"}} 1.0\n'
+        state: list[str] = []
+        since: list[str] = []
+        for window, kpis in zip(self.windows, self._window_kpis, strict=True):
+            for _, kpi, _, tail, state_tail in kpis:
+                judgement = judgements.get((partner, kpi.id, window))
+                if judgement is None:
+                    continue
+                state.append(f'partnerpulse_kpi_state{p}{state_tail}'
+                             f'{_STATE[judgement.state]}"}} 1.0\n')
+                if judgement.since_ms is not None:
+                    since.append(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
+                                 f"{judgement.since_ms / 1000.0!r}\n")
+        n = len(self.windows)
+        return _Rendered(partners, judged, goals,
+                         (target.encode(), info.encode(), "".join(state).encode(),
+                          "".join(since).encode()),
+                         [None] * n, [_NO_SERIES] * n)
+
+    def _window(self, p: str, i: int, values: Mapping[tuple[str, str], KpiValue],
+                goals: list[float]) -> tuple[bytes, bytes, bytes]:
+        """One partner x window's value, samples and attainment series."""
+        value: list[str] = []
+        samples: list[str] = []
+        attained: list[str] = []
+        for k, kpi, key, tail, _ in self._window_kpis[i]:
+            kv = values.get(key)
+            if kv is not None:
+                # finite floats (durations, counts and scores are): repr is their text
+                value.append(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
+                samples.append(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
+                attained.append(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
+                                f"{attainment(kpi, kv.value, goals[k])!r}\n")
+        return ("".join(value).encode(), "".join(samples).encode(), "".join(attained).encode())
+
     def exposition(self) -> bytes:
         """Every series at this moment, in the Prometheus text format (0.0.4)."""
         engine = self.engine
         now = engine.now(self.wall_ms())
         watch = self.watch
         judgements: dict[tuple[str, str, str], Judgement] = watch.judgements if watch else {}
-        value: list[str] = []
-        samples: list[str] = []
-        attained: list[str] = []
-        target: list[str] = []
-        info: list[str] = []
-        state: list[str] = []
-        since: list[str] = []
-        items: list[str] = []
-        owned = [p for p in engine.partner_ids() if self.owned(p)]
+        versions = watch.versions if watch else {}
         partners = engine.partners
-        add_value, add_samples, add_attained = value.append, samples.append, attained.append
-        add_state, add_since = state.append, since.append
-        for partner in owned:
+        items: list[str] = []
+        last, rendered = self._rendered, {}
+        for partner in engine.partner_ids():
+            if not self.owned(partner):
+                continue
             p = self._partner(partner)
-            info.append(f'partnerpulse_partner_info{p},tier="{_label(partners.tier(partner))}"}} 1.0\n')
-            values = engine.evaluate(partner, now)
-            for kpi, kpi_tail, windows in self._kpi_windows:
-                goal = float(partners.target(partner, kpi))
-                target.append(f"partnerpulse_kpi_target{p}{kpi_tail}{goal!r}\n")
-                for kpi_id, window, key, tail, state_tail in windows:
-                    kv = values.get(key)
-                    if kv is not None:
-                        # finite floats (durations, counts and scores are): repr is their text
-                        add_value(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
-                        add_samples(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
-                        add_attained(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
-                                     f"{attainment(kpi, kv.value, goal)!r}\n")
-                    judgement = judgements.get((partner, kpi_id, window))
-                    if judgement is None:
-                        continue
-                    add_state(f'partnerpulse_kpi_state{p}{state_tail}{_STATE[judgement.state]}"}} 1.0\n')
-                    if judgement.since_ms is not None:
-                        add_since(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
-                                  f"{judgement.since_ms / 1000.0!r}\n")
+            judged = versions.get(partner, 0)
+            r = last.get(partner)
+            if r is None or r.partners is not partners or r.judged != judged:
+                r = self._start(partner, p, judged, judgements)
+            views = engine.window_values(partner, now)
+            for i, window in enumerate(self.windows):
+                values = views.get(window)
+                if values is not r.views[i]:
+                    r.views[i] = values
+                    r.chunks[i] = (self._window(p, i, values, r.goals)
+                                   if values is not None else _NO_SERIES)
+            rendered[partner] = r
             if watch is not None:
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
                     items.append(f'partnerpulse_open_items{p},kpi="{_label(kpi_id)}",'
                                  f'stage="{stage * 100:.0f}"}} {_num(count)}\n')
-        out = [
-            ("partnerpulse_kpi_value", "gauge", value),
-            ("partnerpulse_kpi_samples", "gauge", samples),
-            ("partnerpulse_kpi_attainment_ratio", "gauge", attained),
-            ("partnerpulse_kpi_target", "gauge", target),
-            ("partnerpulse_partner_info", "gauge", info),
-        ]
+        self._rendered = rendered  # partners no longer exported are let go
+        records = list(rendered.values())
+        text: list[bytes] = []
+        for f, name in enumerate(_PER_WINDOW):
+            text.append(_header(name, "gauge", _HELP[name]).encode())
+            text += [chunks[f] for r in records for chunks in r.chunks]
+        for f, name in enumerate(_PER_PARTNER):
+            if f >= 2 and watch is None:
+                break  # no judgements: no state series
+            text.append(_header(name, "gauge", _HELP[name]).encode())
+            text += [r.head[f] for r in records]
+        out: list[tuple[str, str, list[str]]] = []
         if watch is not None:
             stale_now = watch.stale_topics(self.wall_ms())
             out += [
-                ("partnerpulse_kpi_state", "gauge", state),
-                ("partnerpulse_kpi_state_since_timestamp_seconds", "gauge", since),
                 ("partnerpulse_open_items", "gauge", items),
                 ("partnerpulse_feed_stale", "gauge", [
                     f'partnerpulse_feed_stale{{topic="{_label(topic)}"}} '
@@ -202,14 +273,15 @@ class KpiCollector(Collector):
             f'partnerpulse_last_event_timestamp_seconds{{topic="{_label(topic)}"}} '
             f"{_num(ts / 1000.0)}\n"
             for topic, ts in sorted(engine.last_event_ms.items())]))
-        text = [piece for name, kind, lines in out
+        tail = [piece for name, kind, lines in out
                 for piece in (_header(name, kind, _HELP[name]), *lines)]
         # (the 0.0.4 text format names a counter family by its sample: partnerpulse_events_total)
         if watch is not None and self.health is not None:
             for name, (kind, help_text, number) in sorted(self.health.delivery().items()):
                 sample = f"{name}_total" if kind == "counter" else name
-                text += [_header(name, kind, help_text), f"{sample} {_num(number)}\n"]
-        return "".join(text).encode()
+                tail += [_header(name, kind, help_text), f"{sample} {_num(number)}\n"]
+        text.append("".join(tail).encode())
+        return b"".join(text)
 
 
 class PipelineHealth(Protocol):

@@ -8,6 +8,7 @@ resulting :class:`Alert` messages go.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Final
@@ -76,6 +77,11 @@ class Watch:
         self._inputs: dict[tuple[str, str, str], tuple[KpiValue | None, bool]] = {}
         """partner x KPI x window -> (value, CUSUM alarm) it was last stepped with."""
         self._kpi_topics = {k.id: frozenset(m.topic for m in k.matches()) for k in engine.kpis}
+        self.versions: dict[str, int] = {}
+        """partner -> a stamp renewed whenever one of its judgements is created or changes state
+        (the exporter keeps the partner's rendered state series until it moves). Stamps are
+        never reused, so a partner forgotten and judged again never matches an old one."""
+        self._stamps = itertools.count(1)
 
     # --- feeds ------------------------------------------------------------------
     def note_arrival(self, topic: str, wall_ms: int) -> None:
@@ -133,6 +139,7 @@ class Watch:
                 judgement = self.judgements.get(jkey)
                 if judgement is None:
                     judgement = self.judgements[jkey] = Judgement()
+                    self.versions[partner] = next(self._stamps)
                 kv = values.get((kpi.id, window))
                 pending = judgement.pending_since_ms
                 timed = pending is not None and judgement.state is not State.BREACH
@@ -156,6 +163,7 @@ class Watch:
                     due = at if due is None or at < due else due
                 if change is None:
                     continue
+                self.versions[partner] = next(self._stamps)
                 out.append(Alert(
                     partner=partner, tier=tier, kpi=kpi.id, window=window, old=change.old.value,
                     new=change.new.value, value=change.value, target=target, lower=change.lower,
@@ -179,3 +187,5 @@ class Watch:
             del self._judged_minute[partner]
         for partner in [p for p in self._judged if p not in kept]:
             del self._judged[partner]
+        for partner in [p for p in self.versions if p not in kept]:
+            del self.versions[partner]

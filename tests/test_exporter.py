@@ -1,0 +1,140 @@
+"""/metrics keeps each partner x window's text between scrapes: it must write what a fresh render writes.
+
+The collector re-renders a partner's window only when the engine hands back a new values
+object for it, the watch renews the partner's judgement stamp, or the partner file changes.
+A cache that misses any of those serves stale series; these tests compare a long-lived
+collector with a new one (nothing kept) after each kind of change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.catalog import load_config
+from streams.engine import Engine
+from streams.exporter import KpiCollector
+from streams.watch import Watch
+from tests.streams_gen import DAY, HOUR, MINUTE, _ms, random_events
+
+T0 = 1_788_000_000_000
+PARTNERS = ["acme", "bluefiber", "cityloop", "dunmore"]
+
+
+def _ts(event: dict[str, object]) -> int:
+    value = event["ts"]
+    assert isinstance(value, int | str)
+    return _ms(value)
+
+
+def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in out, f"series written twice: {key}"
+            out[key] = s.value
+    return out
+
+
+class _Fleet:
+    """An engine and watch on the wall clock, a long-lived collector and a way to check it."""
+
+    def __init__(self) -> None:
+        catalog, partners = load_config()
+        self.engine = Engine(catalog, partners, clock="wall")
+        self.watch = Watch(self.engine)
+        self.wall = T0
+        self.away: set[str] = set()
+        self.kept = self._collector()
+        self.checks = 0
+
+    def _collector(self) -> KpiCollector:
+        return KpiCollector(self.engine, owned=lambda p: p not in self.away,
+                            wall_ms=lambda: self.wall, watch=self.watch)
+
+    def ingest(self, events: list[tuple[str, dict[str, object]]]) -> None:
+        for topic, event in events:
+            self.wall = max(self.wall, _ts(event) + 1)
+            self.engine.ingest(topic, orjson.dumps(event), self.wall)
+
+    def judge(self) -> None:
+        self.watch.judge([p for p in self.engine.partner_ids() if p not in self.away], self.wall)
+
+    def check(self, what: str) -> None:
+        """The long-lived collector's scrape equals a fresh collector's, sample for sample."""
+        got = self.kept.exposition()
+        fresh = self._collector().exposition()
+        assert got == fresh or _samples(got) == _samples(fresh), what
+        self.checks += 1
+
+
+def _ordered(seed: int, start: int, span: int) -> list[tuple[str, dict[str, object]]]:
+    return sorted(random_events(seed, PARTNERS, start, span), key=lambda te: _ts(te[1]))
+
+
+def test_kept_text_matches_a_fresh_render_through_every_kind_of_change() -> None:
+    fleet = _Fleet()
+    events = _ordered(5, T0, 3 * DAY)
+    steps: list[tuple[str, Callable[[], None]]] = []
+    for i in range(0, len(events), 97):
+        chunk = events[i:i + 97]
+        steps.append((f"events {i}..", lambda chunk=chunk: fleet.ingest(chunk)))
+        steps.append(("judged", fleet.judge))
+    for label, step in steps:
+        step()
+        fleet.check(label)
+        fleet.check(label + ", scraped again")
+    # time alone: a new minute slides the 1 h window, a new hour the others
+    for advance, label in ((MINUTE, "a minute later"), (HOUR, "an hour later"),
+                           (2 * DAY, "two days later")):
+        fleet.wall += advance
+        fleet.check(label)
+        fleet.judge()
+        fleet.check(label + ", judged")
+    # a partner moves away (not exported), changes meanwhile and comes back
+    fleet.away.add("bluefiber")
+    fleet.check("bluefiber away")
+    fleet.ingest([(t, e) for t, e in _ordered(6, fleet.wall - HOUR, HOUR)
+                  if e["partner_id"] == "bluefiber"])
+    fleet.away.clear()
+    fleet.check("bluefiber back")
+    # the partner file changes: targets move attainment and the target series
+    engine = fleet.engine
+    kpi = engine.kpis[0]
+    engine.partners = dataclasses.replace(
+        engine.partners, partner_targets={"acme": {kpi.id: kpi.target * 3}})
+    fleet.check("new partner file")
+    # a partner dropped with its judgements, then seen again
+    engine.drop_partners(lambda p: p != "cityloop")
+    fleet.watch.forget([p for p in PARTNERS if p != "cityloop"])
+    fleet.check("cityloop dropped")
+    fleet.ingest([(t, e) for t, e in _ordered(7, fleet.wall - 10 * MINUTE, 10 * MINUTE)
+                  if e["partner_id"] == "cityloop"])
+    fleet.judge()
+    fleet.check("cityloop again")
+    assert fleet.checks > 20
+
+
+def test_a_scrape_rewrites_only_the_windows_that_moved() -> None:
+    fleet = _Fleet()
+    fleet.ingest(_ordered(8, T0, 2 * DAY))
+    fleet.judge()
+    fleet.kept.exposition()
+    before = {p: list(r.chunks) for p, r in fleet.kept._rendered.items()}
+    fleet.kept.exposition()  # nothing moved: every chunk is the one kept
+    assert all(r.chunks[i] is before[p][i] for p, r in fleet.kept._rendered.items()
+               for i in range(len(r.chunks)))
+    # one event of one partner, in the current minute and hour: the windows that hold it move,
+    # the other partners' text stays
+    topic, event = next((t, e) for t, e in _ordered(9, fleet.wall - 1, 1)
+                        if e["partner_id"] == "acme")
+    fleet.ingest([(topic, {**event, "ts": fleet.wall - 1})])
+    body = fleet.kept.exposition()
+    moved = {p for p, r in fleet.kept._rendered.items()
+             if any(r.chunks[i] is not before[p][i] for i in range(len(r.chunks)))}
+    assert moved <= {"acme"}
+    assert _samples(body) == _samples(fleet._collector().exposition())
