@@ -85,6 +85,9 @@ class KpiValue:
     """Merged log-histogram of the window (percentile KPIs)."""
 
 
+OPEN_ITEM_STAGES: Final = (0.5, 0.75, 1.0)
+"""Shares of the target at which a waiting item counts in ``open_items`` (cumulative)."""
+
 _NO_VALUES: Final[Mapping[tuple[str, str], KpiValue]] = types.MappingProxyType({})
 """The values of a window without samples (one shared, read-only object)."""
 
@@ -702,24 +705,27 @@ class Engine:
         st.cache_key, st.cache = cache_key, out
         return out
 
-    def window_values(self, partner: str,
-                      now_ms: int) -> dict[str, Mapping[tuple[str, str], KpiValue]]:
-        """:meth:`evaluate` by window name. Each window's mapping stays the very same object
-        until one of its values changes (a new one is built, never mutated), so a renderer
-        can keep what it wrote from it and compare by identity."""
+    def window_values(self, partner: str, now_ms: int, windows: Iterable[str] | None = None,
+                      ) -> dict[str, Mapping[tuple[str, str], KpiValue]]:
+        """:meth:`evaluate` by window name (``windows`` only, when given). Each window's mapping
+        stays the very same object until one of its values changes (a new one is built, never
+        mutated), so a renderer can keep what it wrote from it and compare by identity."""
+        names = [w[0] for w in self._windows]
+        wanted = range(len(names)) if windows is None else [names.index(w) for w in windows]
         st = self.state.get(partner)
         if st is None:
-            return {w[0]: _NO_VALUES for w in self._windows}
-        return {w[0]: values
-                for w, values in zip(self._windows, self._refresh(st, now_ms), strict=True)}
+            return {names[w]: _NO_VALUES for w in wanted}
+        return {names[w]: values for w, values in zip(wanted, self._refresh(st, now_ms, wanted),
+                                                       strict=True)}
 
-    def _refresh(self, st: PartnerState,
-                 now_ms: int) -> list[Mapping[tuple[str, str], KpiValue]]:
-        """Each window's values at ``now_ms`` (in ``_windows`` order), recomputing only what
-        moved since they were last read."""
+    def _refresh(self, st: PartnerState, now_ms: int,
+                 wanted: Iterable[int] | None = None) -> list[Mapping[tuple[str, str], KpiValue]]:
+        """The values at ``now_ms`` of each window (index in ``_windows``; every window by
+        default), recomputing only what moved since they were last read."""
         out: list[Mapping[tuple[str, str], KpiValue]] = []
         changes = st.changes
-        for w, (name, res, ring_i, span, in_window) in enumerate(self._windows):
+        for w in range(len(self._windows)) if wanted is None else wanted:
+            name, res, ring_i, span, in_window = self._windows[w]
             ring = st.rings[ring_i]
             if not ring:
                 out.append(_NO_VALUES)
@@ -819,7 +825,7 @@ class Engine:
         return [self.months.name(m) for m in sorted(st.months)] if st is not None else []
 
     def open_items(self, partner: str, now_ms: int,
-                   stages: tuple[float, ...] = (0.5, 0.75, 1.0)) -> dict[tuple[str, float], int]:
+                   stages: tuple[float, ...] = OPEN_ITEM_STAGES) -> dict[tuple[str, float], int]:
         """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target.
 
         Cumulative, like histogram buckets: an item past 100% also counts at 50% and 75%.

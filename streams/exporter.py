@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from .catalog import Partners
 from .contract import TOPICS
-from .engine import Engine, KpiValue, Outcome, attainment
+from .engine import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, attainment
 from .judge import Judgement, State
 from .watch import Watch
 
@@ -149,6 +149,9 @@ class KpiCollector(Collector):
              for k, kpi in enumerate(engine.kpis) if w in kpi.windows]
             for w in self.windows
         ]
+        self._stage_tails = {(kpi.id, stage): f',kpi="{_label(kpi.id)}",stage="{stage * 100:.0f}"}} '
+                             for kpi in engine.kpis for stage in OPEN_ITEM_STAGES}
+        """(kpi id, stage) -> the label tail of its open-items series."""
         self._partner_label: dict[str, str] = {}
         self._rendered: dict[str, _Rendered] = {}
 
@@ -227,7 +230,7 @@ class KpiCollector(Collector):
             r = last.get(partner)
             if r is None or r.partners is not partners or r.judged != judged:
                 r = self._start(partner, p, judged, judgements)
-            views = engine.window_values(partner, now)
+            views = engine.window_values(partner, now, self.windows)
             for i, window in enumerate(self.windows):
                 values = views.get(window)
                 if values is not r.views[i]:
@@ -237,8 +240,8 @@ class KpiCollector(Collector):
             rendered[partner] = r
             if watch is not None:
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
-                    items.append(f'partnerpulse_open_items{p},kpi="{_label(kpi_id)}",'
-                                 f'stage="{stage * 100:.0f}"}} {_num(count)}\n')
+                    items.append(f"partnerpulse_open_items{p}{self._stage_tails[kpi_id, stage]}"
+                                 f"{count}.0\n")
         self._rendered = rendered  # partners no longer exported are let go
         records = list(rendered.values())
         text: list[bytes] = []
