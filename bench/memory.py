@@ -8,6 +8,9 @@ import subprocess
 import sys
 from typing import Any
 
+from streams.exporter import KpiCollector
+from streams.watch import Watch
+
 from . import common
 
 GOAL_BYTES = 2 * 2**30
@@ -20,10 +23,16 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     gc.collect()
     before = common.vm_rss_kib()
     eng, ingested = common.filled_engine(partners, templates, clock="wall", now_ms=common.T0)
-    for partner in eng.state:  # judged, as in a worker: window totals and value caches exist
-        eng.evaluate(partner, common.T0)
+    # judged and scraped, as in a worker: window totals, value caches, every partner x KPI x
+    # window's judgement and the /metrics text the exporter keeps between scrapes exist
+    watch = Watch(eng)
+    watch.judge(list(eng.state), common.T0)
+    collector = KpiCollector(eng, owned=lambda p: True, wall_ms=lambda: common.T0, watch=watch)
+    body_bytes = len(collector.exposition())
     gc.collect()
     after = common.vm_rss_kib()
+    kept = sum(len(chunk) for r in collector._rendered.values()
+               for chunk in (*r.head, *(c for cs in r.chunks for c in cs)))
     st = eng.state[next(iter(eng.state))]
     sizes = {
         "rings_bytes": common.deep_size(st.rings) + common.deep_size(st.hists),
@@ -33,6 +42,8 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "cusum_bytes": common.deep_size(st.cusum),
         "windows_bytes": common.deep_size(st.windows) + common.deep_size(st.values),
         "months_bytes": common.deep_size(st.months),
+        "judgements_bytes": common.deep_size(watch.judgements) // len(eng.state),
+        "scrape_kept_bytes": kept // len(eng.state),
     }
     shape = {**sizes,
         "buckets": sum(len(r) for r in st.rings),
@@ -41,6 +52,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "event_ids": sum(len(s.split()) if isinstance(s, str) else len(s)
                          for s in st.seen.values()),
         "entities": sum(len(e) for e in st.entities.values()),
+        "scrape_body_bytes": body_bytes // len(eng.state),
     }
     return {"before_kib": before, "after_kib": after, "ingested": ingested,
             "partners": len(eng.state), "shape": shape}
@@ -66,7 +78,8 @@ def run(quick: bool) -> dict[str, Any]:
     per_partner = delta / target
     shape = big["shape"]
     known = sum(shape[k] for k in ("rings_bytes", "seen_bytes", "entities_bytes", "pending_bytes",
-                                   "cusum_bytes", "windows_bytes", "months_bytes"))
+                                   "cusum_bytes", "windows_bytes", "months_bytes",
+                                   "judgements_bytes", "scrape_kept_bytes"))
     events = shape["event_ids"]
     notes = [
         f"**Where it goes** (deep size of one partner, {known / 2**20:.1f} MiB of the "
@@ -84,7 +97,12 @@ def run(quick: bool) -> dict[str, Any]:
         f"({shape['entities_bytes'] / max(1, shape['entities']):,.0f} B each: the id, a list of "
         "its mark times, one per selector shared by the KPIs reading it); window totals and "
         f"value caches {shape['windows_bytes'] / 2**10:.0f} KiB; month aggregates "
-        f"{shape['months_bytes'] / 2**10:.0f} KiB. The rest of the RSS is allocator overhead "
+        f"{shape['months_bytes'] / 2**10:.0f} KiB; the watch's judgements of its "
+        f"KPI x window pairs {shape['judgements_bytes'] / 2**10:.0f} KiB; the /metrics text "
+        f"the exporter keeps between scrapes {shape['scrape_kept_bytes'] / 2**10:.0f} KiB "
+        f"(every window exported; the body is {shape['scrape_body_bytes'] / 2**10:.0f} KiB per "
+        "partner, written afresh at each scrape and freed after it). The rest of the RSS is "
+        "allocator overhead "
         "(pymalloc pools, dict/set slack).",
         f"The goal is {GOAL_BYTES / 10_000 / 2**10:.0f} KiB per partner; this traffic keeps "
         f"{events:,} events per partner (30 days), so the goal allows "
@@ -107,8 +125,10 @@ def run(quick: bool) -> dict[str, Any]:
             "ingested with the wall clock following the events, so eviction runs as in a live "
             f"worker). {templates} partners are built by Engine.ingest; the rest are pickle "
             "copies of them (fresh objects, nothing shared). RSS is VmRSS from /proc/self/status "
-            "after imports and catalog load (before) and after building, evaluating every partner once "
-            "(window totals and value caches, as a judged worker holds) and gc.collect() (after). "
+            "after imports and catalog load (before) and after building, judging every partner "
+            "once with a Watch and rendering one /metrics scrape with the worker's KpiCollector "
+            "(window totals, value caches, judgements and the scrape text the exporter keeps, "
+            "as a judged and scraped worker holds) and gc.collect() (after). "
             "Projected to 10,000 partners linearly (per-partner cost x 10,000). Deep sizes "
             "(sys.getsizeof over the object graph) of one partner's window buckets, entity marks "
             "and dedup ids show where it goes. Cross-check, same run: a child holding only the "
@@ -130,6 +150,8 @@ def run(quick: bool) -> dict[str, Any]:
             "deep_size_dedup_ids_kib": big["shape"]["seen_bytes"] / 1024,
             "deep_size_windows_kib": big["shape"]["windows_bytes"] / 1024,
             "deep_size_months_kib": big["shape"]["months_bytes"] / 1024,
+            "deep_size_judgements_kib": big["shape"]["judgements_bytes"] / 1024,
+            "scrape_text_kept_kib": big["shape"]["scrape_kept_bytes"] / 1024,
             "projected_gib_at_10000": per_partner * 10_000 / 2**30,
             "goal_gib": GOAL_BYTES / 2**30,
         },
