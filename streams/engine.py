@@ -707,11 +707,14 @@ class Engine:
 
     def window_values(self, partner: str, now_ms: int, windows: Iterable[str] | None = None,
                       ) -> dict[str, Mapping[tuple[str, str], KpiValue]]:
-        """:meth:`evaluate` by window name (``windows`` only, when given). Each window's mapping
-        stays the very same object until one of its values changes (a new one is built, never
-        mutated), so a renderer can keep what it wrote from it and compare by identity."""
+        """:meth:`evaluate` by window name (``windows`` only, when given; a window no KPI is
+        counted in is left out). Each window's mapping stays the very same object until one of
+        its values changes (a new one is built, never mutated), so a renderer can keep what it
+        wrote from it and compare by identity."""
         names = [w[0] for w in self._windows]
-        wanted = range(len(names)) if windows is None else [names.index(w) for w in windows]
+        # a catalog window no KPI is counted in has no ring here, and no values
+        wanted = (range(len(names)) if windows is None
+                  else [names.index(w) for w in windows if w in names])
         st = self.state.get(partner)
         if st is None:
             return {names[w]: _NO_VALUES for w in wanted}

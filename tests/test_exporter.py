@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -138,3 +139,31 @@ def test_a_scrape_rewrites_only_the_windows_that_moved() -> None:
              if any(r.chunks[i] is not before[p][i] for i in range(len(r.chunks)))}
     assert moved <= {"acme"}
     assert _samples(body) == _samples(fleet._collector().exposition())
+
+
+def test_a_catalog_window_no_kpi_is_counted_in_exports_nothing_and_does_not_fail(
+        tmp_path: Path) -> None:
+    """Regression: with every KPI cut down to 1h, the catalog still declares 24h/7d/30d (and
+    exports them); the engine keeps no ring for those, and /metrics answered HTTP 500."""
+    from tests.test_alerting import _asa_only_config
+
+    catalog, partners = load_config(_asa_only_config(tmp_path))
+    assert {"1h", "24h"} <= set(catalog.windows) and catalog.kpis[0].windows == ("1h",)
+    engine = Engine(catalog, partners, clock="wall")
+    now = T0 + 30 * MINUTE  # every call of the scenario inside the last hour
+    watch = Watch(engine)
+    collector = KpiCollector(engine, owned=lambda p: True, wall_ms=lambda: now,
+                             watch=watch)
+    assert set(collector.windows) > {"1h"}
+    for i in range(5):
+        event = {"event_id": f"c-{i}", "type": "answered", "partner_id": "acme",
+                 "call_id": f"c{i}", "ts": T0 + i * MINUTE}
+        engine.ingest("calls", orjson.dumps({**event, "type": "queued",
+                                             "event_id": f"q-{i}", "ts": T0}), now)
+        engine.ingest("calls", orjson.dumps(event), now)
+    watch.judge(["acme"], now)
+    got = _samples(collector.exposition())
+    values = {dict(labels)["window"]: v for (name, labels), v in got.items()
+              if name == "partnerpulse_kpi_value"}
+    # five calls queued at T0 and answered 0..4 minutes later: a mean wait of 2 minutes
+    assert values == {"1h": 120.0}
