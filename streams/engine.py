@@ -235,6 +235,8 @@ class Engine:
              catalog.windows[name].buckets,
              tuple(k for k, kpi in enumerate(self.kpis) if name in kpi.windows))
             for name in used)
+        self._window_at = {w[0]: i for i, w in enumerate(self._windows)}
+        """Window name -> its index in ``_windows`` (windows no KPI is counted in have none)."""
         # per KPI: (resolution, ring, ((window, buckets), ...)) for each resolution it is counted at
         self._kpi_adds: list[tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]] = []
         for k, kpi in enumerate(self.kpis):
@@ -711,15 +713,14 @@ class Engine:
         counted in is left out). Each window's mapping stays the very same object until one of
         its values changes (a new one is built, never mutated), so a renderer can keep what it
         wrote from it and compare by identity."""
-        names = [w[0] for w in self._windows]
+        at = self._window_at
         # a catalog window no KPI is counted in has no ring here, and no values
-        wanted = (range(len(names)) if windows is None
-                  else [names.index(w) for w in windows if w in names])
+        wanted = (range(len(at)) if windows is None else [at[w] for w in windows if w in at])
         st = self.state.get(partner)
         if st is None:
-            return {names[w]: _NO_VALUES for w in wanted}
-        return {names[w]: values for w, values in zip(wanted, self._refresh(st, now_ms, wanted),
-                                                       strict=True)}
+            return {self._windows[w][0]: _NO_VALUES for w in wanted}
+        return {self._windows[w][0]: values
+                for w, values in zip(wanted, self._refresh(st, now_ms, wanted), strict=True)}
 
     def _refresh(self, st: PartnerState, now_ms: int,
                  wanted: Iterable[int] | None = None) -> list[Mapping[tuple[str, str], KpiValue]]:
