@@ -412,6 +412,13 @@ _REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "deadline": ("due", "done"),
 }
 
+_JOINED: Final[dict[str, tuple[str, ...]]] = {
+    "duration": ("start", "stop", "miss"),
+    "ratio": ("numerator", "denominator"),  # when both are distinct
+    "deadline": ("due", "done"),
+}
+"""The selectors of a KPI kind whose events are marks of one entity (one topic)."""
+
 _EVENT_TYPES: Final[dict[str, frozenset[str]]] = {
     "tickets": frozenset({"opened", "contacted", "escalated", "resolved", "closed", "reopened"}),
     "calls": frozenset({"queued", "answered", "abandoned"}),
@@ -451,6 +458,19 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail,
         if match is not None and match.type not in _EVENT_TYPES[match.topic]:
             raise fail([*here, name, "type"],
                        f"KPI {raw.id!r}: {match.topic} has no event type {match.type!r}")
+    # The engine computes a KPI's samples from the marks of *one* entity record: the events it
+    # combines per entity must come from one topic (a follow-up joins its start's entity by
+    # `link` instead, so it may come from another).
+    joined = _JOINED.get(raw.kind, ())
+    if raw.kind == "ratio" and not (raw.numerator and raw.numerator.distinct
+                                    and raw.denominator and raw.denominator.distinct):
+        joined = ()
+    topics = {name: getattr(raw, name).topic for name in joined if getattr(raw, name) is not None}
+    if len(set(topics.values())) > 1:
+        last = list(topics)[-1]
+        raise fail([*here, last, "topic"],
+                   f"KPI {raw.id!r}: {' and '.join(topics)} are marks of one entity and must be "
+                   f"events of one topic, not " + " and ".join(sorted(set(topics.values()))))
     if raw.open_items and (raw.kind != "duration" or raw.unit != "seconds"):
         raise fail([*here, "open_items"], "open_items is only for durations in seconds")
     if raw.min_samples < 1:

@@ -127,6 +127,42 @@ def test_adding_a_kpi_is_a_yaml_change(tmp_path: Path) -> None:
     assert value.value == pytest.approx(200, rel=0.01)  # median of 100, 200, 300
 
 
+@pytest.mark.parametrize(("kpi", "topic", "selectors"), [
+    ("""
+    kind: duration
+    unit: seconds
+    start: {topic: tickets, type: opened}
+    stop: {topic: calls, type: answered}""", "calls", "start and stop"),
+    ("""
+    kind: ratio
+    unit: ratio
+    numerator: {topic: tickets, type: escalated, distinct: true}
+    denominator: {topic: orders, type: installed, distinct: true}""", "orders",
+     "numerator and denominator"),
+])
+def test_marks_of_one_entity_must_share_a_topic(tmp_path: Path, kpi: str, topic: str,
+                                                selectors: str) -> None:
+    """The engine reads a KPI's marks from one entity record: a duration from a ticket's open to
+    a call's answer has no record holding both, and is refused at load, naming the line."""
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    text = path.read_text() + f"""
+  - id: mixed_topics
+    title: Mixed topics
+    better: lower
+    target: 300
+    min_samples: 5{kpi}
+"""
+    path.write_text(text)
+    bad = f"{{topic: {topic},"
+    line = next(i for i, row in enumerate(text.splitlines(), 1)
+                if bad in row and i > len(text.splitlines()) - 8)
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert f"kpis.yaml:{line}:" in str(err.value)
+    assert f"{selectors} are marks of one entity" in str(err.value)
+
+
 def _panels_selecting(window: str) -> set[str]:
     """Titles of committed dashboard panels whose queries name ``window`` (read independently
     of streams.coverage: a plain text search of the JSON files)."""
