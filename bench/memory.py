@@ -49,8 +49,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "buckets": sum(len(r) for r in st.rings),
         "aggregates": sum(1 for r in st.rings for b in r.values()
                           for i in range(0, len(b), 3) if b[i] or b[i + 1]),
-        "event_ids": sum(len(s.split()) if isinstance(s, str) else len(s)
-                         for s in st.seen.values()),
+        "event_ids": sum(len(s) for s in st.seen.values()),
         "entities": sum(len(e) for e in st.entities.values()),
         "scrape_body_bytes": body_bytes // len(eng.state),
     }

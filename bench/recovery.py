@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.contract import decode
-from streams.engine import _encode_record, _record_key
+from streams.engine import _encode_record, _record_key, id_hash
 from streams.simulator import Simulator
 from streams.topics import all_topics, partition_for
 from tests.harness import Worker, poll, produce
@@ -66,7 +66,7 @@ def history(partners: int, events: int, tail: int, seed: int = 17) -> tuple[
         if part is None:
             part = parts[partner] = partition_for(partner, PARTITIONS)
         seqs[partner] = seqs.get(partner, 0) + 1
-        records.append((part, _record_key(partner, parsed.event.event_id),
+        records.append((part, _record_key(partner, id_hash(parsed.event.event_id)),
                         _encode_record(parsed, seqs[partner])))
     tail_msgs = [(topic, ev["partner_id"].encode(), orjson.dumps(ev))
                  for topic, ev in stream[events:]]

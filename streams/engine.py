@@ -39,6 +39,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import msgspec
+import xxhash
 
 from . import sketch
 from .catalog import Catalog, Kpi, Match, Partners
@@ -101,9 +102,25 @@ The sums are in the KPI's *internal* unit: whole milliseconds for durations, cou
 the field's value for mean_field KPIs. Integers are exact in a float64 up to 2**53 (285,000
 years of milliseconds), so counts and duration sums never drift under retraction or in the
 running window totals; sums of squares (used only for the spread) are rounded as floats are.
-Percentile KPIs keep their histograms beside the bucket (``PartnerState.hists``)."""
+Percentile KPIs keep their samples' histogram keys beside the bucket (``PartnerState.hists``)."""
 Hists = dict[int, dict[int, int]]
 """kpi index -> log-histogram (sketch keys -> count)."""
+HistCodes = array.array
+"""The percentile samples of one bucket: int64 ``kpi index << 32 | (sketch key - ZERO_KEY)``, one
+per sample (a multiset: order means nothing, a retraction removes one equal code).
+
+Why not a histogram per KPI per bucket: a bucket of the long windows holds a handful of samples,
+and two dicts (bucket -> KPI -> key -> count) cost 560 B for one sample against 88 B here, for
+each of the 720 hourly buckets of every partner. A bucket with thousands of samples costs 8 B
+per sample, still less than a dict unless the samples share a dozen keys each."""
+_HIST_MASK: Final = (1 << 32) - 1
+Record = list[Any] | array.array
+"""An entity's marks: [last event time, mark of slot 1, mark of slot 2, ...] (see
+``PartnerState.entities``). An int64 array, :data:`UNSET` for a mark not set yet, on entity
+topics whose marks are all plain times (``Engine._packed``); a list, None for unset, on topics
+with a mark that carries more (a due date, a UTC offset, a set of follow-up times)."""
+UNSET: Final = -(2**63)
+"""A packed record's unset mark (no event time is that small)."""
 Sample = tuple[int, int, int, Any, int | None]
 """One counted sample of an entity: (role, time, n, s, histogram key); role 0 is the sample of
 a duration/follow-up/deadline KPI or a ratio's numerator, role 1 a ratio's denominator."""
@@ -130,19 +147,20 @@ class _Totals:
 class PartnerState:
     """Everything the engine keeps for one partner."""
 
-    seen: dict[int, set[str] | str] = field(default_factory=dict)
-    """event ids by hour bucket of their event time (a duplicate has the same time): a set
-    while the hour is open, then one string ``" id1 id2 ... "`` (see :func:`_seen`)."""
-    entities: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    seen: dict[int, set[int] | array.array] = field(default_factory=dict)
+    """:func:`id_hash` of the event ids by hour bucket of their event time (a duplicate has the
+    same time): a set while the hour is open, then a uint64 array (see :meth:`_maybe_evict`)."""
+    entities: dict[str, dict[str, Record]] = field(default_factory=dict)
     """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...].
 
     A mark is an event time (earliest/latest reducers), ``(time, extra)`` for marks that carry
-    the due date or the UTC offset, or a sorted tuple of times (follow-ups); None while unset.
-    The samples an entity contributes are a function of its marks, recomputed on change."""
+    the due date or the UTC offset, or a sorted tuple of times (follow-ups); unset until an
+    event sets it (see :data:`Record`). The samples an entity contributes are a function of its
+    marks, recomputed on change."""
     rings: list[dict[int, Bucket]] = field(default_factory=list)
     """per resolution (``Engine._resolutions``): bucket index -> packed sums of every KPI."""
-    hists: list[dict[int, Hists]] = field(default_factory=list)
-    """per resolution: bucket index -> histograms of the percentile KPIs counted in it."""
+    hists: list[dict[int, HistCodes]] = field(default_factory=list)
+    """per resolution: bucket index -> the percentile samples counted in it (:data:`HistCodes`)."""
     windows: list[_Totals | None] = field(default_factory=list)
     """per window (``Engine._windows``): running totals, None until read (or invalidated)."""
     values: list[tuple[int, int, dict[tuple[str, str], KpiValue], list[int]] | None] = field(
@@ -191,6 +209,8 @@ class _Slot:
     extra: str  # '' | 'due' (the due date) | 'done' (the UTC offset): kept with the time
     index: int = 0
     """Position in the entity record (0 is the record's last event time)."""
+    unset: Any = None
+    """The record's unset mark: None, or :data:`UNSET` on a packed topic (set after compiling)."""
     deps: list[tuple[int, int]] = field(default_factory=list)
     """(kpi index, position of the KPI's selector among the (topic, type) selectors)."""
 
@@ -253,8 +273,9 @@ class Engine:
         self._scale = [1000 if k.kind == "duration" and k.statistic != "share_within" else 1
                        for k in self.kpis]
         """Internal unit per base unit of each KPI's sums (durations are summed in ms)."""
-        self._sampler: list[Callable[[list[Any]], tuple[Sample, ...]]] = []
-        self._open_slots: dict[int, tuple[int, int]] = {}
+        self._sampler: list[Callable[[Record], tuple[Sample, ...]]] = []
+        self._open_slots: dict[int, tuple[int, int, Any]] = {}
+        """open_items KPIs: kpi index -> (start slot, stop slot, the record's unset mark)."""
         self._routes = self._compile()
         self.months = MonthCalendar(catalog.report_timezone)
         self._month = (0, 0, 0)
@@ -309,15 +330,21 @@ class Engine:
             routes.setdefault((match.topic, match.type), []).append(
                 (1, match.where, k, n, s, position(match)))
 
+        # Samplers of durations and distinct ratios compare marks with the unset mark of their
+        # topic's records, known once every slot is: (kpi index, entity topic, build(unset)).
+        pending: list[tuple[int, str, Callable[[Any], Callable[[Record], tuple[Sample, ...]]]]]
+        pending = []
         for k, kpi in enumerate(self.kpis):
             if kpi.kind == "duration":
                 assert kpi.start and kpi.stop
                 start = mark(k, kpi.start, kpi.start.topic, own(kpi.start))
                 stop = mark(k, kpi.stop, kpi.stop.topic, own(kpi.stop))
                 miss = mark(k, kpi.miss, kpi.miss.topic, own(kpi.miss)) if kpi.miss else 0
-                self._sampler.append(_duration_sampler(kpi, start, stop, miss))
+                pending.append((k, kpi.start.topic, functools.partial(
+                    _duration_sampler, kpi, start, stop, miss)))
+                self._sampler.append(_no_samples)
                 if kpi.open_items:
-                    self._open_slots[k] = (start, stop)
+                    self._open_slots[k] = (start, stop, None)
             elif kpi.kind == "ratio":
                 assert kpi.numerator and kpi.denominator
                 num = den = 0
@@ -329,7 +356,9 @@ class Engine:
                     den = mark(k, kpi.denominator, kpi.denominator.topic, own(kpi.denominator))
                 else:
                     count(k, kpi.denominator, 1, 0)
-                self._sampler.append(_ratio_sampler(num, den))
+                topic = kpi.numerator.topic if num else kpi.denominator.topic
+                pending.append((k, topic, functools.partial(_ratio_sampler, num, den)))
+                self._sampler.append(_no_samples)
             elif kpi.kind == "mean_field":
                 assert kpi.source
                 routes.setdefault((kpi.source.topic, kpi.source.type), []).append(
@@ -348,7 +377,23 @@ class Engine:
                 self._sampler.append(_deadline_sampler(due, done))
             else:
                 self._sampler.append(_no_samples)
-        self._record_len = {topic: n + 1 for topic, n in per_topic.items()}
+        # A topic whose marks are all plain times keeps its records packed: an int64 array is
+        # 8 B per mark against a list slot and an int object (8 + 32 B), for every entity of
+        # the retention (the largest share of a partner's memory).
+        plain = {topic: all(not s.extra and s.reducer != "set"
+                            for s in slots.values() if s.entity_topic == topic)
+                 for topic in per_topic}
+        self._blank: dict[str, Record] = {
+            topic: (array.array("q", [UNSET]) if plain[topic] else [None]) * (n + 1)
+            for topic, n in per_topic.items()}
+        """Entity topic -> a record with every mark unset (copied for each new entity)."""
+        for slot in slots.values():
+            slot.unset = UNSET if plain[slot.entity_topic] else None
+        for k, topic, build in pending:
+            self._sampler[k] = build(UNSET if plain.get(topic) else None)
+            if k in self._open_slots:
+                start, stop, _ = self._open_slots[k]
+                self._open_slots[k] = (start, stop, UNSET if plain.get(topic) else None)
         return routes
 
     # --- clock ------------------------------------------------------------------
@@ -390,24 +435,20 @@ class Engine:
             st = self.state[partner] = self._new_state()
         hour = ts // self._seen_res
         ids = st.seen.get(hour)
-        if ids is not None and _seen(ids, ev.event_id):
+        h = id_hash(ev.event_id)
+        if ids is not None and h in ids:
             return self._count(parsed.topic, Result(Outcome.DUPLICATE, partner, ts_ms=ts))
-        _remember(st, hour, ev.event_id)
-        self._apply_accepted(parsed, wall_ms, st)
+        _remember(st, hour, h)
+        self._apply_accepted(parsed, wall_ms, st, h)
         return self._count(parsed.topic, Result(Outcome.ACCEPTED, partner, ts_ms=ts))
 
-    def _apply_accepted(self, parsed: Parsed, wall_ms: int, st: PartnerState | None = None) -> None:
+    def _apply_accepted(self, parsed: Parsed, wall_ms: int, st: PartnerState, h: int) -> None:
+        """Apply an event not seen before (its id hash ``h`` already remembered)."""
         ev, ts = parsed.event, parsed.ts_ms
         partner = ev.partner_id
-        if st is None:
-            st = self.state.get(partner)
-            if st is None:
-                st = self.state[partner] = self._new_state()
-            _remember(st, ts // self._seen_res, ev.event_id)
         st.seq += 1
         if self._journal is not None:
-            self._journal.append(
-                (_record_key(partner, ev.event_id), _encode_record(parsed, st.seq)))
+            self._journal.append((_record_key(partner, h), _encode_record(parsed, st.seq)))
         if self.event_clock_ms is None or ts > self.event_clock_ms:
             self.event_clock_ms = ts
         if ts > st.last_ms:
@@ -471,7 +512,8 @@ class Engine:
             entities = st.entities[slot.entity_topic] = {}
         rec = entities.get(entity_id)
         if rec is None:
-            rec = entities[entity_id] = [ts] + [None] * (self._record_len[slot.entity_topic] - 1)
+            rec = entities[entity_id] = self._blank[slot.entity_topic][:]
+            rec[0] = ts
         elif ts > rec[0]:
             rec[0] = ts
         i = slot.index
@@ -488,7 +530,7 @@ class Engine:
             if new == old:
                 return
         else:
-            if old is not None and (ts >= old if slot.reducer == "min" else ts <= old):
+            if old != slot.unset and (ts >= old if slot.reducer == "min" else ts <= old):
                 return
             new = ts
         samplers = self._sampler
@@ -501,12 +543,12 @@ class Engine:
             if k in self._open_slots:
                 self._track_open(st, k, entity_id, rec)
 
-    def _track_open(self, st: PartnerState, k: int, entity_id: str, rec: list[Any]) -> None:
-        start, stop = self._open_slots[k]
+    def _track_open(self, st: PartnerState, k: int, entity_id: str, rec: Record) -> None:
+        start, stop, unset = self._open_slots[k]
         waiting = st.pending.get(k)
         if waiting is None:
             waiting = st.pending[k] = {}
-        if rec[start] is not None and rec[stop] is None:
+        if rec[start] != unset and rec[stop] == unset:
             waiting[entity_id] = rec[start]
         else:
             waiting.pop(entity_id, None)
@@ -566,10 +608,7 @@ class Engine:
             bucket[i + 1] += s
             bucket[i + 2] += s2
             if hist_key is not None:
-                by_kpi = st.hists[ring_i].get(idx)
-                if by_kpi is None:
-                    by_kpi = st.hists[ring_i][idx] = {}
-                _bump_hist(by_kpi.setdefault(k, {}), hist_key, sign)
+                _bump_codes(st.hists[ring_i], idx, (k << 32) | (hist_key - sketch.ZERO_KEY), sign)
             for w, span in wins:
                 totals = windows[w]
                 if totals is not None and totals.hi - span < idx < totals.hi:
@@ -634,17 +673,17 @@ class Engine:
         # an event is kept (for dedup and for rebuilding entities) as long as the entity might be
         floor = (now - self._retention_ms) // self._seen_res
         for hour_idx in [h for h in st.seen if h <= floor]:
-            for event_id in _seen_ids(st.seen.pop(hour_idx)):
-                if self._journal is not None:
-                    self._journal.append((_record_key(partner, event_id), None))
-        # Hours before the last two rarely gain an event: their ids joined into one string,
-        # about 1 B per character instead of a str object (49 B + characters) and a set slot
-        # each, for 90 days of every event (the largest share of a partner's memory after its
-        # entities). A late event turns the hour back into a set.
+            hashes = st.seen.pop(hour_idx)
+            if self._journal is not None:
+                self._journal.extend((_record_key(partner, h), None) for h in hashes)
+        # Hours before the last two rarely gain an event: their hashes packed into an array,
+        # 8 B each instead of an int object (36 B) and a set slot, for 90 days of every event.
+        # A late event is appended to it; `in` scans it (in C), which only late events and
+        # duplicates pay.
         closed = now // self._seen_res - 1
         for hour_idx, ids in st.seen.items():
             if hour_idx < closed and type(ids) is set:
-                st.seen[hour_idx] = f" {' '.join(ids)} "
+                st.seen[hour_idx] = array.array("Q", list(ids))  # from a list: no spare room
 
     # --- calendar months -----------------------------------------------------------
     # Months outlive the journal (13 of them, against 90 days of events), so each month's
@@ -778,7 +817,7 @@ class Engine:
                 values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
                 continue
             hist = sketch.merge((totals.hists.get(k, {}),
-                                 st.hists[ring_i].get(hi, {}).get(k, {})))
+                                 _hist_of(st.hists[ring_i].get(hi), k)))
             q = sketch.quantile_of(hist, kpi.quantile)
             if q is not None:
                 values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
@@ -861,7 +900,8 @@ class Engine:
 
     # --- persistence ------------------------------------------------------------
     # The durable state is a journal of accepted events, one record per event keyed by
-    # partner and event_id (deleted once the event ages past retention). One record per
+    # partner and the event_id's hash (:func:`id_hash`; deleted once the event ages past
+    # retention). One record per
     # event makes each event's effect atomic in the changelog, so a crash between two
     # writes can never leave half an event counted; and it is the dedup set as well.
     def drain(self) -> list[tuple[bytes, bytes | None]]:
@@ -903,12 +943,13 @@ class Engine:
                     if st is None:
                         st = self.state[partner] = self._new_state()
                     ids = st.seen.get(p.ts_ms // self._seen_res)
-                    if ids is not None and _seen(ids, p.event.event_id):
+                    h = id_hash(p.event.event_id)
+                    if ids is not None and h in ids:
                         continue
                     st.seq = seq - 1  # _apply_accepted numbers it seq again
-                    _remember(st, p.ts_ms // self._seen_res, p.event.event_id)
+                    _remember(st, p.ts_ms // self._seen_res, h)
                     # replay is exempt from the late rule: the record was accepted when it arrived
-                    self._apply_accepted(p, p.ts_ms, st)
+                    self._apply_accepted(p, p.ts_ms, st, h)
                     applied += 1
             finally:
                 self._journal = journal
@@ -940,17 +981,53 @@ def _bump_hist(hist: dict[int, int], key: int, sign: int) -> None:
         hist.pop(key, None)
 
 
-def _merge(totals: _Totals, bucket: Bucket, hists: Hists | None, sign: int) -> None:
-    """Add (1) or subtract (-1) a bucket's sums and histograms to window totals."""
+def _bump_codes(hists: dict[int, HistCodes], idx: int, code: int, sign: int) -> None:
+    """Add (sign 1) or retract (-1) one percentile sample's code in bucket ``idx``."""
+    codes = hists.get(idx)
+    if sign > 0:
+        if codes is None:
+            hists[idx] = array.array("q", (code,))
+        else:
+            codes.append(code)
+        return
+    try:
+        if codes is None:
+            raise ValueError
+        codes.remove(code)
+    except ValueError:
+        # Only a retraction into a bucket already evicted (older than every window) finds no
+        # sample: its sums go negative in a fresh bucket no window reads, evicted again next
+        # hour; the histogram has nothing to take away.
+        return
+    if not codes:
+        del hists[idx]
+
+
+def _hist_of(codes: HistCodes | None, k: int) -> dict[int, int]:
+    """KPI ``k``'s histogram (sketch key -> count) of one bucket's samples."""
+    hist: dict[int, int] = {}
+    if codes:
+        zero, mask = sketch.ZERO_KEY, _HIST_MASK
+        for code in codes:
+            if code >> 32 == k:
+                key = (code & mask) + zero
+                hist[key] = hist.get(key, 0) + 1
+    return hist
+
+
+def _merge(totals: _Totals, bucket: Bucket, codes: HistCodes | None, sign: int) -> None:
+    """Add (1) or subtract (-1) a bucket's sums and percentile samples to window totals."""
     if sign > 0:
         totals.sums = [t + b for t, b in zip(totals.sums, bucket, strict=True)]
     else:
         totals.sums = [t - b for t, b in zip(totals.sums, bucket, strict=True)]
-    if hists:
-        for k, hist in hists.items():
-            into = totals.hists.setdefault(k, {})
-            for key, count in hist.items():
-                _bump_hist(into, key, sign * count)
+    if codes:
+        zero, mask, hists = sketch.ZERO_KEY, _HIST_MASK, totals.hists
+        for code in codes:
+            hist = hists.get(code >> 32)
+            if hist is None:
+                hist = hists[code >> 32] = {}
+            _bump_hist(hist, (code & mask) + zero, sign)
 
 
 def settle_gc() -> None:
@@ -1014,33 +1091,32 @@ class MonthCalendar:
         return int(year) * 12 + int(mon) - 1
 
 
-def _seen(ids: set[str] | str, event_id: str) -> bool:
-    """Whether the ids of an hour hold ``event_id``. A closed hour's string is the ids between
-    single spaces, and an id never holds a space (contract._ID_RE), so the id with a space on
-    either side matches that id alone."""
-    if type(ids) is set:
-        return event_id in ids
-    return f" {event_id} " in ids
+def id_hash(event_id: str) -> int:
+    """The 64-bit hash (XXH3) an event id is deduplicated and journalled by.
+
+    Why a hash, not the id: 90 days of ids are the engine's largest per-event state after the
+    entity marks, and a hash is 8 B against an id's 50-80 B as a str. Two different ids of one
+    partner's retained events share a hash with probability about n**2 / 2**65: 5e-12 for the
+    14,000 events of 30 days of busy traffic. XXH3's output is fixed by its specification, so
+    journal keys stay the same across versions and machines (unlike ``hash()``, salted per
+    process)."""
+    return xxhash.xxh3_64_intdigest(event_id.encode())
 
 
-def _seen_ids(ids: set[str] | str) -> Iterable[str]:
-    """The ids of an hour, whichever form it is in."""
-    return ids.split() if type(ids) is str else ids
-
-
-def _remember(st: PartnerState, hour: int, event_id: str) -> None:
-    """Add an event id to the dedup ids of its hour."""
+def _remember(st: PartnerState, hour: int, h: int) -> None:
+    """Add an event id's hash to the dedup hashes of its hour."""
     ids = st.seen.get(hour)
     if ids is None:
-        st.seen[hour] = {event_id}
-    elif isinstance(ids, str):
-        st.seen[hour] = {*ids.split(), event_id}
+        st.seen[hour] = {h}
+    elif isinstance(ids, set):
+        ids.add(h)
     else:
-        ids.add(event_id)
+        ids.append(h)
 
 
-def _record_key(partner: str, event_id: str) -> bytes:
-    return f"{partner}{SEP}{event_id}".encode()
+def _record_key(partner: str, h: int) -> bytes:
+    """The journal key of an event: partner and the id's hash (16 hex digits)."""
+    return f"{partner}{SEP}{h:016x}".encode()
 
 
 def _encode_record(parsed: Parsed, seq: int) -> bytes:
@@ -1079,27 +1155,27 @@ def _deadline_met(done_ms: int, offset_s: int, due_date: str) -> bool:
 
 
 # --- samples of an entity, per KPI kind (compiled once per KPI) ------------------------------
-def _no_samples(rec: list[Any]) -> tuple[Sample, ...]:
+def _no_samples(rec: Record) -> tuple[Sample, ...]:
     return ()
 
 
-def _duration_sampler(kpi: Kpi, start_i: int, stop_i: int,
-                      miss_i: int) -> Callable[[list[Any]], tuple[Sample, ...]]:
+def _duration_sampler(kpi: Kpi, start_i: int, stop_i: int, miss_i: int,
+                      unset: Any) -> Callable[[Record], tuple[Sample, ...]]:
     """Start to the earliest stop (or miss), counted at the end; in whole milliseconds."""
     within = kpi.threshold_ms if kpi.statistic == "share_within" else None
     percentile = kpi.quantile is not None
     key_of = sketch.key_of
 
-    def samples(rec: list[Any]) -> tuple[Sample, ...]:
+    def samples(rec: Record) -> tuple[Sample, ...]:
         start = rec[start_i]
-        if start is None:
+        if start == unset:
             return ()
         end, missed = rec[stop_i], False
         if miss_i:
             miss = rec[miss_i]
-            if miss is not None and (end is None or miss < end):
+            if miss != unset and (end == unset or miss < end):
                 end, missed = miss, True
-        if end is None or end < start:
+        if end == unset or end < start:
             return ()
         if within is not None:
             return ((0, end, 1, 0 if missed or end - start > within else 1, None),)
@@ -1111,15 +1187,16 @@ def _duration_sampler(kpi: Kpi, start_i: int, stop_i: int,
     return samples
 
 
-def _ratio_sampler(num_i: int, den_i: int) -> Callable[[list[Any]], tuple[Sample, ...]]:
+def _ratio_sampler(num_i: int, den_i: int,
+                   unset: Any) -> Callable[[Record], tuple[Sample, ...]]:
     """A distinct numerator (role 0) and/or denominator (role 1), each at its earliest event."""
 
-    def samples(rec: list[Any]) -> tuple[Sample, ...]:
-        num = rec[num_i] if num_i else None
-        den = rec[den_i] if den_i else None
-        if num is None:
-            return () if den is None else ((1, den, 1, 0, None),)
-        if den is None:
+    def samples(rec: Record) -> tuple[Sample, ...]:
+        num = rec[num_i] if num_i else unset
+        den = rec[den_i] if den_i else unset
+        if num == unset:
+            return () if den == unset else ((1, den, 1, 0, None),)
+        if den == unset:
             return ((0, num, 0, 1, None),)
         return ((0, num, 0, 1, None), (1, den, 1, 0, None))
 
@@ -1127,10 +1204,10 @@ def _ratio_sampler(num_i: int, den_i: int) -> Callable[[list[Any]], tuple[Sample
 
 
 def _follow_up_sampler(start_i: int, follow_i: int,
-                       horizon_ms: int) -> Callable[[list[Any]], tuple[Sample, ...]]:
+                       horizon_ms: int) -> Callable[[Record], tuple[Sample, ...]]:
     """1 when a follow-up came within the horizon after the start, counted at the start."""
 
-    def samples(rec: list[Any]) -> tuple[Sample, ...]:
+    def samples(rec: Record) -> tuple[Sample, ...]:
         start = rec[start_i]
         if start is None:
             return ()
@@ -1141,10 +1218,10 @@ def _follow_up_sampler(start_i: int, follow_i: int,
     return samples
 
 
-def _deadline_sampler(due_i: int, done_i: int) -> Callable[[list[Any]], tuple[Sample, ...]]:
+def _deadline_sampler(due_i: int, done_i: int) -> Callable[[Record], tuple[Sample, ...]]:
     """1 when done by the latest due date, counted when done."""
 
-    def samples(rec: list[Any]) -> tuple[Sample, ...]:
+    def samples(rec: Record) -> tuple[Sample, ...]:
         due, done = rec[due_i], rec[done_i]
         if due is None or done is None:
             return ()
