@@ -51,6 +51,8 @@ def child(partners: int, templates: int) -> dict[str, Any]:
                           for i in range(0, len(b), 3) if b[i] or b[i + 1]),
         "event_ids": sum(len(s) for s in st.seen.values()),
         "entities": sum(len(e) for e in st.entities.values()),
+        "entities_by_topic": {topic: (len(e), common.deep_size(e))
+                              for topic, e in st.entities.items()},
         "scrape_body_bytes": body_bytes // len(eng.state),
     }
     return {"before_kib": before, "after_kib": after, "ingested": ingested,
@@ -80,21 +82,26 @@ def run(quick: bool) -> dict[str, Any]:
                                    "cusum_bytes", "windows_bytes", "months_bytes",
                                    "judgements_bytes", "scrape_kept_bytes"))
     events = shape["event_ids"]
+    entity_detail = ", ".join(
+        f"{topic} {n:,} x {size / max(1, n):,.0f} B"
+        for topic, (n, size) in shape["entities_by_topic"].items())
     notes = [
         f"**Where it goes** (deep size of one partner, {known / 2**20:.1f} MiB of the "
         f"{per_partner / 2**20:.1f} MiB RSS per partner): window buckets "
         f"{shape['rings_bytes'] / 2**20:.2f} MiB for {shape['aggregates']:,} aggregates in "
         f"{shape['buckets']} buckets ({shape['rings_bytes'] / max(1, shape['aggregates']):,.0f} B "
-        "each: 3 float64 per KPI packed in one array per bucket, plus the percentile KPI's "
-        "histogram); dedup ids "
+        "each: 3 float64 per KPI packed in one array per bucket, plus an int64 code per "
+        "percentile sample); dedup ids "
         f"{shape['seen_bytes'] / 2**20:.2f} MiB for {events:,} event ids "
-        f"({shape['seen_bytes'] / max(1, events):,.0f} B each: a set of id strings per hour "
-        "while the hour is open, then one space-separated string per closed hour, "
+        f"({shape['seen_bytes'] / max(1, events):,.0f} B each: the id's 64-bit hash, in a set "
+        "per hour while the hour is open, then in one uint64 array per closed hour, "
         "kept for the 90-day retention because a duplicate may arrive and the journal record is "
-        f"deleted by id); entity marks {shape['entities_bytes'] / 2**20:.2f} MiB for "
+        f"deleted by it); entity marks {shape['entities_bytes'] / 2**20:.2f} MiB for "
         f"{shape['entities']:,} entities "
-        f"({shape['entities_bytes'] / max(1, shape['entities']):,.0f} B each: the id, a list of "
-        "its mark times, one per selector shared by the KPIs reading it); window totals and "
+        f"({shape['entities_bytes'] / max(1, shape['entities']):,.0f} B each: the id, its "
+        "mark times, one per selector shared by the KPIs reading it, packed in an int64 array "
+        "where every mark is a plain time, a list where one carries more: orders' due dates, "
+        f"offsets and follow-ups); {entity_detail}; window totals and "
         f"value caches {shape['windows_bytes'] / 2**10:.0f} KiB; month aggregates "
         f"{shape['months_bytes'] / 2**10:.0f} KiB; the watch's judgements of its "
         f"KPI x window pairs {shape['judgements_bytes'] / 2**10:.0f} KiB; the /metrics text "
@@ -106,9 +113,11 @@ def run(quick: bool) -> dict[str, Any]:
         f"The goal is {GOAL_BYTES / 10_000 / 2**10:.0f} KiB per partner; this traffic keeps "
         f"{events:,} events per partner (30 days), so the goal allows "
         f"{GOAL_BYTES / 10_000 / max(1, events):.0f} B per retained event for everything: "
-        "less than one Python string (an event id alone is ~70 B). What scales here is "
+        "less than one Python str (an event id alone is ~50-80 B). What scales here is "
         "traffic, not partners: dedup ids and entity marks grow with events retained (90 days), "
-        "buckets with KPIs x windows. Meeting it needs that per-event state off the Python "
+        "buckets with KPIs x windows; the buckets alone are "
+        f"{shape['rings_bytes'] / (GOAL_BYTES / 10_000):.1f}x the whole budget. "
+        "Meeting it needs that per-event state off the Python "
         "heap (dedup and entity records in the RocksDB-backed store, looked up on arrival) and "
         "fewer buckets (coarser resolution for 7d/30d, or 32-bit sums). (The worker's "
         "in-memory journal store, --store memory, holds every retained event record besides "
