@@ -228,23 +228,28 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
     rng = random.Random(seed)
     ingested = 0
     names = [f"partner-{i:05d}" for i in range(partners)]
-    blobs: list[bytes] = []
     for name in names[:templates]:
         for topic, ev in fill_events(name, now_ms, rng):
             eng.ingest(topic, orjson.dumps(ev), ev["ts"] + 1000)  # live: the wall follows events
             ingested += 1
-        if not share:
-            blobs.append(pickle.dumps(eng.state[name], protocol=pickle.HIGHEST_PROTOCOL))
-    for i, name in enumerate(names[templates:]):
+    copies = names[templates:]
+    for t in range(templates):
+        src = eng.state[names[t]]
+        mine = copies[t::templates]  # copy i is of template i % templates
         if share:
-            src = eng.state[names[i % templates]]
-            eng.state[name] = PartnerState(rings=src.rings, hists=src.hists, cusum=src.cusum,
-                                           last_ms=src.last_ms,
-                                           version=src.version, evicted_at=src.evicted_at,
-                                           windows=[None] * len(src.windows),
-                                           values=[None] * len(src.windows),
-                                           changes=src.changes[:])
-        else:
-            st: PartnerState = pickle.loads(blobs[i % len(blobs)])
-            eng.state[name] = st
+            for name in mine:
+                eng.state[name] = PartnerState(rings=src.rings, hists=src.hists, cusum=src.cusum,
+                                               last_ms=src.last_ms,
+                                               version=src.version, evicted_at=src.evicted_at,
+                                               windows=[None] * len(src.windows),
+                                               values=[None] * len(src.windows),
+                                               changes=src.changes[:])
+        elif mine:
+            # One template's pickle at a time, and none when there is nothing to copy: a freed
+            # blob is garbage in the C heap (glibc keeps it), which a memory reading would count:
+            # twelve of them made the ingest-only cross-check read 0.8 MiB more per partner.
+            blob = pickle.dumps(src, protocol=pickle.HIGHEST_PROTOCOL)
+            for name in mine:
+                eng.state[name] = pickle.loads(blob)
+            del blob
     return eng, ingested
