@@ -117,7 +117,7 @@ _HIST_MASK: Final = (1 << 32) - 1
 Record = list[Any] | array.array
 """An entity's marks: [last event time, mark of slot 1, mark of slot 2, ...] (see
 ``PartnerState.entities``). An int64 array, :data:`UNSET` for a mark not set yet, on entity
-topics whose marks are all plain times (``Engine._packed``); a list, None for unset, on topics
+topics whose marks are all plain times (see ``Engine._blank``); a list, None for unset, on topics
 with a mark that carries more (a due date, a UTC offset, a set of follow-up times)."""
 UNSET: Final = -(2**63)
 """A packed record's unset mark (no event time is that small)."""
