@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from streams import sketch
 from streams.catalog import load_config
 from streams.engine import Engine
 from tests import reference
@@ -106,3 +107,56 @@ def test_values_reevaluated_after_every_event_match_the_reference_throughout() -
             checked += len(expected)
     assert len(events) > 200 and checked > 500
     assert reused > 3 * recomputed, (reused, recomputed)
+
+
+def test_percentile_codes_zero_durations_and_a_retraction_in_a_closed_bucket() -> None:
+    """Percentile samples are kept per bucket as codes (KPI index and sketch key): a zero
+    duration (the sketch's zero key) counts, read from the current bucket and from window
+    totals, and a correction that moves a sample out of a closed hour takes exactly that sample
+    away, also for a window whose totals are first built after it. Checked against the
+    nearest-rank p90 computed here, and against a fresh engine given the corrected stream."""
+    t = T0 - T0 % HOUR
+    durations_s = [0, 0, 0, 0, 0] + [60 * i for i in range(5, 20)]  # ticket i waits durations_s[i]
+
+    def opened(i: int, ts: int) -> tuple[str, dict[str, Any]]:
+        return ("tickets", {"event_id": f"o{i}", "type": "opened", "partner_id": "acme",
+                            "ticket_id": f"t{i}", "ts": ts, "severity": "down_hard",
+                            "channel": "phone"})
+
+    def contacted(i: int, wait_s: float, tag: str = "") -> tuple[str, dict[str, Any]]:
+        return ("tickets", {"event_id": f"c{i}{tag}", "type": "contacted", "partner_id": "acme",
+                            "ticket_id": f"t{i}", "ts": t + i * 1000 + int(wait_s * 1000)})
+
+    def p90(values: list[float]) -> float:
+        ranked = sorted(values)
+        return ranked[math.ceil(0.9 * len(ranked)) - 1]
+
+    def read(engine: Engine, window: str) -> Any:
+        return engine.window_values("acme", engine.now(WALL), [window])[window][
+            ("ots_down_hard_p90", window)]
+
+    first = ([opened(i, t + i * 1000) for i in range(20)]
+             + [contacted(i, d) for i, d in enumerate(durations_s)])
+    later = opened(99, t + 3 * HOUR)  # three hours on: the samples' hour is closed
+    fix = contacted(18, 1, tag="-early")  # ticket 18 was first contacted after 1 s, not 18 min
+    corrected = [*durations_s[:18], 1, durations_s[19]]
+    assert p90(corrected) != p90(durations_s)
+    live = _engine()
+    for topic, event in first:
+        live.ingest(topic, orjson.dumps(event), WALL)
+    value = read(live, "24h")  # the samples are in the current bucket
+    assert (value.samples, value.hist and value.hist.get(sketch.ZERO_KEY)) == (20, 5)
+    assert math.isclose(value.value, p90(durations_s), rel_tol=0.005)
+    live.ingest(later[0], orjson.dumps(later[1]), WALL)
+    value = read(live, "24h")  # now in the window's totals of closed buckets
+    assert (value.samples, value.hist and value.hist.get(sketch.ZERO_KEY)) == (20, 5)
+    assert math.isclose(value.value, p90(durations_s), rel_tol=0.005)
+    live.ingest(fix[0], orjson.dumps(fix[1]), WALL)
+    fresh = _engine()
+    for topic, event in sorted([*first, fix, later], key=lambda e: e[1]["ts"]):
+        fresh.ingest(topic, orjson.dumps(event), WALL)
+    for window in ("24h", "7d"):  # 24h's totals were corrected in place, 7d's built from buckets
+        value, again = read(live, window), read(fresh, window)
+        assert value.samples == 20
+        assert math.isclose(value.value, p90(corrected), rel_tol=0.005), window
+        assert (value.value, value.hist) == (again.value, again.hist), window
