@@ -470,7 +470,7 @@ def _resolve_kpi(i: int, raw: _Kpi, windows: dict[str, Window], fail: _Fail,
         last = list(topics)[-1]
         raise fail([*here, last, "topic"],
                    f"KPI {raw.id!r}: {' and '.join(topics)} are marks of one entity and must be "
-                   f"events of one topic, not " + " and ".join(sorted(set(topics.values()))))
+                   "events of one topic, not " + " and ".join(sorted(set(topics.values()))))
     if raw.open_items and (raw.kind != "duration" or raw.unit != "seconds"):
         raise fail([*here, "open_items"], "open_items is only for durations in seconds")
     if raw.min_samples < 1:
