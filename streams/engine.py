@@ -390,10 +390,11 @@ class Engine:
         for slot in slots.values():
             slot.unset = UNSET if plain[slot.entity_topic] else None
         for k, topic, build in pending:
-            self._sampler[k] = build(UNSET if plain.get(topic) else None)
+            unset = UNSET if plain.get(topic) else None
+            self._sampler[k] = build(unset)
             if k in self._open_slots:
                 start, stop, _ = self._open_slots[k]
-                self._open_slots[k] = (start, stop, UNSET if plain.get(topic) else None)
+                self._open_slots[k] = (start, stop, unset)
         return routes
 
     # --- clock ------------------------------------------------------------------
@@ -598,6 +599,7 @@ class Engine:
         windows = st.windows
         st.changes[k] += 1
         i = 3 * k
+        code = (k << 32) | (hist_key - sketch.ZERO_KEY) if hist_key is not None else 0
         for res, ring_i, wins in self._kpi_adds[k]:
             idx = ts // res
             ring = st.rings[ring_i]
@@ -608,7 +610,7 @@ class Engine:
             bucket[i + 1] += s
             bucket[i + 2] += s2
             if hist_key is not None:
-                _bump_codes(st.hists[ring_i], idx, (k << 32) | (hist_key - sketch.ZERO_KEY), sign)
+                _bump_codes(st.hists[ring_i], idx, code, sign)
             for w, span in wins:
                 totals = windows[w]
                 if totals is not None and totals.hi - span < idx < totals.hi:
@@ -990,14 +992,14 @@ def _bump_codes(hists: dict[int, HistCodes], idx: int, code: int, sign: int) -> 
         else:
             codes.append(code)
         return
+    # Only a retraction into a bucket already evicted (older than every window) finds no
+    # sample: its sums go negative in a fresh bucket no window reads, evicted again next hour;
+    # the histogram has nothing to take away.
+    if codes is None:
+        return
     try:
-        if codes is None:
-            raise ValueError
         codes.remove(code)
     except ValueError:
-        # Only a retraction into a bucket already evicted (older than every window) finds no
-        # sample: its sums go negative in a fresh bucket no window reads, evicted again next
-        # hour; the histogram has nothing to take away.
         return
     if not codes:
         del hists[idx]
