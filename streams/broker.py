@@ -205,6 +205,12 @@ class EmbeddedBroker:
     ``die_with_parent`` (Linux) makes the kernel SIGTERM the broker when the
     thread that called :meth:`start` exits, so a killed test run leaves no
     broker behind; call :meth:`start` from a long-lived thread (the main one).
+
+    ``advertised`` (``host:port``) is the address the broker names in its
+    metadata, where clients connect after bootstrapping: a relay in front of
+    it (tests put a TLS-terminating one there, as tansu does not terminate
+    TLS). The readiness check then goes through that address, with
+    ``security`` (client TLS/SASL arguments, :func:`streams.kafka_auth.client_kwargs`).
     """
 
     def __init__(
@@ -213,7 +219,11 @@ class EmbeddedBroker:
         log_path: Path | None = None,
         *,
         die_with_parent: bool = True,
+        advertised: str | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        self.advertised = parse_broker_url(advertised) if advertised is not None else None
+        self.security = dict(security or {})
         self._auto_port = port is None
         self._set_port(port if port is not None else free_port())
         self.log_path: Path | None = Path(log_path) if log_path is not None else None
@@ -246,7 +256,7 @@ class EmbeddedBroker:
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{self.advertised}" if self.advertised else listener,
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -314,7 +324,9 @@ class EmbeddedBroker:
     def _wait_ready(self, deadline: float) -> None:
         last: Exception | None = None
         try:
-            with _admin(self.bootstrap, deadline, self._check_alive) as admin:
+            # through the advertised address: clients end up there, so that is what must answer
+            with _admin(self.advertised or self.bootstrap, deadline, self._check_alive,
+                        security=self.security) as admin:
                 while True:
                     self._check_alive()
                     try:

@@ -23,6 +23,7 @@ from faust.types import TP
 from yarl import URL
 
 from .broker import parse_broker_url
+from .kafka_auth import app_client_kwargs
 
 
 class BulkLoadedMemoryStore(MemoryStore):
@@ -58,9 +59,12 @@ class BulkLoadedMemoryStore(MemoryStore):
         self.load_started_at = time.time()
         self.loaded_records = 0
         brokers = ";".join(str(url) for url in self.app.conf.broker)
+        # the app's TLS/SASL settings, as Faust's own clients get them: without them the
+        # recovery of a secured cluster cannot connect (issue 14)
         consumer = AIOKafkaConsumer(bootstrap_servers=parse_broker_url(brokers),
                                     enable_auto_commit=False, group_id=None,
-                                    fetch_max_wait_ms=100, max_partition_fetch_bytes=8 << 20)
+                                    fetch_max_wait_ms=100, max_partition_fetch_bytes=8 << 20,
+                                    **app_client_kwargs(self.app))
         await consumer.start()
         data = self.data
         last: dict[TP, int] = {}

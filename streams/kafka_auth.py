@@ -2,8 +2,10 @@
 
 One place turns the ``PARTNERPULSE_KAFKA_*`` settings into what each client library takes:
 Faust's ``broker_credentials``, and the keyword arguments kafka-python (simulate, replay, topic
-creation) and aiokafka (the worker's changelog reader) share. Nothing here logs, and the
-password only leaves its ``SecretStr`` inside the objects handed to the clients.
+creation) and aiokafka (the worker's changelog readers) share. A client opened beside Faust's
+own, where only the app is at hand (the journal store's bulk loader), takes the app's
+credentials through :func:`app_client_kwargs`. Nothing here logs, and the password only leaves
+its ``SecretStr`` inside the objects handed to the clients.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .settings import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaClientSettings
 
 if TYPE_CHECKING:
+    from faust.types import AppT
     from faust.types.auth import CredentialsT
 
 
@@ -73,3 +76,15 @@ def faust_credentials(settings: KafkaClientSettings) -> CredentialsT | None:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def app_client_kwargs(app: AppT) -> dict[str, Any]:
+    """Security keyword arguments for an aiokafka client a worker opens beside Faust's own.
+
+    Exactly what Faust's aiokafka driver gives its own consumer and producer: the app's
+    ``broker_credentials`` (:func:`faust_credentials`) in aiokafka's terms. For code that holds
+    the app but not the settings, so it cannot drift from the worker's main connection.
+    """
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    return dict(credentials_to_aiokafka_auth(app.conf.broker_credentials, app.conf.ssl_context))
