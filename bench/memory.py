@@ -36,7 +36,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     st = eng.state[next(iter(eng.state))]
     sizes = {
         "rings_bytes": common.deep_size(st.rings) + common.deep_size(st.hists),
-        "seen_bytes": common.deep_size(st.seen),
+        "seen_bytes": st.seen.nbytes(),
         "entities_bytes": common.deep_size(st.entities),
         "pending_bytes": common.deep_size(st.pending),
         "cusum_bytes": common.deep_size(st.cusum),
@@ -49,7 +49,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "buckets": sum(len(r) for r in st.rings),
         "aggregates": sum(1 for r in st.rings for b in r.values()
                           for i in range(0, len(b), 3) if b[i] or b[i + 1]),
-        "event_ids": sum(len(s) for s in st.seen.values()),
+        "event_ids": len(st.seen),
         "entities": sum(len(e) for e in st.entities.values()),
         "entities_by_topic": {topic: (len(e), common.deep_size(e))
                               for topic, e in st.entities.items()},
@@ -93,9 +93,9 @@ def run(quick: bool) -> dict[str, Any]:
         "each: 3 float64 per KPI packed in one array per bucket, plus an int64 code per "
         "percentile sample); dedup ids "
         f"{shape['seen_bytes'] / 2**20:.2f} MiB for {events:,} event ids "
-        f"({shape['seen_bytes'] / max(1, events):,.0f} B each: the id's 64-bit hash, in a set "
-        "per hour while the hour is open, then in one uint64 array per closed hour, "
-        "kept for the 90-day retention because a duplicate may arrive and the journal record is "
+        f"({shape['seen_bytes'] / max(1, events):,.0f} B each: the id's 64-bit hash and its "
+        "hour, in two arrays sorted by hash (the newest few in a dict until merged), kept for "
+        "the 90-day retention because a duplicate may arrive and the journal record is "
         f"deleted by it); entity marks {shape['entities_bytes'] / 2**20:.2f} MiB for "
         f"{shape['entities']:,} entities "
         f"({shape['entities_bytes'] / max(1, shape['entities']):,.0f} B each: the id, its "

@@ -44,6 +44,7 @@ import xxhash
 from . import sketch
 from .catalog import Catalog, Kpi, Match, Partners
 from .contract import ENTITY_FIELD, ContractError, Event, Parsed, decode, parse_due
+from .dedup import SeenIds
 from .judge import Cusum
 
 SEP: Final = "\x1f"
@@ -147,9 +148,9 @@ class _Totals:
 class PartnerState:
     """Everything the engine keeps for one partner."""
 
-    seen: dict[int, set[int] | array.array] = field(default_factory=dict)
-    """:func:`id_hash` of the event ids by hour bucket of their event time (a duplicate has the
-    same time): a set while the hour is open, then a uint64 array (see :meth:`_maybe_evict`)."""
+    seen: SeenIds = field(default_factory=SeenIds)
+    """:func:`id_hash` of the accepted event ids, each with the hour of its event time: an id
+    is a duplicate whatever the time of a redelivery (see :mod:`streams.dedup`)."""
     entities: dict[str, dict[str, Record]] = field(default_factory=dict)
     """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...].
 
@@ -434,12 +435,10 @@ class Engine:
             return self._count(parsed.topic, Result(Outcome.LATE, partner, ts_ms=ts))
         if st is None:
             st = self.state[partner] = self._new_state()
-        hour = ts // self._seen_res
-        ids = st.seen.get(hour)
         h = id_hash(ev.event_id)
-        if ids is not None and h in ids:
+        if h in st.seen:  # by id alone: a re-stamped redelivery is a duplicate too
             return self._count(parsed.topic, Result(Outcome.DUPLICATE, partner, ts_ms=ts))
-        _remember(st, hour, h)
+        st.seen.add(h, ts // self._seen_res)
         self._apply_accepted(parsed, wall_ms, st, h)
         return self._count(parsed.topic, Result(Outcome.ACCEPTED, partner, ts_ms=ts))
 
@@ -487,9 +486,12 @@ class Engine:
                 else:
                     cusum.update(x)
         st.version += 1
-        # A replay goes partner by partner, so the event clock is already ahead of a partner
-        # replayed late: its own newest event stands in for the clock it saw live.
-        now = st.last_ms if self._replaying else self.now(wall_ms)
+        # Eviction runs on the clock lateness is judged by: on the event clock the partner's
+        # own newest event (a partner far behind the others on this worker keeps its ids and
+        # entities for as long as its late events are still accepted), on the wall clock the
+        # wall. A replay goes by the partner's own newest event on either clock: it stands in
+        # for the clock the partner saw live.
+        now = st.last_ms if self._replaying or self.clock == "event" else wall_ms
         if now // 3_600_000 != st.evicted_at:  # hourly, per partner
             self._maybe_evict(partner, st, now)
         last = self.last_event_ms.get(parsed.topic)
@@ -673,19 +675,9 @@ class Engine:
             return  # a restore only rebuilds; snapshots and deletions are written by live traffic
         self._snapshot_months(partner, st, now)
         # an event is kept (for dedup and for rebuilding entities) as long as the entity might be
-        floor = (now - self._retention_ms) // self._seen_res
-        for hour_idx in [h for h in st.seen if h <= floor]:
-            hashes = st.seen.pop(hour_idx)
-            if self._journal is not None:
-                self._journal.extend((_record_key(partner, h), None) for h in hashes)
-        # Hours before the last two rarely gain an event: their hashes packed into an array,
-        # 8 B each instead of an int object (36 B) and a set slot, for 90 days of every event.
-        # A late event is appended to it; `in` scans it (in C), which only late events and
-        # duplicates pay.
-        closed = now // self._seen_res - 1
-        for hour_idx, ids in st.seen.items():
-            if hour_idx < closed and type(ids) is set:
-                st.seen[hour_idx] = array.array("Q", list(ids))  # from a list: no spare room
+        gone = st.seen.expire((now - self._retention_ms) // self._seen_res)
+        if gone and self._journal is not None:
+            self._journal.extend((_record_key(partner, h), None) for h in gone)
 
     # --- calendar months -----------------------------------------------------------
     # Months outlive the journal (13 of them, against 90 days of events), so each month's
@@ -944,12 +936,11 @@ class Engine:
                     st = self.state.get(partner)
                     if st is None:
                         st = self.state[partner] = self._new_state()
-                    ids = st.seen.get(p.ts_ms // self._seen_res)
                     h = id_hash(p.event.event_id)
-                    if ids is not None and h in ids:
+                    if h in st.seen:
                         continue
                     st.seq = seq - 1  # _apply_accepted numbers it seq again
-                    _remember(st, p.ts_ms // self._seen_res, h)
+                    st.seen.add(h, p.ts_ms // self._seen_res)
                     # replay is exempt from the late rule: the record was accepted when it arrived
                     self._apply_accepted(p, p.ts_ms, st, h)
                     applied += 1
@@ -1103,17 +1094,6 @@ def id_hash(event_id: str) -> int:
     journal keys stay the same across versions and machines (unlike ``hash()``, salted per
     process)."""
     return xxhash.xxh3_64_intdigest(event_id.encode())
-
-
-def _remember(st: PartnerState, hour: int, h: int) -> None:
-    """Add an event id's hash to the dedup hashes of its hour."""
-    ids = st.seen.get(hour)
-    if ids is None:
-        st.seen[hour] = {h}
-    elif isinstance(ids, set):
-        ids.add(h)
-    else:
-        ids.append(h)
 
 
 def _record_key(partner: str, h: int) -> bytes:

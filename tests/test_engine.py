@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import math
 import random
@@ -14,6 +13,7 @@ import orjson
 import pytest
 
 from streams.catalog import ConfigError, load_catalog, load_config
+from streams.dedup import MERGE_AT
 from streams.engine import Engine, Outcome, _decode_record, attainment
 from tests import reference
 from tests.streams_gen import DAY, HOUR, _ms, random_events
@@ -141,8 +141,8 @@ def test_journal_deletes_events_past_retention() -> None:
             if v is not None and b"#month:" not in k] == ["b"]
 
 
-def test_closed_hours_tell_an_id_from_ids_that_contain_it() -> None:
-    """Ids of hours that closed are held packed (their hashes in an array): an id contained in
+def test_packed_ids_tell_an_id_from_ids_that_contain_it() -> None:
+    """Ids held packed (their hashes in a sorted array): an id contained in
     another id of the same hour (``c-1`` in ``c-12``, ``x-c-1``) is not a duplicate, the same id
     is, and when the hour ages out a tombstone goes to the journal for every one of its ids."""
     engine = _engine()
@@ -154,16 +154,17 @@ def test_closed_hours_tell_an_id_from_ids_that_contain_it() -> None:
 
     first = ["c-12", "x-c-1", "c-1x", "c-10"]
     assert _feed(engine, [call(e, hour + i) for i, e in enumerate(first)]) == [Outcome.ACCEPTED] * 4
-    # three hours on: the first hour is closed (held packed)
-    assert _feed(engine, [call("later", hour + 3 * HOUR)]) == [Outcome.ACCEPTED]
-    assert isinstance(engine.state["acme"].seen[hour // HOUR], array.array)
+    # enough later ids to merge the first ones into the packed, sorted arrays
+    filler = [f"f{i}" for i in range(MERGE_AT)]
+    assert _feed(engine, [call(e, hour + 3 * HOUR) for e in filler]) == [Outcome.ACCEPTED] * MERGE_AT
+    assert engine.state["acme"].seen.packed() >= len(first)
     outcomes = _feed(engine, [call("c-1", hour + 10), call("c-12", hour + 11),
                               call("x-c-1", hour + 12), call("c-1", hour + 13)])
     assert outcomes == [Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.DUPLICATE]
     # every record written so far, by the event id inside it
     written = {_decode_record(v)[1].event.event_id: k for k, v in engine.drain()
                if v is not None and b"#month:" not in k}
-    assert set(written) == {*first, "later", "c-1"}
+    assert set(written) == {*first, *filler, "c-1"}
     _feed(engine, [call("much-later", hour + 91 * DAY)])
     deleted = {k for k, v in engine.drain() if v is None}
     assert {written[e] for e in [*first, "c-1"]} <= deleted
