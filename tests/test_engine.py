@@ -306,3 +306,38 @@ def test_a_fast_partner_does_not_make_a_slow_partners_events_late() -> None:
     stale = {**slow, "event_id": "s2", "call_id": "d", "ts": T0 - 31 * DAY}
     assert _feed(engine, [("calls", fast), ("calls", slow), ("calls", stale)]) == [
         Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.LATE]  # only 31 days behind its own partner
+
+
+def test_a_restamped_redelivery_is_a_duplicate_before_and_after_a_restore() -> None:
+    """The same event_id with a ts in another hour is the same event: a duplicate in the live
+    engine and in one rebuilt from the journal; the windows equal the reference's, which keeps
+    the first delivery of each id."""
+    def ticket(event_id: str, ts: int) -> tuple[str, dict]:
+        return ("tickets", {"event_id": event_id, "type": "opened", "partner_id": "acme",
+                            "ticket_id": event_id, "severity": "down_hard", "ts": ts})
+
+    first = [ticket(f"t{i}", T0 - i * HOUR) for i in range(6)]
+    restamped = [ticket(f"t{i}", T0 - i * HOUR + (i + 1) * HOUR // 2) for i in range(6)]
+    engine = _engine()
+    assert _feed(engine, first) == [Outcome.ACCEPTED] * 6
+    assert _feed(engine, restamped) == [Outcome.DUPLICATE] * 6
+    _assert_matches(engine, first + restamped, None)
+    rebuilt = _engine()
+    rebuilt.restore([(k, v) for k, v in engine.drain() if v is not None])
+    assert _feed(rebuilt, restamped) == [Outcome.DUPLICATE] * 6
+    _assert_matches(rebuilt, first + restamped, None)
+
+
+def test_a_partner_far_behind_the_worker_keeps_its_ids_while_its_events_are_accepted() -> None:
+    """On the event clock lateness is judged by the partner's own newest event, and so is the
+    eviction of its ids: another partner 100 days ahead on the same worker must not make an
+    id forgotten while a redelivery of it is still accepted."""
+    def call(partner: str, event_id: str, ts: int) -> tuple[str, dict]:
+        return ("calls", {"event_id": event_id, "type": "queued", "partner_id": partner,
+                          "call_id": event_id, "ts": ts})
+
+    engine = _engine("event")
+    events = [call("slow", "s1", T0), call("fast", "f1", T0 + 100 * DAY),
+              call("slow", "s2", T0 + 2 * HOUR)]  # the slow partner's hourly eviction runs here
+    assert _feed(engine, events) == [Outcome.ACCEPTED] * 3
+    assert _feed(engine, [call("slow", "s1", T0)]) == [Outcome.DUPLICATE]
