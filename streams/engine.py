@@ -225,9 +225,12 @@ class Engine:
         partners: Partners,
         clock: str = "wall",
         journal: bool = True,
+        max_partners: int | None = None,
     ) -> None:
         if clock not in ("wall", "event"):
             raise ValueError(f"clock must be 'wall' or 'event', not {clock!r}")
+        self.max_partners = max_partners
+        """Most partners live traffic may create state for (None: no cap); see ``apply``."""
         self.catalog = catalog
         self.partners = partners
         self.clock = clock
@@ -434,6 +437,11 @@ class Engine:
         if ts // self._late_res <= now // self._late_res - self._late_buckets:
             return self._count(parsed.topic, Result(Outcome.LATE, partner, ts_ms=ts))
         if st is None:
+            if self.max_partners is not None and len(self.state) >= self.max_partners:
+                return self._count(parsed.topic, Result(
+                    Outcome.REJECTED, partner,
+                    f"partner cap reached: this worker holds {len(self.state)} partners "
+                    f"(settings.max_partners {self.max_partners}); partner {partner!r} not kept"))
             st = self.state[partner] = self._new_state()
         h = id_hash(ev.event_id)
         if h in st.seen:  # by id alone: a re-stamped redelivery is a duplicate too

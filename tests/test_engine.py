@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import random
 from datetime import UTC, datetime
@@ -341,3 +342,35 @@ def test_a_partner_far_behind_the_worker_keeps_its_ids_while_its_events_are_acce
               call("slow", "s2", T0 + 2 * HOUR)]  # the slow partner's hourly eviction runs here
     assert _feed(engine, events) == [Outcome.ACCEPTED] * 3
     assert _feed(engine, [call("slow", "s1", T0)]) == [Outcome.DUPLICATE]
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
+
+
+def test_a_million_new_partner_ids_stay_within_the_partner_cap() -> None:
+    """With the open partner list, a flood of distinct partner ids creates state for the first
+    ``max_partners`` only: the rest are rejected with a reason naming the cap and counted, and
+    memory stays flat however many arrive."""
+    catalog, partners = load_config()
+    cap, flood = 1_000, 1_000_000
+    engine = Engine(catalog, partners, clock="event", journal=False, max_partners=cap)
+    template = orjson.dumps({"event_id": "e", "type": "queued", "partner_id": "P", "call_id": "c",
+                             "ts": T0}).replace(b'"P"', b'"%s"')
+    gc.collect()
+    base = _rss_kib()
+    reasons: set[str] = set()
+    for start in range(0, flood, 100_000):
+        for i in range(start, start + 100_000):
+            result = engine.ingest("calls", template % f"flood-{i}".encode(), WALL)
+            if result.outcome is Outcome.REJECTED and len(reasons) < 2:
+                reasons.add(result.reason or "")
+        assert len(engine.state) == cap
+        # 1,000 partners of one event each: a few MiB. Unbounded, 100,000 more partners a step.
+        assert _rss_kib() - base < 64 * 1024, f"RSS grew {(_rss_kib() - base) // 1024} MiB"
+    assert engine.counts[("calls", Outcome.ACCEPTED)] == cap
+    assert engine.counts[("calls", Outcome.REJECTED)] == flood - cap
+    assert all("partner cap reached" in r and "max_partners 1000" in r for r in reasons), reasons
