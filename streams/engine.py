@@ -437,7 +437,7 @@ class Engine:
         if ts // self._late_res <= now // self._late_res - self._late_buckets:
             return self._count(parsed.topic, Result(Outcome.LATE, partner, ts_ms=ts))
         if st is None:
-            if self.max_partners is not None and len(self.state) >= self.max_partners:
+            if not self.has_room_for(partner):
                 return self._count(parsed.topic, Result(
                     Outcome.REJECTED, partner,
                     f"partner cap reached: this worker holds {len(self.state)} partners "
@@ -886,6 +886,11 @@ class Engine:
                 limit = now_ms - stage * target_ms
                 out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
         return out
+
+    def has_room_for(self, partner: str) -> bool:
+        """Whether live traffic of ``partner`` may be kept: held already, or within the cap."""
+        return (partner in self.state or self.max_partners is None
+                or len(self.state) < self.max_partners)
 
     def partner_ids(self) -> list[str]:
         """Partners with state on this worker, sorted."""
