@@ -18,6 +18,9 @@ annotations (they may carry customer data).
 
 Alertmanager identifies an alert by its label set: when ``set_active`` changes the labels of a
 key, the old label set is resolved.
+
+:class:`AlertFanout` gives every alert to several Alertmanagers (the members of an HA cluster),
+as Prometheus does: one :class:`AlertSender` per URL.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -364,3 +368,66 @@ class AlertSender:
             log.error("Alertmanager rejected alerts with HTTP %d (not retried): %s", status, shown)
             self._delivered(chunk_sent)
         return True
+
+
+class AlertFanout:
+    """Every alert to every Alertmanager given: Prometheus' HA model, where each member of an
+    Alertmanager cluster receives all alerts and the members deduplicate notifications among
+    themselves.
+
+    One :class:`AlertSender` per URL, so each Alertmanager has its own queue, retries and backoff:
+    one that is down neither delays nor drops what the others receive. The figures are sums over
+    the senders (the exporter's delivery metrics carry no labels); the log names the endpoint
+    that fails.
+    """
+
+    def __init__(self, urls: Sequence[str], resend_interval_s: float = 30, timeout_s: float = 5,
+                 max_pending: int = 10000, *, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float | None = None) -> None:
+        # the same Alertmanager given twice would get every alert twice: once is enough
+        unique = list(dict.fromkeys(url.rstrip("/") for url in urls))
+        if not unique:
+            raise ValueError("at least one Alertmanager URL is needed")
+        self.senders = [AlertSender(url, resend_interval_s, timeout_s, max_pending,
+                                    backoff_initial_s=backoff_initial_s,
+                                    backoff_max_s=backoff_max_s) for url in unique]
+
+    def set_active(self, key: str, labels: dict[str, str], annotations: dict[str, str],
+                   starts_at_ms: int) -> None:
+        """Fire (or update) the alert ``key`` in every Alertmanager; see :meth:`AlertSender.set_active`."""
+        # bad labels raise in the first sender, before any sender changed: all or none
+        for sender in self.senders:
+            sender.set_active(key, labels, annotations, starts_at_ms)
+
+    def resolve(self, key: str, ends_at_ms: int) -> None:
+        """Resolve the alert ``key`` in every Alertmanager."""
+        for sender in self.senders:
+            sender.resolve(key, ends_at_ms)
+
+    async def run(self) -> None:
+        """Run every sender's loop until :meth:`stop`; never raises (cancellation excepted)."""
+        await asyncio.gather(*(sender.run() for sender in self.senders))
+
+    async def stop(self) -> None:
+        """Stop every sender (each after its last attempt to post) and wait for them."""
+        await asyncio.gather(*(sender.stop() for sender in self.senders))
+
+    @property
+    def sent_batches(self) -> int:
+        """Batches accepted, summed over the Alertmanagers."""
+        return sum(s.sent_batches for s in self.senders)
+
+    @property
+    def failed_posts(self) -> int:
+        """Failed posts, summed over the Alertmanagers."""
+        return sum(s.failed_posts for s in self.senders)
+
+    @property
+    def dropped(self) -> int:
+        """Alerts and resolutions dropped past ``max_pending``, summed over the Alertmanagers."""
+        return sum(s.dropped for s in self.senders)
+
+    @property
+    def pending(self) -> int:
+        """Updates not yet accepted, summed over the Alertmanagers."""
+        return sum(s.pending for s in self.senders)

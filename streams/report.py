@@ -281,24 +281,44 @@ CSV_COLUMNS: Final = (
 )
 
 
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet will not run: a leading ' makes a would-be formula plain text.
+
+    Why: display names, tiers and titles come from configuration and exports that others
+    write; ``=HYPERLINK(...)`` in a partner name would otherwise run in the reader's spreadsheet.
+    Numbers never pass through here, so a negative change stays a number.
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def render_csv(report: Report) -> str:
     """One row per partner and KPI, values in base units (for spreadsheets)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's CRLF: the writer quotes a field holding any character of the line terminator,
+    # and with "\n" alone a carriage return in a name went out bare and split the row
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
 
     def num(x: float | None) -> str:
         return "" if x is None else repr(x)
 
+    def band(b: Band | None) -> str:
+        return "" if b is None else _text(b.id)  # empty like a missing number (not "-")
+
     for c in report.cards:
         for line in c.lines:
             writer.writerow([
-                report.month, c.partner, c.name, c.tier, line.kpi, line.title, line.unit,
+                *map(_text, (report.month, c.partner, c.name, c.tier, line.kpi, line.title,
+                             line.unit)),
                 num(line.value), line.samples, num(line.target), num(line.attainment),
                 int(line.counted), num(line.weight), num(line.previous),
-                num(line.previous_attainment), num(line.change), num(c.score), _band(c.band),
+                num(line.previous_attainment), num(line.change), num(c.score), band(c.band),
                 num(c.band.adjustment if c.band else None), num(c.previous_score),
-                _band(c.previous_band),
+                band(c.previous_band),
             ])
     return out.getvalue()
 

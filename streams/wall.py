@@ -12,7 +12,10 @@ offline. Every piece of data reaches the DOM through ``textContent`` or ``setAtt
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -482,4 +485,23 @@ poll();
 """
 
 
-__all__ = ["RANK", "SPAN_MS", "STEP_MS", "WALL_HTML", "WINDOW", "History", "snapshot", "window_of"]
+def _inline_hashes(tag: bytes) -> str:
+    """CSP source expressions ('sha256-...') for each inline <tag> element of the page."""
+    bodies = re.findall(rb"<" + tag + rb">(.*?)</" + tag + rb">", WALL_HTML, re.DOTALL)
+    if not bodies:
+        raise RuntimeError(f"no inline <{tag.decode()}> in WALL_HTML")
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'"
+                    for b in bodies)
+
+
+WALL_CSP: Final[str] = (
+    # Only the page's own inline script and style run (by hash, computed here from the page, so
+    # an edit to either cannot get out of step); it fetches nothing but /api/wall.
+    f"default-src 'none'; script-src {_inline_hashes(b'script')}; "
+    f"style-src {_inline_hashes(b'style')}; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+"""The Content-Security-Policy /wall is served with."""
+
+__all__ = ["RANK", "SPAN_MS", "STEP_MS", "WALL_CSP", "WALL_HTML", "WINDOW", "History", "snapshot",
+           "window_of"]

@@ -19,12 +19,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 from conftest import require_binary
 
-from streams.alertmanager import AlertSender
+from streams.alertmanager import AlertFanout, AlertSender
 from streams.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,10 +120,13 @@ def alertmanager(am_binary: str, tmp_path: Path) -> Iterator[Alertmanager]:
         am.stop()
 
 
-class SenderThread:
+S = TypeVar("S", AlertSender, AlertFanout)
+
+
+class SenderThread(Generic[S]):
     """Runs ``sender.run()`` on its own event loop in a thread; stops it on exit."""
 
-    def __init__(self, sender: AlertSender) -> None:
+    def __init__(self, sender: S) -> None:
         self.sender = sender
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name="alert-sender", daemon=True)
@@ -134,7 +137,7 @@ class SenderThread:
         except BaseException as exc:  # run() must never raise: the test checks this
             self.error = exc
 
-    def __enter__(self) -> AlertSender:
+    def __enter__(self) -> S:
         self.thread.start()
         return self.sender
 
@@ -404,3 +407,104 @@ def test_stop_without_run_and_on_the_same_loop() -> None:
         assert other.pending == 1  # kept: nothing was delivered
 
     asyncio.run(main())
+
+
+# --- several Alertmanagers (an HA cluster) -----------------------------------------------------
+def test_every_alertmanager_gets_every_alert_while_one_is_down_at_first(am_binary: str,
+                                                                         tmp_path: Path) -> None:
+    """Prometheus' HA model: each Alertmanager gets every alert. One that is down keeps its own
+    queue and retries; the other receives everything meanwhile, and the late one catches up."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    up = Alertmanager(am_binary, tmp_path / "a", free_port()).start()
+    late = Alertmanager(am_binary, tmp_path / "b", free_port())  # connection refused for now
+    # a long resend interval: the late one must get the alerts from its own retries
+    fanout = AlertFanout([up.url, late.url], resend_interval_s=300, timeout_s=2,
+                         backoff_initial_s=0.1, backoff_max_s=0.5)
+    up_sender, late_sender = fanout.senders
+    breach = _labels("PartnerKpiBreach")
+    risk = _labels("PartnerKpiAtRisk", partner="bluefiber", kpi="csat", severity="warning")
+    try:
+        with SenderThread(fanout):
+            fanout.set_active("breach", breach, {"summary": "breach"}, _now_ms())
+            fanout.set_active("risk", risk, {"summary": "risk"}, _now_ms())
+
+            def labels(am: Alertmanager) -> list[dict[str, str]]:
+                return sorted((a["labels"] for a in am.alerts()), key=lambda x: x["alertname"])
+
+            want = sorted([breach, risk], key=lambda x: x["alertname"])
+            wait_for(lambda: labels(up) == want, what="both alerts in the running Alertmanager")
+            wait_for(lambda: late_sender.failed_posts >= 2, what="posts to the down one failing")
+            # not held back by the down one, and nothing of it was dropped
+            wait_for(lambda: up_sender.pending == 0, what="the running one's queue empty")
+            assert late_sender.pending == 2
+            assert fanout.dropped == 0
+
+            late.start()
+            wait_for(lambda: labels(late) == want, what="both alerts in the late Alertmanager")
+            wait_for(lambda: fanout.pending == 0, what="nothing pending anywhere")
+
+            fanout.resolve("breach", _now_ms())
+            for am in (up, late):
+                wait_for(lambda am=am: labels(am) == [risk], what=f"the resolution in {am.url}")
+    finally:
+        up.stop()
+        late.stop()
+
+
+def test_alertmanager_urls_from_the_flag_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated --alertmanager, or PARTNERPULSE_ALERTMANAGER with one URL (as docker-compose.yml
+    gives) or a comma-separated list; the worker gets one sender per URL."""
+    from typer.testing import CliRunner
+
+    import streams.cli
+    from streams.app import Pipeline
+    from streams.settings import Settings
+
+    started: list[Settings] = []
+    monkeypatch.setattr(streams.cli, "run_worker", started.append)
+    a, b = "http://am-0:9093", "http://am-1.example:9093/prefix"
+    result = CliRunner().invoke(streams.cli.app, ["worker", "--alertmanager", a, "--alertmanager", b])
+    assert result.exit_code == 0, result.output
+    assert started[-1].alertmanager == [a, b]
+
+    monkeypatch.setenv("PARTNERPULSE_ALERTMANAGER", a)
+    assert Settings().alertmanager == [a]
+    monkeypatch.setenv("PARTNERPULSE_ALERTMANAGER", f"{a}, {b}")
+    settings = Settings(store="memory")
+    assert settings.alertmanager == [a, b]
+    pipeline = Pipeline(settings)
+    assert isinstance(pipeline.sender, AlertFanout)
+    assert [s.url for s in pipeline.sender.senders] == [a, b]
+    monkeypatch.delenv("PARTNERPULSE_ALERTMANAGER")
+    assert Settings().alertmanager == [] and Pipeline(Settings(store="memory")).sender is None
+
+
+def test_alerts_dropped_past_the_queue_bound_are_exported() -> None:
+    """What ``max_pending`` turns away is counted and shown in the worker's /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streams.app import Pipeline
+    from streams.settings import Settings
+
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]  # never posted to: no run()
+    pipeline = Pipeline(Settings(store="memory", alertmanager=urls))
+    max_pending, fired = 3, 8
+    pipeline.sender = AlertFanout(urls, max_pending=max_pending)  # a small bound, same wiring
+    for i in range(fired):
+        pipeline.sender.set_active(f"k{i}", _labels("PartnerKpiBreach", kpi=f"kpi{i}"), {}, _now_ms())
+    # nothing resolved that could make room: each Alertmanager's queue refuses what is past it
+    expected = len(urls) * (fired - max_pending)
+
+    def sample(name: str) -> float:
+        text = pipeline.collector.exposition().decode()
+        return next(s.value for f in text_string_to_metric_families(text)
+                    for s in f.samples if s.name == name)
+
+    assert sample("partnerpulse_alertmanager_dropped_alerts_total") == expected
+    # named and typed like its sibling counter
+    families = {f.name: f.type for f in
+                text_string_to_metric_families(pipeline.collector.exposition().decode())}
+    assert families["partnerpulse_alertmanager_dropped_alerts"] == "counter"
+    assert families["partnerpulse_alertmanager_failed_posts"] == "counter"
+    assert sample("partnerpulse_alertmanager_pending_alerts") == len(urls) * max_pending

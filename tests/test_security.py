@@ -451,6 +451,65 @@ def test_hostile_display_name_is_data_in_wall_json_and_absent_from_html(
     list(text_string_to_metric_families(metrics))  # and the exposition parses
 
 
+def _get(port: int, path: str) -> tuple[int, Any, bytes]:
+    """Status, headers and body of a GET on the worker, error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+@pytest.mark.slow
+def test_faust_router_endpoints_are_off(hostile_worker: tuple[Worker, Any]) -> None:
+    """Faust's /router views list every worker's URL and key owners; nothing here uses them."""
+    worker, _ = hostile_worker
+    for path in ("/router/", "/router/topics", "/router/pp-hostile-journal/"):
+        assert _get(worker.port, path)[0] == 404, path
+    for path in ("/metrics", "/ready", "/wall", "/api/wall", "/api/report?month=2026-10"):
+        assert _get(worker.port, path)[0] == 200, path  # ours are still served
+
+
+def _policy(header: str) -> dict[str, set[str]]:
+    """A Content-Security-Policy header as directive -> sources."""
+    directives = [d.split() for d in header.split(";") if d.strip()]
+    return {d[0]: set(d[1:]) for d in directives}
+
+
+@pytest.mark.slow
+def test_every_view_sends_the_browser_security_headers(hostile_worker: tuple[Worker, Any]) -> None:
+    import base64
+    import hashlib
+    import re
+
+    from streams.wall import WALL_HTML
+
+    worker, _ = hostile_worker
+
+    def inline(tag: bytes) -> set[str]:  # the page's own inline element, hashed as CSP hashes it
+        (body,) = re.findall(b"<" + tag + b">(.*?)</" + tag + b">", WALL_HTML, re.DOTALL)
+        return {f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'"}
+
+    for path in ("/wall", "/api/wall", "/api/report?month=2026-10", "/api/report?month=nope",
+                 "/ready", "/metrics"):
+        _status, headers, _ = _get(worker.port, path)
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["X-Frame-Options"] == "DENY", path
+        policy = _policy(headers["Content-Security-Policy"])
+        assert policy["default-src"] == {"'none'"} and policy["frame-ancestors"] == {"'none'"}, path
+        if path == "/wall":
+            # only the page's own script and style (tests/test_wall.py shows it renders so)
+            assert policy["script-src"] == inline(b"script")
+            assert policy["style-src"] == inline(b"style")
+            assert policy["connect-src"] == {"'self'"}  # its polls of /api/wall
+            assert policy["base-uri"] == policy["form-action"] == {"'none'"}
+        else:
+            assert set(policy) == {"default-src", "frame-ancestors"}, path  # data: nothing runs
+
+
 # --- safe parsing ----------------------------------------------------------------------------------
 _UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
 _UNSAFE_YAML = {"load", "unsafe_load", "full_load", "load_all", "unsafe_load_all", "full_load_all"}
