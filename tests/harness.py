@@ -13,15 +13,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import orjson
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import free_port
+from streams.broker import EmbeddedBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -380,3 +383,480 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+# -- Kafka protocol fault relay ---------------------------------------------------------------
+
+PRODUCE = 0  # Kafka api_key of Produce
+MESSAGE_TOO_LARGE = 10  # MESSAGE_TOO_LARGE: aiokafka's MessageSizeTooLargeError, not retriable
+FLEXIBLE_PRODUCE = 9  # Produce v9+ uses compact strings and tagged fields (KIP-482)
+
+
+class _Reader:
+    """Big-endian reads from a Kafka frame, with bounds checks (a short frame raises)."""
+
+    def __init__(self, data: bytes | bytearray, offset: int = 0) -> None:
+        self.data, self.offset = data, offset
+
+    def take(self, n: int) -> int:
+        """Skip ``n`` bytes; returns where they started."""
+        start = self.offset
+        if n < 0 or start + n > len(self.data):
+            raise ValueError(f"frame too short: {n} bytes at {start} of {len(self.data)}")
+        self.offset += n
+        return start
+
+    def int16(self) -> int:
+        return int(struct.unpack_from(">h", self.data, self.take(2))[0])
+
+    def int32(self) -> int:
+        return int(struct.unpack_from(">i", self.data, self.take(4))[0])
+
+    def string(self) -> str | None:
+        """A (nullable) STRING: int16 length, -1 for null, then UTF-8 bytes."""
+        n = self.int16()
+        if n < 0:
+            return None
+        return bytes(self.data[self.take(n):self.offset]).decode("utf-8", errors="replace")
+
+    def array_length(self) -> int:
+        n = self.int32()
+        return max(n, 0)  # -1 is a null array
+
+    def end(self) -> None:
+        if self.offset != len(self.data):
+            raise ValueError(f"{len(self.data) - self.offset} bytes left over at {self.offset}")
+
+
+@dataclass(frozen=True)
+class ProduceRequestInfo:
+    """What the relay read of a Produce request (non-flexible versions v0-v8)."""
+
+    version: int
+    correlation_id: int
+    acks: int
+    topics: tuple[str, ...]
+
+
+def parse_request_header(frame: bytes) -> tuple[int, int, int, int]:
+    """api_key, api_version, correlation_id and the offset of the body (request header v1)
+    of a frame with its 4-byte size prefix. Flexible requests have tagged fields after the
+    client id: the returned offset is then that of the tagged fields, not of the body."""
+    r = _Reader(frame, 4)
+    api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
+    r.string()  # client_id
+    return api_key, version, correlation_id, r.offset
+
+
+def parse_produce_request(frame: bytes) -> ProduceRequestInfo:
+    """Read a Produce request v0-v8 (size prefix included); raises ValueError on a flexible
+    version or a frame that does not parse to its last byte."""
+    api_key, version, correlation_id, offset = parse_request_header(frame)
+    if api_key != PRODUCE:
+        raise ValueError(f"api_key {api_key} is not Produce")
+    if version >= FLEXIBLE_PRODUCE:
+        raise ValueError(f"Produce v{version} is a flexible version: not parsed")
+    r = _Reader(frame, offset)
+    if version >= 3:
+        r.string()  # transactional_id
+    acks = r.int16()
+    r.int32()  # timeout_ms
+    topics = []
+    for _ in range(r.array_length()):
+        topics.append(r.string() or "")
+        for _ in range(r.array_length()):
+            r.int32()  # partition
+            r.take(max(r.int32(), 0))  # records (nullable bytes)
+    r.end()
+    return ProduceRequestInfo(version, correlation_id, acks, tuple(topics))
+
+
+def rewrite_produce_response(frame: bytes, version: int, errors: dict[str, int]) -> tuple[bytes, int]:
+    """The Produce response ``frame`` (size prefix and response header v0 included) with
+    every partition of each topic in ``errors`` answered that topic's error code (offsets -1,
+    as a broker answers a failed write), and how many partitions were rewritten. Versions
+    v0-v8 only; raises ValueError on a flexible version or a frame that does not parse to its
+    last byte."""
+    if version >= FLEXIBLE_PRODUCE:
+        raise ValueError(f"Produce v{version} is a flexible version: not parsed")
+    out = bytearray(frame)
+    r = _Reader(out, 8)  # size, correlation_id
+    rewritten = 0
+    for _ in range(r.array_length()):
+        name = r.string()
+        for _ in range(r.array_length()):
+            r.int32()  # partition
+            at = r.take(2)  # error_code
+            offsets = r.take(8 * (1 + (version >= 2) + (version >= 5)))  # base, append time, start
+            if name in errors:
+                struct.pack_into(">h", out, at, errors[name])
+                for i in range(offsets, r.offset, 8):
+                    struct.pack_into(">q", out, i, -1)
+                rewritten += 1
+            if version >= 8:
+                for _ in range(r.array_length()):  # record_errors
+                    r.int32()  # batch_index
+                    r.string()  # batch_index_error_message
+                r.string()  # error_message
+    if version >= 1:
+        r.int32()  # throttle_time_ms
+    r.end()
+    return bytes(out), rewritten
+
+
+def _compact_string(text: str) -> bytes:
+    """A COMPACT_STRING: unsigned varint of length + 1, then the bytes."""
+    raw = text.encode()
+    n, prefix = len(raw) + 1, bytearray()
+    while n >= 0x80:
+        prefix.append((n & 0x7F) | 0x80)
+        n >>= 7
+    prefix.append(n)
+    return bytes(prefix) + raw
+
+
+def _frames(sock: socket.socket) -> Iterable[bytes]:
+    """Kafka frames (4-byte big-endian size, then the payload) read from ``sock``, each with
+    its size prefix; ends at EOF."""
+    buf = bytearray()
+    while True:
+        while len(buf) >= 4:
+            size = int.from_bytes(buf[:4], "big", signed=True)
+            if size < 0:
+                raise ValueError(f"negative frame size {size}")
+            if len(buf) < 4 + size:
+                break
+            frame = bytes(buf[:4 + size])
+            del buf[:4 + size]
+            yield frame
+        data = sock.recv(65536)
+        if not data:
+            return
+        buf += data
+
+
+@dataclass(frozen=True)
+class _Fault:
+    mode: str  # "error" or "drop"
+    error_code: int = 0
+
+
+@dataclass
+class _Pending:
+    version: int
+    errors: dict[str, int]  # faulted topic -> error code to answer
+    drop: bool  # a topic of the request is in drop mode: swallow the answer
+
+
+class _Link:
+    """One client connection relayed to the broker, and its Produce requests in flight."""
+
+    def __init__(self, client: socket.socket, server: socket.socket) -> None:
+        self.client, self.server = client, server
+        self.pending: dict[int, _Pending] = {}  # correlation id -> fault to apply
+        self.stalled = False  # a response was dropped: later ones are held back too
+        self.pumps_left = 2
+
+    def shutdown(self) -> None:
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class KafkaFaultRelay:
+    """A loopback relay between Kafka clients and a broker that reads the Kafka frames and
+    can fail or swallow the broker's answers to Produce requests writing to one topic.
+
+    ``fail_produce(topic, code)``: the answer to every Produce request that writes to
+    ``topic`` gets ``code`` as the error of each of that topic's partitions (other topics in
+    the same request keep the broker's answer). ``drop_produce(topic)``: such answers are
+    swallowed, and so is every later answer on that connection (a broker answers a
+    connection's requests in order, so the client sees a hung broker, not a reordering: its
+    request times out and it reconnects). ``heal()``: pass everything again. A fault applies
+    to the requests sent while it is set. Everything else passes through untouched.
+
+    The broker *did* take the records either way: only its answer changes. A dropped answer
+    also holds back the other topics' results carried in the same request.
+
+    Produce v0-v8 are parsed (aiokafka 0.14 sends up to v7); a flexible Produce request (v9+)
+    naming a faulted topic cannot be faulted: it is recorded in ``problems``, and
+    :meth:`check` (called by :meth:`stop` and by the fault setters) raises.
+
+    Counters (read any time): ``accepted`` connections, ``produce_requests`` seen (all
+    topics), ``produce_versions`` (Counter of Produce versions), ``requests_matched``
+    (Produce requests writing to a faulted topic), ``responses_rewritten`` and
+    ``partitions_rewritten``, ``responses_dropped`` (answers to matched requests swallowed)
+    and ``responses_held`` (later answers swallowed on a stalled connection).
+    """
+
+    def __init__(self, upstream: tuple[str, int] | None = None, port: int | None = None) -> None:
+        self.upstream = upstream
+        self.port = port if port is not None else free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._links: list[_Link] = []
+        self._threads: list[threading.Thread] = []
+        self._faults: dict[str, _Fault] = {}
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.produce_requests = 0
+        self.produce_versions: Counter[int] = Counter()
+        self.requests_matched = 0
+        self.responses_rewritten = 0
+        self.partitions_rewritten = 0
+        self.responses_dropped = 0
+        self.responses_held = 0
+        self.problems: list[str] = []
+
+    # -- control, from the test's thread -----------------------------------------------------
+    def fail_produce(self, topic: str, error_code: int = MESSAGE_TOO_LARGE) -> None:
+        """Answer Produce requests writing to ``topic`` with ``error_code`` on its partitions."""
+        if not error_code:
+            raise ValueError("error code 0 is success")
+        self.check()
+        with self._lock:
+            self._faults[topic] = _Fault("error", error_code)
+
+    def drop_produce(self, topic: str) -> None:
+        """Swallow the answers to Produce requests writing to ``topic`` (they hang)."""
+        self.check()
+        with self._lock:
+            self._faults[topic] = _Fault("drop")
+
+    def heal(self, topic: str | None = None) -> None:
+        """Stop faulting ``topic`` (every topic by default). Connections already stalled by a
+        dropped answer stay stalled: their clients time out and reconnect."""
+        with self._lock:
+            if topic is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(topic, None)
+        self.check()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "accepted": self.accepted, "produce_requests": self.produce_requests,
+                "produce_versions": dict(self.produce_versions),
+                "requests_matched": self.requests_matched,
+                "responses_rewritten": self.responses_rewritten,
+                "partitions_rewritten": self.partitions_rewritten,
+                "responses_dropped": self.responses_dropped, "responses_held": self.responses_held,
+                "problems": list(self.problems),
+            }
+
+    def check(self) -> None:
+        """Raise if the relay met a request or answer it could not handle."""
+        with self._lock:
+            problems = list(self.problems)
+        if problems:
+            raise AssertionError(f"the Kafka fault relay could not do its job: {problems}")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> KafkaFaultRelay:
+        if self._listener is not None:
+            return self
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._spawn(self._accept, listener, name=f"fault-relay-{self.port}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the listener and every relayed connection (both ends see the end at once),
+        wait for the relay's threads, then raise if the relay met a problem."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() first: close() alone leaves the accept() thread blocked (TcpProxy.cut)
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        deadline = time.monotonic() + timeout
+        while True:  # again if the accept thread relayed one more connection meanwhile
+            with self._lock:
+                links = list(self._links)
+                alive = [t for t in self._threads if t.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                break
+            for link in links:
+                link.shutdown()  # wakes the pumps blocked in recv(); the last one closes
+            for thread in alive:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        assert not alive, f"relay threads still running after stop(): {[t.name for t in alive]}"
+        self.check()
+
+    close = stop
+
+    def __enter__(self) -> KafkaFaultRelay:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- relaying -----------------------------------------------------------------------------
+    def _spawn(self, target: Callable[..., None], *args: Any, name: str) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _problem(self, text: str) -> None:
+        with self._lock:
+            self.problems.append(text)
+        print(f"KafkaFaultRelay :{self.port}: {text}", file=sys.stderr, flush=True)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was shut by stop()
+            if self._listener is not listener or self.upstream is None:  # stopping, or no broker
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+                if self._listener is not listener:
+                    return
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+                continue
+            server.settimeout(None)
+            link = _Link(client, server)
+            with self._lock:
+                self._links.append(link)
+                self.accepted += 1
+            self._spawn(self._requests, link, name=f"fault-relay-{self.port}-requests")
+            self._spawn(self._responses, link, name=f"fault-relay-{self.port}-responses")
+            if self._listener is not listener:  # stop() ran meanwhile and may have missed it
+                link.shutdown()
+
+    def _requests(self, link: _Link) -> None:
+        """Client -> broker: note the Produce requests to fault, forward every frame."""
+        try:
+            for frame in _frames(link.client):
+                self._on_request(link, frame)  # before forwarding: the answer may come at once
+                link.server.sendall(frame)
+        except (OSError, ValueError):
+            pass
+        self._end(link)
+
+    def _on_request(self, link: _Link, frame: bytes) -> None:
+        try:
+            api_key, version, correlation_id, _ = parse_request_header(frame)
+        except ValueError as exc:
+            self._problem(f"unreadable request header: {exc}")
+            return
+        if api_key != PRODUCE:
+            return
+        with self._lock:
+            self.produce_requests += 1
+            self.produce_versions[version] += 1
+            faults = dict(self._faults)
+        if not faults:
+            return
+        if version >= FLEXIBLE_PRODUCE:
+            named = [t for t in faults if _compact_string(t) in frame]
+            if named:
+                self._problem(f"Produce v{version} (flexible, not parsed) writes to faulted "
+                              f"{named}: passed through unfaulted")
+            return
+        try:
+            request = parse_produce_request(frame)
+        except ValueError as exc:
+            self._problem(f"unreadable Produce v{version} request: {exc}")
+            return
+        hit = {topic: faults[topic] for topic in request.topics if topic in faults}
+        if not hit:
+            return
+        pending = _Pending(version, {t: f.error_code for t, f in hit.items() if f.mode == "error"},
+                           drop=any(f.mode == "drop" for f in hit.values()))
+        with self._lock:
+            self.requests_matched += 1
+            if request.acks != 0:  # acks=0 gets no answer
+                link.pending[correlation_id] = pending
+
+    def _responses(self, link: _Link) -> None:
+        """Broker -> client: fault the answers to noted requests, forward the others."""
+        try:
+            for frame in _frames(link.server):
+                out = self._on_response(link, frame)
+                if out is not None:
+                    link.client.sendall(out)
+        except (OSError, ValueError):
+            pass
+        self._end(link)
+
+    def _on_response(self, link: _Link, frame: bytes) -> bytes | None:
+        correlation_id = int.from_bytes(frame[4:8], "big", signed=True)
+        with self._lock:
+            if link.stalled:
+                self.responses_held += 1
+                return None
+            pending = link.pending.pop(correlation_id, None)
+            if pending is not None and pending.drop:
+                link.stalled = True
+                self.responses_dropped += 1
+                return None
+        if pending is None:
+            return frame
+        try:
+            out, n = rewrite_produce_response(frame, pending.version, pending.errors)
+        except ValueError as exc:
+            self._problem(f"unreadable Produce v{pending.version} response: {exc}; passed unfaulted")
+            return frame
+        with self._lock:
+            self.responses_rewritten += 1
+            self.partitions_rewritten += n
+        return out
+
+    def _end(self, link: _Link) -> None:
+        """One direction ended: end both (no half-open connection); the last pump closes."""
+        link.shutdown()
+        with self._lock:
+            link.pumps_left -= 1
+            last = link.pumps_left == 0
+            if last:
+                self._links.remove(link)
+        if last:
+            link.client.close()
+            link.server.close()
+
+
+class FaultBroker(EmbeddedBroker):
+    """An embedded broker behind a :class:`KafkaFaultRelay` (``self.relay``): tansu
+    advertises the relay's port, so after bootstrap every client connection goes through
+    it. Bootstrap through ``relay_bootstrap``/``relay_url`` so that the first one does too.
+    A context manager: starts the relay and the broker, stops both (and raises the relay's
+    problems, see :meth:`KafkaFaultRelay.check`)."""
+
+    def __init__(self, log_path: Path | None = None, relay_port: int | None = None) -> None:
+        self.relay = KafkaFaultRelay(port=relay_port)
+        super().__init__(log_path=log_path, advertised=self.relay.bootstrap)
+        self.relay_bootstrap = self.relay.bootstrap
+        self.relay_url = f"kafka://{self.relay.bootstrap}"
+
+    def _set_port(self, port: int) -> None:
+        super()._set_port(port)
+        self.relay.upstream = ("127.0.0.1", port)  # also when start() retries on another port
+
+    def _spawn_and_wait(self, deadline: float) -> None:
+        self.relay.start()  # the readiness check goes through it (and a retry restarts it)
+        super()._spawn_and_wait(deadline)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            super().stop(timeout)
+        finally:
+            self.relay.stop()
+
+    def __enter__(self) -> FaultBroker:
+        self.start()
+        return self
