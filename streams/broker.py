@@ -410,6 +410,7 @@ def ensure_topics(
     configs: dict[str, dict[str, str]] | None = None,
     timeout: float = 30.0,
     security: Mapping[str, Any] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create the missing ``topics`` (name -> partition count); idempotent.
 
@@ -418,10 +419,15 @@ def ensure_topics(
     (:class:`ValueError`): Kafka cannot shrink a topic, and Faust's
     co-partitioning would silently break.  ``bootstrap`` may be a
     ``kafka://`` URL; ``security`` holds TLS/SASL client arguments
-    (:func:`streams.kafka_auth.client_kwargs`).
+    (:func:`streams.kafka_auth.client_kwargs`).  New topics get
+    ``replication_factor`` replicas and ``configs`` (name -> topic configs);
+    existing ones are not changed.  A cluster with fewer brokers than
+    ``replication_factor`` refuses to create the topic.
     """
     if not topics:
         return
+    if replication_factor < 1:
+        raise ValueError(f"replication factor {replication_factor} is below 1")
     for name, n in topics.items():
         if not name or not isinstance(n, int) or n < 1:
             raise ValueError(f"bad topic spec {name!r}: {n!r}")
@@ -445,7 +451,7 @@ def ensure_topics(
             spec = {
                 name: {
                     "num_partitions": topics[name],
-                    "replication_factor": 1,
+                    "replication_factor": replication_factor,
                     "configs": dict(configs.get(name, {})),
                 }
             }
