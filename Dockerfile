@@ -15,7 +15,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY config ./config
-RUN pip install '.[rocksdb]' \
+RUN pip install . \
     && useradd --create-home --uid 10001 partnerpulse \
     && mkdir -p /data \
     && chown partnerpulse:partnerpulse /data

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
+import mode
 import orjson
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .alertmanager import AlertSender
+from .alertmanager import AlertFanout
 from .catalog import load_config
 from .contract import TOPICS, ContractError, decode, redact
-from .coverage import exported_windows, unexported_readers
 from .engine import Engine, MonthCalendar, Outcome, settle_gc
 from .exporter import KpiCollector, make_registry
 from .faust_app import App
@@ -39,7 +39,15 @@ from .journal import BulkLoadedMemoryStore, JournalTable
 from .judge import State
 from .kafka_auth import client_kwargs, faust_credentials
 from .settings import Settings
-from .topics import ALERTS, DEAD_LETTER, REASON_HEADER, REPARTITION, SOURCE_HEADER, partition_for
+from .topics import (
+    ALERTS,
+    DEAD_LETTER,
+    REASON_HEADER,
+    REPARTITION,
+    SOURCE_HEADER,
+    partition_for,
+    replication_configs,
+)
 from .wall import History
 from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
 
@@ -75,12 +83,15 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         catalog, partners = load_config(settings.config_dir)
-        if set(exported_windows(catalog)) != set(catalog.windows):
-            for window, readers in unexported_readers(catalog).items():
-                log.warning("window %s is not exported (settings.export_windows): %d generated "
-                            "dashboard panels and rules read it and stay empty "
-                            "(`partnerpulse check-config` names them)", window, len(readers))
-        self.engine = Engine(catalog, partners, clock=settings.clock)
+        # The worker imports no generator (the dashboard SDK is an optional extra): it only
+        # says which windows are left out; `partnerpulse check-config` names their readers.
+        for window in catalog.windows:
+            if catalog.export_windows and window not in catalog.export_windows:
+                log.warning("window %s is not exported (settings.export_windows): generated "
+                            "dashboard panels and rules that read it stay empty "
+                            "(`partnerpulse check-config` names them)", window)
+        self.engine = Engine(catalog, partners, clock=settings.clock,
+                             max_partners=settings.max_partners)
         store = "memory://" if settings.store == "memory" else "rocksdb://"
         rebalance = settings.rebalance_timeout_s
         self.app = App(
@@ -95,12 +106,17 @@ class Pipeline:
             web_port=settings.web_port,
             web_host=settings.web_bind,
             web_tables_enabled=False,
+            # /router/* lists every worker's URL and which one owns a key: only @table_route
+            # needs it, and nothing here routes requests between workers
+            web_router_enabled=False,
             topic_partitions=settings.partitions,
-            topic_replication_factor=1,
+            # the changelog and leader topics Faust creates itself (README "Kafka in production")
+            topic_replication_factor=settings.topic_replication_factor,
             topic_allow_declare=True,
-            table_standby_replicas=0,
+            table_standby_replicas=settings.table_standby_replicas,
             broker_rebalance_timeout=rebalance,
             broker_session_timeout=min(rebalance, 10.0),
+            session_timeout_s=min(rebalance, 10.0),  # the membership fence's lease: half of it
             broker_heartbeat_interval=min(rebalance / 10, 3.0),
             # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
             # again only once it has handed every record of the previous poll to the agent, and
@@ -116,7 +132,10 @@ class Pipeline:
             # multi-record changelog batch it raised ConsistencyError and killed a healthy worker.
             # A memory store's offsets are this process's own reads and writes, so the check can
             # never find anything real there; _changelog_tail reads what the wrong end hides.
-            recovery_consistency_check=settings.store != "memory",
+            # The RocksDB store keeps its offsets on disk, where the check could catch a
+            # changelog topic recreated under it, but it trips on tansu all the same: off too,
+            # and the README says to wipe a RocksDB data directory when its topics are recreated.
+            recovery_consistency_check=False,
             # A revocation waits until the agent has acked every event it took (its take buffer
             # and the batch in hand): with False, Faust signals the revocation at once and the
             # agent's next batch -- events of the revoked partitions -- was applied after their
@@ -124,6 +143,9 @@ class Pipeline:
             # partitions back then kept those partial states (see _on_recover).
             stream_wait_empty=True,
             producer_linger_ms=5,
+            # acks=all: a write counts once every in-sync replica has it, which is what gives
+            # topic_min_insync_replicas its meaning (Faust's default too; explicit, as it matters)
+            producer_acks=-1,
         )
         self.partitions = settings.partitions
         self.source = self._raw_topic(*TOPICS, REPARTITION)
@@ -131,9 +153,10 @@ class Pipeline:
         self.dead_letter = self._raw_topic(DEAD_LETTER)
         self.alerts = self._raw_topic(ALERTS)
         self.watch = Watch(self.engine, stale_after_ms=int(settings.stale_after_s * 1000))
-        self.sender: AlertSender | None = None
+        self.sender: AlertFanout | None = None
         if settings.alertmanager:
-            self.sender = AlertSender(settings.alertmanager)
+            # each Alertmanager (an HA cluster's members) gets every alert, on its own queue
+            self.sender = AlertFanout(settings.alertmanager)
             self.app.task(self._run_sender)
         self.stale: set[str] = set()
         if settings.clock == "wall":
@@ -144,10 +167,17 @@ class Pipeline:
         self.journal = JournalTable(
             self.app, name="journal", beacon=self.app.tables.beacon,
             partitions=settings.partitions, key_type=bytes, value_type=bytes,
+            # min.insync.replicas of the changelog topic Faust creates (its replicas: the app's)
+            extra_topic_configs=replication_configs(settings.topic_min_insync_replicas),
         )
         self.app.tables.add(self.journal)
         self.journal.on_recover(self._on_recover)
-        self.app.agent(self.source, name="ingest", concurrency=1)(self._ingest)
+        # An exception in the agent stops the worker (after the events from the failing one on
+        # are kept out of the commit): a restart rebuilds a consistent state from the journal
+        # and reads them again. Faust's default restarts the agent, whose state may then hold
+        # half an event, and had acknowledged the rest of the batch (lost).
+        self.app.agent(self.source, name="ingest", concurrency=1,
+                       supervisor_strategy=mode.CrashingSupervisor)(self._ingest)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.recovery: dict[str, float] = {}
@@ -193,6 +223,7 @@ class Pipeline:
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
         self.ready = False  # export nothing until recovery gives us a consistent view
         self._generation += 1  # a restore still running is for an assignment that is gone
+        self.app.commit_guard.forget(revoked)
         gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
         self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
         self._survivors = set(self.engine.partner_ids())
@@ -221,12 +252,9 @@ class Pipeline:
         had = set(self.engine.partner_ids())
         tail = await self._changelog_tail(owned)
         phases["tail_done_at"] = time.time()
+        for key, (partition, value) in tail.items():
+            self.journal.put_local(partition, key, value)
         data = self.journal.data
-        for key, value in tail.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
         # Keep the owned partners' records that are not already in memory: one decision per
         # partner (the key's prefix), not per record.
         wanted: dict[bytes, bool] = {}
@@ -278,7 +306,7 @@ class Pipeline:
                  phases["restored_at"] - phases["recover_started_at"],
                  phases["restored_at"] - phases["collected_at"], sorted(owned), len(had))
 
-    async def _changelog_tail(self, owned: set[int]) -> dict[bytes, bytes | None]:
+    async def _changelog_tail(self, owned: set[int]) -> dict[bytes, tuple[int, bytes | None]]:
         """Changelog records past the end offset the broker reported to Faust's recovery.
 
         Why: the embedded tansu broker answers ListOffsets(latest) with the *base* offset of
@@ -298,7 +326,7 @@ class Pipeline:
             bootstrap_servers=parse_broker_url(self.settings.broker), enable_auto_commit=False,
             group_id=None, fetch_max_wait_ms=200, **client_kwargs(self.settings),
         )
-        tail: dict[bytes, bytes | None] = {}
+        tail: dict[bytes, tuple[int, bytes | None]] = {}
         await consumer.start()
         try:
             consumer.assign(tps)
@@ -312,7 +340,7 @@ class Pipeline:
                 empty = 0 if records else empty + 1
                 for record in records:
                     if record.key is not None:
-                        tail[record.key] = record.value
+                        tail[record.key] = (record.partition, record.value)
         finally:
             await consumer.stop()
         return tail
@@ -326,62 +354,83 @@ class Pipeline:
         # acks the batch's events after the body returns, so a crash mid-batch replays them.
         within = self.settings.batch_within_s
         batches = cast(faust.Stream, stream).take_events(BATCH, within=within)  # not on StreamT
+        fence = self.app.fence
         async for events in batches:
+            # a worker whose partitions went to another one (a zombie) must not write
+            if not await fence.admit(events):
+                self._unacknowledged(events, 0, "dropped unapplied: no longer a group member")
+                continue
             self._process(events)
 
-    def _process(self, events: Sequence[EventT]) -> None:
-        engine, watch = self.engine, self.watch
-        send_changelog, store = self.journal.send_changelog, self.journal.data
-        judge_events = self.ready and engine.clock == "event"
-        now = wall_ms()  # one arrival time per batch: its events were fetched together
-        for event in events:
+    def _unacknowledged(self, events: Sequence[EventT], start: int, why: str) -> None:
+        """Keep ``events[start:]`` out of every commit: their partitions' next owner (this worker
+        after a restart, or another) reads them again."""
+        guard = self.app.commit_guard
+        for event in events[start:]:
             msg = event.message
-            self.positions[(msg.topic, msg.partition)] = msg.offset
-            raw: bytes = event.value if isinstance(event.value, bytes) else b""
-            topic = msg.topic
-            if topic == REPARTITION:
-                topic = _header(msg.headers, SOURCE_HEADER) or ""
-            watch.note_arrival(topic, now)
-            try:
-                parsed = decode(topic, raw, now)
-            except ContractError as exc:
-                engine.reject(topic, str(exc))
-                self._dead_letter(msg, raw, topic, str(exc))
-                continue
-            partner = parsed.event.partner_id
-            expected = self._partition_of(partner)
-            if msg.topic != REPARTITION and msg.partition != expected:
-                self.repartitioned += 1
-                self.repartition.send_soon(
-                    key=partner.encode(), value=raw, partition=expected,
-                    headers=[(SOURCE_HEADER, topic.encode())],
-                )
-                continue
-            if judge_events:
-                # judge at each minute boundary of the partner's event time: replays are repeatable
-                boundary = watch.due_for_event_clock(partner, parsed.ts_ms)
-                if boundary is not None:
-                    self._deliver(watch.judge_partner(partner, boundary, self.stale))
-                    self.history.observe(engine, watch, [partner], boundary)
-            result = engine.apply(parsed, now)
-            if result.outcome is Outcome.REJECTED:
-                self._dead_letter(msg, raw, topic, result.reason)
-            # The journal write of a Faust table (store, then changelog on the partition of the
-            # event being processed), done here directly: the table's __setitem__ takes the
-            # partition from the stream's current event, which a batch does not have.
-            for key, value in engine.drain():
-                if value is None:
-                    store.pop(key, None)
-                    send_changelog(msg.partition, key, None, value_serializer="raw")
-                else:
-                    store[key] = value
-                    send_changelog(msg.partition, key, value)
+            guard.hold(msg.tp, msg.offset, why)
+            # acknowledged for Faust's revocation (it waits for every event taken) without being
+            # recorded for the commit: Message.ack does nothing once `acked` is set
+            msg.acked = True
+
+    def _process(self, events: Sequence[EventT]) -> None:
+        now = wall_ms()  # one arrival time per batch: its events were fetched together
+        judge_events = self.ready and self.engine.clock == "event"
+        done = 0
+        try:
+            for done, event in enumerate(events):  # noqa: B007 - read in the handler
+                self._process_one(event, now, judge_events)
+        except BaseException as exc:
+            self._unacknowledged(events, done, f"processing failed: {exc!r}")
+            raise
+
+    def _process_one(self, event: EventT, now: int, judge_events: bool) -> None:
+        engine, watch, guard = self.engine, self.watch, self.app.commit_guard
+        msg = event.message
+        self.positions[(msg.topic, msg.partition)] = msg.offset
+        raw: bytes = event.value if isinstance(event.value, bytes) else b""
+        topic = msg.topic
+        if topic == REPARTITION:
+            topic = _header(msg.headers, SOURCE_HEADER) or ""
+        watch.note_arrival(topic, now)
+        try:
+            parsed = decode(topic, raw, now)
+        except ContractError as exc:
+            engine.reject(topic, str(exc))
+            guard.track(msg.tp, msg.offset, self._dead_letter(msg, raw, topic, str(exc)))
+            return
+        partner = parsed.event.partner_id
+        expected = self._partition_of(partner)
+        if msg.topic != REPARTITION and msg.partition != expected:
+            self.repartitioned += 1
+            guard.track(msg.tp, msg.offset, self.repartition.send_soon(
+                key=partner.encode(), value=raw, partition=expected,
+                headers=[(SOURCE_HEADER, topic.encode())],
+            ))
+            return
+        if judge_events and engine.has_room_for(partner):
+            # judge at each minute boundary of the partner's event time: replays are repeatable
+            # (not for a partner past the cap: its minute would be remembered for nothing)
+            boundary = watch.due_for_event_clock(partner, parsed.ts_ms)
+            if boundary is not None:
+                self._deliver(watch.judge_partner(partner, boundary, self.stale))
+                self.history.observe(engine, watch, [partner], boundary)
+        result = engine.apply(parsed, now)
+        if result.outcome is Outcome.REJECTED:
+            guard.track(msg.tp, msg.offset, self._dead_letter(msg, raw, topic, result.reason))
+        # store, then changelog, on the partition of the event being processed
+        for key, value in engine.drain():
+            guard.track(msg.tp, msg.offset, self.journal.write(msg.partition, key, value))
 
     def _partition_of(self, partner: str) -> int:
         """The partner's partition (murmur2 of its id), remembered: it is asked per event."""
-        part = self._partitions_by_partner.get(partner)
+        cache = self._partitions_by_partner
+        part = cache.get(partner)
         if part is None:
-            part = self._partitions_by_partner[partner] = partition_for(partner, self.partitions)
+            part = partition_for(partner, self.partitions)
+            # bounded like the engine's partners: a flood of new ids is computed, not kept
+            if len(cache) < self.settings.max_partners:
+                cache[partner] = part
         return part
 
     # --- judgement and alerts -------------------------------------------------------
@@ -506,6 +555,23 @@ class Pipeline:
                 "gauge", "Seconds since the broker last answered a fetch for this worker's input "
                 "partitions: grows while the broker is unreachable or the consumer is stalled.",
                 max(0.0, (wall_ms() - fetched_ms) / 1000))
+        guard, fence = self.app.commit_guard, self.app.fence
+        out |= {
+            "partnerpulse_write_failures": (
+                "counter", "Writes made for input events (journal changelog, repartition, dead "
+                "letter) that the broker did not take; each holds its partition's commit.",
+                guard.send_failures),
+            "partnerpulse_commit_held_partitions": (
+                "gauge", "Input partitions whose offset commit is held at a failed write or a "
+                "failed event until they are reassigned (a restart reads from there).",
+                guard.held),
+            "partnerpulse_fence_held_batches": (
+                "counter", "Batches held because no heartbeat had proven group membership "
+                "within half the session timeout.", fence.held_batches),
+            "partnerpulse_fence_dropped_events": (
+                "counter", "Events dropped unapplied because this worker had left the group "
+                "(their new owner reads them).", fence.dropped_events),
+        }
         if self.sender is None:
             return out
         return out | {
@@ -513,17 +579,21 @@ class Pipeline:
                 "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
             "partnerpulse_alertmanager_failed_posts": (
                 "counter", "Posts to Alertmanager that failed (retried).", self.sender.failed_posts),
+            "partnerpulse_alertmanager_dropped_alerts": (
+                "counter", "Alerts and resolutions dropped because max_pending were already "
+                "queued for an Alertmanager.", self.sender.dropped),
             "partnerpulse_alertmanager_pending_alerts": (
                 "gauge", "Alerts and resolutions not yet accepted by Alertmanager.",
                 self.sender.pending),
         }
 
-    def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> None:
+    def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> Any:
+        """Send the message to the dead-letter topic; returns the send's future."""
         # the log names the message, not its content: quoted values are elided from the reason
         # (the pp-reason header keeps them, next to the original bytes)
         log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset,
                     redact(reason))
-        self.dead_letter.send_soon(
+        return self.dead_letter.send_soon(
             key=msg.key if isinstance(msg.key, bytes) else None,
             value=raw,
             headers=[
@@ -537,32 +607,41 @@ class Pipeline:
     # --- web ----------------------------------------------------------------------
     def _add_views(self) -> None:
         pipeline = self
+        from .wall import WALL_CSP, WALL_HTML, snapshot
+
+        def headers(content_type: str, csp: str = "default-src 'none'; frame-ancestors 'none'"
+                    ) -> dict[str, str]:
+            """Every view's headers: a browser must not sniff a type, frame a page, or run or
+            load anything but the wall's own script and style (data views allow nothing)."""
+            return {"Content-Type": content_type, "Content-Security-Policy": csp,
+                    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+
+        json_type = "application/json"
 
         class Metrics(faust.web.View):
             """Prometheus exposition of this worker's partners."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 body = pipeline.collector.exposition()  # direct text: see streams/exporter.py
-                return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+                return self.bytes(body, headers=headers(CONTENT_TYPE_LATEST))
 
         class Ready(faust.web.View):
             """Readiness: partitions held, partners exported, counts; 503 until recovered."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 body = pipeline.status()
-                return self.json(body, status=200 if body["ready"] else 503)
+                return self.bytes(orjson.dumps(body), status=200 if body["ready"] else 503,
+                                  headers=headers(json_type))
 
         self.app.page("/metrics")(Metrics)
         self.app.page("/ready")(Ready)
 
         # --- live wall (streams/wall.py) -----------------------------------------------
-        from .wall import WALL_HTML, snapshot
-
         class Wall(faust.web.View):
             """The live wall page: one self-contained HTML document."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
-                return self.bytes(WALL_HTML, headers={"Content-Type": "text/html; charset=utf-8"})
+                return self.bytes(WALL_HTML, headers=headers("text/html; charset=utf-8", WALL_CSP))
 
         class WallApi(faust.web.View):
             """The wall's data: a tile per owned partner, worst first."""
@@ -571,8 +650,8 @@ class Pipeline:
                 engine = pipeline.engine
                 owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
                 body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
-                return self.bytes(orjson.dumps(body), headers={
-                    "Content-Type": "application/json", "Cache-Control": "no-store"})
+                return self.bytes(orjson.dumps(body),
+                                  headers=headers(json_type) | {"Cache-Control": "no-store"})
 
         self.app.page("/wall")(Wall)
         self.app.page("/api/wall")(WallApi)
@@ -589,14 +668,15 @@ class Pipeline:
                 try:
                     MonthCalendar.parse(month)
                 except ValueError as exc:
-                    return self.json({"error": str(exc)}, status=400)
+                    return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
+                                      headers=headers(json_type))
                 engine = pipeline.engine
                 owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
                 body = {**month_state(engine, owned, month), "ready": pipeline.ready,
                         "partitions": pipeline.partitions,
                         "owned_partitions": sorted(pipeline._owned) if pipeline.ready else []}
                 return self.bytes(orjson.dumps(body), status=200 if pipeline.ready else 503,
-                                  headers={"Content-Type": "application/json"})
+                                  headers=headers(json_type))
 
         self.app.page("/api/report")(ReportApi)
 

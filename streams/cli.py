@@ -41,8 +41,8 @@ class Clock(enum.StrEnum):
 class Store(enum.StrEnum):
     """Local table store."""
 
-    rocksdb = "rocksdb"
     memory = "memory"
+    rocksdb = "rocksdb"
 
 
 @app.command("check-config")
@@ -77,18 +77,27 @@ def worker(
     web_bind: Annotated[str | None, typer.Option(help="HTTP bind address [default: 127.0.0.1].")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml and "
                                                 "partners.yaml.")] = None,
-    store: Annotated[Store | None, typer.Option(help="Table store [default: rocksdb].")] = None,
+    store: Annotated[Store | None, typer.Option(help="Table store: memory, or rocksdb (opt-in, "
+                                                "`rocksdb` extra) [default: memory].")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Local state directory, one per worker "
                                                   "[default: ./partnerpulse-data].")] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions of the input topics "
                                                    "[default: 4].")] = None,
+    topic_replication_factor: Annotated[int | None, typer.Option(
+        help="Replicas of the topics the worker creates; 3 on a real cluster [default: 1].")] = None,
+    topic_min_insync_replicas: Annotated[int | None, typer.Option(
+        help="min.insync.replicas of the topics the worker creates; 2 with 3 replicas "
+             "[default: 1].")] = None,
+    table_standby_replicas: Annotated[int | None, typer.Option(
+        help="Standby copies of the journal on other workers [default: 0].")] = None,
     rebalance_timeout: Annotated[float | None, typer.Option(help="Rebalance timeout, seconds "
                                                             "[default: 60].")] = None,
     app_id: Annotated[str | None, typer.Option(help="Consumer group and internal topic prefix "
                                                "[default: partnerpulse].")] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [default: info].")] = None,
-    alertmanager: Annotated[str | None, typer.Option(help="Alertmanager URL to push partner alerts "
-                                                     "to, e.g. http://127.0.0.1:9093.")] = None,
+    alertmanager: Annotated[list[str] | None, typer.Option(
+        help="Alertmanager URL to push partner alerts to, e.g. http://127.0.0.1:9093; repeat for "
+             "each member of an HA cluster (each gets every alert).")] = None,
 ) -> None:
     """Run a worker: consume the input topics, keep the windows, serve /metrics.
 
@@ -101,6 +110,9 @@ def worker(
         "broker": broker, "clock": clock.value if clock else None, "web_port": web_port,
         "web_bind": web_bind, "config_dir": config, "store": store.value if store else None,
         "data_dir": data_dir, "partitions": partitions, "rebalance_timeout_s": rebalance_timeout,
+        "topic_replication_factor": topic_replication_factor,
+        "topic_min_insync_replicas": topic_min_insync_replicas,
+        "table_standby_replicas": table_standby_replicas,
         "app_id": app_id, "log_level": log_level, "alertmanager": alertmanager,
     }
     # validated by pydantic; unset options fall through to the environment, then the defaults
@@ -112,9 +124,7 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from .app import Pipeline
-    from .broker import ensure_topics, parse_broker_url
-    from .kafka_auth import client_kwargs
-    from .topics import all_topics
+    from .topics import ensure_worker_topics
 
     try:
         load_config(settings.config_dir)
@@ -122,8 +132,7 @@ def run_worker(settings: Settings) -> None:
         console.print(f"[red]config error[/red] {exc}")
         raise typer.Exit(1) from None
     if settings.create_topics:
-        ensure_topics(parse_broker_url(settings.broker), all_topics(settings.partitions),
-                      security=client_kwargs(settings))
+        ensure_worker_topics(settings)
     pipeline = Pipeline(settings)
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(),
                           override_logging=True, quiet=True)
@@ -369,7 +378,7 @@ def demo(
             EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
         ensure_topics(broker.bootstrap, all_topics(partitions))
         cmd = [sys.executable, "-m", "streams", "worker", "--broker", broker.url,
-               "--web-port", str(web_port), "--store", "memory", "--data-dir", tmp,
+               "--web-port", str(web_port), "--data-dir", tmp,
                "--rebalance-timeout", "3", "--partitions", str(partitions)]
         if alertmanager:
             cmd += ["--alertmanager", alertmanager]

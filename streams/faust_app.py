@@ -1,4 +1,5 @@
-"""The Faust app class: stock Faust with one consumer setting Faust does not expose.
+"""The Faust app class: stock Faust with one consumer setting Faust does not expose, a guard on
+its offset commits and a fence on group membership (``streams/commit_guard.py``, ``streams/fence.py``).
 
 Faust's aiokafka driver creates the worker's consumer with ``fetch_max_wait_ms=1500``
 hard-coded. That is how long a fetch may wait at the broker for data, and on the embedded
@@ -10,12 +11,16 @@ there, so a shorter wait only costs a few more empty fetches of an idle worker t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TransportT
+from faust.types import TP, TransportT
+
+from .commit_guard import CommitGuard
+from .fence import MembershipFence
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -25,10 +30,20 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = cast_app(self.app).fetch_max_wait_ms
         return consumer
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # the coordinator exists once the consumer has started, and a join just succeeded
+        cast_app(self.app).fence.attach(self._ensure_consumer()._coordinator)
+        await super().on_partitions_assigned(assigned, generation_id)
+
 
 class _Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # every commit path of Faust's consumer ends here, after the producer's flush
+        allowed = cast_app(self.app).commit_guard.allowed(offsets)
+        return bool(allowed) and bool(await super()._commit(allowed))
 
 
 class _Transport(driver.Transport):
@@ -36,12 +51,17 @@ class _Transport(driver.Transport):
 
 
 class App(faust.App):
-    """``faust.App`` whose worker consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+    """``faust.App`` whose worker consumer waits at most ``fetch_max_wait_ms`` per fetch, commits
+    only what :class:`~streams.commit_guard.CommitGuard` allows, and keeps a
+    :class:`~streams.fence.MembershipFence` up to date on every assignment."""
 
     fetch_max_wait_ms: int = 100
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 100,
+                 session_timeout_s: float = 10.0, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.commit_guard = CommitGuard()
+        self.fence = MembershipFence(session_timeout_s)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:

@@ -106,13 +106,67 @@ class BulkLoadedMemoryStore(MemoryStore):
 
 
 class JournalTable(faust.Table):
-    """A Faust table whose memory store is :class:`BulkLoadedMemoryStore`."""
+    """A Faust table whose memory store is :class:`BulkLoadedMemoryStore`, written by partition.
+
+    Why not ``table[key] = value``: Faust's table and store take the partition from the stream's
+    current event, and a batch taken with ``take_events`` has none -- on the RocksDB store every
+    such write failed ``assert event is not None``. :meth:`write` is told the partition.
+    """
 
     def _new_store_by_url(self, url: str | URL) -> Any:
-        if URL(str(url)).scheme != "memory":
-            return super()._new_store_by_url(url)
-        return BulkLoadedMemoryStore(
-            url, self.app, self, table_name=self.name, key_type=self.key_type,
-            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
-            value_type=self.value_type, loop=self.loop, options=self.options,
-        )
+        kwargs: dict[str, Any] = {"table_name": self.name, "key_type": self.key_type,
+                  "key_serializer": self.key_serializer,
+                  "value_serializer": self.value_serializer, "value_type": self.value_type,
+                  "loop": self.loop, "options": self.options}
+        scheme = URL(str(url)).scheme
+        if scheme == "memory":
+            return BulkLoadedMemoryStore(url, self.app, self, **kwargs)
+        if scheme == "rocksdb":
+            from faust.stores.rocksdb import Store as RocksDBStore
+
+            return _partitioned_rocksdb_store(RocksDBStore)(url, self.app, self, **kwargs)
+        return super()._new_store_by_url(url)
+
+    def put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write (or, with None, delete) one record in the local store only, on ``partition``."""
+        store = self.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            if value is None:
+                store.data.pop(key, None)
+            else:
+                store.data[key] = value
+        else:
+            store.put_partition(partition, key, value)  # type: ignore[attr-defined]
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> Any:
+        """Write one record to the local store and its changelog; returns the send's future.
+
+        What ``send_changelog`` does, plus the record's timestamp set here, when the write is
+        decided: Faust's producer buffer may hand it to Kafka much later (after a pause, a
+        backlog), and the changelog then still says when each event was journalled.
+        """
+        self.put_local(partition, key, value)
+        return self.changelog_topic.send_soon(
+            key=key, value=value, partition=partition, timestamp=time.time(),
+            key_serializer=self.key_serializer,
+            value_serializer="raw" if value is None else self.value_serializer,
+            callback=self._on_changelog_sent, eager_partitioning=True)
+
+
+def _partitioned_rocksdb_store(base: type) -> type:
+    """Faust's RocksDB store with a write that is told its partition (see :class:`JournalTable`).
+
+    Built on demand: the RocksDB bindings (``rocksdict``) are the optional ``rocksdb`` extra.
+    """
+
+    class PartitionedRocksDBStore(base):
+        def put_partition(self, partition: int, key: bytes, value: bytes | None) -> None:
+            db = self._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+                self._key_index.pop(key, None)
+            else:
+                db.put(key, value)
+                self._key_index[key] = partition
+
+    return PartitionedRocksDBStore

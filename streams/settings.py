@@ -8,10 +8,10 @@ so they print as ``**********`` in a repr, a log line or a validation error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .catalog import DEFAULT_CONFIG_DIR
 
@@ -130,8 +130,11 @@ class Settings(KafkaClientSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     """Port of the HTTP endpoint."""
 
-    store: Literal["memory", "rocksdb"] = "rocksdb"
-    """Local table store: 'rocksdb' survives restarts without a full changelog replay."""
+    store: Literal["memory", "rocksdb"] = "memory"
+    """Local table store. 'memory' (the default, and what every end-to-end and fault test runs):
+    the journal lives in memory and is loaded from its changelog topic in bulk at each start.
+    'rocksdb' (opt-in, needs the ``rocksdb`` extra): the journal also lives on disk under
+    ``data_dir``, so a restart reads only the changelog's tail; tested by its own restart test."""
 
     data_dir: Path = Path("partnerpulse-data")
     """Directory for the worker's local state (one per worker)."""
@@ -143,11 +146,56 @@ class Settings(KafkaClientSettings):
     create_topics: bool = True
     """Create missing input, internal and dead-letter topics at start."""
 
+    topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    """Replicas of each topic the worker creates (input, repartition, alerts, dead letter, and the
+    journal changelog and leader topic Faust creates). 1 suits the embedded broker and a one-node
+    dev cluster; 3 on a real cluster, so a broker can be lost without losing data. Topics that
+    already exist are left as they are."""
+
+    topic_min_insync_replicas: int = Field(default=1, ge=1, le=16)
+    """``min.insync.replicas`` of the topics the worker creates: how many replicas must hold a
+    write before it is acknowledged (the worker produces with acks=all). 2 with a replication
+    factor of 3: one broker may be down, and every acknowledged write is on two. At 1 the topics
+    get no such config, so a broker-wide default stays in force."""
+
+    table_standby_replicas: int = Field(default=0, ge=0, le=16)
+    """Standby copies of each journal partition, kept warm by other workers from the changelog, so
+    a failover reads less of the changelog, at the cost of every changelog being read twice. A
+    worker rebuilds its windows from the whole journal on every assignment either way (the larger
+    part of a recovery), so a standby saves only the changelog read; 0 unless that read dominates."""
+
+    @model_validator(mode="after")
+    def _replicas(self) -> Self:
+        # Kafka accepts such a topic, then refuses every acks=all write to it (NOT_ENOUGH_REPLICAS)
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) exceeds "
+                f"topic_replication_factor ({self.topic_replication_factor}): every write to the "
+                "topics would be refused; use at most the replication factor (2 with 3)")
+        return self
+
+    max_partners: int = Field(default=20_000, ge=1)
+    """Most partners one worker keeps state for. With the open partner list, events of a partner
+    first seen beyond it are dead-lettered (reason names the cap) and counted, so a flood of
+    made-up partner ids cannot grow memory without bound. Partners restored from the journal at
+    a rebalance are kept even past it: they were accepted within a cap."""
+
     log_level: str = "info"
     """Worker log level."""
 
-    alertmanager: str | None = None
-    """Alertmanager base URL (e.g. http://127.0.0.1:9093): partner alerts are pushed to its v2 API."""
+    alertmanager: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Alertmanager base URLs (e.g. http://127.0.0.1:9093): partner alerts are pushed to the v2 API
+    of each, every alert to every one (give all members of an HA cluster). Repeat --alertmanager,
+    or separate them with commas in PARTNERPULSE_ALERTMANAGER."""
+
+    @field_validator("alertmanager", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        # NoDecode hands over the environment's text as is (pydantic-settings would parse a list
+        # from the environment as JSON): one URL, or several separated by commas
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
 
     judge_interval_s: float = Field(default=0.5, gt=0)
     """How often partners are judged on the wall clock (the event clock judges at minute boundaries).

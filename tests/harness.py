@@ -56,8 +56,8 @@ class Worker:
         self.log_path = workdir / f"{name}.log"
         self.cmd = [
             sys.executable, "-m", "streams", "worker", "--broker", broker_url,
-            "--clock", clock, "--web-port", str(self.port), "--store", "memory",
-            "--data-dir", str(workdir / name), "--partitions", str(partitions),
+            "--clock", clock, "--web-port", str(self.port), "--data-dir", str(workdir / name),
+            "--partitions", str(partitions),
             "--rebalance-timeout", "3", "--app-id", app_id, "--log-level", "warning",
             *(extra or []),
         ]

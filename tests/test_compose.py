@@ -120,7 +120,9 @@ def test_workers_and_simulator_commands() -> None:
 def test_dockerfile() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert "[rocksdb]" in text
+    # the image installs the base package: whatever the worker needs by default is in it
+    install = re.search(r"^RUN pip install (\S+)", text, re.M)
+    assert install is not None and install.group(1) == ".", "the image installs `pip install .`"
     assert re.search(r'^ENTRYPOINT \["partnerpulse"\]', text, re.M)
     for line in text.splitlines():
         if line.startswith("COPY "):
@@ -215,3 +217,47 @@ def test_grafana_dashboard_provider_points_at_the_generated_dashboards() -> None
         assert (host / name).read_text(encoding="utf-8") == text, f"{name} is stale"
         variables = {v["name"]: v for v in json.loads(text)["templating"]["list"]}
         assert variables["datasource"]["current"]["value"] == DATASOURCE_UID
+
+
+# --- what ships is what is tested --------------------------------------------------------------
+# Options that say where a worker connects, listens, keeps its files or how it is tuned for a
+# test's speed: they may differ between docker-compose and the test harness. Every other option
+# changes what the worker does, so it must be left at its default on both sides.
+DEPLOYMENT_OPTIONS = frozenset({
+    "--broker", "--web-port", "--web-bind", "--data-dir", "--alertmanager", "--app-id",
+    "--partitions", "--rebalance-timeout", "--log-level", "--clock", "--config",
+})
+DEPLOYMENT_ENV = frozenset({"PARTNERPULSE_DATA_DIR"})
+
+
+def _options(cmd: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in cmd if arg.startswith("--")}
+
+
+def test_shipped_worker_runs_the_tested_configuration(tmp_path: Path) -> None:
+    """docker-compose's workers, the demo and the fault tests' workers set only deployment
+    options: the store and every other behaviour come from the settings' defaults on all of
+    them, and the image installs no extra that changes what runs."""
+    from streams.settings import Settings
+    from tests.harness import Worker
+
+    tested = Worker("kafka://127.0.0.1:9", tmp_path).cmd
+    tested = tested[tested.index("worker") + 1:]
+    assert _options(tested) <= DEPLOYMENT_OPTIONS, _options(tested) - DEPLOYMENT_OPTIONS
+    for name in ("worker-1", "worker-2"):
+        service = _services()[name]
+        shipped = _command(service)[1:]
+        assert _options(shipped) <= DEPLOYMENT_OPTIONS, (name, _options(shipped) - DEPLOYMENT_OPTIONS)
+        assert set(service.get("environment", {})) <= DEPLOYMENT_ENV, name
+    import inspect
+
+    from streams import cli
+
+    # the demo's worker command is built in cmd = [...] / cmd += [...] statements
+    demo = inspect.getsource(cli.demo)
+    statements = re.findall(r"cmd \+?= \[(.*?)\]", demo, re.S)
+    assert statements, "cli.demo no longer builds its worker command as `cmd = [...]`"
+    flags = set(re.findall(r'"(--[a-z-]+)"', " ".join(statements)))
+    assert "--broker" in flags and flags <= DEPLOYMENT_OPTIONS, flags - DEPLOYMENT_OPTIONS
+    # the default store needs no optional extra: the image (`pip install .`) can run it
+    assert Settings.model_fields["store"].default == "memory"

@@ -414,6 +414,130 @@ def test_twenty_sigkills_at_random_points_lose_and_double_nothing(
            ready_after_restart_s=f"{min(ready_s):.1f}..{max(ready_s):.1f}")
 
 
+def test_an_exception_mid_batch_stops_the_worker_and_loses_nothing(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """An unforeseen exception on one event in the middle of the agent's batch: the events from
+    it on are kept out of the commit and the worker stops (a half-applied state is never served
+    or journalled further). Restarted, it reads them again, and every KPI equals the reference."""
+    partners = ["acme", "bluefiber", "northwind-telecom", "zeta-9"]
+    end = int(time.time() * 1000) - 60_000
+    events = history(53, partners, end, scale=0.3)
+    # fetched as one backlog, so the failing event sits in the middle of a batch
+    boom = events[len(events) // 2][1]["event_id"]
+    produce(broker.bootstrap, as_messages(events, unkeyed_every=0))
+    inject = {"PYTHONPATH": f"{REPO / 'tests' / 'faultinject'}{os.pathsep}{REPO}",
+              "PP_TEST_RAISE_ON": boom}
+    worker = Worker(broker.url, tmp_path, name="failing", env=inject).spawn()
+    try:
+        poll(lambda: not worker.alive, 120, "the worker to stop on the injected failure")
+    finally:
+        worker.kill()
+    assert worker.proc is not None and worker.proc.returncode != 0
+    log_text = worker.log_path.read_text(errors="replace")
+    assert f"injected failure on event {boom}" in log_text
+    assert "held at offset" in log_text
+    want = expected(events)
+    final = Worker(broker.url, tmp_path, name="final").start()
+    try:
+        poll(lambda: not mismatches(final.metrics_text(), want), 120,
+             "every event counted after the restart")
+        status = final.ready()
+        accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
+        distinct = sum(len(reference.accepted_events(
+            [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
+        assert status["recovered_events"] + accepted_now == distinct
+    finally:
+        final.stop()
+    record("exception_mid_batch", events=len(events), distinct_events=distinct,
+           restored=status["recovered_events"], reprocessed=accepted_now)
+
+
+def _changelog_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic, from the beginning, until two fetches come back empty."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                               or (await _partitions(consumer, topic)))]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            out: list[Any] = []
+            empty = 0
+            while empty < 2:
+                batch = await consumer.getmany(timeout_ms=500)
+                empty = 0 if batch else empty + 1
+                out += [r for records in batch.values() for r in records]
+            return out
+        finally:
+            await consumer.stop()
+
+    async def _partitions(consumer: Any, name: str) -> set[int]:
+        await consumer._client.force_metadata_update()
+        return set(consumer._client.cluster.partitions_for_topic(name) or ())
+
+    return asyncio.run(read())
+
+
+def test_a_zombie_worker_resumed_after_its_partitions_moved_writes_nothing(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A worker paused (SIGSTOP) past its session timeout while another takes its partitions,
+    then resumed with the batch it had fetched: it must not apply or journal that batch, which
+    the new owner processes too. Checked on the changelog itself -- no event's journal record
+    written twice after the pause began (the zombie's copy and the new owner's) -- and by a
+    fresh worker rebuilt from the journal, against the reference."""
+    partners = ["acme", "bluefiber", "northwind-telecom", "zeta-9"]
+    end = int(time.time() * 1000) - 60_000
+    events = history(57, partners, end, scale=0.6)
+    messages = as_messages(events, unkeyed_every=0)
+    # a steady stream: the paused worker always has a fetch answered while it sleeps
+    producer = StreamProducer(broker.bootstrap, messages, batch=10, interval=0.1).start()
+    zombie = Worker(broker.url, tmp_path, name="zombie").start()
+    owner: Worker | None = None
+    try:
+        poll(lambda: zombie.processed() >= 50, 60, "the first worker at work")
+        assert zombie.proc is not None
+        paused_ms = int(time.time() * 1000)
+        zombie.proc.send_signal(signal.SIGSTOP)
+        owner = Worker(broker.url, tmp_path, name="owner").start()
+        poll(lambda: len(owner.ready()["partitions"]) == 4, 60, "the new owner to hold everything")
+        poll(lambda: owner.processed() >= 100, 60, "the new owner at work")
+        zombie.proc.send_signal(signal.SIGCONT)
+        poll(lambda: zombie.ready_or_none() is not None, 60, "the resumed worker to answer")
+        producer.finish()
+        poll(lambda: sum(len(w.ready()["partitions"]) for w in (zombie, owner)) == 4, 60,
+             "the group to settle")
+        dropped = gauge(zombie.metrics_text(), "partnerpulse_fence_dropped_events_total")
+    finally:
+        if not producer.done:
+            producer.finish()
+        zombie.stop()
+        if owner is not None:
+            owner.stop()
+    records = _changelog_records(broker.bootstrap, "pp-test-journal-changelog")
+    after: dict[bytes, int] = {}
+    # a record's timestamp is when its write was decided (JournalTable.write)
+    for r in records:
+        if r.value is not None and b"#month:" not in r.key and r.timestamp > paused_ms:
+            after[r.key] = after.get(r.key, 0) + 1
+    twice = [k for k, n in after.items() if n > 1]
+    assert not twice, f"{len(twice)} events journalled twice after the pause, e.g. {twice[:3]}"
+    want = expected(events)
+    final = Worker(broker.url, tmp_path, name="final").start()
+    try:
+        poll(lambda: not mismatches(final.metrics_text(), want), 120, "the reference")
+    finally:
+        final.stop()
+    record("zombie", events=len(events), changelog_records=len(records),
+           written_after_pause=len(after), zombie_dropped_events=dropped)
+
+
 # --- 3b. cut connections -------------------------------------------------------------------------
 class ProxiedBroker(EmbeddedBroker):
     """A broker that advertises a relay's port instead of its own: after bootstrap, every

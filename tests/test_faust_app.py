@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 from streams.faust_app import App
 from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_worker_consumer_waits_at_most_the_configured_fetch_wait() -> None:
@@ -23,3 +28,41 @@ def test_the_worker_consumer_waits_at_most_the_configured_fetch_wait() -> None:
 
 def test_the_default_fetch_wait_is_well_under_the_latency_goal() -> None:
     assert Settings.model_fields["fetch_max_wait_s"].default <= 0.2
+
+
+def test_the_worker_imports_no_generator(tmp_path: Path) -> None:
+    """A worker built on a catalog whose export is narrowed (the case that used to import the
+    dashboard generator to name the empty panels) loads neither the rule nor the dashboard
+    generator, nor the optional dashboard SDK: the image installs no `[dashboards]` extra."""
+    kpis = (REPO / "config" / "kpis.yaml").read_text()
+    assert "  export_windows: [1h, 24h, 7d, 30d]\n" in kpis
+    (tmp_path / "kpis.yaml").write_text(kpis.replace("  export_windows: [1h, 24h, 7d, 30d]\n",
+                                                     "  export_windows: [24h]\n"))
+    (tmp_path / "partners.yaml").write_text((REPO / "config" / "partners.yaml").read_text())
+    script = f"""
+import sys
+from streams.app import Pipeline
+from streams.settings import Settings
+Pipeline(Settings(config_dir={str(tmp_path)!r}, web_port=6099, app_id="pp-no-generators"))
+import streams.cli  # the command module the worker starts from
+loaded = sorted(m for m in sys.modules
+                if m.split(".")[0] == "grafana_foundation_sdk"
+                or m in ("streams.dashboards", "streams.rules", "streams.coverage"))
+print(" ".join(loaded))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=REPO, timeout=120, check=True)
+    assert out.stdout.strip() == "", out.stdout
+
+
+def test_the_partition_cache_obeys_the_partner_cap() -> None:
+    """The worker's partner -> partition cache, asked for every event before the engine sees
+    it, keeps at most ``max_partners`` entries and still answers every id right."""
+    from streams.app import Pipeline
+    from streams.broker import free_port
+    from streams.topics import partition_for
+
+    pipeline = Pipeline(Settings(max_partners=50, web_port=free_port(), app_id="pp-cap"))
+    ids = [f"flood-{i}" for i in range(10_000)]
+    assert [pipeline._partition_of(p) for p in ids] == [partition_for(p, 4) for p in ids]
+    assert len(pipeline._partitions_by_partner) == 50
