@@ -686,14 +686,14 @@ def test_a_worker_survives_rebalances_without_writes_in_between(
             second.stop()
 
 
-def test_memory_store_skips_the_recovery_check_tansu_trips() -> None:
-    """The fix for the test above, as configuration: the memory store skips Faust's recovery
-    consistency check (its offsets are the process's own, compared with tansu's wrong end
-    offset); the RocksDB store, whose offsets outlive the process, keeps it."""
+def test_both_stores_skip_the_recovery_check_tansu_trips() -> None:
+    """The fix for the test above, as configuration: both stores skip Faust's recovery
+    consistency check, which compares their offsets with tansu's wrong end offset (the RocksDB
+    store's restart test, in test_pipeline.py, tripped it too)."""
     from streams.app import Pipeline
     from streams.settings import Settings
 
-    for store, check in (("memory", False), ("rocksdb", True)):
+    for store, check in (("memory", False), ("rocksdb", False)):
         pipeline = Pipeline(Settings(store=store, web_port=free_port(), app_id=f"pp-check-{store}"))
         assert pipeline.app.conf.recovery_consistency_check is check
 
@@ -892,7 +892,7 @@ def test_far_future_far_past_and_skewed_producers_on_the_event_clock(
         dead = _consume_all(broker.bootstrap, "partnerpulse-dead-letter", rejected)
         reasons = [dict(m.headers)["pp-reason"].decode() for m in dead]
         assert sum("ahead of the wall clock" in r for r in reasons) == len(fast) + len(ahead)
-        assert sum("outside 2000..2100" in r for r in reasons) == len(seconds)
+        assert sum("looks like epoch seconds" in r for r in reasons) == len(seconds)
         want = expected(valid + old)
         assert not mismatches(worker.metrics_text(), want)
         assert any(p == "slow-clock" for p, _k, _w in want)
