@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,6 +423,18 @@ class _Reader:
         n = self.int32()
         return max(n, 0)  # -1 is a null array
 
+    def uvarint(self) -> int:
+        """An UNSIGNED_VARINT (7 bits a byte, least significant first)."""
+        value = shift = 0
+        while True:
+            byte = self.data[self.take(1)]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 28:
+                raise ValueError("varint longer than 5 bytes")
+
     def end(self) -> None:
         if self.offset != len(self.data):
             raise ValueError(f"{len(self.data) - self.offset} bytes left over at {self.offset}")
@@ -436,6 +448,7 @@ class ProduceRequestInfo:
     correlation_id: int
     acks: int
     topics: tuple[str, ...]
+    partitions: tuple[tuple[int, ...], ...] = ()  # each topic's partitions, as in ``topics``
 
 
 def parse_request_header(frame: bytes) -> tuple[int, int, int, int]:
@@ -461,14 +474,63 @@ def parse_produce_request(frame: bytes) -> ProduceRequestInfo:
         r.string()  # transactional_id
     acks = r.int16()
     r.int32()  # timeout_ms
-    topics = []
+    topics, partitions = [], []
     for _ in range(r.array_length()):
         topics.append(r.string() or "")
+        ids = []
         for _ in range(r.array_length()):
-            r.int32()  # partition
+            ids.append(r.int32())  # partition
             r.take(max(r.int32(), 0))  # records (nullable bytes)
+        partitions.append(tuple(ids))
     r.end()
-    return ProduceRequestInfo(version, correlation_id, acks, tuple(topics))
+    return ProduceRequestInfo(version, correlation_id, acks, tuple(topics), tuple(partitions))
+
+
+def produce_acks(frame: bytes) -> int:
+    """The acks of a Produce request of any version (size prefix included), read without
+    the rest of the body: 0 means the broker sends no answer. Raises ValueError if the frame
+    is not a Produce request or is too short."""
+    api_key, version, _, offset = parse_request_header(frame)
+    if api_key != PRODUCE:
+        raise ValueError(f"api_key {api_key} is not Produce")
+    r = _Reader(frame, offset)
+    if version >= FLEXIBLE_PRODUCE:
+        for _ in range(r.uvarint()):  # the request header's tagged fields
+            r.uvarint()  # tag
+            r.take(r.uvarint())  # its data
+        n = r.uvarint()  # transactional_id: COMPACT_NULLABLE_STRING, length + 1, 0 for null
+        if n:
+            r.take(n - 1)
+    elif version >= 3:
+        r.string()  # transactional_id
+    return r.int16()
+
+
+def produce_error_response(request: ProduceRequestInfo, errors: dict[str, int]) -> bytes:
+    """A Produce response (size prefix and response header v0 included) of the request's
+    version answering every partition of every topic of ``request`` with that topic's code in
+    ``errors`` (which must name them all): base offset, log append time and log start offset
+    -1, throttle 0, and for v8 no record errors and a null error message. v0-v8 only."""
+    version = request.version
+    if version >= FLEXIBLE_PRODUCE:
+        raise ValueError(f"Produce v{version} is a flexible version: not synthesized")
+    out = bytearray(struct.pack(">ii", 0, request.correlation_id))
+    out += struct.pack(">i", len(request.topics))
+    for topic, ids in zip(request.topics, request.partitions, strict=True):
+        name = topic.encode()
+        out += struct.pack(">h", len(name)) + name + struct.pack(">i", len(ids))
+        for partition in ids:
+            out += struct.pack(">ihq", partition, errors[topic], -1)  # base_offset
+            if version >= 2:
+                out += struct.pack(">q", -1)  # log_append_time
+            if version >= 5:
+                out += struct.pack(">q", -1)  # log_start_offset
+            if version >= 8:
+                out += struct.pack(">ih", 0, -1)  # record_errors: empty; error_message: null
+    if version >= 1:
+        out += struct.pack(">i", 0)  # throttle_time_ms
+    struct.pack_into(">i", out, 0, len(out) - 4)
+    return bytes(out)
 
 
 def rewrite_produce_response(frame: bytes, version: int, errors: dict[str, int]) -> tuple[bytes, int]:
@@ -537,7 +599,7 @@ def _frames(sock: socket.socket) -> Iterable[bytes]:
 
 @dataclass(frozen=True)
 class _Fault:
-    mode: str  # "error" or "drop"
+    mode: str  # "error", "drop" or "reject"
     error_code: int = 0
 
 
@@ -556,6 +618,13 @@ class _Link:
         self.pending: dict[int, _Pending] = {}  # correlation id -> fault to apply
         self.stalled = False  # a response was dropped: later ones are held back too
         self.pumps_left = 2
+        # The answers the client waits for, in request order: (correlation id, None) for a
+        # request forwarded to the broker, (correlation id, frame) for a rejected one's
+        # synthesized answer, sent once every answer ahead of it has gone out. The head is
+        # never a synthesized answer. Guarded by ``lock``, which also serializes every write
+        # to the client (both pumps write to it).
+        self.order: deque[tuple[int | None, bytes | None]] = deque()
+        self.lock = threading.Lock()
 
     def shutdown(self) -> None:
         for sock in (self.client, self.server):
@@ -565,7 +634,8 @@ class _Link:
 
 class KafkaFaultRelay:
     """A loopback relay between Kafka clients and a broker that reads the Kafka frames and
-    can fail or swallow the broker's answers to Produce requests writing to one topic.
+    can fail or swallow the broker's answers to Produce requests writing to one topic, or
+    keep such requests from the broker and answer them itself.
 
     ``fail_produce(topic, code)``: the answer to every Produce request that writes to
     ``topic`` gets ``code`` as the error of each of that topic's partitions (other topics in
@@ -578,6 +648,15 @@ class KafkaFaultRelay:
     The broker *did* take the records either way: only its answer changes. A dropped answer
     also holds back the other topics' results carried in the same request.
 
+    ``reject_produce(topic, code)``: a Produce request that writes to ``topic`` is *not*
+    forwarded, so the broker stores none of its records; the relay answers it itself with a
+    Produce response of the request's version carrying ``code`` for every partition of every
+    topic in that request: the other topics written by the same request fail too (with the
+    code of the first rejected topic in it) and are not stored either. That answer goes to the
+    client in request order, right after the broker's answers to the requests the client sent
+    before it on that connection. A request with acks=0 gets no answer (as from a broker).
+    Rejecting wins over the other faults of a request's other topics.
+
     Produce v0-v8 are parsed (aiokafka 0.14 sends up to v7); a flexible Produce request (v9+)
     naming a faulted topic cannot be faulted: it is recorded in ``problems``, and
     :meth:`check` (called by :meth:`stop` and by the fault setters) raises.
@@ -586,7 +665,9 @@ class KafkaFaultRelay:
     topics), ``produce_versions`` (Counter of Produce versions), ``requests_matched``
     (Produce requests writing to a faulted topic), ``responses_rewritten`` and
     ``partitions_rewritten``, ``responses_dropped`` (answers to matched requests swallowed)
-    and ``responses_held`` (later answers swallowed on a stalled connection).
+    and ``responses_held`` (later answers swallowed on a stalled connection),
+    ``requests_rejected`` (Produce requests answered by the relay, not forwarded) and
+    ``answers_deferred`` (synthesized answers that had to wait for earlier broker answers).
     """
 
     def __init__(self, upstream: tuple[str, int] | None = None, port: int | None = None) -> None:
@@ -606,6 +687,8 @@ class KafkaFaultRelay:
         self.partitions_rewritten = 0
         self.responses_dropped = 0
         self.responses_held = 0
+        self.requests_rejected = 0
+        self.answers_deferred = 0
         self.problems: list[str] = []
 
     # -- control, from the test's thread -----------------------------------------------------
@@ -622,6 +705,15 @@ class KafkaFaultRelay:
         self.check()
         with self._lock:
             self._faults[topic] = _Fault("drop")
+
+    def reject_produce(self, topic: str, error_code: int = MESSAGE_TOO_LARGE) -> None:
+        """Do not forward Produce requests writing to ``topic``: answer them ``error_code``
+        from the relay, for every partition of every topic in the request (see the class)."""
+        if not error_code:
+            raise ValueError("error code 0 is success")
+        self.check()
+        with self._lock:
+            self._faults[topic] = _Fault("reject", error_code)
 
     def heal(self, topic: str | None = None) -> None:
         """Stop faulting ``topic`` (every topic by default). Connections already stalled by a
@@ -642,6 +734,8 @@ class KafkaFaultRelay:
                 "responses_rewritten": self.responses_rewritten,
                 "partitions_rewritten": self.partitions_rewritten,
                 "responses_dropped": self.responses_dropped, "responses_held": self.responses_held,
+                "requests_rejected": self.requests_rejected,
+                "answers_deferred": self.answers_deferred,
                 "problems": list(self.problems),
             }
 
@@ -739,60 +833,136 @@ class KafkaFaultRelay:
                 link.shutdown()
 
     def _requests(self, link: _Link) -> None:
-        """Client -> broker: note the Produce requests to fault, forward every frame."""
+        """Client -> broker: note the Produce requests to fault, forward every frame but the
+        rejected ones."""
         try:
             for frame in _frames(link.client):
-                self._on_request(link, frame)  # before forwarding: the answer may come at once
-                link.server.sendall(frame)
+                if self._on_request(link, frame):  # before forwarding: the answer may come at once
+                    link.server.sendall(frame)
         except (OSError, ValueError):
             pass
         self._end(link)
 
-    def _on_request(self, link: _Link, frame: bytes) -> None:
+    def _on_request(self, link: _Link, frame: bytes) -> bool:
+        """Note what to do with ``frame``'s answer; False if the relay answered it itself."""
         try:
             api_key, version, correlation_id, _ = parse_request_header(frame)
         except ValueError as exc:
             self._problem(f"unreadable request header: {exc}")
-            return
+            self._expect(link, None)
+            return True
         if api_key != PRODUCE:
-            return
+            self._expect(link, correlation_id)  # every other request gets an answer
+            return True
         with self._lock:
             self.produce_requests += 1
             self.produce_versions[version] += 1
             faults = dict(self._faults)
-        if not faults:
-            return
-        if version >= FLEXIBLE_PRODUCE:
+        try:
+            answered = produce_acks(frame) != 0  # acks=0 gets no answer
+        except ValueError:
+            answered = True  # if none comes, the next answer tells (see _in_order)
+        if faults and version >= FLEXIBLE_PRODUCE:
             named = [t for t in faults if _compact_string(t) in frame]
             if named:
                 self._problem(f"Produce v{version} (flexible, not parsed) writes to faulted "
                               f"{named}: passed through unfaulted")
-            return
-        try:
-            request = parse_produce_request(frame)
-        except ValueError as exc:
-            self._problem(f"unreadable Produce v{version} request: {exc}")
-            return
-        hit = {topic: faults[topic] for topic in request.topics if topic in faults}
-        if not hit:
-            return
-        pending = _Pending(version, {t: f.error_code for t, f in hit.items() if f.mode == "error"},
-                           drop=any(f.mode == "drop" for f in hit.values()))
+        elif faults:
+            try:
+                request = parse_produce_request(frame)
+            except ValueError as exc:
+                self._problem(f"unreadable Produce v{version} request: {exc}")
+            else:
+                hit = {topic: faults[topic] for topic in request.topics if topic in faults}
+                rejected = [hit[t].error_code for t in request.topics
+                            if t in hit and hit[t].mode == "reject"]
+                if rejected:
+                    self._reject(link, request, {
+                        t: hit[t].error_code if t in hit and hit[t].mode == "reject" else rejected[0]
+                        for t in request.topics})
+                    return False
+                if hit:
+                    pending = _Pending(version, {t: f.error_code for t, f in hit.items()
+                                                 if f.mode == "error"},
+                                       drop=any(f.mode == "drop" for f in hit.values()))
+                    with self._lock:
+                        self.requests_matched += 1
+                        if request.acks != 0:  # acks=0 gets no answer
+                            link.pending[correlation_id] = pending
+        if answered:
+            self._expect(link, correlation_id)
+        return True
+
+    def _expect(self, link: _Link, correlation_id: int | None) -> None:
+        """A request is forwarded whose answer the client waits for."""
+        with link.lock:
+            link.order.append((correlation_id, None))
+
+    def _reject(self, link: _Link, request: ProduceRequestInfo, errors: dict[str, int]) -> None:
+        """Answer ``request`` from the relay (if its acks want an answer), after the answers
+        the client is still waiting for on this connection."""
         with self._lock:
             self.requests_matched += 1
-            if request.acks != 0:  # acks=0 gets no answer
-                link.pending[correlation_id] = pending
+            self.requests_rejected += 1
+        if request.acks == 0:
+            return
+        answer = produce_error_response(request, errors)
+        with link.lock:
+            if link.stalled:  # an earlier answer was dropped: this one would follow it
+                with self._lock:
+                    self.responses_held += 1
+            elif link.order:
+                link.order.append((request.correlation_id, answer))
+                with self._lock:
+                    self.answers_deferred += 1
+            else:
+                link.client.sendall(answer)
 
     def _responses(self, link: _Link) -> None:
-        """Broker -> client: fault the answers to noted requests, forward the others."""
+        """Broker -> client: fault the answers to noted requests, forward the others, and
+        send the synthesized answers that were waiting for them."""
         try:
             for frame in _frames(link.server):
-                out = self._on_response(link, frame)
-                if out is not None:
-                    link.client.sendall(out)
+                with link.lock:  # the order, and the client's writes, are shared with _reject
+                    for out in self._in_order(link, frame):
+                        link.client.sendall(out)
         except (OSError, ValueError):
             pass
         self._end(link)
+
+    def _in_order(self, link: _Link, frame: bytes) -> list[bytes]:
+        """What to send the client for the broker's answer ``frame``, in order: synthesized
+        answers due before it, its own (unless faulted away), those due right after it. The
+        broker answers in request order, so forwarded requests noted ahead of its correlation
+        id got no answer (or had an unreadable header): they are passed over. On a stalled
+        connection nothing goes out. Called under ``link.lock``."""
+        correlation_id = int.from_bytes(frame[4:8], "big", signed=True)
+        frames: list[bytes] = []
+
+        def release(answer: bytes) -> None:
+            if link.stalled:
+                with self._lock:
+                    self.responses_held += 1
+            else:
+                frames.append(answer)
+
+        if (correlation_id, None) in link.order:
+            while link.order:
+                c, answer = link.order.popleft()
+                if answer is not None:
+                    release(answer)
+                elif c == correlation_id:
+                    break
+        out = self._on_response(link, frame)  # counts its own held or dropped answer
+        if out is not None:
+            frames.append(out)
+        while link.order:
+            _, answer = link.order[0]
+            if answer is None:
+                break
+            link.order.popleft()
+            release(answer)
+        return frames
 
     def _on_response(self, link: _Link, frame: bytes) -> bytes | None:
         correlation_id = int.from_bytes(frame[4:8], "big", signed=True)
