@@ -25,6 +25,7 @@ from streams.topics import all_topics
 from tests import reference
 from tests.harness import (
     REPO,
+    FaultBroker,
     StreamProducer,
     TcpProxy,
     Worker,
@@ -450,6 +451,58 @@ def test_an_exception_mid_batch_stops_the_worker_and_loses_nothing(
         final.stop()
     record("exception_mid_batch", events=len(events), distinct_events=distinct,
            restored=status["recovered_events"], reprocessed=accepted_now)
+
+
+def test_a_failed_journal_write_holds_the_commit_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The broker refuses the worker's journal writes for a while (a protocol-level relay
+    answers its Produce requests to the changelog topic with an error, without passing them on):
+    the failures show in the metrics and the log, the commits of the partitions involved stay
+    at the first failed event, and a worker restarted after a SIGKILL reads those events again:
+    every KPI equals the reference, and every distinct event is in the state exactly once."""
+    partners = ["acme", "bluefiber", "northwind-telecom", "zeta-9"]
+    end = int(time.time() * 1000) - 60_000
+    events = history(59, partners, end, scale=0.3)
+    third = len(events) // 3
+    parts = [events[:third], events[third:2 * third], events[2 * third:]]
+    with FaultBroker(log_path=tmp_path / "broker.log") as broker:
+        ensure_topics(broker.relay_bootstrap, all_topics(4))
+        worker = Worker(broker.relay_url, tmp_path).start()
+        try:
+            produce(broker.relay_bootstrap, as_messages(parts[0], unkeyed_every=0))
+            poll(lambda: worker.processed() >= len(parts[0]), 60, "the first third")
+            broker.relay.reject_produce("pp-test-journal-changelog")
+            produce(broker.relay_bootstrap, as_messages(parts[1], unkeyed_every=0))
+            poll(lambda: worker.processed() >= len(parts[0]) + len(parts[1]), 60, "the second")
+
+            def held() -> bool:
+                text = worker.metrics_text()
+                return (gauge(text, "partnerpulse_write_failures_total").get((), 0) > 0
+                        and gauge(text, "partnerpulse_commit_held_partitions").get((), 0) > 0)
+            poll(held, 60, "the failed writes to show")
+            failures = gauge(worker.metrics_text(), "partnerpulse_write_failures_total")[()]
+            broker.relay.heal()
+            produce(broker.relay_bootstrap, as_messages(parts[2], unkeyed_every=0))
+            poll(lambda: worker.processed() >= len(events), 60, "the last third")
+            assert "held at offset" in worker.log_path.read_text(errors="replace")
+        finally:
+            worker.kill(signal.SIGKILL)
+        rejected = broker.relay.stats()["requests_rejected"]
+        want = expected(events)
+        final = Worker(broker.relay_url, tmp_path, name="final").start()
+        try:
+            poll(lambda: not mismatches(final.metrics_text(), want), 120,
+                 "every event counted after the restart")
+            status = final.ready()
+            accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
+            distinct = sum(len(reference.accepted_events(
+                [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
+            assert status["recovered_events"] + accepted_now == distinct
+            assert accepted_now > 0  # the events whose writes failed were read again
+        finally:
+            final.stop()
+    record("journal_write_failed", events=len(events), produce_requests_rejected=rejected,
+           write_failures=int(failures), restored=status["recovered_events"],
+           read_again=accepted_now)
 
 
 def _changelog_records(bootstrap: str, topic: str) -> list[Any]:
