@@ -112,6 +112,26 @@ def mismatches(text: str, want: Expected, partners: set[str] | None = None) -> l
     return out
 
 
+def restart_counts_each_event_once(broker_url: str, tmp_path: Path, events: TopicEvents,
+                                   partners: list[str], what: str,
+                                   timeout: float = 120) -> tuple[int, int, int]:
+    """Start a fresh worker, wait until every KPI equals the reference, and check that its
+    state holds each distinct accepted event exactly once (restored from the journal + accepted
+    from the input = the reference's count). Returns (restored, accepted now, distinct)."""
+    want = expected(events)
+    final = Worker(broker_url, tmp_path, name="final").start()
+    try:
+        poll(lambda: not mismatches(final.metrics_text(), want), timeout, what)
+        status = final.ready()
+        accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
+        distinct = sum(len(reference.accepted_events(
+            [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
+        assert status["recovered_events"] + accepted_now == distinct
+    finally:
+        final.stop()
+    return status["recovered_events"], accepted_now, distinct
+
+
 def gauge(text: str, name: str) -> dict[tuple[str, ...], float]:
     return kpi_series(text).get(name, {})
 
@@ -392,26 +412,16 @@ def test_twenty_sigkills_at_random_points_lose_and_double_nothing(
             worker.kill(signal.SIGKILL)
             kills.append((phase, processed))
         producer.finish()
-        want = expected(events)
-        final = Worker(broker.url, tmp_path, name="final").start()
-        try:
-            poll(lambda: not mismatches(final.metrics_text(), want), 180,
-                 "every event counted once after 20 kills")
-            status = final.ready()
-            accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
-            distinct = sum(len(reference.accepted_events(
-                [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
-            assert status["recovered_events"] + accepted_now == distinct
-            assert status["recovered_events"] > 0
-        finally:
-            final.stop()
+        restored, _, distinct = restart_counts_each_event_once(
+            broker.url, tmp_path, events, partners, "every event counted once after 20 kills", 180)
+        assert restored > 0
     finally:
         if not producer.done:
             producer.finish()
     phases = {p: sum(1 for q, _ in kills if q == p) for p in ("starting", "ready", "processing")}
     record("sigkill", kills=len(kills), **{f"kills_{k}": v for k, v in phases.items()},
-           messages=len(messages), distinct_events=distinct, kpis_checked=len(want),
-           restored_by_final=status["recovered_events"],
+           messages=len(messages), distinct_events=distinct,
+           restored_by_final=restored,
            ready_after_restart_s=f"{min(ready_s):.1f}..{max(ready_s):.1f}")
 
 
@@ -437,20 +447,10 @@ def test_an_exception_mid_batch_stops_the_worker_and_loses_nothing(
     log_text = worker.log_path.read_text(errors="replace")
     assert f"injected failure on event {boom}" in log_text
     assert "held at offset" in log_text
-    want = expected(events)
-    final = Worker(broker.url, tmp_path, name="final").start()
-    try:
-        poll(lambda: not mismatches(final.metrics_text(), want), 120,
-             "every event counted after the restart")
-        status = final.ready()
-        accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
-        distinct = sum(len(reference.accepted_events(
-            [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
-        assert status["recovered_events"] + accepted_now == distinct
-    finally:
-        final.stop()
+    restored, accepted_now, distinct = restart_counts_each_event_once(
+        broker.url, tmp_path, events, partners, "every event counted after the restart")
     record("exception_mid_batch", events=len(events), distinct_events=distinct,
-           restored=status["recovered_events"], reprocessed=accepted_now)
+           restored=restored, reprocessed=accepted_now)
 
 
 def test_a_failed_journal_write_holds_the_commit_and_nothing_is_lost(tmp_path: Path) -> None:
@@ -487,22 +487,11 @@ def test_a_failed_journal_write_holds_the_commit_and_nothing_is_lost(tmp_path: P
         finally:
             worker.kill(signal.SIGKILL)
         rejected = broker.relay.stats()["requests_rejected"]
-        want = expected(events)
-        final = Worker(broker.relay_url, tmp_path, name="final").start()
-        try:
-            poll(lambda: not mismatches(final.metrics_text(), want), 120,
-                 "every event counted after the restart")
-            status = final.ready()
-            accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
-            distinct = sum(len(reference.accepted_events(
-                [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
-            assert status["recovered_events"] + accepted_now == distinct
-            assert accepted_now > 0  # the events whose writes failed were read again
-        finally:
-            final.stop()
+        restored, accepted_now, _ = restart_counts_each_event_once(
+            broker.relay_url, tmp_path, events, partners, "every event counted after the restart")
+        assert accepted_now > 0  # the events whose writes failed were read again
     record("journal_write_failed", events=len(events), produce_requests_rejected=rejected,
-           write_failures=int(failures), restored=status["recovered_events"],
-           read_again=accepted_now)
+           write_failures=int(failures), restored=restored, read_again=accepted_now)
 
 
 def _changelog_records(bootstrap: str, topic: str) -> list[Any]:

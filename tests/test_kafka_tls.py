@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,30 +27,10 @@ from kafka import KafkaProducer
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_auth import client_kwargs
 from streams.settings import KafkaClientSettings
-from tests.conftest import require_binary
 from tests.harness import Worker, poll
 
 pytestmark = pytest.mark.slow
 PARTNERS = ["acme", "bluefiber", "northwind-telecom", "zeta-9"]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for localhost/127.0.0.1 signed by it."""
-    openssl = require_binary("openssl", "openssl")
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=pp-tls-test-ca")
-    (d / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=localhost")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
-    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
 class TlsRelay:
@@ -133,11 +112,11 @@ def secured(pki: dict[str, Path], tmp_path: Path,
         if name.startswith("PARTNERPULSE_KAFKA_"):
             monkeypatch.delenv(name)
     env = {"PARTNERPULSE_KAFKA_SECURITY_PROTOCOL": "SSL",
-           "PARTNERPULSE_KAFKA_SSL_CAFILE": str(pki["ca"])}
+           "PARTNERPULSE_KAFKA_SSL_CAFILE": str(pki["ca_pem"])}
     security = client_kwargs(KafkaClientSettings(kafka_security_protocol="SSL",
-                                                 kafka_ssl_cafile=pki["ca"]))
+                                                 kafka_ssl_cafile=pki["ca_pem"]))
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(pki["cert"]), str(pki["key"]))
+    server.load_cert_chain(str(pki["server_pem"]), str(pki["server_key"]))
     relay_port = free_port()
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log",
                             advertised=f"127.0.0.1:{relay_port}", security=security)

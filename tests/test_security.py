@@ -46,7 +46,6 @@ from streams.replay import load_mapping
 from streams.rules import render_rules
 from streams.settings import KafkaClientSettings, Settings
 from streams.topics import all_topics
-from tests.conftest import require_binary
 from tests.harness import REPO, Worker, poll, produce
 
 PASSWORD = "Zq9-pw-d0n0tl0g-4417"
@@ -63,30 +62,7 @@ def _clean_kafka_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-# --- TLS material --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate."""
-    openssl = require_binary("openssl", "openssl")
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=pp-test-ca")
-    (d / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name, cn in (("server", "localhost"), ("client", "pp-worker")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={cn}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "san.cnf")
-    # a second CA that signed nothing here: trusting it must fail the handshake
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
-        "other.pem", "-days", "2", "-subj", "/CN=pp-other-ca")
-    return {p.stem + p.suffix.replace(".", "_"): p for p in d.iterdir()}
-
-
+# --- TLS material: the `pki` fixture in conftest.py ----------------------------------------
 class TlsServer:
     """A TLS server on 127.0.0.1 that requires a client certificate signed by the test CA."""
 
