@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from streams.catalog import load_config
-from streams.engine import Engine, PartnerState
-from streams.simulator import PROFILES, SimPartner, Simulator
+from streams.config.catalog import load_config
+from streams.engine.core import Engine, PartnerState
+from streams.tools.simulator import PROFILES, SimPartner, Simulator
 
 T0 = 1_788_000_000_000  # 2026-08-29T10:40:00Z: a fixed instant, no benchmark reads the clock
 MINUTE = 60_000

@@ -15,9 +15,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.contract import TOPICS
-from streams.topics import REPARTITION, all_topics
+from streams.ingest.contract import TOPICS
+from streams.ingest.topics import REPARTITION, all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
 from tests.harness import REPO, Worker, produce
 
 from . import common

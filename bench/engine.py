@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from streams.contract import decode
-from streams.engine import Engine, settle_gc
+from streams.engine.core import Engine, settle_gc
+from streams.ingest.contract import decode
 
 from . import common
 
@@ -42,7 +42,7 @@ def _ingest_all(warmup: list[tuple[str, bytes]], messages: list[tuple[str, bytes
                 gc_mode: str = "default") -> float:
     """Seconds to ingest every message into an engine holding the warm-up state, draining the
     journal like the worker does (after every message). ``gc_mode``: 'default' (the
-    interpreter's GC settings), 'settled' (streams.engine.settle_gc() after the warm-up, as the
+    interpreter's GC settings), 'settled' (streams.engine.core.settle_gc() after the warm-up, as the
     worker calls it after recovery) or 'off' (cyclic GC disabled)."""
     eng = _warm_engine(warmup, wall_ms)
     gc.collect()
@@ -140,7 +140,7 @@ def run(quick: bool) -> dict[str, Any]:
     notes = [
         f"**What limits throughput.** The engine does {1e6 / eps:.1f} µs of work per event "
         f"({1e6 / settled:.1f} µs with the worker's GC settings); "
-        f"{1e6 / decode_eps:.1f} µs of it is streams.contract.decode (msgspec parse + validation), "
+        f"{1e6 / decode_eps:.1f} µs of it is streams.ingest.contract.decode (msgspec parse + validation), "
         "so parsing is not the bottleneck. The rest is the per-event state update in pure Python: "
         "each event updates the entity marks it sets (each mark once, shared by the KPIs that "
         f"read it: {per_event.get('_on_mark_calls_per_event', 0):.2f} per event), recomputes the "
@@ -153,7 +153,7 @@ def run(quick: bool) -> dict[str, Any]:
         "Window values are not computed here: each window keeps running totals of its closed "
         "buckets, read in O(1) per KPI by evaluate().",
         f"The cyclic GC: {gc_off:,.0f} events/s with it off ({gc_off / eps:.2f}x the default), "
-        f"{settled:,.0f}/s ({settled / eps:.2f}x) with streams.engine.settle_gc() after the "
+        f"{settled:,.0f}/s ({settled / eps:.2f}x) with streams.engine.core.settle_gc() after the "
         "warm-up, which the worker calls after recovery (gc.freeze() of the recovered state, "
         "gen-0 threshold 10,000). "
         f"Reaching {GOAL_EPS:,}/s on one core needs {GOAL_EPS / best:.1f}x more: the goal's "
@@ -171,10 +171,10 @@ def run(quick: bool) -> dict[str, Any]:
             f"simulator's warm-start backlog ({len(warmup):,} events, untimed: tickets and orders "
             "already in flight), then times Engine.ingest + Engine.drain per message over the live "
             "traffic, as the worker does. Pinned to one core; median of "
-            f"{reps} repetition(s). Baselines in the same run: streams.contract.decode alone "
+            f"{reps} repetition(s). Baselines in the same run: streams.ingest.contract.decode alone "
             "(validation, no state), msgspec.json.decode alone (parsing, no schema), and the "
             "same repetitions with the cyclic GC off (gc.disable() around the timed loop) and "
-            "with streams.engine.settle_gc() after the warm-up (the worker's GC settings after "
+            "with streams.engine.core.settle_gc() after the warm-up (the worker's GC settings after "
             "recovery). cProfile on "
             "the first 100,000 live events (20,000 with --quick) after the same warm-up."
         ),

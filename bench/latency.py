@@ -14,11 +14,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.catalog import DEFAULT_CONFIG_DIR
-from streams.settings import Settings
-from streams.simulator import Simulator
-from streams.topics import ALERTS, all_topics
+from streams.config.catalog import DEFAULT_CONFIG_DIR
+from streams.config.settings import Settings
+from streams.ingest.topics import ALERTS, all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.simulator import Simulator
 from tests.harness import Worker, produce
 
 from . import common

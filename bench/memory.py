@@ -8,8 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from streams.exporter import KpiCollector
-from streams.watch import Watch
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
 
 from . import common
 

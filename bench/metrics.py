@@ -9,9 +9,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from streams.engine import settle_gc
-from streams.exporter import KpiCollector, make_registry
-from streams.watch import Watch
+from streams.engine.core import settle_gc
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector, make_registry
 
 from . import common
 
@@ -177,7 +177,7 @@ def run(quick: bool) -> dict[str, Any]:
             f"every window filled (default catalog: 16 KPIs x 4 windows; {templates} partners built by "
             "Engine.ingest, the others referencing their window buckets read-only, which renders "
             "the same and fits in memory), judged once by a Watch, the state then frozen out of "
-            "the cyclic GC's sight (streams.engine.settle_gc(), as the worker does after its "
+            "the cyclic GC's sight (streams.engine.core.settle_gc(), as the worker does after its "
             "recovery), rendered as the worker serves "
             "/metrics: KpiCollector(..., watch=...).exposition() with the catalog's default "
             "export_windows (state/open-items series included). 'first': the collector's first "

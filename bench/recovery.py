@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.contract import decode
-from streams.engine import _encode_record, _record_key, id_hash
-from streams.simulator import Simulator
-from streams.topics import all_topics, partition_for
+from streams.engine.core import _encode_record, _record_key, id_hash
+from streams.ingest.contract import decode
+from streams.ingest.topics import all_topics, partition_for
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.simulator import Simulator
 from tests.harness import Worker, poll, produce
 
 from . import common
@@ -221,7 +222,7 @@ def run(quick: bool) -> dict[str, Any]:
             "(tests.harness.Worker, --clock event, --store memory, so the whole changelog is "
             "read) starts; phases from its /ready `recovery` timestamps: process start to "
             "partitions assigned (startup and group join), the journal store's bulk load of "
-            "its changelog partitions (streams/journal.py, one plain aiokafka consumer), "
+            "its changelog partitions (streams/runtime/journal_table.py, one plain aiokafka consumer), "
             "Faust's own recovery (assignment to the table's on_recover: with the store "
             "reporting what it holds, only the last batch is read again), the changelog tail "
             "the broker's offsets hide (`_changelog_tail`), collecting and sorting the owned "

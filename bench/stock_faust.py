@@ -24,7 +24,7 @@ from typing import Any
 import faust
 import orjson
 
-from streams.contract import TOPICS
+from streams.ingest.contract import TOPICS
 
 
 def build(broker: str, app_id: str, n: int, out: Path, table: bool, data_dir: Path) -> faust.App:

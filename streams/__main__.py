@@ -1,5 +1,5 @@
 """``python -m streams`` runs the partnerpulse command."""
 
-from .cli import main
+from streams.cli import main
 
 main()

@@ -17,10 +17,10 @@ import orjson
 import typer
 from rich.console import Console
 
-from .catalog import DEFAULT_CONFIG_DIR, ConfigError, load_config
+from streams.config.catalog import DEFAULT_CONFIG_DIR, ConfigError, load_config
 
 if TYPE_CHECKING:  # the worker's heavy imports stay out of `partnerpulse --help`
-    from .settings import Settings
+    from streams.config.settings import Settings
 
 # no locals in tracebacks: they would print settings and client arguments, secrets included
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -56,7 +56,7 @@ def check_config(config: ConfigOpt = DEFAULT_CONFIG_DIR) -> None:
     console.print(f"ok: {len(catalog.kpis)} KPIs, windows {', '.join(catalog.windows)}, "
                   f"{len(partners.partner_tier)} listed partners "
                   f"({'closed' if partners.closed else 'open'} list)")
-    from .coverage import exported_windows, unexported_readers
+    from streams.generators.coverage import exported_windows, unexported_readers
 
     for window, readers in unexported_readers(catalog).items():
         console.print(f"[yellow]warning[/yellow] window {window} is not in settings.export_windows "
@@ -104,7 +104,7 @@ def worker(
     Options not given on the command line come from PARTNERPULSE_<NAME> environment variables,
     then from the defaults.
     """
-    from .settings import Settings
+    from streams.config.settings import Settings
 
     given: dict[str, object] = {
         "broker": broker, "clock": clock.value if clock else None, "web_port": web_port,
@@ -123,8 +123,8 @@ def run_worker(settings: Settings) -> None:
     """Create topics when allowed, then run the Faust worker until stopped."""
     import faust
 
-    from .app import Pipeline
-    from .topics import ensure_worker_topics
+    from streams.runtime.pipeline import Pipeline
+    from streams.runtime.topic_setup import ensure_worker_topics
 
     try:
         load_config(settings.config_dir)
@@ -149,7 +149,7 @@ def rules(
     config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
 ) -> None:
     """Generate config/rules/partnerpulse.rules.yml (Prometheus rules) from the KPI catalog."""
-    from . import rules as generator
+    from streams.generators import rules as generator
 
     raise typer.Exit(generator.main(check=check, config_dir=config))
 
@@ -167,7 +167,7 @@ def replay(
 
     TLS and SASL come from the PARTNERPULSE_KAFKA_* environment variables, as for the worker.
     """
-    from .replay import run_replay_cli
+    from streams.tools.replay import run_replay_cli
 
     raise typer.Exit(run_replay_cli(file, topic, mapping, broker, speed, kafka_security()))
 
@@ -183,8 +183,9 @@ def embedded_broker(
     """
     import tempfile
 
-    from .broker import EmbeddedBroker, ensure_topics
-    from .topics import all_topics
+    from streams.ingest.topics import all_topics
+    from streams.runtime.kafka_admin import ensure_topics
+    from streams.tools.broker import EmbeddedBroker
 
     with tempfile.TemporaryDirectory(prefix="partnerpulse-broker-") as tmp, \
             EmbeddedBroker(port=port, log_path=Path(tmp) / "broker.log") as broker:
@@ -227,8 +228,8 @@ def report(
 
     The numbers are the workers' own calendar-month state (kept 13 months), read over HTTP.
     """
-    from .engine import MonthCalendar
-    from .report import RENDERERS, ReportError, build_report, fetch
+    from streams.engine.core import MonthCalendar
+    from streams.outputs.report import RENDERERS, ReportError, build_report, fetch
 
     try:
         MonthCalendar.parse(month)
@@ -258,7 +259,7 @@ def dashboards(
     config: Annotated[Path | None, typer.Option("--config", help="Directory with kpis.yaml.")] = None,
 ) -> None:
     """Generate the Grafana dashboards (dashboards/*.json) from the KPI catalog."""
-    from . import dashboards as generator
+    from streams.generators import dashboards as generator
 
     raise typer.Exit(generator.main(check=check, config_dir=config))
 
@@ -277,8 +278,8 @@ def simulate(
 
     TLS and SASL come from the PARTNERPULSE_KAFKA_* environment variables, as for the worker.
     """
-    from .broker import ensure_topics, parse_broker_url
-    from .topics import all_topics
+    from streams.ingest.topics import all_topics
+    from streams.runtime.kafka_admin import ensure_topics, parse_broker_url
 
     bootstrap = parse_broker_url(broker)
     security = kafka_security()
@@ -292,8 +293,8 @@ def kafka_security() -> dict[str, Any]:
     """TLS/SASL client arguments from PARTNERPULSE_KAFKA_* (never from flags); exit 1 if invalid."""
     from pydantic import ValidationError
 
-    from .kafka_auth import client_kwargs
-    from .settings import KafkaClientSettings
+    from streams.config.kafka_auth import client_kwargs
+    from streams.config.settings import KafkaClientSettings
 
     try:
         return client_kwargs(KafkaClientSettings())
@@ -307,7 +308,7 @@ def run_simulator(bootstrap: str, rate: float, seed: int, drift_minutes: float,
     """Produce simulated events in real time, keyed by partner, until ``stop_at``."""
     from kafka import KafkaProducer
 
-    from .simulator import Simulator
+    from streams.tools.simulator import Simulator
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
                              key_serializer=str.encode, **(security or {}))
@@ -370,8 +371,9 @@ def demo(
     """Embedded broker + worker + simulator on this machine, nothing else needed."""
     import tempfile
 
-    from .broker import EmbeddedBroker, ensure_topics
-    from .topics import all_topics
+    from streams.ingest.topics import all_topics
+    from streams.runtime.kafka_admin import ensure_topics
+    from streams.tools.broker import EmbeddedBroker
 
     partitions = 4
     with tempfile.TemporaryDirectory(prefix="partnerpulse-demo-") as tmp, \

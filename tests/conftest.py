@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.broker import free_port as _free_port
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.broker import free_port as _free_port
 
 
 def on_ci() -> bool:

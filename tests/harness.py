@@ -24,7 +24,7 @@ import orjson
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.tools.broker import EmbeddedBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,9 @@ import yaml
 from conftest import require_binary
 from kafka import KafkaConsumer
 
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
-from streams.topics import ALERTS, all_topics
+from streams.ingest.topics import ALERTS, all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker, free_port
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.test_alertmanager_client import Alertmanager
 from tests.test_watch import _calls

@@ -1,4 +1,4 @@
-"""streams.alertmanager.AlertSender against a real Alertmanager (and a few fakes).
+"""streams.outputs.alertmanager.AlertSender against a real Alertmanager (and a few fakes).
 
 The Alertmanager is Debian's ``prometheus-alertmanager`` (scripts/test.sh installs it; without
 it these tests skip locally and fail on CI), started on a free loopback port with clustering
@@ -24,8 +24,8 @@ from typing import Any, Generic, TypeVar
 import pytest
 from conftest import require_binary
 
-from streams.alertmanager import AlertFanout, AlertSender
-from streams.broker import free_port
+from streams.outputs.alertmanager import AlertFanout, AlertSender
+from streams.tools.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "config" / "alertmanager.yml"
@@ -458,8 +458,8 @@ def test_alertmanager_urls_from_the_flag_and_the_environment(monkeypatch: pytest
     from typer.testing import CliRunner
 
     import streams.cli
-    from streams.app import Pipeline
-    from streams.settings import Settings
+    from streams.config.settings import Settings
+    from streams.runtime.pipeline import Pipeline
 
     started: list[Settings] = []
     monkeypatch.setattr(streams.cli, "run_worker", started.append)
@@ -484,8 +484,8 @@ def test_alerts_dropped_past_the_queue_bound_are_exported() -> None:
     """What ``max_pending`` turns away is counted and shown in the worker's /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streams.app import Pipeline
-    from streams.settings import Settings
+    from streams.config.settings import Settings
+    from streams.runtime.pipeline import Pipeline
 
     urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]  # never posted to: no run()
     pipeline = Pipeline(Settings(store="memory", alertmanager=urls))

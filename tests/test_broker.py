@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    ensure_topics,
-    free_port,
-    parse_broker_url,
-)
+from streams.runtime.kafka_admin import ensure_topics, parse_broker_url
+from streams.tools.broker import BrokerError, EmbeddedBroker, free_port
 
 N = 100
 

@@ -200,8 +200,8 @@ def test_grafana_datasource_provisioning() -> None:
 def test_grafana_dashboard_provider_points_at_the_generated_dashboards() -> None:
     import json
 
-    from streams.catalog import load_catalog
-    from streams.dashboards import DATASOURCE_UID, render_all
+    from streams.config.catalog import load_catalog
+    from streams.generators.dashboards import DATASOURCE_UID, render_all
 
     data = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "partnerpulse.yml").read_text())
     assert data["apiVersion"] == 1
@@ -238,7 +238,7 @@ def test_shipped_worker_runs_the_tested_configuration(tmp_path: Path) -> None:
     """docker-compose's workers, the demo and the fault tests' workers set only deployment
     options: the store and every other behaviour come from the settings' defaults on all of
     them, and the image installs no extra that changes what runs."""
-    from streams.settings import Settings
+    from streams.config.settings import Settings
     from tests.harness import Worker
 
     tested = Worker("kafka://127.0.0.1:9", tmp_path).cmd

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.catalog import ConfigError, duration_ms, load_config
-from streams.engine import Engine, Outcome
+from streams.config.catalog import ConfigError, duration_ms, load_config
+from streams.engine.core import Engine, Outcome
 from tests.harness import REPO
 
 CONFIG = REPO / "config"
@@ -165,7 +165,7 @@ def test_marks_of_one_entity_must_share_a_topic(tmp_path: Path, kpi: str, topic:
 
 def _panels_selecting(window: str) -> set[str]:
     """Titles of committed dashboard panels whose queries name ``window`` (read independently
-    of streams.coverage: a plain text search of the JSON files)."""
+    of streams.generators.coverage: a plain text search of the JSON files)."""
     needle = f'window="{window}"'
     titles: set[str] = set()
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from streams.catalog import load_config
-from streams.contract import MAX_FUTURE_MS, ContractError, decode
-from streams.engine import Engine, Outcome
+from streams.config.catalog import load_config
+from streams.engine.core import Engine, Outcome
+from streams.ingest.contract import MAX_FUTURE_MS, ContractError, decode
 
 WALL = 1_788_000_000_000  # 2026-08-29, a fixed wall clock: nothing depends on the real one
 PLUS_ONE = timezone(timedelta(hours=1))

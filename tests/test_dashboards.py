@@ -23,10 +23,11 @@ import orjson
 import pytest
 import yaml
 
-from streams import dashboards
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
-from streams.catalog import load_catalog
-from streams.topics import all_topics
+from streams.config.catalog import load_catalog
+from streams.generators import dashboards
+from streams.ingest.topics import all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker, free_port
 from tests.conftest import require_binary
 from tests.harness import REPO, Worker, poll
 
@@ -69,7 +70,7 @@ def test_regenerating_gives_the_committed_bytes(capsys: pytest.CaptureFixture[st
     assert {p.name for p in DASHBOARDS.glob("*.json")} == set(rendered)
     for name, text in rendered.items():
         assert (DASHBOARDS / name).read_bytes() == text.encode(), (
-            f"{name} is stale: python -m streams.dashboards")
+            f"{name} is stale: partnerpulse dashboards")
         assert text.endswith("}\n") and "\n  \"" in text
         assert json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n" == text
     assert dashboards.render_all(catalog) == rendered  # deterministic

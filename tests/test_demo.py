@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port
-from streams.simulator import DEFAULT_PARTNERS
+from streams.tools.broker import free_port
+from streams.tools.simulator import DEFAULT_PARTNERS
 from tests.harness import REPO, kpi_series, poll
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import msgspec
 import orjson
 import pytest
 
-from streams.catalog import ConfigError, load_catalog, load_config
-from streams.dedup import MERGE_AT
-from streams.engine import Engine, Outcome, _decode_record, attainment
+from streams.config.catalog import ConfigError, load_catalog, load_config
+from streams.engine.core import Engine, Outcome, _decode_record, attainment
+from streams.engine.dedup import MERGE_AT
 from tests import reference
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from streams import sketch
-from streams.catalog import load_config
-from streams.engine import Engine
+from streams.config.catalog import load_config
+from streams.engine import sketch
+from streams.engine.core import Engine
 from tests import reference
 from tests.streams_gen import DAY, HOUR, random_events
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.catalog import load_config
-from streams.engine import Engine, Outcome
-from streams.exporter import KpiCollector
-from streams.watch import Watch
+from streams.config.catalog import load_config
+from streams.engine.core import Engine, Outcome
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
 from tests.streams_gen import DAY, HOUR, MINUTE, _ms, random_events
 
 T0 = 1_788_000_000_000

@@ -26,7 +26,7 @@ from aiokafka.protocol.api import RequestHeader_v1
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 
-from streams.broker import ensure_topics
+from streams.runtime.kafka_admin import ensure_topics
 from tests.harness import (
     MESSAGE_TOO_LARGE,
     FaultBroker,

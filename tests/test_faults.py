@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
-from streams.topics import all_topics
+from streams.ingest.topics import all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker, free_port
 from tests import reference
 from tests.harness import (
     REPO,
@@ -201,7 +202,7 @@ def test_broker_frozen_for_a_minute_nothing_lost_and_the_outage_shows(
 
 def spread_partners(per_partition: int, partitions: int = 4) -> list[str]:
     """Partner ids, ``per_partition`` of them on each input partition."""
-    from streams.topics import partition_for
+    from streams.ingest.topics import partition_for
 
     out: list[str] = []
     counts = dict.fromkeys(range(partitions), 0)
@@ -732,8 +733,8 @@ def test_both_stores_skip_the_recovery_check_tansu_trips() -> None:
     """The fix for the test above, as configuration: both stores skip Faust's recovery
     consistency check, which compares their offsets with tansu's wrong end offset (the RocksDB
     store's restart test, in test_pipeline.py, tripped it too)."""
-    from streams.app import Pipeline
-    from streams.settings import Settings
+    from streams.config.settings import Settings
+    from streams.runtime.pipeline import Pipeline
 
     for store, check in (("memory", False), ("rocksdb", False)):
         pipeline = Pipeline(Settings(store=store, web_port=free_port(), app_id=f"pp-check-{store}"))
@@ -745,8 +746,8 @@ def test_a_revocation_waits_for_the_events_the_agent_holds() -> None:
     configuration: Faust waits for every event the agent took to be acked before it signals a
     revocation (the second, Pipeline._on_recover keeping only partners that outlived the
     revocation, is what that test checks when this one is reverted)."""
-    from streams.app import Pipeline
-    from streams.settings import Settings
+    from streams.config.settings import Settings
+    from streams.runtime.pipeline import Pipeline
 
     pipeline = Pipeline(Settings(store="memory", web_port=free_port(), app_id="pp-check-wait"))
     assert pipeline.app.conf.stream_wait_empty is True
@@ -947,8 +948,8 @@ def test_far_future_far_past_and_skewed_producers_on_the_event_clock(
 
 
 def _engine(clock: str) -> Any:
-    from streams.catalog import load_config
-    from streams.engine import Engine
+    from streams.config.catalog import load_config
+    from streams.engine.core import Engine
 
     catalog, partners = load_config()
     return Engine(catalog, partners, clock=clock)

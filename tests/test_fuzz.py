@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import load_config
-from streams.contract import MAX_MESSAGE_BYTES, ContractError, decode, redact
-from streams.engine import Engine, KpiValue, Outcome
+from streams.config.catalog import load_config
+from streams.engine.core import Engine, KpiValue, Outcome
+from streams.ingest.contract import MAX_MESSAGE_BYTES, ContractError, decode, redact
 from tests import reference
 from tests.streams_gen import DAY, HOUR, random_events
 
@@ -455,8 +455,9 @@ def _collect(good: Good, wall: int, n: int) -> list[Fuzz]:
 
 @pytest.mark.slow
 def test_a_worker_survives_hostile_messages_and_counts_good_ones_once(tmp_path: Path) -> None:
-    from streams.broker import EmbeddedBroker, ensure_topics
-    from streams.topics import DEAD_LETTER, REPARTITION, all_topics
+    from streams.ingest.topics import DEAD_LETTER, REPARTITION, all_topics
+    from streams.runtime.kafka_admin import ensure_topics
+    from streams.tools.broker import EmbeddedBroker
     from tests.harness import Worker, as_messages, poll, produce
     from tests.test_pipeline import _consume_all, _history, assert_exports_match
 

@@ -14,19 +14,10 @@ from statistics import NormalDist
 
 import pytest
 
-from streams import sketch
-from streams.judge import (
-    CUSUM_CAP_FACTOR,
-    Cusum,
-    Evidence,
-    Judgement,
-    JudgeParams,
-    State,
-    Transition,
-    bounds,
-    is_past,
-    t_quantile,
-)
+from streams.config.judging import JudgeParams
+from streams.engine import sketch
+from streams.engine.cusum import CUSUM_CAP_FACTOR, Cusum
+from streams.judgement.judge import Evidence, Judgement, State, Transition, bounds, is_past, t_quantile
 
 T0 = 1_788_000_000_000  # a fixed instant; nothing depends on the real clock
 SEC = 1_000

@@ -17,10 +17,11 @@ import pytest
 from kafka import KafkaAdminClient
 from pydantic import ValidationError
 
-from streams.app import Pipeline
-from streams.broker import EmbeddedBroker, free_port
-from streams.settings import Settings
-from streams.topics import ALERTS, DEAD_LETTER, REPARTITION, all_topics, ensure_worker_topics
+from streams.config.settings import Settings
+from streams.ingest.topics import ALERTS, DEAD_LETTER, REPARTITION, all_topics
+from streams.runtime.pipeline import Pipeline
+from streams.runtime.topic_setup import ensure_worker_topics
+from streams.tools.broker import EmbeddedBroker, free_port
 
 PRODUCTION = {"topic_replication_factor": 3, "topic_min_insync_replicas": 2}
 

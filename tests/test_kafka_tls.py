@@ -24,9 +24,9 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.kafka_auth import client_kwargs
-from streams.settings import KafkaClientSettings
+from streams.config.kafka_auth import client_kwargs
+from streams.config.settings import KafkaClientSettings
+from streams.tools.broker import EmbeddedBroker, free_port
 from tests.harness import Worker, poll
 
 pytestmark = pytest.mark.slow

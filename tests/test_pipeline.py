@@ -15,8 +15,9 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.topics import DEAD_LETTER, all_topics
+from streams.ingest.topics import DEAD_LETTER, all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
 from tests import reference
 from tests.harness import Worker, as_messages, kpi_series, poll, produce
 from tests.streams_gen import DAY, HOUR, _ms, random_events

@@ -1,6 +1,6 @@
 """partnerpulse replay: mapping rows to contract events (unit tests on inline CSV), and end to end
 on the real public logs in ../shared/datasets, checked against KPIs computed here from the CSV
-with plain Python (no code shared with streams.replay)."""
+with plain Python (no code shared with streams.tools.replay)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.catalog import ConfigError
-from streams.replay import Mapping, Skip, load_mapping, map_rows, read_file, rows_from_text
-from streams.topics import all_topics
+from streams.config.catalog import ConfigError
+from streams.ingest.topics import all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.replay import Mapping, Skip, load_mapping, map_rows, read_file, rows_from_text
 from tests.harness import REPO, Worker, kpi_series, poll
 
 DATASETS = (REPO / "../shared/datasets").resolve()
@@ -225,7 +226,7 @@ def test_shipped_mappings_load() -> None:
 
 
 def test_cli_entry_point_reports_errors(tmp_path: Path) -> None:
-    from streams.replay import run_replay_cli
+    from streams.tools.replay import run_replay_cli
 
     data = tmp_path / "x.csv"
     data.write_text(HEADER)
@@ -243,7 +244,7 @@ def test_replay_produces_in_event_time_order_keyed_by_partner_at_speed(
         fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
     from kafka import KafkaConsumer
 
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     now = int(time.time()) - 3600
     lines = [f"T{i % 5},{datetime.fromtimestamp(now + 10 * (i % 7) + i, UTC).isoformat()},"
@@ -361,7 +362,7 @@ def _month_values(worker: Worker, month: str) -> dict[tuple[str, str], tuple[flo
 def _replay_and_compare(broker: EmbeddedBroker, tmp_path: Path, file: Path, mapping: str,
                         tickets: dict[str, _Ticket], kpis: tuple[str, ...],
                         min_checked: int, retention_days: int | None = None) -> dict[str, Any]:
-    from streams.replay import replay, run_replay_cli
+    from streams.tools.replay import replay, run_replay_cli
 
     extra: list[str] = []
     if retention_days is not None:  # the catalog with a longer entity retention, nothing else changed

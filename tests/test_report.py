@@ -18,9 +18,9 @@ import orjson
 import pytest
 import yaml
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.catalog import ConfigError, load_config, load_partners
-from streams.report import (
+from streams.config.catalog import ConfigError, load_config, load_partners
+from streams.ingest.topics import all_topics
+from streams.outputs.report import (
     ReportError,
     build_report,
     fetch,
@@ -30,7 +30,8 @@ from streams.report import (
     render_table,
     show,
 )
-from streams.topics import all_topics
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
 from tests import reference
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.streams_gen import DAY, random_events

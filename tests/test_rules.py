@@ -1,4 +1,4 @@
-"""Prometheus rules generated from the KPI catalog (streams/rules.py).
+"""Prometheus rules generated from the KPI catalog (streams/generators/rules.py).
 
 * the committed ``config/rules/partnerpulse.rules.yml`` is exactly what the generator gives;
 * ``promtool check rules`` accepts it and ``promtool test rules`` passes the hand-written
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams import rules
-from streams.catalog import load_catalog
+from streams.config.catalog import load_catalog
+from streams.generators import rules
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"

@@ -35,17 +35,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.catalog import ConfigError, load_catalog, load_config, load_partners
 from streams.cli import app as cli_app
-from streams.contract import Parsed, decode
-from streams.engine import Engine
-from streams.exporter import KpiCollector, make_registry
-from streams.kafka_auth import client_kwargs, faust_credentials, ssl_context
-from streams.replay import load_mapping
-from streams.rules import render_rules
-from streams.settings import KafkaClientSettings, Settings
-from streams.topics import all_topics
+from streams.config.catalog import ConfigError, load_catalog, load_config, load_partners
+from streams.config.kafka_auth import client_kwargs, faust_credentials, ssl_context
+from streams.config.settings import KafkaClientSettings, Settings
+from streams.engine.core import Engine
+from streams.generators.rules import render_rules
+from streams.ingest.contract import Parsed, decode
+from streams.ingest.topics import all_topics
+from streams.outputs.exporter import KpiCollector, make_registry
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.replay import load_mapping
 from tests.harness import REPO, Worker, poll, produce
 
 PASSWORD = "Zq9-pw-d0n0tl0g-4417"
@@ -325,7 +326,7 @@ def _own_ipv4_addresses() -> list[str]:
 
 def test_http_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().web_bind == "127.0.0.1"
-    from streams.app import Pipeline
+    from streams.runtime.pipeline import Pipeline
 
     pipeline = Pipeline(Settings(store="memory"))
     assert pipeline.app.conf.web_bind == "127.0.0.1"
@@ -461,7 +462,7 @@ def test_every_view_sends_the_browser_security_headers(hostile_worker: tuple[Wor
     import hashlib
     import re
 
-    from streams.wall import WALL_HTML
+    from streams.outputs.wall import WALL_HTML
 
     worker, _ = hostile_worker
 
@@ -595,7 +596,7 @@ HOSTILE_TITLE = 'Answer "speed" {{ $labels.partner }} }}} {{{ {x} \\ \n\'q\' {{-
 
 
 def test_hostile_kpi_titles_cannot_break_rules_or_dashboards(tmp_path: Path) -> None:
-    from streams.dashboards import render_all
+    from streams.generators.dashboards import render_all
 
     def edit(data: dict[str, Any]) -> None:
         for kpi in data["kpis"]:
@@ -665,7 +666,7 @@ def test_label_values_with_quotes_newlines_backslashes_round_trip_in_the_exposit
 
 
 def test_alertmanager_payload_is_json_encoded(tmp_path: Path) -> None:
-    from streams.alertmanager import AlertSender
+    from streams.outputs.alertmanager import AlertSender
     from tests.test_alertmanager_client import FakeAlertmanager, SenderThread, wait_for
 
     nasty = 'a"b\\c\n</script>{"x": 1}\u2028é'
@@ -708,7 +709,7 @@ def test_the_commented_sasl_example_in_docker_compose_is_a_valid_configuration(
 
 def test_alertmanager_credentials_in_the_url_stay_out_of_the_logs(
         caplog: pytest.LogCaptureFixture, free_port: int) -> None:
-    from streams.alertmanager import AlertSender
+    from streams.outputs.alertmanager import AlertSender
     from tests.test_alertmanager_client import SenderThread, wait_for
 
     caplog.set_level("DEBUG", logger="partnerpulse")

@@ -1,4 +1,4 @@
-"""The traffic simulator (streams/simulator.py) and the malformed-message corpus.
+"""The traffic simulator (streams/tools/simulator.py) and the malformed-message corpus.
 
 The contract check and the KPI sample counting here are deliberately simple and written
 from /tmp/pp/semantics.md, independent of the engine.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from streams.simulator import DEFAULT_PARTNERS, PROFILES, SimPartner, Simulator
+from streams.tools.simulator import DEFAULT_PARTNERS, PROFILES, SimPartner, Simulator
 from tests.malformed import CATEGORIES, malformed_messages
 
 START = 1_800_000_000_000  # 2027-01-15T08:00:00Z
@@ -315,7 +315,7 @@ def test_every_event_follows_the_contract(default_run: tuple[Simulator, Events])
 
 
 def test_events_pass_the_engine_contract(default_run: tuple[Simulator, Events]) -> None:
-    from streams import contract
+    from streams.ingest import contract
 
     _, events = default_run
     for topic, event in events[::25]:
@@ -453,7 +453,7 @@ def test_every_malformed_message_breaks_the_contract() -> None:
 
 
 def test_malformed_messages_are_rejected_by_the_engine_contract() -> None:
-    from streams import contract
+    from streams.ingest import contract
 
     now_ms = int(time.time() * 1000)
     wrong: dict[str, str] = {}

@@ -19,13 +19,14 @@ import orjson
 import pytest
 import yaml
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.catalog import load_config
-from streams.engine import Engine
-from streams.judge import Judgement, State
-from streams.topics import all_topics
-from streams.wall import STEP_MS, WALL_HTML, History, snapshot
-from streams.watch import Watch
+from streams.config.catalog import load_config
+from streams.engine.core import Engine
+from streams.ingest.topics import all_topics
+from streams.judgement.judge import Judgement, State
+from streams.judgement.watch import Watch
+from streams.outputs.wall import STEP_MS, WALL_HTML, History, snapshot
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
 from tests.conftest import on_ci
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.test_watch import T0, _calls

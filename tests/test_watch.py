@@ -6,9 +6,9 @@ import random
 
 import orjson
 
-from streams.catalog import load_config
-from streams.engine import Engine
-from streams.watch import Alert, Watch
+from streams.config.catalog import load_config
+from streams.engine.core import Engine
+from streams.judgement.watch import Alert, Watch
 
 T0 = 1_788_000_000_000
 MIN = 60_000

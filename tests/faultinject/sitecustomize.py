@@ -14,7 +14,7 @@ _IDS = {i for i in os.environ.get("PP_TEST_RAISE_ON", "").split(",") if i}
 if _IDS:
     from typing import Any
 
-    from streams.engine import Engine
+    from streams.engine.core import Engine
 
     _apply = Engine.apply
 

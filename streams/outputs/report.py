@@ -20,8 +20,8 @@ from typing import Any, Final
 
 import orjson
 
-from .catalog import Band, Catalog, Kpi, Partners
-from .engine import Engine, MonthCalendar, attainment
+from streams.config.catalog import Band, Catalog, Kpi, Partners
+from streams.engine.core import Engine, MonthCalendar, attainment
 
 FORMATS: Final = ("table", "csv", "html", "json")
 

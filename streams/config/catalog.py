@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
-from .contract import TOPICS
-from .judge import JudgeParams
+from streams.config.judging import JudgeParams
+from streams.ingest.contract import TOPICS
 
-_SOURCE_CONFIG = Path(__file__).resolve().parent.parent / "config"
+_SOURCE_CONFIG = Path(__file__).resolve().parents[2] / "config"  # the checkout's config/
 # From a source checkout (editable install) the repo's config/; otherwise ./config.
 DEFAULT_CONFIG_DIR: Final = _SOURCE_CONFIG if _SOURCE_CONFIG.is_dir() else Path("config")
 TIERS: Final = ("premier", "business", "select", "authorized")

@@ -22,8 +22,8 @@ from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 from yarl import URL
 
-from .broker import parse_broker_url
-from .kafka_auth import app_client_kwargs
+from streams.config.kafka_auth import app_client_kwargs
+from streams.runtime.kafka_admin import parse_broker_url
 
 
 class BulkLoadedMemoryStore(MemoryStore):

@@ -14,8 +14,8 @@ Every dashboard has a ``${datasource}`` Prometheus variable; every dashboard and
 explicit, stable id (panels of per-KPI loops derive theirs from the KPI id, so adding a KPI
 does not renumber the others). One function per panel.
 
-Regenerate:  python -m streams.dashboards
-Check:       python -m streams.dashboards --check   (exit 1 when a file is stale)
+Regenerate:  partnerpulse dashboards
+Check:       partnerpulse dashboards --check   (exit 1 when a file is stale)
 
 Worst movers: ``A - A offset 1h`` is exact but empty until the series is an hour old (a fresh
 Prometheus, a new partner). The query is ``(A - A offset 1h) or delta(A[1h])``: the exact
@@ -26,9 +26,7 @@ data from the second scrape on. The same holds for 1d.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,9 +45,9 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from .catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
-from .generated import load_catalog_or_report, write_or_check
-from .rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
+from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
+from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.generators.rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
 
 NOC_UID: Final = "partnerpulse-noc"
 ONCALL_UID: Final = "partnerpulse-oncall"
@@ -569,12 +567,3 @@ def main(check: bool = False, config_dir: Path | None = None, out_dir: Path | No
     target = out_dir or dashboards_dir(base)
     files = {target / name: text for name, text in render_all(catalog).items()}
     return write_or_check(files, check, "partnerpulse dashboards")
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m streams.dashboards",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when a dashboard file is stale")
-    parser.add_argument("--config", type=Path, default=None, help="config directory")
-    args = parser.parse_args()
-    sys.exit(main(check=args.check, config_dir=args.config))

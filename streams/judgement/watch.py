@@ -15,8 +15,8 @@ from typing import Final
 
 import orjson
 
-from .engine import Engine, KpiValue
-from .judge import Evidence, Judgement, State
+from streams.engine.core import Engine, KpiValue
+from streams.judgement.judge import Evidence, Judgement, State
 
 STALE_AFTER_MS: Final = 10 * 60_000
 """A topic whose newest message arrived longer ago than this is a stale feed."""

@@ -6,7 +6,7 @@ and it must be a duplicate, live and after any restart alike. Each id keeps the 
 event time it was first accepted at, which decides when it is forgotten (with its journal
 record) -- on the partner's own clock, the one lateness is judged by.
 
-Layout, for memory: ids are 64-bit hashes (:func:`streams.engine.id_hash`). Most of them sit
+Layout, for memory: ids are 64-bit hashes (:func:`streams.engine.core.id_hash`). Most of them sit
 in one array sorted by hash, with their hours in a parallel array (12 B an id, binary search
 to find one); the newest few sit in a dict until there are enough of them to merge. A merge
 sorts an already sorted run plus a short one, which Python's sort does in about linear time.

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .catalog import Catalog, ConfigError, load_catalog
+from streams.config.catalog import Catalog, ConfigError, load_catalog
 
 
 def load_catalog_or_report(config_dir: Path) -> Catalog | None:

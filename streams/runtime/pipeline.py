@@ -1,6 +1,6 @@
 """The Faust layer: topics, the state table, the agent and the web views.
 
-Everything that counts lives in :mod:`streams.engine`; this module only moves
+Everything that counts lives in :mod:`streams.engine.core`; this module only moves
 bytes between Kafka and the engine:
 
 * one agent reads the four input topics and the repartition topic, with
@@ -29,17 +29,12 @@ import orjson
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .alertmanager import AlertFanout
-from .catalog import load_config
-from .contract import TOPICS, ContractError, decode, redact
-from .engine import Engine, MonthCalendar, Outcome, settle_gc
-from .exporter import KpiCollector, make_registry
-from .faust_app import App
-from .journal import BulkLoadedMemoryStore, JournalTable
-from .judge import State
-from .kafka_auth import client_kwargs, faust_credentials
-from .settings import Settings
-from .topics import (
+from streams.config.catalog import load_config
+from streams.config.kafka_auth import client_kwargs, faust_credentials
+from streams.config.settings import Settings
+from streams.engine.core import Engine, MonthCalendar, Outcome, settle_gc
+from streams.ingest.contract import TOPICS, ContractError, decode, redact
+from streams.ingest.topics import (
     ALERTS,
     DEAD_LETTER,
     REASON_HEADER,
@@ -48,8 +43,13 @@ from .topics import (
     partition_for,
     replication_configs,
 )
-from .wall import History
-from .watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
+from streams.judgement.judge import State
+from streams.judgement.watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
+from streams.outputs.alertmanager import AlertFanout
+from streams.outputs.exporter import KpiCollector, make_registry
+from streams.outputs.wall import History
+from streams.runtime.faust_app import App
+from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 
 log = logging.getLogger("partnerpulse")
 
@@ -163,7 +163,7 @@ class Pipeline:
             self.app.timer(settings.judge_interval_s)(self._judge_tick)
         else:
             self.app.timer(settings.judge_interval_s)(self._health_tick)
-        # app.Table, with the memory store loaded in bulk (streams/journal.py says why)
+        # app.Table, with the memory store loaded in bulk (streams/runtime/journal_table.py says why)
         self.journal = JournalTable(
             self.app, name="journal", beacon=self.app.tables.beacon,
             partitions=settings.partitions, key_type=bytes, value_type=bytes,
@@ -318,7 +318,7 @@ class Pipeline:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
-        from .broker import parse_broker_url
+        from streams.runtime.kafka_admin import parse_broker_url
 
         topic = self.journal.changelog_topic.get_topic_name()
         tps = [TopicPartition(topic, p) for p in sorted(owned)]
@@ -607,7 +607,7 @@ class Pipeline:
     # --- web ----------------------------------------------------------------------
     def _add_views(self) -> None:
         pipeline = self
-        from .wall import WALL_CSP, WALL_HTML, snapshot
+        from streams.outputs.wall import WALL_CSP, WALL_HTML, snapshot
 
         def headers(content_type: str, csp: str = "default-src 'none'; frame-ancestors 'none'"
                     ) -> dict[str, str]:
@@ -622,7 +622,7 @@ class Pipeline:
             """Prometheus exposition of this worker's partners."""
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
-                body = pipeline.collector.exposition()  # direct text: see streams/exporter.py
+                body = pipeline.collector.exposition()  # direct text: see streams/outputs/exporter.py
                 return self.bytes(body, headers=headers(CONTENT_TYPE_LATEST))
 
         class Ready(faust.web.View):
@@ -636,7 +636,7 @@ class Pipeline:
         self.app.page("/metrics")(Metrics)
         self.app.page("/ready")(Ready)
 
-        # --- live wall (streams/wall.py) -----------------------------------------------
+        # --- live wall (streams/outputs/wall.py) -----------------------------------------------
         class Wall(faust.web.View):
             """The live wall page: one self-contained HTML document."""
 
@@ -657,7 +657,7 @@ class Pipeline:
         self.app.page("/api/wall")(WallApi)
         # --- end live wall -----------------------------------------------------------------
 
-        from .report import month_state
+        from streams.outputs.report import month_state
 
         class ReportApi(faust.web.View):
             """Calendar-month KPI values of the owned partners (``?month=2026-10``), for the

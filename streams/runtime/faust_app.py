@@ -1,5 +1,6 @@
 """The Faust app class: stock Faust with one consumer setting Faust does not expose, a guard on
-its offset commits and a fence on group membership (``streams/commit_guard.py``, ``streams/fence.py``).
+its offset commits and a fence on group membership (``runtime/commit_guard.py``,
+``runtime/fence.py``).
 
 Faust's aiokafka driver creates the worker's consumer with ``fetch_max_wait_ms=1500``
 hard-coded. That is how long a fetch may wait at the broker for data, and on the embedded
@@ -19,8 +20,8 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, TransportT
 
-from .commit_guard import CommitGuard
-from .fence import MembershipFence
+from streams.runtime.commit_guard import CommitGuard
+from streams.runtime.fence import MembershipFence
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -52,8 +53,8 @@ class _Transport(driver.Transport):
 
 class App(faust.App):
     """``faust.App`` whose worker consumer waits at most ``fetch_max_wait_ms`` per fetch, commits
-    only what :class:`~streams.commit_guard.CommitGuard` allows, and keeps a
-    :class:`~streams.fence.MembershipFence` up to date on every assignment."""
+    only what :class:`~streams.runtime.commit_guard.CommitGuard` allows, and keeps a
+    :class:`~streams.runtime.fence.MembershipFence` up to date on every assignment."""
 
     fetch_max_wait_ms: int = 100
 
@@ -72,5 +73,5 @@ class App(faust.App):
 def cast_app(app: Any) -> App:
     """The app a consumer thread belongs to, as this module's App."""
     if not isinstance(app, App):
-        raise TypeError(f"expected streams.faust_app.App, got {type(app).__name__}")
+        raise TypeError(f"expected streams.runtime.faust_app.App, got {type(app).__name__}")
     return app

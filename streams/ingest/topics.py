@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiokafka.partitioner import murmur2
 
-from .contract import TOPICS
-
-if TYPE_CHECKING:  # producers import this module for partition_for: no settings, no admin client
-    from .settings import Settings
+from streams.ingest.contract import TOPICS
 
 DEAD_LETTER: Final = "partnerpulse-dead-letter"
 """Messages that broke the contract: original bytes, reason in the ``pp-reason`` header."""
@@ -44,17 +41,3 @@ def replication_configs(min_insync_replicas: int) -> dict[str, str]:
     the broker-wide default must not be weakened by ours. 1 is also Kafka's own default.
     """
     return {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 1 else {}
-
-
-def ensure_worker_topics(settings: Settings) -> None:
-    """Create the topics a worker needs (:func:`all_topics`), with the settings' replication
-    factor and ``min.insync.replicas``; those that exist are left as they are."""
-    from .broker import ensure_topics, parse_broker_url
-    from .kafka_auth import client_kwargs
-
-    topics = all_topics(settings.partitions)
-    config = replication_configs(settings.topic_min_insync_replicas)
-    ensure_topics(parse_broker_url(settings.broker), topics,
-                  configs={name: config for name in topics},
-                  replication_factor=settings.topic_replication_factor,
-                  security=client_kwargs(settings))

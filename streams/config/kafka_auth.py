@@ -1,4 +1,4 @@
-"""TLS and SASL for every Kafka client, built from :class:`~streams.settings.KafkaClientSettings`.
+"""TLS and SASL for every Kafka client, built from :class:`~streams.config.settings.KafkaClientSettings`.
 
 One place turns the ``PARTNERPULSE_KAFKA_*`` settings into what each client library takes:
 Faust's ``broker_credentials``, and the keyword arguments kafka-python (simulate, replay, topic
@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from .settings import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaClientSettings
+from streams.config.settings import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaClientSettings
 
 if TYPE_CHECKING:
     from faust.types import AppT

@@ -41,11 +41,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 import xxhash
 
-from . import sketch
-from .catalog import Catalog, Kpi, Match, Partners
-from .contract import ENTITY_FIELD, ContractError, Event, Parsed, decode, parse_due
-from .dedup import SeenIds
-from .judge import Cusum
+from streams.config.catalog import Catalog, Kpi, Match, Partners
+from streams.engine import sketch
+from streams.engine.cusum import Cusum
+from streams.engine.dedup import SeenIds
+from streams.ingest.contract import ENTITY_FIELD, ContractError, Event, Parsed, decode, parse_due
 
 SEP: Final = "\x1f"
 """Separator inside state keys (never valid in ids)."""
@@ -150,7 +150,7 @@ class PartnerState:
 
     seen: SeenIds = field(default_factory=SeenIds)
     """:func:`id_hash` of the accepted event ids, each with the hour of its event time: an id
-    is a duplicate whatever the time of a redelivery (see :mod:`streams.dedup`)."""
+    is a duplicate whatever the time of a redelivery (see :mod:`streams.engine.dedup`)."""
     entities: dict[str, dict[str, Record]] = field(default_factory=dict)
     """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...].
 

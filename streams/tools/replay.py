@@ -44,9 +44,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import orjson
 
-from . import contract
-from .catalog import ConfigError, _Fail, _load_yaml, _split_path
-from .contract import TOPICS, ContractError
+from streams.config.catalog import ConfigError, _Fail, _load_yaml, _split_path
+from streams.ingest import contract
+from streams.ingest.contract import TOPICS, ContractError
 
 Scalar = str | int | float | bool | None
 
@@ -463,7 +463,7 @@ def map_rows(rows: Iterable[Row | Skip], mapping: Mapping, source: str = "",
     could not be mapped (those first, in line order). Pure: the same rows give the same events.
 
     ``source`` names the file (it seeds ``event_id``); ``topic`` defaults to the mapping's, then
-    ``tickets``. Every event is checked with :func:`streams.contract.decode` (at ``wall_ms``,
+    ``tickets``. Every event is checked with :func:`streams.ingest.contract.decode` (at ``wall_ms``,
     default now): one that breaks the contract becomes a Skip, like a row the mapping rejects.
     """
     raw = mapping.raw
@@ -610,12 +610,12 @@ def replay(path: Path | str, topic: str, mapping: Mapping | Path | str, bootstra
            security: dict[str, Any] | None = None) -> ReplayStats:
     """Map ``path`` with ``mapping`` and produce its events to ``topic`` in event-time order,
     keyed by partner: as fast as the broker takes them, or at ``speed`` times real time.
-    ``security``: TLS/SASL client arguments (:func:`streams.kafka_auth.client_kwargs`)."""
+    ``security``: TLS/SASL client arguments (:func:`streams.config.kafka_auth.client_kwargs`)."""
     from kafka import KafkaProducer
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .broker import parse_broker_url
+    from streams.runtime.kafka_admin import parse_broker_url
 
     path = Path(path)
     if topic not in TOPICS:

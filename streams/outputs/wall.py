@@ -21,10 +21,10 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .catalog import Kpi
-from .engine import Engine, attainment
-from .judge import State
-from .watch import Watch
+from streams.config.catalog import Kpi
+from streams.engine.core import Engine, attainment
+from streams.judgement.judge import State
+from streams.judgement.watch import Watch
 
 SPAN_MS: Final = 3_600_000
 """How far back a sparkline reaches."""

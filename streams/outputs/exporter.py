@@ -27,11 +27,11 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .catalog import Partners
-from .contract import TOPICS
-from .engine import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, attainment
-from .judge import Judgement, State
-from .watch import Watch
+from streams.config.catalog import Partners
+from streams.engine.core import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, attainment
+from streams.ingest.contract import TOPICS
+from streams.judgement.judge import Judgement, State
+from streams.judgement.watch import Watch
 
 _HELP = {
     "partnerpulse_kpi_value":

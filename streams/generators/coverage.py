@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .catalog import Catalog
+from streams.config.catalog import Catalog
 
 _WINDOW_LABEL = re.compile(r'window="([^"$]+)"')
 
@@ -28,8 +28,8 @@ def exported_windows(catalog: Catalog) -> tuple[str, ...]:
 def window_readers(catalog: Catalog) -> dict[str, list[str]]:
     """Window name -> the generated alerts, recording rules and dashboard panels that select it
     by name (``window="7d"``), plus dashboards offering it in their window picker."""
-    from .dashboards import render_all  # generated-file modules import this one's callers
-    from .rules import render_rules
+    from streams.generators.dashboards import render_all  # generated-file modules import this one's callers
+    from streams.generators.rules import render_rules
 
     readers: dict[str, list[str]] = {}
 
