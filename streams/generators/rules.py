@@ -32,6 +32,24 @@ import yaml
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.judgement.alerts import (
+    ALERT_NAME,
+    BROKER_UNREACHABLE,
+    CONSUMER_LAG_HIGH,
+    CRITICAL,
+    FEED_STALE,
+    KPI_BELOW_TARGET,
+    METRICS_ABSENT,
+    OPEN_TICKETS_OVERDUE,
+    PARTNER_INFO_MISSING,
+    PARTNER_LABELS,
+    PIPELINE_LABELS,
+    REJECTED_OR_LATE_HIGH,
+    SEVERITY,
+    WARNING,
+)
+from streams.judgement.judge import State
+from streams.judgement.watch import STALE_AFTER_MS
 
 RULES_RELPATH: Final = Path("rules") / "partnerpulse.rules.yml"
 """Where the generated file lives, relative to the config directory."""
@@ -45,7 +63,13 @@ BELOW_TARGET_FOR: Final = "15m"
 BREACH_FOR: Final = "5m"
 AT_RISK_FOR: Final = "15m"
 OPEN_ITEMS_FOR: Final = "15m"
-FEED_STALE_AFTER_S: Final = 900
+FEED_STALE_EVENT_MARGIN: Final = 1.5
+FEED_STALE_AFTER_S: Final = round(STALE_AFTER_MS / 1000 * FEED_STALE_EVENT_MARGIN)
+"""Age of the newest *event* (event time) that makes the rules call a feed stale: 900 s, half as
+long again as the worker's own threshold (``settings.stale_after_s``, 600 s, measured on message
+*arrival*). The worker's flag is the first signal; this half of the rule is the fallback for a
+worker that cannot flag (restarted with no arrival since, or gone), and the margin keeps events
+that merely arrive late (event time behind arrival) from firing it before the worker's flag."""
 FEED_STALE_FOR: Final = "1m"
 CONSUMER_LAG_MESSAGES: Final = 10_000
 CONSUMER_LAG_FOR: Final = "10m"
@@ -62,8 +86,6 @@ ABSENT_FOR: Final = "5m"
 # One info series per partner (see the module docstring).
 _INFO: Final = "topk by (partner) (1, partnerpulse_partner_info)"
 _TIER_JOIN: Final = f"* on(partner) group_left(tier) {_INFO}"
-_PARTNER_LABELS: Final = {"service": "partnerpulse", "scope": "partner"}
-_PIPELINE_LABELS: Final = {"service": "partnerpulse", "scope": "pipeline"}
 
 _HEADER: Final = """\
 # GENERATED FILE - do not edit by hand.
@@ -179,8 +201,9 @@ def _recording_rules() -> list[dict[str, Any]]:
     ]
 
 
-def _state_alert(catalog: Catalog, name: str, state: str, severity: str, for_: str,
-                 verb: str) -> dict[str, Any]:
+def _state_alert(catalog: Catalog, judged: State, for_: str, verb: str) -> dict[str, Any]:
+    """The alert of a judged state: the name and severity the worker gives it too."""
+    state = judged.value
     description = (
         _unit_switch(catalog) + _SEL_PKW + _SEL_PK
         + "{{ $labels.kpi }} over {{ $labels.window }}: value " + _queried(_VALUE, None)
@@ -192,11 +215,11 @@ def _state_alert(catalog: Catalog, name: str, state: str, severity: str, for_: s
         + "{{ else }}n/a{{ end }}."
     )
     return {
-        "alert": name,
+        "alert": ALERT_NAME[judged],
         "expr": (f'(max by (partner, kpi, window) (partnerpulse_kpi_state{{state="{state}"}}) == 1)\n'
                  f"{_TIER_JOIN}\n"),
         "for": for_,
-        "labels": {"severity": severity, **_PARTNER_LABELS},
+        "labels": {"severity": SEVERITY[judged], **PARTNER_LABELS},
         "annotations": {
             "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) " + verb
                         + " {{ $labels.kpi }} over {{ $labels.window }}"),
@@ -225,7 +248,7 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
         + f" samples (alerting from {kpi.min_samples})."
     )
     return {
-        "alert": "PartnerKpiBelowTarget",
+        "alert": KPI_BELOW_TARGET,
         "expr": (
             "(\n"
             f"  min by (partner, kpi, window) (partnerpulse_kpi_attainment_ratio{sel}) < 1\n"
@@ -236,7 +259,7 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
         ),
         "for": BELOW_TARGET_FOR,
         # ``kpi`` repeats the series' own label: it keeps the rules distinct for promtool's lint.
-        "labels": {"severity": "warning", **_PARTNER_LABELS, "kpi": kpi.id},
+        "labels": {"severity": WARNING, **PARTNER_LABELS, "kpi": kpi.id},
         "annotations": {
             "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) below target on "
                         f"{_static(kpi.title)} over {window}"),
@@ -249,11 +272,11 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
 def _open_items_alert(kpis: Iterable[Kpi]) -> dict[str, Any]:
     ids = "|".join(k.id for k in kpis)
     return {
-        "alert": "PartnerOpenTicketsOverdue",
+        "alert": OPEN_TICKETS_OVERDUE,
         "expr": (f'(max by (partner, kpi) (partnerpulse_open_items{{kpi=~"{ids}",stage="100"}}) > 0)\n'
                  f"{_TIER_JOIN}\n"),
         "for": OPEN_ITEMS_FOR,
-        "labels": {"severity": "warning", **_PARTNER_LABELS},
+        "labels": {"severity": WARNING, **PARTNER_LABELS},
         "annotations": {
             "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) has {{ $value }} tickets past "
                         "the {{ $labels.kpi }} target without a first contact"),
@@ -276,13 +299,13 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             # Partner alerts are inhibited while this fires (config/alertmanager.yml): without
             # events their KPIs say nothing. The timestamp is event time: with --clock event
             # (replaying old data) the second half fires by design.
-            "alert": "PartnerpulseFeedStale",
+            "alert": FEED_STALE,
             "expr": ("max by (topic) (partnerpulse_feed_stale) == 1\n"
                      "or\n"
                      "time() - max by (topic) (partnerpulse_last_event_timestamp_seconds) "
                      f"> {FEED_STALE_AFTER_S}\n"),
             "for": FEED_STALE_FOR,
-            "labels": {"severity": "critical", **_PIPELINE_LABELS},
+            "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
             "annotations": {
                 "summary": "partnerpulse: the {{ $labels.topic }} feed is stale",
                 "description": ("Newest accepted {{ $labels.topic }} event: "
@@ -293,10 +316,10 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             },
         },
         {
-            "alert": "PartnerpulseConsumerLagHigh",
+            "alert": CONSUMER_LAG_HIGH,
             "expr": (f"sum by (topic) (partnerpulse_consumer_lag_messages) > {CONSUMER_LAG_MESSAGES}\n"),
             "for": CONSUMER_LAG_FOR,
-            "labels": {"severity": "warning", **_PIPELINE_LABELS},
+            "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
                 "summary": "partnerpulse: {{ $value }} {{ $labels.topic }} messages not yet consumed",
                 "description": ("The workers are behind on {{ $labels.topic }}; KPIs lag behind the "
@@ -308,10 +331,10 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         {
             # Lag freezes at its last value while the broker is unreachable, and quiet feeds
             # look alike: the age of the newest fetch answer is the one figure that grows.
-            "alert": "PartnerpulseBrokerUnreachable",
+            "alert": BROKER_UNREACHABLE,
             "expr": (f"max by (instance) (partnerpulse_consumer_fetch_age_seconds) > {FETCH_AGE_S}\n"),
             "for": FETCH_AGE_FOR,
-            "labels": {"severity": "critical", **_PIPELINE_LABELS},
+            "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
             "annotations": {
                 "summary": ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
                             "Kafka for {{ $value | humanizeDuration }}"),
@@ -325,13 +348,13 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         {
             # A producer that breaks the contract (or sends stale history) silently shrinks the
             # samples behind every KPI; judged per topic as a share of all messages.
-            "alert": "PartnerpulseRejectedOrLateHigh",
+            "alert": REJECTED_OR_LATE_HIGH,
             "expr": ("sum by (topic, outcome) "
                      "(rate(partnerpulse_events_total{outcome=~\"rejected|late\"}[10m]))\n"
                      "  / on (topic) group_left\n"
                      f"  sum by (topic) (rate(partnerpulse_events_total[10m])) > {BAD_INPUT_SHARE}\n"),
             "for": BAD_INPUT_FOR,
-            "labels": {"severity": "warning", **_PIPELINE_LABELS},
+            "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
                 "summary": ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
                             "messages are {{ $labels.outcome }}"),
@@ -343,10 +366,10 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         },
         {
             # Without series every partner alert above silently resolves: this one does not.
-            "alert": "PartnerpulseMetricsAbsent",
+            "alert": METRICS_ABSENT,
             "expr": "absent(partnerpulse_events_total)\n",
             "for": ABSENT_FOR,
-            "labels": {"severity": "critical", **_PIPELINE_LABELS},
+            "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
             "annotations": {
                 "summary": "partnerpulse: no worker exports metrics",
                 "description": ("partnerpulse_events_total is absent: no partnerpulse worker is "
@@ -356,11 +379,11 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             },
         },
         {
-            "alert": "PartnerpulsePartnerInfoMissing",
+            "alert": PARTNER_INFO_MISSING,
             "expr": ("count by (partner) (partnerpulse_kpi_attainment_ratio)\n"
                      "unless on(partner) partnerpulse_partner_info\n"),
             "for": "15m",
-            "labels": {"severity": "warning", **_PIPELINE_LABELS},
+            "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
                 "summary": "partnerpulse: {{ $labels.partner }} has KPIs but no partnerpulse_partner_info",
                 "description": ("Partner alerts join partnerpulse_partner_info for the tier: without "
@@ -378,8 +401,8 @@ def rule_groups(catalog: Catalog) -> dict[str, Any]:
     partner_groups: list[dict[str, Any]] = [
         {"name": "partnerpulse.recording", "rules": _recording_rules()},
         {"name": "partnerpulse.kpi-state", "rules": [
-            _state_alert(catalog, "PartnerKpiBreach", "breach", "critical", BREACH_FOR, "breaches"),
-            _state_alert(catalog, "PartnerKpiAtRisk", "at_risk", "warning", AT_RISK_FOR, "is at risk on"),
+            _state_alert(catalog, State.BREACH, BREACH_FOR, "breaches"),
+            _state_alert(catalog, State.AT_RISK, AT_RISK_FOR, "is at risk on"),
         ]},
         {"name": "partnerpulse.kpi-targets", "rules": [_below_target_alert(k) for k in catalog.kpis]},
     ]

@@ -10,49 +10,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from typing import Final
 
-import orjson
-
+from streams.config.settings import Settings
 from streams.engine.core import Engine, KpiValue
+from streams.judgement.alerts import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert
 from streams.judgement.judge import Evidence, Judgement, State
 
-STALE_AFTER_MS: Final = 10 * 60_000
-"""A topic whose newest message arrived longer ago than this is a stale feed."""
+__all__ = ["ALERT_NAME", "PIPELINE_ALERT", "SEVERITY", "STALE_AFTER_MS", "Alert", "Watch", "evidence"]
+# ALERT_NAME, PIPELINE_ALERT, SEVERITY and Alert live in streams.judgement.alerts (re-exported)
 
-SEVERITY: Final = {State.AT_RISK: "warning", State.BREACH: "critical"}
-ALERT_NAME: Final = {State.AT_RISK: "PartnerKpiAtRisk", State.BREACH: "PartnerKpiBreach"}
-PIPELINE_ALERT: Final = "PartnerpulseFeedStale"
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One state change of one partner x KPI x window: a message on ``partnerpulse-alerts``."""
-
-    partner: str
-    tier: str
-    kpi: str
-    window: str
-    old: str
-    new: str
-    value: float | None
-    target: float
-    lower: float | None
-    upper: float | None
-    samples: int
-    since_ms: int
-    dedup_key: str
-
-    def to_json(self) -> bytes:
-        """The message body."""
-        return orjson.dumps(asdict(self))
-
-    def summary(self) -> str:
-        """One human line: what changed and the value against the target."""
-        value = "n/a" if self.value is None else f"{self.value:.4g}"
-        return (f"{self.partner} ({self.tier}) {self.kpi} {self.window}: {self.old} -> {self.new}, "
-                f"value {value} vs target {self.target:.4g} over {self.samples} samples")
+STALE_AFTER_MS: Final = int(Settings.model_fields["stale_after_s"].default * 1000)
+"""A topic whose newest message arrived longer ago than this is a stale feed: the default of
+``settings.stale_after_s`` (the one definition; the worker passes its setting)."""
 
 
 def evidence(kind: str, value: KpiValue, quantile: float | None) -> Evidence:
