@@ -47,7 +47,26 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.generators.promql import (
+    ATTAINMENT_SUFFICIENT,
+    PARTNER_ATTAINMENT_MIN,
+    TIER_ATTAINMENT_MIN,
+    TIER_JOIN,
+    in_state,
+)
 from streams.generators.rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
+from streams.outputs.series import (
+    CONSUMER_LAG,
+    EVENTS_TOTAL,
+    FEED_STALE_FLAG,
+    KPI_ATTAINMENT,
+    KPI_SAMPLES,
+    KPI_TARGET,
+    KPI_VALUE,
+    LAST_EVENT_TIMESTAMP,
+    OPEN_ITEMS,
+    PARTNER_INFO,
+)
 
 NOC_UID: Final = "partnerpulse-noc"
 ONCALL_UID: Final = "partnerpulse-oncall"
@@ -66,8 +85,6 @@ STATE_MAPPINGS: Final[list[model.ValueMapping]] = [model.ValueMap(options={
     "1": model.ValueMappingResult(text="AT RISK", color="orange", index=2),
     "2": model.ValueMappingResult(text="BREACH", color="red", index=3),
 })]
-TIER_JOIN: Final = "* on(partner) group_left(tier) topk by (partner) (1, partnerpulse_partner_info)"
-"""Join the tier (topk guards against a partner briefly exported twice during a rebalance)."""
 
 UNITS: Final = {"seconds": "s", "ratio": "percentunit", "score": "none"}
 
@@ -127,8 +144,7 @@ def _kpi_glossary(catalog: Catalog) -> str:
 def state_code(selector: str, by: str = "partner, kpi, window") -> str:
     """The current state of every partner x KPI x window as one number: 2 breach, 1 at risk,
     0 ok, -1 insufficient data (``partnerpulse_kpi_state`` is 1 for exactly one state)."""
-    sel = f"{selector}," if selector else ""
-    parts = [f'(max by ({by}) (partnerpulse_kpi_state{{{sel}state="{state}"}}) == 1) * {code}'
+    parts = [f"({in_state(state, by, selector)}) * {code}"
              for state, code in STATE_CODES]
     return "max by ({}) (\n  {}\n)".format(by, "\nor\n  ".join(parts))
 
@@ -157,34 +173,34 @@ def _dashboard(uid: str, title: str, description: str, refresh: str,
 def noc_breaches(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partner x KPI x window currently in breach (ALERTS may be empty; the state never is)."""
     return _big_stat(pid, "Breaches",
-                     'count(max by (partner, kpi, window) (partnerpulse_kpi_state{state="breach"}) == 1)'
+                     f"count({in_state('breach')})"
                      " or vector(0)", pos)
 
 
 def noc_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partner x KPI x window currently at risk."""
     return _big_stat(pid, "At risk",
-                     'count(max by (partner, kpi, window) (partnerpulse_kpi_state{state="at_risk"}) == 1)'
+                     f"count({in_state('at_risk')})"
                      " or vector(0)", pos, steps=((None, "green"), (1, "orange")))
 
 
 def noc_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
     """Tickets without a first contact older than their OTS target."""
     return _big_stat(pid, "Overdue tickets",
-                     'sum(max by (partner, kpi) (partnerpulse_open_items{stage="100"})) or vector(0)',
+                     f'sum(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}})) or vector(0)',
                      pos, steps=((None, "green"), (1, "orange"), (10, "red")),
                      description="Tickets still without a first contact, older than the OTS target.")
 
 
 def noc_stale_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
     """Topics whose feed is stale."""
-    return _big_stat(pid, "Stale feeds", "sum(max by (topic) (partnerpulse_feed_stale)) or vector(0)",
+    return _big_stat(pid, "Stale feeds", f"sum(max by (topic) ({FEED_STALE_FLAG})) or vector(0)",
                      pos)
 
 
 def noc_event_age(pid: int, pos: model.GridPos) -> stat.Panel:
     """Age of the newest accepted event, any topic."""
-    return _big_stat(pid, "Newest event", "time() - max(partnerpulse_last_event_timestamp_seconds)",
+    return _big_stat(pid, "Newest event", f"time() - max({LAST_EVENT_TIMESTAMP})",
                      pos, unit="s",
                      steps=((None, "green"), (FEED_STALE_AFTER_S / 3, "orange"),
                             (FEED_STALE_AFTER_S, "red")))
@@ -193,21 +209,21 @@ def noc_event_age(pid: int, pos: model.GridPos) -> stat.Panel:
 def noc_rejected(pid: int, pos: model.GridPos) -> stat.Panel:
     """Messages sent to the dead letter per second."""
     return _big_stat(pid, "Rejected/s",
-                     'sum(rate(partnerpulse_events_total{outcome="rejected"}[$__rate_interval]))'
+                     f'sum(rate({EVENTS_TOTAL}{{outcome="rejected"}}[$__rate_interval]))'
                      " or vector(0)", pos, unit="short",
                      steps=((None, "green"), (0.01, "orange"), (1, "red")))
 
 
 def noc_lag(pid: int, pos: model.GridPos) -> stat.Panel:
     """Messages not yet consumed, all topics."""
-    return _big_stat(pid, "Lag", "sum(partnerpulse_consumer_lag_messages)", pos,
+    return _big_stat(pid, "Lag", f"sum({CONSUMER_LAG})", pos,
                      steps=((None, "green"), (CONSUMER_LAG_MESSAGES / 10, "orange"),
                             (CONSUMER_LAG_MESSAGES, "red")))
 
 
 def noc_partners(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners exported by the workers."""
-    return _big_stat(pid, "Partners", "count(max by (partner) (partnerpulse_partner_info))", pos,
+    return _big_stat(pid, "Partners", f"count(max by (partner) ({PARTNER_INFO}))", pos,
                      steps=((None, "blue"),))
 
 
@@ -222,7 +238,7 @@ def noc_open_items(pid: int, pos: model.GridPos) -> bargauge.Panel:
     """Tickets aging past their OTS target, per partner and severity KPI."""
     return (bargauge.Panel().id(pid).title("Tickets past OTS target").datasource(DS).grid_pos(pos)
             .description("Tickets without a first contact older than 100% of the target.")
-            .with_target(_q('sort_desc(max by (partner, kpi) (partnerpulse_open_items{stage="100"}))',
+            .with_target(_q(f'sort_desc(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}}))',
                             "{{partner}} {{kpi}}", instant=True))
             .thresholds(_steps((None, "green"), (1, "orange"), (10, "red")))
             .display_mode(common.BarGaugeDisplayMode.BASIC)
@@ -233,13 +249,13 @@ def noc_open_items(pid: int, pos: model.GridPos) -> bargauge.Panel:
 def noc_lag_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Consumer lag per topic over time."""
     return (timeseries.Panel().id(pid).title("Consumer lag").datasource(DS).grid_pos(pos)
-            .with_target(_q("sum by (topic) (partnerpulse_consumer_lag_messages)", "{{topic}}"))
+            .with_target(_q(f"sum by (topic) ({CONSUMER_LAG})", "{{topic}}"))
             .unit("short").fill_opacity(10))
 
 
 def noc_event_age_by_topic(pid: int, pos: model.GridPos) -> stat.Panel:
     """Age of the newest accepted event per topic."""
-    return (_big_stat(pid, "Event age", "time() - max by (topic) (partnerpulse_last_event_timestamp_seconds)",
+    return (_big_stat(pid, "Event age", f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP})",
                       pos, unit="s", legend="{{topic}}",
                       steps=((None, "green"), (FEED_STALE_AFTER_S / 3, "orange"),
                              (FEED_STALE_AFTER_S, "red")))
@@ -248,7 +264,7 @@ def noc_event_age_by_topic(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def noc_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
     """Each topic's feed: LIVE or STALE."""
-    return (_big_stat(pid, "Feeds", "max by (topic) (partnerpulse_feed_stale)", pos,
+    return (_big_stat(pid, "Feeds", f"max by (topic) ({FEED_STALE_FLAG})", pos,
                       legend="{{topic}}")
             .mappings([model.ValueMap(options={
                 "0": model.ValueMappingResult(text="LIVE", color="green", index=0),
@@ -259,7 +275,7 @@ def noc_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
 def noc_rejected_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Rejected (dead-lettered) and late messages per second, by topic."""
     return (timeseries.Panel().id(pid).title("Rejected and late /s").datasource(DS).grid_pos(pos)
-            .with_target(_q("sum by (topic, outcome) (rate(partnerpulse_events_total"
+            .with_target(_q(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}"
                             '{outcome=~"rejected|late"}[$__rate_interval])) or vector(0)',
                             "{{topic}} {{outcome}}"))
             .unit("short").fill_opacity(10))
@@ -290,7 +306,7 @@ P = 'partner="$partner"'
 
 def oncall_tier(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's tier."""
-    return (_big_stat(pid, "Tier", f"max by (tier) (partnerpulse_partner_info{{{P}}})", pos,
+    return (_big_stat(pid, "Tier", f"max by (tier) ({PARTNER_INFO}{{{P}}})", pos,
                       legend="{{tier}}", steps=((None, "blue"),))
             .text_mode(common.BigValueTextMode.NAME))
 
@@ -298,28 +314,28 @@ def oncall_tier(pid: int, pos: model.GridPos) -> stat.Panel:
 def oncall_breaches(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's KPI x window in breach."""
     return _big_stat(pid, "Breaches",
-                     f'count(max by (kpi, window) (partnerpulse_kpi_state{{{P},state="breach"}}) == 1)'
+                     f"count({in_state('breach', 'kpi, window', P)})"
                      " or vector(0)", pos)
 
 
 def oncall_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's KPI x window at risk."""
     return _big_stat(pid, "At risk",
-                     f'count(max by (kpi, window) (partnerpulse_kpi_state{{{P},state="at_risk"}}) == 1)'
+                     f"count({in_state('at_risk', 'kpi, window', P)})"
                      " or vector(0)", pos, steps=((None, "green"), (1, "orange")))
 
 
 def oncall_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's tickets past the OTS target without a first contact."""
     return _big_stat(pid, "Overdue tickets",
-                     f'sum(max by (kpi) (partnerpulse_open_items{{{P},stage="100"}})) or vector(0)', pos,
+                     f'sum(max by (kpi) ({OPEN_ITEMS}{{{P},stage="100"}})) or vector(0)', pos,
                      steps=((None, "green"), (1, "orange"), (10, "red")))
 
 
 def oncall_worst_attainment(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's worst attainment in $window, among KPIs with enough samples."""
     return _big_stat(pid, "Worst KPI ($window)",
-                     "bottomk(1, partner_kpi_window:partnerpulse_kpi_attainment_ratio:sufficient"
+                     f"bottomk(1, {ATTAINMENT_SUFFICIENT}"
                      f'{{{P},window="$window"}})', pos, unit="percentunit", legend="{{kpi}}",
                      steps=ATTAINMENT_STEPS).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
 
@@ -338,8 +354,8 @@ def oncall_kpi(pid: int, pos: model.GridPos, kpi: Kpi) -> timeseries.Panel:
     sel = f'{P},kpi="{kpi.id}"'
     return (timeseries.Panel().id(pid).title(kpi.title).datasource(DS).grid_pos(pos)
             .description(f"{kpi.description} ({kpi.better} is better; kpi {kpi.id})")
-            .with_target(_q(f"max by (window) (partnerpulse_kpi_value{{{sel}}})", "{{window}}"))
-            .with_target(_q(f"max(partnerpulse_kpi_target{{{sel}}})", "target", ref="B"))
+            .with_target(_q(f"max by (window) ({KPI_VALUE}{{{sel}}})", "{{window}}"))
+            .with_target(_q(f"max({KPI_TARGET}{{{sel}}})", "target", ref="B"))
             .unit(UNITS[kpi.unit]).decimals(2 if kpi.unit == "score" else 0 if kpi.unit == "seconds" else 1)
             .override_by_name("target", [
                 model.DynamicConfigValue(id_val="custom.lineStyle",
@@ -351,14 +367,14 @@ def oncall_kpi(pid: int, pos: model.GridPos, kpi: Kpi) -> timeseries.Panel:
 def oncall_samples(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Samples behind each KPI in $window."""
     return (timeseries.Panel().id(pid).title("Samples ($window)").datasource(DS).grid_pos(pos)
-            .with_target(_q(f'max by (kpi) (partnerpulse_kpi_samples{{{P},window="$window"}})', "{{kpi}}"))
+            .with_target(_q(f'max by (kpi) ({KPI_SAMPLES}{{{P},window="$window"}})', "{{kpi}}"))
             .unit("short"))
 
 
 def oncall_events_rate(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Events per second by topic and outcome (all partners: the counter has no partner)."""
     return (timeseries.Panel().id(pid).title("Events /s (all partners)").datasource(DS).grid_pos(pos)
-            .with_target(_q("sum by (topic, outcome) (rate(partnerpulse_events_total[$__rate_interval]))",
+            .with_target(_q(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}[$__rate_interval]))",
                             "{{topic}} {{outcome}}"))
             .unit("short"))
 
@@ -367,7 +383,7 @@ def oncall_open_items(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """The partner's tickets waiting for a first contact, by age against the target."""
     return (timeseries.Panel().id(pid).title("Tickets without first contact").datasource(DS)
             .grid_pos(pos).description("Cumulative: older than 50, 75 and 100% of the OTS target.")
-            .with_target(_q(f"max by (kpi, stage) (partnerpulse_open_items{{{P}}})",
+            .with_target(_q(f"max by (kpi, stage) ({OPEN_ITEMS}{{{P}}})",
                             "{{kpi}} >= {{stage}}%"))
             .unit("short"))
 
@@ -379,7 +395,7 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
     board = (_dashboard(ONCALL_UID, "partnerpulse on-call", "One partner: every KPI against its target.",
                         "1m", "now-6h")
              .with_variable(dash.QueryVariable("partner").label("Partner").datasource(DS)
-                            .query("label_values(partnerpulse_partner_info, partner)")
+                            .query(f"label_values({PARTNER_INFO}, partner)")
                             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
                             .sort(model.VariableSort.ALPHABETICAL_ASC))
              .with_variable(dash.CustomVariable("window").label("Window").values(",".join(windows))
@@ -407,15 +423,15 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
 # --- executive report card ----------------------------------------------------------------------
 def attainment(window: str, extra: str = "") -> str:
     """Attainment per partner x KPI in one window (max: one value if exported twice)."""
-    return f'max by (partner, kpi) (partnerpulse_kpi_attainment_ratio{{window="{window}"{extra}}})'
+    return f'max by (partner, kpi) ({KPI_ATTAINMENT}{{window="{window}"{extra}}})'
 
 
 def movers(window: str, over: str) -> str:
     """Change of attainment over ``over``: exact once the series is that old, else ``delta``
     over the history there is (see the module docstring)."""
     now = attainment(window)
-    then = f'max by (partner, kpi) (partnerpulse_kpi_attainment_ratio{{window="{window}"}} offset {over})'
-    fallback = ('max by (partner, kpi) (delta(partnerpulse_kpi_attainment_ratio'
+    then = f'max by (partner, kpi) ({KPI_ATTAINMENT}{{window="{window}"}} offset {over})'
+    fallback = (f'max by (partner, kpi) (delta({KPI_ATTAINMENT}'
                 f'{{window="{window}"}}[{over}]))')
     return f"bottomk(10,\n  ({now} - {then})\n  or\n  {fallback}\n)"
 
@@ -423,7 +439,7 @@ def movers(window: str, over: str) -> str:
 def exec_on_target(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners whose every KPI (with enough samples) is on target over 30d."""
     return _big_stat(pid, "On target (30d)",
-                     'count(partner_window:partnerpulse_kpi_attainment_ratio:min{window="30d"} >= 1)'
+                     f'count({PARTNER_ATTAINMENT_MIN}{{window="30d"}} >= 1)'
                      " or vector(0)", pos, steps=((None, "green"),),
                      description="Partners with every KPI on target over 30 days.")
 
@@ -431,7 +447,7 @@ def exec_on_target(pid: int, pos: model.GridPos) -> stat.Panel:
 def exec_below_target(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners with at least one KPI below target over 30d."""
     return _big_stat(pid, "Below target (30d)",
-                     'count(partner_window:partnerpulse_kpi_attainment_ratio:min{window="30d"} < 1)'
+                     f'count({PARTNER_ATTAINMENT_MIN}{{window="30d"}} < 1)'
                      " or vector(0)", pos, steps=((None, "green"), (1, "red")),
                      description="Partners with at least one KPI below target over 30 days.")
 
@@ -439,14 +455,14 @@ def exec_below_target(pid: int, pos: model.GridPos) -> stat.Panel:
 def exec_median(pid: int, pos: model.GridPos) -> stat.Panel:
     """Median attainment of all partner x KPI over 30d."""
     return _big_stat(pid, "Median attainment (30d)",
-                     'quantile(0.5, partner_kpi_window:partnerpulse_kpi_attainment_ratio:sufficient'
+                     f'quantile(0.5, {ATTAINMENT_SUFFICIENT}'
                      '{window="30d"})', pos, unit="percentunit", steps=ATTAINMENT_STEPS)
 
 
 def exec_worst_tier(pid: int, pos: model.GridPos) -> stat.Panel:
     """The tier with the lowest KPI attainment over 30d."""
     return (_big_stat(pid, "Weakest tier (30d)",
-                      'bottomk(1, tier_window:partnerpulse_kpi_attainment_ratio:min{window="30d"})', pos,
+                      f'bottomk(1, {TIER_ATTAINMENT_MIN}{{window="30d"}})', pos,
                       unit="percentunit", legend="{{tier}}", steps=ATTAINMENT_STEPS)
             .text_mode(common.BigValueTextMode.VALUE_AND_NAME))
 
@@ -463,9 +479,9 @@ def exec_report_card(pid: int, pos: model.GridPos, window: str, catalog: Catalog
 def exec_worst_kpi(pid: int, pos: model.GridPos) -> bargauge.Panel:
     """Each partner's worst KPI attainment (enough samples only), 7d and 30d."""
     return (bargauge.Panel().id(pid).title("Worst KPI per partner").datasource(DS).grid_pos(pos)
-            .with_target(_q('partner_window:partnerpulse_kpi_attainment_ratio:min{window="7d"}',
+            .with_target(_q(f'{PARTNER_ATTAINMENT_MIN}{{window="7d"}}',
                             "{{partner}} 7d", instant=True))
-            .with_target(_q('partner_window:partnerpulse_kpi_attainment_ratio:min{window="30d"}',
+            .with_target(_q(f'{PARTNER_ATTAINMENT_MIN}{{window="30d"}}',
                             "{{partner}} 30d", ref="B", instant=True))
             .unit("percentunit").min(0).max(2).thresholds(_steps(*ATTAINMENT_STEPS))
             .display_mode(common.BarGaugeDisplayMode.BASIC)

@@ -32,6 +32,15 @@ import yaml
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.generators.promql import (
+    ATTAINMENT_SUFFICIENT,
+    PARTNER_ATTAINMENT_MIN,
+    PARTNER_TIER_ATTAINMENT_MAX,
+    TIER_ATTAINMENT_MIN,
+    TIER_JOIN,
+    TIER_STATE_COUNT,
+    in_state,
+)
 from streams.judgement.alerts import (
     ALERT_NAME,
     BROKER_UNREACHABLE,
@@ -50,6 +59,21 @@ from streams.judgement.alerts import (
 )
 from streams.judgement.judge import State
 from streams.judgement.watch import STALE_AFTER_MS
+from streams.outputs.series import (
+    CONSUMER_FETCH_AGE,
+    CONSUMER_LAG,
+    EVENTS_TOTAL,
+    FEED_STALE_FLAG,
+    KPI_ATTAINMENT,
+    KPI_SAMPLES,
+    KPI_STATE,
+    KPI_STATE_SINCE,
+    KPI_TARGET,
+    KPI_VALUE,
+    LAST_EVENT_TIMESTAMP,
+    OPEN_ITEMS,
+    PARTNER_INFO,
+)
 
 RULES_RELPATH: Final = Path("rules") / "partnerpulse.rules.yml"
 """Where the generated file lives, relative to the config directory."""
@@ -83,9 +107,6 @@ BAD_INPUT_SHARE: Final = 0.05
 BAD_INPUT_FOR: Final = "15m"
 ABSENT_FOR: Final = "5m"
 
-# One info series per partner (see the module docstring).
-_INFO: Final = "topk by (partner) (1, partnerpulse_partner_info)"
-_TIER_JOIN: Final = f"* on(partner) group_left(tier) {_INFO}"
 
 _HEADER: Final = """\
 # GENERATED FILE - do not edit by hand.
@@ -149,11 +170,11 @@ def _queried(query: str, unit: str | None) -> str:
 _SEL_PKW: Final = ('{{- $sel := printf `{partner="%s",kpi="%s",window="%s"}` '
                    "$labels.partner $labels.kpi $labels.window -}}\n")
 _SEL_PK: Final = ('{{- $pk := printf `{partner="%s",kpi="%s"}` $labels.partner $labels.kpi -}}\n')
-_VALUE: Final = '(print "max(partnerpulse_kpi_value" $sel ")")'
-_TARGET: Final = '(print "max(partnerpulse_kpi_target" $pk ")")'
-_ATTAINMENT: Final = '(print "min(partnerpulse_kpi_attainment_ratio" $sel ")")'
-_SAMPLES: Final = '(print "max(partnerpulse_kpi_samples" $sel ")")'
-_SINCE: Final = '(print "max(partnerpulse_kpi_state_since_timestamp_seconds" $sel ")")'
+_VALUE: Final = f'(print "max({KPI_VALUE}" $sel ")")'
+_TARGET: Final = f'(print "max({KPI_TARGET}" $pk ")")'
+_ATTAINMENT: Final = f'(print "min({KPI_ATTAINMENT}" $sel ")")'
+_SAMPLES: Final = f'(print "max({KPI_SAMPLES}" $sel ")")'
+_SINCE: Final = f'(print "max({KPI_STATE_SINCE}" $sel ")")'
 
 
 def _links() -> dict[str, str]:
@@ -166,36 +187,35 @@ def _links() -> dict[str, str]:
 
 # --- the rules ------------------------------------------------------------------------
 def _recording_rules() -> list[dict[str, Any]]:
-    sufficient = "partner_kpi_window:partnerpulse_kpi_attainment_ratio:sufficient"
+    sufficient = ATTAINMENT_SUFFICIENT
     return [
         {
             # Attainment of the KPIs with enough samples: insufficient_data is left out, so a
             # partner's worst KPI is not a KPI judged on three tickets.
             "record": sufficient,
-            "expr": ("max by (partner, kpi, window) (partnerpulse_kpi_attainment_ratio)\n"
+            "expr": (f"max by (partner, kpi, window) ({KPI_ATTAINMENT})\n"
                      "unless on(partner, kpi, window)\n"
-                     "  (max by (partner, kpi, window) "
-                     '(partnerpulse_kpi_state{state="insufficient_data"}) == 1)\n'),
+                     f"  ({in_state('insufficient_data')})\n"),
         },
         {
-            "record": "partner_window:partnerpulse_kpi_attainment_ratio:min",
+            "record": PARTNER_ATTAINMENT_MIN,
             "expr": f"min by (partner, window) ({sufficient})\n",
         },
         {
-            "record": "partner_tier_kpi_window:partnerpulse_kpi_attainment_ratio:max",
-            "expr": ("max by (partner, kpi, window) (partnerpulse_kpi_attainment_ratio)\n"
-                     f"{_TIER_JOIN}\n"),
+            "record": PARTNER_TIER_ATTAINMENT_MAX,
+            "expr": (f"max by (partner, kpi, window) ({KPI_ATTAINMENT})\n"
+                     f"{TIER_JOIN}\n"),
         },
         {
-            "record": "tier_window:partnerpulse_kpi_attainment_ratio:min",
-            "expr": f"min by (tier, window) ({sufficient} {_TIER_JOIN})\n",
+            "record": TIER_ATTAINMENT_MIN,
+            "expr": f"min by (tier, window) ({sufficient} {TIER_JOIN})\n",
         },
         {
             # Partners per tier, KPI, window and state (a count of 0 is absent).
-            "record": "tier_kpi_window_state:partnerpulse_kpi_state:count",
+            "record": TIER_STATE_COUNT,
             "expr": ("count by (tier, kpi, window, state) (\n"
-                     "  (max by (partner, kpi, window, state) (partnerpulse_kpi_state) == 1)\n"
-                     f"  {_TIER_JOIN}\n"
+                     f"  (max by (partner, kpi, window, state) ({KPI_STATE}) == 1)\n"
+                     f"  {TIER_JOIN}\n"
                      ")\n"),
         },
     ]
@@ -216,8 +236,8 @@ def _state_alert(catalog: Catalog, judged: State, for_: str, verb: str) -> dict[
     )
     return {
         "alert": ALERT_NAME[judged],
-        "expr": (f'(max by (partner, kpi, window) (partnerpulse_kpi_state{{state="{state}"}}) == 1)\n'
-                 f"{_TIER_JOIN}\n"),
+        "expr": (f"({in_state(state)})\n"
+                 f"{TIER_JOIN}\n"),
         "for": for_,
         "labels": {"severity": SEVERITY[judged], **PARTNER_LABELS},
         "annotations": {
@@ -251,11 +271,11 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
         "alert": KPI_BELOW_TARGET,
         "expr": (
             "(\n"
-            f"  min by (partner, kpi, window) (partnerpulse_kpi_attainment_ratio{sel}) < 1\n"
+            f"  min by (partner, kpi, window) ({KPI_ATTAINMENT}{sel}) < 1\n"
             "  and on(partner, kpi, window)\n"
-            f"  max by (partner, kpi, window) (partnerpulse_kpi_samples{sel}) >= {kpi.min_samples}\n"
+            f"  max by (partner, kpi, window) ({KPI_SAMPLES}{sel}) >= {kpi.min_samples}\n"
             ")\n"
-            f"{_TIER_JOIN}\n"
+            f"{TIER_JOIN}\n"
         ),
         "for": BELOW_TARGET_FOR,
         # ``kpi`` repeats the series' own label: it keeps the rules distinct for promtool's lint.
@@ -273,8 +293,8 @@ def _open_items_alert(kpis: Iterable[Kpi]) -> dict[str, Any]:
     ids = "|".join(k.id for k in kpis)
     return {
         "alert": OPEN_TICKETS_OVERDUE,
-        "expr": (f'(max by (partner, kpi) (partnerpulse_open_items{{kpi=~"{ids}",stage="100"}}) > 0)\n'
-                 f"{_TIER_JOIN}\n"),
+        "expr": (f'(max by (partner, kpi) ({OPEN_ITEMS}{{kpi=~"{ids}",stage="100"}}) > 0)\n'
+                 f"{TIER_JOIN}\n"),
         "for": OPEN_ITEMS_FOR,
         "labels": {"severity": WARNING, **PARTNER_LABELS},
         "annotations": {
@@ -292,7 +312,7 @@ def _open_items_alert(kpis: Iterable[Kpi]) -> dict[str, Any]:
 
 
 def _pipeline_alerts() -> list[dict[str, Any]]:
-    age = ('(print "time() - max(partnerpulse_last_event_timestamp_seconds{topic=\\"" '
+    age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
            '$labels.topic "\\"})")')
     return [
         {
@@ -300,9 +320,9 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             # events their KPIs say nothing. The timestamp is event time: with --clock event
             # (replaying old data) the second half fires by design.
             "alert": FEED_STALE,
-            "expr": ("max by (topic) (partnerpulse_feed_stale) == 1\n"
+            "expr": (f"max by (topic) ({FEED_STALE_FLAG}) == 1\n"
                      "or\n"
-                     "time() - max by (topic) (partnerpulse_last_event_timestamp_seconds) "
+                     f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP}) "
                      f"> {FEED_STALE_AFTER_S}\n"),
             "for": FEED_STALE_FOR,
             "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
@@ -317,7 +337,7 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         },
         {
             "alert": CONSUMER_LAG_HIGH,
-            "expr": (f"sum by (topic) (partnerpulse_consumer_lag_messages) > {CONSUMER_LAG_MESSAGES}\n"),
+            "expr": (f"sum by (topic) ({CONSUMER_LAG}) > {CONSUMER_LAG_MESSAGES}\n"),
             "for": CONSUMER_LAG_FOR,
             "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
@@ -332,7 +352,7 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             # Lag freezes at its last value while the broker is unreachable, and quiet feeds
             # look alike: the age of the newest fetch answer is the one figure that grows.
             "alert": BROKER_UNREACHABLE,
-            "expr": (f"max by (instance) (partnerpulse_consumer_fetch_age_seconds) > {FETCH_AGE_S}\n"),
+            "expr": (f"max by (instance) ({CONSUMER_FETCH_AGE}) > {FETCH_AGE_S}\n"),
             "for": FETCH_AGE_FOR,
             "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
             "annotations": {
@@ -350,9 +370,9 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
             # samples behind every KPI; judged per topic as a share of all messages.
             "alert": REJECTED_OR_LATE_HIGH,
             "expr": ("sum by (topic, outcome) "
-                     "(rate(partnerpulse_events_total{outcome=~\"rejected|late\"}[10m]))\n"
+                     f"(rate({EVENTS_TOTAL}{{outcome=~\"rejected|late\"}}[10m]))\n"
                      "  / on (topic) group_left\n"
-                     f"  sum by (topic) (rate(partnerpulse_events_total[10m])) > {BAD_INPUT_SHARE}\n"),
+                     f"  sum by (topic) (rate({EVENTS_TOTAL}[10m])) > {BAD_INPUT_SHARE}\n"),
             "for": BAD_INPUT_FOR,
             "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
@@ -367,12 +387,12 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         {
             # Without series every partner alert above silently resolves: this one does not.
             "alert": METRICS_ABSENT,
-            "expr": "absent(partnerpulse_events_total)\n",
+            "expr": f"absent({EVENTS_TOTAL})\n",
             "for": ABSENT_FOR,
             "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
             "annotations": {
                 "summary": "partnerpulse: no worker exports metrics",
-                "description": ("partnerpulse_events_total is absent: no partnerpulse worker is "
+                "description": (f"{EVENTS_TOTAL} is absent: no partnerpulse worker is "
                                 "scraped, so no partner KPI alert can fire."),
                 "dashboard": DASHBOARD_URL,
                 "runbook_url": f"{RUNBOOK_URL}/metrics-absent",
@@ -380,13 +400,13 @@ def _pipeline_alerts() -> list[dict[str, Any]]:
         },
         {
             "alert": PARTNER_INFO_MISSING,
-            "expr": ("count by (partner) (partnerpulse_kpi_attainment_ratio)\n"
-                     "unless on(partner) partnerpulse_partner_info\n"),
+            "expr": (f"count by (partner) ({KPI_ATTAINMENT})\n"
+                     f"unless on(partner) {PARTNER_INFO}\n"),
             "for": "15m",
             "labels": {"severity": WARNING, **PIPELINE_LABELS},
             "annotations": {
-                "summary": "partnerpulse: {{ $labels.partner }} has KPIs but no partnerpulse_partner_info",
-                "description": ("Partner alerts join partnerpulse_partner_info for the tier: without "
+                "summary": f"partnerpulse: {{{{ $labels.partner }}}} has KPIs but no {PARTNER_INFO}",
+                "description": (f"Partner alerts join {PARTNER_INFO} for the tier: without "
                                 "it, no partner alert of {{ $labels.partner }} can fire."),
                 "dashboard": f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}",
                 "runbook_url": f"{RUNBOOK_URL}/partner-info-missing",

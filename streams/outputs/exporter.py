@@ -32,30 +32,22 @@ from streams.engine.core import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, att
 from streams.ingest.contract import TOPICS
 from streams.judgement.judge import Judgement, State
 from streams.judgement.watch import Watch
-
-_HELP = {
-    "partnerpulse_kpi_value":
-        "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",
-    "partnerpulse_kpi_samples":
-        "Samples behind the KPI value in the window (denominator for ratios).",
-    "partnerpulse_kpi_attainment_ratio":
-        "KPI as a share of its target: 1 on target, above 1 better, either direction.",
-    "partnerpulse_kpi_target":
-        "The partner's target for the KPI (partner, tier or catalog default).",
-    "partnerpulse_partner_info": "Partners exported by this worker, with their tier.",
-    "partnerpulse_kpi_state":
-        "Judgement of the KPI in the window: one series, labelled with the current state, value 1.",
-    "partnerpulse_kpi_state_since_timestamp_seconds": "When the KPI entered its current state.",
-    "partnerpulse_open_items":
-        "Tickets still without first contact whose age passed 50/75/100% of the target "
-        "(cumulative).",
-    "partnerpulse_events":
-        "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
-    "partnerpulse_last_event_timestamp_seconds": "Event time of the newest accepted event per topic.",
-    "partnerpulse_feed_stale": "1 while the topic's feed is stale (its partner alerts are held).",
-    "partnerpulse_consumer_lag_messages":
-        "Messages on the partition not yet processed by this worker.",
-}
+from streams.outputs.series import (
+    CONSUMER_LAG,
+    EVENTS,
+    EVENTS_TOTAL,
+    FEED_STALE_FLAG,
+    HELP,
+    KPI_ATTAINMENT,
+    KPI_SAMPLES,
+    KPI_STATE,
+    KPI_STATE_SINCE,
+    KPI_TARGET,
+    KPI_VALUE,
+    LAST_EVENT_TIMESTAMP,
+    OPEN_ITEMS,
+    PARTNER_INFO,
+)
 
 
 def _num(value: float) -> str:
@@ -82,12 +74,10 @@ def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
-_PER_WINDOW = ("partnerpulse_kpi_value", "partnerpulse_kpi_samples",
-               "partnerpulse_kpi_attainment_ratio")
+_PER_WINDOW = (KPI_VALUE, KPI_SAMPLES, KPI_ATTAINMENT)
 """The families kept per partner x window (rendered from its values), in chunk order."""
 _NO_SERIES = (b"", b"", b"")
-_PER_PARTNER = ("partnerpulse_kpi_target", "partnerpulse_partner_info", "partnerpulse_kpi_state",
-                "partnerpulse_kpi_state_since_timestamp_seconds")
+_PER_PARTNER = (KPI_TARGET, PARTNER_INFO, KPI_STATE, KPI_STATE_SINCE)
 """The families kept per partner (rendered from its targets and judgements), in order."""
 
 
@@ -175,9 +165,9 @@ class KpiCollector(Collector):
         render."""
         partners = self.engine.partners
         goals = [float(partners.target(partner, kpi)) for kpi in self.engine.kpis]
-        target = "".join(f"partnerpulse_kpi_target{p}{tail}{goal!r}\n"
+        target = "".join(f"{KPI_TARGET}{p}{tail}{goal!r}\n"
                          for tail, goal in zip(self._kpi_tails, goals, strict=True))
-        info = f'partnerpulse_partner_info{p},tier="{_label(partners.tier(partner))}"}} 1.0\n'
+        info = f'{PARTNER_INFO}{p},tier="{_label(partners.tier(partner))}"}} 1.0\n'
         state: list[str] = []
         since: list[str] = []
         for window, kpis in zip(self.windows, self._window_kpis, strict=True):
@@ -185,10 +175,10 @@ class KpiCollector(Collector):
                 judgement = judgements.get((partner, kpi.id, window))
                 if judgement is None:
                     continue
-                state.append(f'partnerpulse_kpi_state{p}{state_tail}'
+                state.append(f'{KPI_STATE}{p}{state_tail}'
                              f'{_STATE[judgement.state]}"}} 1.0\n')
                 if judgement.since_ms is not None:
-                    since.append(f"partnerpulse_kpi_state_since_timestamp_seconds{p}{tail}"
+                    since.append(f"{KPI_STATE_SINCE}{p}{tail}"
                                  f"{judgement.since_ms / 1000.0!r}\n")
         n = len(self.windows)
         return _Rendered(partners, judged, goals,
@@ -206,9 +196,9 @@ class KpiCollector(Collector):
             kv = values.get(key)
             if kv is not None:
                 # finite floats (durations, counts and scores are): repr is their text
-                value.append(f"partnerpulse_kpi_value{p}{tail}{kv.value!r}\n")
-                samples.append(f"partnerpulse_kpi_samples{p}{tail}{kv.samples}.0\n")
-                attained.append(f"partnerpulse_kpi_attainment_ratio{p}{tail}"
+                value.append(f"{KPI_VALUE}{p}{tail}{kv.value!r}\n")
+                samples.append(f"{KPI_SAMPLES}{p}{tail}{kv.samples}.0\n")
+                attained.append(f"{KPI_ATTAINMENT}{p}{tail}"
                                 f"{attainment(kpi, kv.value, goals[k])!r}\n")
         return ("".join(value).encode(), "".join(samples).encode(), "".join(attained).encode())
 
@@ -240,44 +230,44 @@ class KpiCollector(Collector):
             rendered[partner] = r
             if watch is not None:
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
-                    items.append(f"partnerpulse_open_items{p}{self._stage_tails[kpi_id, stage]}"
+                    items.append(f"{OPEN_ITEMS}{p}{self._stage_tails[kpi_id, stage]}"
                                  f"{count}.0\n")
         self._rendered = rendered  # partners no longer exported are let go
         records = list(rendered.values())
         text: list[bytes] = []
         for f, name in enumerate(_PER_WINDOW):
-            text.append(_header(name, "gauge", _HELP[name]).encode())
+            text.append(_header(name, "gauge", HELP[name]).encode())
             text += [chunks[f] for r in records for chunks in r.chunks]
         for f, name in enumerate(_PER_PARTNER):
             if f >= 2 and watch is None:
                 break  # no judgements: no state series
-            text.append(_header(name, "gauge", _HELP[name]).encode())
+            text.append(_header(name, "gauge", HELP[name]).encode())
             text += [r.head[f] for r in records]
         out: list[tuple[str, str, list[str]]] = []
         if watch is not None:
             stale_now = watch.stale_topics(self.wall_ms())
             out += [
-                ("partnerpulse_open_items", "gauge", items),
-                ("partnerpulse_feed_stale", "gauge", [
-                    f'partnerpulse_feed_stale{{topic="{_label(topic)}"}} '
+                (OPEN_ITEMS, "gauge", items),
+                (FEED_STALE_FLAG, "gauge", [
+                    f'{FEED_STALE_FLAG}{{topic="{_label(topic)}"}} '
                     f"{1.0 if topic in stale_now else 0.0}\n"
                     for topic in sorted(watch.last_arrival_ms)]),
             ]
             if self.health is not None:
-                out.append(("partnerpulse_consumer_lag_messages", "gauge", [
-                    f'partnerpulse_consumer_lag_messages{{topic="{_label(topic)}",'
+                out.append((CONSUMER_LAG, "gauge", [
+                    f'{CONSUMER_LAG}{{topic="{_label(topic)}",'
                     f'partition="{partition}"}} {_num(behind)}\n'
                     for (topic, partition), behind in sorted(self.health.lag().items())]))
-        out.append(("partnerpulse_events", "counter", [
-            f'partnerpulse_events_total{{topic="{_label(topic)}",outcome="{outcome.value}"}} '
+        out.append((EVENTS, "counter", [
+            f'{EVENTS_TOTAL}{{topic="{_label(topic)}",outcome="{outcome.value}"}} '
             f"{_num(engine.counts.get((topic, outcome), 0))}\n"
             for topic in TOPICS for outcome in Outcome]))
-        out.append(("partnerpulse_last_event_timestamp_seconds", "gauge", [
-            f'partnerpulse_last_event_timestamp_seconds{{topic="{_label(topic)}"}} '
+        out.append((LAST_EVENT_TIMESTAMP, "gauge", [
+            f'{LAST_EVENT_TIMESTAMP}{{topic="{_label(topic)}"}} '
             f"{_num(ts / 1000.0)}\n"
             for topic, ts in sorted(engine.last_event_ms.items())]))
         tail = [piece for name, kind, lines in out
-                for piece in (_header(name, kind, _HELP[name]), *lines)]
+                for piece in (_header(name, kind, HELP[name]), *lines)]
         # (the 0.0.4 text format names a counter family by its sample: partnerpulse_events_total)
         if watch is not None and self.health is not None:
             for name, (kind, help_text, number) in sorted(self.health.delivery().items()):

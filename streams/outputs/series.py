@@ -1,0 +1,48 @@
+"""The names of the series partnerpulse exports, and their help text: a contract.
+
+The exporter (:mod:`streams.outputs.exporter`) writes these series; the generated Prometheus
+rules and Grafana dashboards (:mod:`streams.generators`) query them. Each name is spelled here
+once and read everywhere else, so a renamed series cannot leave a rule or a panel querying the
+old name.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+KPI_VALUE: Final = "partnerpulse_kpi_value"
+KPI_SAMPLES: Final = "partnerpulse_kpi_samples"
+KPI_ATTAINMENT: Final = "partnerpulse_kpi_attainment_ratio"
+KPI_TARGET: Final = "partnerpulse_kpi_target"
+PARTNER_INFO: Final = "partnerpulse_partner_info"
+KPI_STATE: Final = "partnerpulse_kpi_state"
+KPI_STATE_SINCE: Final = "partnerpulse_kpi_state_since_timestamp_seconds"
+OPEN_ITEMS: Final = "partnerpulse_open_items"
+EVENTS: Final = "partnerpulse_events"
+"""A counter family: its sample is :data:`EVENTS_TOTAL` (the text format adds ``_total``)."""
+EVENTS_TOTAL: Final = f"{EVENTS}_total"
+LAST_EVENT_TIMESTAMP: Final = "partnerpulse_last_event_timestamp_seconds"
+FEED_STALE_FLAG: Final = "partnerpulse_feed_stale"
+CONSUMER_LAG: Final = "partnerpulse_consumer_lag_messages"
+CONSUMER_FETCH_AGE: Final = "partnerpulse_consumer_fetch_age_seconds"
+"""Exported by the worker with its delivery figures (``runtime/pipeline.py``); read by the rules."""
+
+HELP: Final = {
+    KPI_VALUE: "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",
+    KPI_SAMPLES: "Samples behind the KPI value in the window (denominator for ratios).",
+    KPI_ATTAINMENT:
+        "KPI as a share of its target: 1 on target, above 1 better, either direction.",
+    KPI_TARGET: "The partner's target for the KPI (partner, tier or catalog default).",
+    PARTNER_INFO: "Partners exported by this worker, with their tier.",
+    KPI_STATE:
+        "Judgement of the KPI in the window: one series, labelled with the current state, value 1.",
+    KPI_STATE_SINCE: "When the KPI entered its current state.",
+    OPEN_ITEMS:
+        "Tickets still without first contact whose age passed 50/75/100% of the target "
+        "(cumulative).",
+    EVENTS: "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
+    LAST_EVENT_TIMESTAMP: "Event time of the newest accepted event per topic.",
+    FEED_STALE_FLAG: "1 while the topic's feed is stale (its partner alerts are held).",
+    CONSUMER_LAG: "Messages on the partition not yet processed by this worker.",
+}
+"""The help text of each family the exporter writes itself."""
