@@ -1,6 +1,8 @@
-"""The Faust app class: stock Faust with one consumer setting Faust does not expose, a guard on
-its offset commits and a fence on group membership (``runtime/commit_guard.py``,
-``runtime/fence.py``).
+"""The Faust app: stock Faust with one consumer setting Faust does not expose, a guard on its
+offset commits and a fence on group membership (``runtime/commit_guard.py``,
+``runtime/fence.py``); and :func:`worker_app`, the translation of the worker's
+:class:`~streams.config.settings.Settings` into Faust's configuration (each setting with the
+reason it has the value it has).
 
 Faust's aiokafka driver creates the worker's consumer with ``fetch_max_wait_ms=1500``
 hard-coded. That is how long a fetch may wait at the broker for data, and on the embedded
@@ -20,6 +22,8 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, TransportT
 
+from streams.config.kafka_auth import faust_credentials
+from streams.config.settings import Settings
 from streams.runtime.commit_guard import CommitGuard
 from streams.runtime.fence import MembershipFence
 
@@ -75,3 +79,68 @@ def cast_app(app: Any) -> App:
     if not isinstance(app, App):
         raise TypeError(f"expected streams.runtime.faust_app.App, got {type(app).__name__}")
     return app
+
+
+def worker_app(settings: Settings) -> App:
+    """The worker's Faust app, configured from the settings."""
+    store = "memory://" if settings.store == "memory" else "rocksdb://"
+    return App(
+        settings.app_id,
+        fetch_max_wait_ms=int(settings.fetch_max_wait_s * 1000),
+        broker=settings.broker,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL, None for PLAINTEXT
+        store=store,
+        datadir=str(settings.data_dir),
+        env_prefix="PARTNERPULSE_FAUST_",
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_bind,
+        web_tables_enabled=False,
+        # /router/* lists every worker's URL and which one owns a key: only @table_route
+        # needs it, and nothing here routes requests between workers
+        web_router_enabled=False,
+        topic_partitions=settings.partitions,
+        # the changelog and leader topics Faust creates itself (README "Kafka in production")
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=settings.table_standby_replicas,
+        **_group_timing(settings.rebalance_timeout_s),
+        consumer_auto_offset_reset="earliest",
+        # Faust's recovery check compares the store's offset with ListOffsets(latest), which
+        # tansu answers with the last batch's *base* offset: on every rebalance after a
+        # multi-record changelog batch it raised ConsistencyError and killed a healthy worker.
+        # A memory store's offsets are this process's own reads and writes, so the check can
+        # never find anything real there; Pipeline._changelog_tail reads what the wrong end
+        # hides. The RocksDB store keeps its offsets on disk, where the check could catch a
+        # changelog topic recreated under it, but it trips on tansu all the same: off too, and
+        # the README says to wipe a RocksDB data directory when its topics are recreated.
+        recovery_consistency_check=False,
+        # A revocation waits until the agent has acked every event it took (its take buffer
+        # and the batch in hand): with False, Faust signals the revocation at once and the
+        # agent's next batch -- events of the revoked partitions -- was applied after their
+        # partners were dropped, recreating them from a few events; a worker given the same
+        # partitions back then kept those partial states (see Pipeline._on_recover).
+        stream_wait_empty=True,
+        producer_linger_ms=5,
+        # acks=all: a write counts once every in-sync replica has it, which is what gives
+        # topic_min_insync_replicas its meaning (Faust's default too; explicit, as it matters)
+        producer_acks=-1,
+    )
+
+
+def _group_timing(rebalance: float) -> dict[str, float]:
+    """The consumer group's timeouts, all derived from ``--rebalance-timeout``."""
+    return dict(
+        broker_rebalance_timeout=rebalance,
+        broker_session_timeout=min(rebalance, 10.0),
+        session_timeout_s=min(rebalance, 10.0),  # the membership fence's lease: half of it
+        broker_heartbeat_interval=min(rebalance / 10, 3.0),
+        # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
+        # again only once it has handed every record of the previous poll to the agent, and
+        # one poll of a backlog is tens of thousands of records: at 10 s (what this was under
+        # --rebalance-timeout 3) the worker was dropped mid-backlog and hung in the
+        # revocation. 300 s is a hang detector, not a pace. (Polls stay unbounded: bounded
+        # ones come from one partition at a time, so partitions drift apart in event time,
+        # which the event clock's windows are sensitive to; see test_alerting.)
+        broker_max_poll_interval=max(rebalance, 300.0),
+    )

@@ -30,7 +30,7 @@ from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.config.catalog import load_config
-from streams.config.kafka_auth import client_kwargs, faust_credentials
+from streams.config.kafka_auth import client_kwargs
 from streams.config.settings import Settings
 from streams.engine.core import Engine, MonthCalendar, Outcome, settle_gc
 from streams.ingest.contract import TOPICS, ContractError, decode, redact
@@ -48,7 +48,7 @@ from streams.judgement.watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert,
 from streams.outputs.alertmanager import AlertFanout
 from streams.outputs.exporter import KpiCollector, make_registry
 from streams.outputs.wall import History
-from streams.runtime.faust_app import App
+from streams.runtime.faust_app import worker_app
 from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 
 log = logging.getLogger("partnerpulse")
@@ -92,61 +92,7 @@ class Pipeline:
                             "(`partnerpulse check-config` names them)", window)
         self.engine = Engine(catalog, partners, clock=settings.clock,
                              max_partners=settings.max_partners)
-        store = "memory://" if settings.store == "memory" else "rocksdb://"
-        rebalance = settings.rebalance_timeout_s
-        self.app = App(
-            settings.app_id,
-            fetch_max_wait_ms=int(settings.fetch_max_wait_s * 1000),
-            broker=settings.broker,
-            broker_credentials=faust_credentials(settings),  # TLS / SASL, None for PLAINTEXT
-            store=store,
-            datadir=str(settings.data_dir),
-            env_prefix="PARTNERPULSE_FAUST_",
-            web_bind=settings.web_bind,
-            web_port=settings.web_port,
-            web_host=settings.web_bind,
-            web_tables_enabled=False,
-            # /router/* lists every worker's URL and which one owns a key: only @table_route
-            # needs it, and nothing here routes requests between workers
-            web_router_enabled=False,
-            topic_partitions=settings.partitions,
-            # the changelog and leader topics Faust creates itself (README "Kafka in production")
-            topic_replication_factor=settings.topic_replication_factor,
-            topic_allow_declare=True,
-            table_standby_replicas=settings.table_standby_replicas,
-            broker_rebalance_timeout=rebalance,
-            broker_session_timeout=min(rebalance, 10.0),
-            session_timeout_s=min(rebalance, 10.0),  # the membership fence's lease: half of it
-            broker_heartbeat_interval=min(rebalance / 10, 3.0),
-            # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
-            # again only once it has handed every record of the previous poll to the agent, and
-            # one poll of a backlog is tens of thousands of records: at 10 s (what this was under
-            # --rebalance-timeout 3) the worker was dropped mid-backlog and hung in the
-            # revocation. 300 s is a hang detector, not a pace. (Polls stay unbounded: bounded
-            # ones come from one partition at a time, so partitions drift apart in event time,
-            # which the event clock's windows are sensitive to; see test_alerting.)
-            broker_max_poll_interval=max(rebalance, 300.0),
-            consumer_auto_offset_reset="earliest",
-            # Faust's recovery check compares the store's offset with ListOffsets(latest), which
-            # tansu answers with the last batch's *base* offset: on every rebalance after a
-            # multi-record changelog batch it raised ConsistencyError and killed a healthy worker.
-            # A memory store's offsets are this process's own reads and writes, so the check can
-            # never find anything real there; _changelog_tail reads what the wrong end hides.
-            # The RocksDB store keeps its offsets on disk, where the check could catch a
-            # changelog topic recreated under it, but it trips on tansu all the same: off too,
-            # and the README says to wipe a RocksDB data directory when its topics are recreated.
-            recovery_consistency_check=False,
-            # A revocation waits until the agent has acked every event it took (its take buffer
-            # and the batch in hand): with False, Faust signals the revocation at once and the
-            # agent's next batch -- events of the revoked partitions -- was applied after their
-            # partners were dropped, recreating them from a few events; a worker given the same
-            # partitions back then kept those partial states (see _on_recover).
-            stream_wait_empty=True,
-            producer_linger_ms=5,
-            # acks=all: a write counts once every in-sync replica has it, which is what gives
-            # topic_min_insync_replicas its meaning (Faust's default too; explicit, as it matters)
-            producer_acks=-1,
-        )
+        self.app = worker_app(settings)
         self.partitions = settings.partitions
         self.source = self._raw_topic(*TOPICS, REPARTITION)
         self.repartition = self._raw_topic(REPARTITION)
