@@ -63,6 +63,18 @@ def _substitute(expr: str) -> str:
 
 
 # --- generation ---------------------------------------------------------------------------------
+
+def test_links_to_the_on_call_dashboard_name_its_uid() -> None:
+    """The worker's default dashboard_url and the generated rules' links open the dashboard
+    generated with ONCALL_UID (one uid; the hosts differ: local Grafana vs placeholder)."""
+    from streams.config.settings import Settings
+    from streams.generators import rules
+
+    default = Settings.model_fields["dashboard_url"].default
+    assert default.endswith(f"/d/{dashboards.ONCALL_UID}")
+    assert rules.DASHBOARD_URL.endswith(f"/d/{dashboards.ONCALL_UID}")
+    assert f"{dashboards.ONCALL_UID}.json" in dashboards.DASHBOARDS
+
 def test_regenerating_gives_the_committed_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     catalog = load_catalog(REPO / "config" / "kpis.yaml")
     rendered = dashboards.render_all(catalog)

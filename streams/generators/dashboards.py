@@ -27,26 +27,42 @@ data from the second scrape on. The same holds for 1d.
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from grafana_foundation_sdk.builders import bargauge, prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders.common import (
     ReduceDataOptions,
-    TableSortByFieldState,
     VizLegendOptions,
 )
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.generators.grafana import (
+    ATTAINMENT_STEPS,
+    DATASOURCE_UID,
+    DS,
+    EXEC_UID,
+    NOC_UID,
+    ONCALL_UID,
+    STATE_MAPPINGS,
+    UNITS,
+    big_stat,
+    grid,
+    kpi_glossary,
+    kpi_panel_id,
+    matrix,
+    new_dashboard,
+    prom_query,
+    state_code,
+    thresholds,
+)
 from streams.generators.promql import (
     ATTAINMENT_SUFFICIENT,
     PARTNER_ATTAINMENT_MIN,
@@ -68,125 +84,25 @@ from streams.outputs.series import (
     PARTNER_INFO,
 )
 
-NOC_UID: Final = "partnerpulse-noc"
-ONCALL_UID: Final = "partnerpulse-oncall"
-EXEC_UID: Final = "partnerpulse-exec"
-DATASOURCE_UID: Final = "prometheus"
-"""uid of the provisioned Prometheus data source (config/grafana/provisioning/datasources)."""
-
-DS: Final = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-TAGS: Final = ["partnerpulse"]
-
-# partnerpulse_kpi_state as one number per partner x KPI x window (value mappings below)
-STATE_CODES: Final = (("breach", 2), ("at_risk", 1), ("ok", 0), ("insufficient_data", -1))
-STATE_MAPPINGS: Final[list[model.ValueMapping]] = [model.ValueMap(options={
-    "-1": model.ValueMappingResult(text="n/a", color="#3d3d3d", index=0),
-    "0": model.ValueMappingResult(text="OK", color="green", index=1),
-    "1": model.ValueMappingResult(text="AT RISK", color="orange", index=2),
-    "2": model.ValueMappingResult(text="BREACH", color="red", index=3),
-})]
-
-UNITS: Final = {"seconds": "s", "ratio": "percentunit", "score": "none"}
-
-
-# --- helpers ----------------------------------------------------------------------------------
-def _q(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
-       fmt: str | None = None) -> prometheus.Dataquery:
-    query = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DS)
-    if legend:
-        query = query.legend_format(legend)
-    query = query.instant() if instant else query.range()
-    if fmt == "table":
-        query = query.format(PromQueryFormat.TABLE)
-    return query
-
-
-def _pos(x: int, y: int, w: int, h: int) -> model.GridPos:
-    return model.GridPos(h=h, w=w, x=x, y=y)
-
-
-def _steps(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
-    return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(
-        [model.Threshold(value=value, color=color) for value, color in steps])
-
-
-ATTAINMENT_STEPS: Final = ((None, "red"), (0.9, "orange"), (1.0, "green"))
-
-
-def _big_stat(pid: int, title: str, expr: str, pos: model.GridPos, unit: str = "short",
-              steps: Iterable[tuple[float | None, str]] = ((None, "green"), (1, "red")),
-              description: str = "", legend: str = "") -> stat.Panel:
-    return (stat.Panel().id(pid).title(title).description(description).datasource(DS)
-            .grid_pos(pos).unit(unit).with_target(_q(expr, legend, instant=True))
-            .thresholds(_steps(*steps))
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .graph_mode(common.BigValueGraphMode.NONE)
-            .text_mode(common.BigValueTextMode.VALUE)
-            .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
-
-
-def _matrix(pid: int, title: str, expr: str, pos: model.GridPos, rows: str, columns: str,
-            description: str = "") -> table.Panel:
-    """An instant query as a table: one row per ``rows`` label, one column per ``columns``."""
-    return (table.Panel().id(pid).title(title).description(description).datasource(DS)
-            .grid_pos(pos).with_target(_q(expr, instant=True, fmt="table"))
-            .with_transformation(model.DataTransformerConfig(
-                id_val="groupingToMatrix",
-                options={"columnField": columns, "rowField": rows, "valueField": "Value"}))
-            .cell_options(common.TableColoredBackgroundCellOptions())
-            .sort_by([TableSortByFieldState().display_name(f"{rows}\\{columns}").desc(False)]))
-
-
-def _kpi_glossary(catalog: Catalog) -> str:
-    return "; ".join(f"{k.id}: {k.title} ({k.better} is better)" for k in catalog.kpis)
-
-
-def state_code(selector: str, by: str = "partner, kpi, window") -> str:
-    """The current state of every partner x KPI x window as one number: 2 breach, 1 at risk,
-    0 ok, -1 insufficient data (``partnerpulse_kpi_state`` is 1 for exactly one state)."""
-    parts = [f"({in_state(state, by, selector)}) * {code}"
-             for state, code in STATE_CODES]
-    return "max by ({}) (\n  {}\n)".format(by, "\nor\n  ".join(parts))
-
-
-def kpi_panel_id(kpi: Kpi, base: int) -> int:
-    """A panel id derived from the KPI id: stable when KPIs are added, removed or reordered."""
-    return base + zlib.crc32(kpi.id.encode()) % 90_000
-
-
-def _datasource_variable() -> dash.DatasourceVariable:
-    return (dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
-            .current(model.VariableOption(selected=True, text="Prometheus", value=DATASOURCE_UID)))
-
-
-def _dashboard(uid: str, title: str, description: str, refresh: str,
-               time_from: str) -> dash.Dashboard:
-    return (dash.Dashboard(title).uid(uid).description(description).tags(TAGS)
-            .editable().refresh(refresh).time(time_from, "now").timezone("browser")
-            .tooltip(model.DashboardCursorSync.CROSSHAIR)
-            .with_variable(_datasource_variable())
-            .link(dash.DashboardLink("partnerpulse").type(model.DashboardLinkType.DASHBOARDS)
-                  .tags(TAGS).as_dropdown(True).include_vars(False).keep_time(True)))
-
 
 # --- NOC wall -----------------------------------------------------------------------------------
 def noc_breaches(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partner x KPI x window currently in breach (ALERTS may be empty; the state never is)."""
-    return _big_stat(pid, "Breaches",
+    return big_stat(pid, "Breaches",
                      f"count({in_state('breach')})"
                      " or vector(0)", pos)
 
 
 def noc_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partner x KPI x window currently at risk."""
-    return _big_stat(pid, "At risk",
+    return big_stat(pid, "At risk",
                      f"count({in_state('at_risk')})"
                      " or vector(0)", pos, steps=((None, "green"), (1, "orange")))
 
 
 def noc_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
     """Tickets without a first contact older than their OTS target."""
-    return _big_stat(pid, "Overdue tickets",
+    return big_stat(pid, "Overdue tickets",
                      f'sum(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}})) or vector(0)',
                      pos, steps=((None, "green"), (1, "orange"), (10, "red")),
                      description="Tickets still without a first contact, older than the OTS target.")
@@ -194,13 +110,13 @@ def noc_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def noc_stale_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
     """Topics whose feed is stale."""
-    return _big_stat(pid, "Stale feeds", f"sum(max by (topic) ({FEED_STALE_FLAG})) or vector(0)",
+    return big_stat(pid, "Stale feeds", f"sum(max by (topic) ({FEED_STALE_FLAG})) or vector(0)",
                      pos)
 
 
 def noc_event_age(pid: int, pos: model.GridPos) -> stat.Panel:
     """Age of the newest accepted event, any topic."""
-    return _big_stat(pid, "Newest event", f"time() - max({LAST_EVENT_TIMESTAMP})",
+    return big_stat(pid, "Newest event", f"time() - max({LAST_EVENT_TIMESTAMP})",
                      pos, unit="s",
                      steps=((None, "green"), (FEED_STALE_AFTER_S / 3, "orange"),
                             (FEED_STALE_AFTER_S, "red")))
@@ -208,7 +124,7 @@ def noc_event_age(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def noc_rejected(pid: int, pos: model.GridPos) -> stat.Panel:
     """Messages sent to the dead letter per second."""
-    return _big_stat(pid, "Rejected/s",
+    return big_stat(pid, "Rejected/s",
                      f'sum(rate({EVENTS_TOTAL}{{outcome="rejected"}}[$__rate_interval]))'
                      " or vector(0)", pos, unit="short",
                      steps=((None, "green"), (0.01, "orange"), (1, "red")))
@@ -216,21 +132,21 @@ def noc_rejected(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def noc_lag(pid: int, pos: model.GridPos) -> stat.Panel:
     """Messages not yet consumed, all topics."""
-    return _big_stat(pid, "Lag", f"sum({CONSUMER_LAG})", pos,
+    return big_stat(pid, "Lag", f"sum({CONSUMER_LAG})", pos,
                      steps=((None, "green"), (CONSUMER_LAG_MESSAGES / 10, "orange"),
                             (CONSUMER_LAG_MESSAGES, "red")))
 
 
 def noc_partners(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners exported by the workers."""
-    return _big_stat(pid, "Partners", f"count(max by (partner) ({PARTNER_INFO}))", pos,
+    return big_stat(pid, "Partners", f"count(max by (partner) ({PARTNER_INFO}))", pos,
                      steps=((None, "blue"),))
 
 
 def noc_state_grid(pid: int, pos: model.GridPos, window: str, catalog: Catalog) -> table.Panel:
     """Partner x KPI state in one window, coloured OK / AT RISK / BREACH."""
-    return (_matrix(pid, f"State {window}", state_code(f'window="{window}"', "partner, kpi"), pos,
-                    rows="partner", columns="kpi", description=_kpi_glossary(catalog))
+    return (matrix(pid, f"State {window}", state_code(f'window="{window}"', "partner, kpi"), pos,
+                    rows="partner", columns="kpi", description=kpi_glossary(catalog))
             .mappings(STATE_MAPPINGS))
 
 
@@ -238,9 +154,9 @@ def noc_open_items(pid: int, pos: model.GridPos) -> bargauge.Panel:
     """Tickets aging past their OTS target, per partner and severity KPI."""
     return (bargauge.Panel().id(pid).title("Tickets past OTS target").datasource(DS).grid_pos(pos)
             .description("Tickets without a first contact older than 100% of the target.")
-            .with_target(_q(f'sort_desc(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}}))',
+            .with_target(prom_query(f'sort_desc(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}}))',
                             "{{partner}} {{kpi}}", instant=True))
-            .thresholds(_steps((None, "green"), (1, "orange"), (10, "red")))
+            .thresholds(thresholds((None, "green"), (1, "orange"), (10, "red")))
             .display_mode(common.BarGaugeDisplayMode.BASIC)
             .orientation(common.VizOrientation.HORIZONTAL)
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
@@ -249,13 +165,13 @@ def noc_open_items(pid: int, pos: model.GridPos) -> bargauge.Panel:
 def noc_lag_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Consumer lag per topic over time."""
     return (timeseries.Panel().id(pid).title("Consumer lag").datasource(DS).grid_pos(pos)
-            .with_target(_q(f"sum by (topic) ({CONSUMER_LAG})", "{{topic}}"))
+            .with_target(prom_query(f"sum by (topic) ({CONSUMER_LAG})", "{{topic}}"))
             .unit("short").fill_opacity(10))
 
 
 def noc_event_age_by_topic(pid: int, pos: model.GridPos) -> stat.Panel:
     """Age of the newest accepted event per topic."""
-    return (_big_stat(pid, "Event age", f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP})",
+    return (big_stat(pid, "Event age", f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP})",
                       pos, unit="s", legend="{{topic}}",
                       steps=((None, "green"), (FEED_STALE_AFTER_S / 3, "orange"),
                              (FEED_STALE_AFTER_S, "red")))
@@ -264,7 +180,7 @@ def noc_event_age_by_topic(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def noc_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
     """Each topic's feed: LIVE or STALE."""
-    return (_big_stat(pid, "Feeds", f"max by (topic) ({FEED_STALE_FLAG})", pos,
+    return (big_stat(pid, "Feeds", f"max by (topic) ({FEED_STALE_FLAG})", pos,
                       legend="{{topic}}")
             .mappings([model.ValueMap(options={
                 "0": model.ValueMappingResult(text="LIVE", color="green", index=0),
@@ -275,7 +191,7 @@ def noc_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
 def noc_rejected_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Rejected (dead-lettered) and late messages per second, by topic."""
     return (timeseries.Panel().id(pid).title("Rejected and late /s").datasource(DS).grid_pos(pos)
-            .with_target(_q(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}"
+            .with_target(prom_query(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}"
                             '{outcome=~"rejected|late"}[$__rate_interval])) or vector(0)',
                             "{{topic}} {{outcome}}"))
             .unit("short").fill_opacity(10))
@@ -283,21 +199,21 @@ def noc_rejected_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
 
 def noc_dashboard(catalog: Catalog) -> dash.Dashboard:
     """The NOC wall: big numbers, the partner x KPI state grids, open items, pipeline health."""
-    board = _dashboard(NOC_UID, "partnerpulse NOC", "Partner KPI states and pipeline health.",
+    board = new_dashboard(NOC_UID, "partnerpulse NOC", "Partner KPI states and pipeline health.",
                        "30s", "now-3h")
     stats: list[Callable[[int, model.GridPos], stat.Panel]] = [
         noc_breaches, noc_at_risk, noc_overdue, noc_stale_feeds, noc_event_age, noc_rejected,
         noc_lag, noc_partners]
     for i, build in enumerate(stats):
-        board = board.with_panel(build(1 + i, _pos(3 * i, 0, 3, 4)))
+        board = board.with_panel(build(1 + i, grid(3 * i, 0, 3, 4)))
     return (board
-            .with_panel(noc_state_grid(20, _pos(0, 4, 12, 14), "1h", catalog))
-            .with_panel(noc_state_grid(21, _pos(12, 4, 12, 14), "24h", catalog))
-            .with_panel(noc_open_items(30, _pos(0, 18, 8, 10)))
-            .with_panel(noc_feeds(40, _pos(8, 18, 8, 5)))
-            .with_panel(noc_event_age_by_topic(41, _pos(8, 23, 8, 5)))
-            .with_panel(noc_lag_by_topic(42, _pos(16, 18, 8, 5)))
-            .with_panel(noc_rejected_by_topic(43, _pos(16, 23, 8, 5))))
+            .with_panel(noc_state_grid(20, grid(0, 4, 12, 14), "1h", catalog))
+            .with_panel(noc_state_grid(21, grid(12, 4, 12, 14), "24h", catalog))
+            .with_panel(noc_open_items(30, grid(0, 18, 8, 10)))
+            .with_panel(noc_feeds(40, grid(8, 18, 8, 5)))
+            .with_panel(noc_event_age_by_topic(41, grid(8, 23, 8, 5)))
+            .with_panel(noc_lag_by_topic(42, grid(16, 18, 8, 5)))
+            .with_panel(noc_rejected_by_topic(43, grid(16, 23, 8, 5))))
 
 
 # --- on-call: one partner -----------------------------------------------------------------------
@@ -306,35 +222,35 @@ P = 'partner="$partner"'
 
 def oncall_tier(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's tier."""
-    return (_big_stat(pid, "Tier", f"max by (tier) ({PARTNER_INFO}{{{P}}})", pos,
+    return (big_stat(pid, "Tier", f"max by (tier) ({PARTNER_INFO}{{{P}}})", pos,
                       legend="{{tier}}", steps=((None, "blue"),))
             .text_mode(common.BigValueTextMode.NAME))
 
 
 def oncall_breaches(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's KPI x window in breach."""
-    return _big_stat(pid, "Breaches",
+    return big_stat(pid, "Breaches",
                      f"count({in_state('breach', 'kpi, window', P)})"
                      " or vector(0)", pos)
 
 
 def oncall_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's KPI x window at risk."""
-    return _big_stat(pid, "At risk",
+    return big_stat(pid, "At risk",
                      f"count({in_state('at_risk', 'kpi, window', P)})"
                      " or vector(0)", pos, steps=((None, "green"), (1, "orange")))
 
 
 def oncall_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's tickets past the OTS target without a first contact."""
-    return _big_stat(pid, "Overdue tickets",
+    return big_stat(pid, "Overdue tickets",
                      f'sum(max by (kpi) ({OPEN_ITEMS}{{{P},stage="100"}})) or vector(0)', pos,
                      steps=((None, "green"), (1, "orange"), (10, "red")))
 
 
 def oncall_worst_attainment(pid: int, pos: model.GridPos) -> stat.Panel:
     """The partner's worst attainment in $window, among KPIs with enough samples."""
-    return _big_stat(pid, "Worst KPI ($window)",
+    return big_stat(pid, "Worst KPI ($window)",
                      f"bottomk(1, {ATTAINMENT_SUFFICIENT}"
                      f'{{{P},window="$window"}})', pos, unit="percentunit", legend="{{kpi}}",
                      steps=ATTAINMENT_STEPS).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
@@ -343,8 +259,8 @@ def oncall_worst_attainment(pid: int, pos: model.GridPos) -> stat.Panel:
 def oncall_state_history(pid: int, pos: model.GridPos) -> statetimeline.Panel:
     """Each KPI's state over time in $window."""
     return (statetimeline.Panel().id(pid).title("State ($window)").datasource(DS).grid_pos(pos)
-            .with_target(_q(state_code(f'{P},window="$window"', "kpi"), "{{kpi}}"))
-            .mappings(STATE_MAPPINGS).thresholds(_steps((None, "transparent")))
+            .with_target(prom_query(state_code(f'{P},window="$window"', "kpi"), "{{kpi}}"))
+            .mappings(STATE_MAPPINGS).thresholds(thresholds((None, "transparent")))
             .show_value(common.VisibilityMode.NEVER)
             .legend(VizLegendOptions().show_legend(False)))
 
@@ -354,8 +270,8 @@ def oncall_kpi(pid: int, pos: model.GridPos, kpi: Kpi) -> timeseries.Panel:
     sel = f'{P},kpi="{kpi.id}"'
     return (timeseries.Panel().id(pid).title(kpi.title).datasource(DS).grid_pos(pos)
             .description(f"{kpi.description} ({kpi.better} is better; kpi {kpi.id})")
-            .with_target(_q(f"max by (window) ({KPI_VALUE}{{{sel}}})", "{{window}}"))
-            .with_target(_q(f"max({KPI_TARGET}{{{sel}}})", "target", ref="B"))
+            .with_target(prom_query(f"max by (window) ({KPI_VALUE}{{{sel}}})", "{{window}}"))
+            .with_target(prom_query(f"max({KPI_TARGET}{{{sel}}})", "target", ref="B"))
             .unit(UNITS[kpi.unit]).decimals(2 if kpi.unit == "score" else 0 if kpi.unit == "seconds" else 1)
             .override_by_name("target", [
                 model.DynamicConfigValue(id_val="custom.lineStyle",
@@ -367,14 +283,14 @@ def oncall_kpi(pid: int, pos: model.GridPos, kpi: Kpi) -> timeseries.Panel:
 def oncall_samples(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Samples behind each KPI in $window."""
     return (timeseries.Panel().id(pid).title("Samples ($window)").datasource(DS).grid_pos(pos)
-            .with_target(_q(f'max by (kpi) ({KPI_SAMPLES}{{{P},window="$window"}})', "{{kpi}}"))
+            .with_target(prom_query(f'max by (kpi) ({KPI_SAMPLES}{{{P},window="$window"}})', "{{kpi}}"))
             .unit("short"))
 
 
 def oncall_events_rate(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Events per second by topic and outcome (all partners: the counter has no partner)."""
     return (timeseries.Panel().id(pid).title("Events /s (all partners)").datasource(DS).grid_pos(pos)
-            .with_target(_q(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}[$__rate_interval]))",
+            .with_target(prom_query(f"sum by (topic, outcome) (rate({EVENTS_TOTAL}[$__rate_interval]))",
                             "{{topic}} {{outcome}}"))
             .unit("short"))
 
@@ -383,7 +299,7 @@ def oncall_open_items(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """The partner's tickets waiting for a first contact, by age against the target."""
     return (timeseries.Panel().id(pid).title("Tickets without first contact").datasource(DS)
             .grid_pos(pos).description("Cumulative: older than 50, 75 and 100% of the OTS target.")
-            .with_target(_q(f"max by (kpi, stage) ({OPEN_ITEMS}{{{P}}})",
+            .with_target(prom_query(f"max by (kpi, stage) ({OPEN_ITEMS}{{{P}}})",
                             "{{kpi}} >= {{stage}}%"))
             .unit("short"))
 
@@ -392,7 +308,7 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
     """On-call: one partner, every KPI against its target."""
     windows = list(catalog.windows)
     default_window = "24h" if "24h" in windows else windows[0]
-    board = (_dashboard(ONCALL_UID, "partnerpulse on-call", "One partner: every KPI against its target.",
+    board = (new_dashboard(ONCALL_UID, "partnerpulse on-call", "One partner: every KPI against its target.",
                         "1m", "now-6h")
              .with_variable(dash.QueryVariable("partner").label("Partner").datasource(DS)
                             .query(f"label_values({PARTNER_INFO}, partner)")
@@ -408,15 +324,15 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
     widths = [4, 4, 4, 4, 8]
     x = 0
     for i, (build, w) in enumerate(zip(head, widths, strict=True)):
-        board = board.with_panel(build(1 + i, _pos(x, 0, w, 4)))
+        board = board.with_panel(build(1 + i, grid(x, 0, w, 4)))
         x += w
-    board = (board.with_panel(oncall_state_history(10, _pos(0, 4, 24, 10)))
-             .with_panel(oncall_samples(11, _pos(0, 14, 8, 8)))
-             .with_panel(oncall_events_rate(12, _pos(8, 14, 8, 8)))
-             .with_panel(oncall_open_items(13, _pos(16, 14, 8, 8))))
+    board = (board.with_panel(oncall_state_history(10, grid(0, 4, 24, 10)))
+             .with_panel(oncall_samples(11, grid(0, 14, 8, 8)))
+             .with_panel(oncall_events_rate(12, grid(8, 14, 8, 8)))
+             .with_panel(oncall_open_items(13, grid(16, 14, 8, 8))))
     for i, kpi in enumerate(catalog.kpis):
         board = board.with_panel(oncall_kpi(kpi_panel_id(kpi, 1000),
-                                            _pos(8 * (i % 3), 22 + 8 * (i // 3), 8, 8), kpi))
+                                            grid(8 * (i % 3), 22 + 8 * (i // 3), 8, 8), kpi))
     return board
 
 
@@ -438,7 +354,7 @@ def movers(window: str, over: str) -> str:
 
 def exec_on_target(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners whose every KPI (with enough samples) is on target over 30d."""
-    return _big_stat(pid, "On target (30d)",
+    return big_stat(pid, "On target (30d)",
                      f'count({PARTNER_ATTAINMENT_MIN}{{window="30d"}} >= 1)'
                      " or vector(0)", pos, steps=((None, "green"),),
                      description="Partners with every KPI on target over 30 days.")
@@ -446,7 +362,7 @@ def exec_on_target(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def exec_below_target(pid: int, pos: model.GridPos) -> stat.Panel:
     """Partners with at least one KPI below target over 30d."""
-    return _big_stat(pid, "Below target (30d)",
+    return big_stat(pid, "Below target (30d)",
                      f'count({PARTNER_ATTAINMENT_MIN}{{window="30d"}} < 1)'
                      " or vector(0)", pos, steps=((None, "green"), (1, "red")),
                      description="Partners with at least one KPI below target over 30 days.")
@@ -454,14 +370,14 @@ def exec_below_target(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def exec_median(pid: int, pos: model.GridPos) -> stat.Panel:
     """Median attainment of all partner x KPI over 30d."""
-    return _big_stat(pid, "Median attainment (30d)",
+    return big_stat(pid, "Median attainment (30d)",
                      f'quantile(0.5, {ATTAINMENT_SUFFICIENT}'
                      '{window="30d"})', pos, unit="percentunit", steps=ATTAINMENT_STEPS)
 
 
 def exec_worst_tier(pid: int, pos: model.GridPos) -> stat.Panel:
     """The tier with the lowest KPI attainment over 30d."""
-    return (_big_stat(pid, "Weakest tier (30d)",
+    return (big_stat(pid, "Weakest tier (30d)",
                       f'bottomk(1, {TIER_ATTAINMENT_MIN}{{window="30d"}})', pos,
                       unit="percentunit", legend="{{tier}}", steps=ATTAINMENT_STEPS)
             .text_mode(common.BigValueTextMode.VALUE_AND_NAME))
@@ -469,21 +385,21 @@ def exec_worst_tier(pid: int, pos: model.GridPos) -> stat.Panel:
 
 def exec_report_card(pid: int, pos: model.GridPos, window: str, catalog: Catalog) -> table.Panel:
     """Each KPI as % of goal per partner (100% = on target, capped at 200%)."""
-    return (_matrix(pid, f"Report card {window} (% of goal)",
+    return (matrix(pid, f"Report card {window} (% of goal)",
                     f"clamp_max({attainment(window)}, 2)", pos, rows="partner", columns="kpi",
                     description="Attainment: 100% is on target, more is better, capped at 200%. "
-                    + _kpi_glossary(catalog))
-            .unit("percentunit").decimals(0).thresholds(_steps(*ATTAINMENT_STEPS)))
+                    + kpi_glossary(catalog))
+            .unit("percentunit").decimals(0).thresholds(thresholds(*ATTAINMENT_STEPS)))
 
 
 def exec_worst_kpi(pid: int, pos: model.GridPos) -> bargauge.Panel:
     """Each partner's worst KPI attainment (enough samples only), 7d and 30d."""
     return (bargauge.Panel().id(pid).title("Worst KPI per partner").datasource(DS).grid_pos(pos)
-            .with_target(_q(f'{PARTNER_ATTAINMENT_MIN}{{window="7d"}}',
+            .with_target(prom_query(f'{PARTNER_ATTAINMENT_MIN}{{window="7d"}}',
                             "{{partner}} 7d", instant=True))
-            .with_target(_q(f'{PARTNER_ATTAINMENT_MIN}{{window="30d"}}',
+            .with_target(prom_query(f'{PARTNER_ATTAINMENT_MIN}{{window="30d"}}',
                             "{{partner}} 30d", ref="B", instant=True))
-            .unit("percentunit").min(0).max(2).thresholds(_steps(*ATTAINMENT_STEPS))
+            .unit("percentunit").min(0).max(2).thresholds(thresholds(*ATTAINMENT_STEPS))
             .display_mode(common.BarGaugeDisplayMode.BASIC)
             .orientation(common.VizOrientation.HORIZONTAL)
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
@@ -497,9 +413,9 @@ def tier_average(window: str) -> str:
 def exec_tiers(pid: int, pos: model.GridPos) -> bargauge.Panel:
     """Mean attainment by tier, 7d and 30d."""
     return (bargauge.Panel().id(pid).title("Tiers: mean attainment").datasource(DS).grid_pos(pos)
-            .with_target(_q(tier_average("7d"), "{{tier}} 7d", instant=True))
-            .with_target(_q(tier_average("30d"), "{{tier}} 30d", ref="B", instant=True))
-            .unit("percentunit").min(0).max(2).thresholds(_steps(*ATTAINMENT_STEPS))
+            .with_target(prom_query(tier_average("7d"), "{{tier}} 7d", instant=True))
+            .with_target(prom_query(tier_average("30d"), "{{tier}} 30d", ref="B", instant=True))
+            .unit("percentunit").min(0).max(2).thresholds(thresholds(*ATTAINMENT_STEPS))
             .display_mode(common.BarGaugeDisplayMode.BASIC)
             .orientation(common.VizOrientation.HORIZONTAL)
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
@@ -508,7 +424,7 @@ def exec_tiers(pid: int, pos: model.GridPos) -> bargauge.Panel:
 def exec_tiers_over_time(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Mean 30d attainment by tier over time."""
     return (timeseries.Panel().id(pid).title("Tiers over time (30d)").datasource(DS).grid_pos(pos)
-            .with_target(_q(tier_average("30d"), "{{tier}}"))
+            .with_target(prom_query(tier_average("30d"), "{{tier}}"))
             .unit("percentunit"))
 
 
@@ -518,8 +434,8 @@ def exec_movers(pid: int, pos: model.GridPos, over: str) -> bargauge.Panel:
             .grid_pos(pos)
             .description(f"Change of 24h attainment over the last {over}; until the series is "
                          f"{over} old, the change since it appeared.")
-            .with_target(_q(movers("24h", over), "{{partner}} {{kpi}}", instant=True))
-            .unit("percentunit").thresholds(_steps((None, "red"), (0, "green")))
+            .with_target(prom_query(movers("24h", over), "{{partner}} {{kpi}}", instant=True))
+            .unit("percentunit").thresholds(thresholds((None, "red"), (0, "green")))
             .display_mode(common.BarGaugeDisplayMode.BASIC)
             .orientation(common.VizOrientation.HORIZONTAL)
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
@@ -527,20 +443,20 @@ def exec_movers(pid: int, pos: model.GridPos, over: str) -> bargauge.Panel:
 
 def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     """Executive report card: attainment per partner, KPI and tier; worst movers."""
-    board = _dashboard(EXEC_UID, "partnerpulse report card",
+    board = new_dashboard(EXEC_UID, "partnerpulse report card",
                        "Partner KPI attainment over 7 and 30 days.", "5m", "now-7d")
     head: list[Callable[[int, model.GridPos], stat.Panel]] = [
         exec_on_target, exec_below_target, exec_median, exec_worst_tier]
     for i, build in enumerate(head):
-        board = board.with_panel(build(1 + i, _pos(6 * i, 0, 6, 4)))
+        board = board.with_panel(build(1 + i, grid(6 * i, 0, 6, 4)))
     return (board
-            .with_panel(exec_report_card(10, _pos(0, 4, 24, 13), "30d", catalog))
-            .with_panel(exec_report_card(11, _pos(0, 17, 24, 13), "7d", catalog))
-            .with_panel(exec_worst_kpi(20, _pos(0, 30, 8, 12)))
-            .with_panel(exec_tiers(21, _pos(8, 30, 8, 6)))
-            .with_panel(exec_tiers_over_time(22, _pos(8, 36, 8, 6)))
-            .with_panel(exec_movers(30, _pos(16, 30, 8, 6), "1h"))
-            .with_panel(exec_movers(31, _pos(16, 36, 8, 6), "1d")))
+            .with_panel(exec_report_card(10, grid(0, 4, 24, 13), "30d", catalog))
+            .with_panel(exec_report_card(11, grid(0, 17, 24, 13), "7d", catalog))
+            .with_panel(exec_worst_kpi(20, grid(0, 30, 8, 12)))
+            .with_panel(exec_tiers(21, grid(8, 30, 8, 6)))
+            .with_panel(exec_tiers_over_time(22, grid(8, 36, 8, 6)))
+            .with_panel(exec_movers(30, grid(16, 30, 8, 6), "1h"))
+            .with_panel(exec_movers(31, grid(16, 36, 8, 6), "1d")))
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -583,3 +499,17 @@ def main(check: bool = False, config_dir: Path | None = None, out_dir: Path | No
     target = out_dir or dashboards_dir(base)
     files = {target / name: text for name, text in render_all(catalog).items()}
     return write_or_check(files, check, "partnerpulse dashboards")
+
+
+__all__ = [  # DATASOURCE_UID, kpi_panel_id and state_code live in streams.generators.grafana
+    "DASHBOARDS",
+    "DATASOURCE_UID",
+    "EXEC_UID",
+    "NOC_UID",
+    "ONCALL_UID",
+    "dashboards_dir",
+    "kpi_panel_id",
+    "main",
+    "render_all",
+    "state_code",
+]

@@ -32,6 +32,7 @@ import yaml
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
+from streams.generators.grafana import ONCALL_UID
 from streams.generators.promql import (
     ATTAINMENT_SUFFICIENT,
     PARTNER_ATTAINMENT_MIN,
@@ -78,9 +79,13 @@ from streams.outputs.series import (
 RULES_RELPATH: Final = Path("rules") / "partnerpulse.rules.yml"
 """Where the generated file lives, relative to the config directory."""
 
-DASHBOARD_URL: Final = "https://grafana.example/d/partnerpulse-oncall"
+GRAFANA_URL: Final = "https://grafana.example"
+DASHBOARD_URL: Final = f"{GRAFANA_URL}/d/{ONCALL_UID}"
 RUNBOOK_URL: Final = "https://runbooks.example/partnerpulse"
-"""Placeholders for the Grafana dashboard and the runbooks: replace them for a real site."""
+"""Placeholders for Grafana and the runbooks in the committed rules: replace them for a real
+site. (The worker's own alerts link ``settings.dashboard_url`` and ``settings.runbook_url``,
+whose defaults point at the local docker-compose Grafana and the README: a running worker has
+real links, a rules file for any site has obvious placeholders.)"""
 
 BELOW_TARGET_WINDOW: Final = "24h"
 BELOW_TARGET_FOR: Final = "15m"
