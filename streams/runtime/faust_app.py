@@ -110,16 +110,17 @@ def worker_app(settings: Settings) -> App:
         # tansu answers with the last batch's *base* offset: on every rebalance after a
         # multi-record changelog batch it raised ConsistencyError and killed a healthy worker.
         # A memory store's offsets are this process's own reads and writes, so the check can
-        # never find anything real there; Pipeline._changelog_tail reads what the wrong end
-        # hides. The RocksDB store keeps its offsets on disk, where the check could catch a
-        # changelog topic recreated under it, but it trips on tansu all the same: off too, and
-        # the README says to wipe a RocksDB data directory when its topics are recreated.
+        # never find anything real there; Recovery.changelog_tail (runtime/recovery.py) reads
+        # what the wrong end hides. The RocksDB store keeps its offsets on disk, where the check
+        # could catch a changelog topic recreated under it, but it trips on tansu all the same:
+        # off too, and the README says to wipe a RocksDB data directory when its topics are
+        # recreated.
         recovery_consistency_check=False,
         # A revocation waits until the agent has acked every event it took (its take buffer
         # and the batch in hand): with False, Faust signals the revocation at once and the
         # agent's next batch -- events of the revoked partitions -- was applied after their
         # partners were dropped, recreating them from a few events; a worker given the same
-        # partitions back then kept those partial states (see Pipeline._on_recover).
+        # partitions back then kept those partial states (see Recovery.on_recover).
         stream_wait_empty=True,
         producer_linger_ms=5,
         # acks=all: a write counts once every in-sync replica has it, which is what gives

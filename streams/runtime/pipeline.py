@@ -1,4 +1,5 @@
-"""The Faust layer: topics, the state table, the agent and the web views.
+"""The Faust layer's wiring: topics, the journal table, the agent and its timers, and the
+agent's batch processing (the hot path).
 
 Everything that counts lives in :mod:`streams.engine.core`; this module only moves
 bytes between Kafka and the engine:
@@ -12,15 +13,16 @@ bytes between Kafka and the engine:
   ``<app_id>-journal``; on recovery the engine is rebuilt from the table;
 * contract violations go to the dead-letter topic with the original bytes and
   the reason in the ``pp-reason`` header.
+
+The parts it composes, each in its own module: the Faust app and its configuration
+(``faust_app``), which partitions this worker owns (``ownership``), the rebuild from the
+journal (``recovery``), where alerts go (``alerting``) and the health figures (``health``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -30,9 +32,8 @@ from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.config.catalog import load_config
-from streams.config.kafka_auth import client_kwargs
 from streams.config.settings import Settings
-from streams.engine.core import Engine, MonthCalendar, Outcome, settle_gc
+from streams.engine.core import Engine, MonthCalendar, Outcome
 from streams.ingest.contract import TOPICS, ContractError, decode, redact
 from streams.ingest.topics import (
     ALERTS,
@@ -40,30 +41,23 @@ from streams.ingest.topics import (
     REASON_HEADER,
     REPARTITION,
     SOURCE_HEADER,
-    partition_for,
     replication_configs,
 )
-from streams.judgement.judge import State
-from streams.judgement.watch import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert, Watch
+from streams.judgement.watch import Watch
 from streams.outputs.alertmanager import AlertFanout
 from streams.outputs.exporter import KpiCollector, make_registry
 from streams.outputs.wall import History
+from streams.runtime.alerting import Alerting
 from streams.runtime.faust_app import worker_app
-from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
+from streams.runtime.health import Health, wall_ms
+from streams.runtime.journal_table import JournalTable
+from streams.runtime.ownership import Ownership
+from streams.runtime.recovery import Recovery
 
 log = logging.getLogger("partnerpulse")
 
-RESTORE_CHUNK = 5_000
-"""Journal events replayed between two passes of the event loop during recovery."""
 BATCH = 500
 """Most events the agent takes at once (one synchronous stretch of processing)."""
-
-
-def wall_ms() -> int:
-    """The wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -99,12 +93,9 @@ class Pipeline:
         self.dead_letter = self._raw_topic(DEAD_LETTER)
         self.alerts = self._raw_topic(ALERTS)
         self.watch = Watch(self.engine, stale_after_ms=int(settings.stale_after_s * 1000))
-        self.sender: AlertFanout | None = None
-        if settings.alertmanager:
-            # each Alertmanager (an HA cluster's members) gets every alert, on its own queue
-            self.sender = AlertFanout(settings.alertmanager)
-            self.app.task(self._run_sender)
-        self.stale: set[str] = set()
+        self.alerting = Alerting(settings, self.alerts, self.watch)
+        if self.alerting.sender is not None:
+            self.app.task(self.alerting.run_sender)
         if settings.clock == "wall":
             self.app.timer(settings.judge_interval_s)(self._judge_tick)
         else:
@@ -117,7 +108,12 @@ class Pipeline:
             extra_topic_configs=replication_configs(settings.topic_min_insync_replicas),
         )
         self.app.tables.add(self.journal)
-        self.journal.on_recover(self._on_recover)
+        self.ownership = Ownership(self.app, self.engine, settings.partitions,
+                                   settings.max_partners)
+        self._partition_of: Callable[[str], int] = self.ownership.partition_of
+        """The hot path's handle on the ownership's partition cache (asked per event)."""
+        self.recovery = Recovery(settings, self.engine, self.journal, self.ownership)
+        self.journal.on_recover(self.recovery.on_recover)
         # An exception in the agent stops the worker (after the events from the failing one on
         # are kept out of the commit): a restart rebuilds a consistent state from the journal
         # and reads them again. Faust's default restarts the agent, whose state may then hold
@@ -125,29 +121,16 @@ class Pipeline:
         self.app.agent(self.source, name="ingest", concurrency=1,
                        supervisor_strategy=mode.CrashingSupervisor)(self._ingest)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
-        self.recovery: dict[str, float] = {}
-        """Wall times (epoch s) of the last recovery's phases, and its record counts."""
-        self.restoring: tuple[int, int] | None = None
-        """(events replayed, of records) while a restore runs."""
-        self.ready = False
-        self._owned: set[int] = set()
-        self.recovered_events = 0
+        self.app.on_partitions_assigned.connect(self.recovery.on_assigned)  # type: ignore[arg-type]
         self.repartitioned = 0
-        self._generation = 0
-        """Bumped by each revocation, so that a restore in progress can tell it is stale."""
-        self._survivors: set[str] = set()
-        """Partners still held when the last revocation finished: the only in-memory states a
-        recovery may keep (anything created since came from events outside an assignment)."""
-        self._partitions_by_partner: dict[str, int] = {}
         """Events forwarded to the repartition topic (producers that did not key by partner)."""
-        self.last_judged_ms: int | None = None
-        """Wall time of the last completed judging tick (a stuck judge shows here)."""
-        self.positions: dict[tuple[str, int], int] = {}
-        self._last_fetch_ms: int | None = None
+        self.health = Health(self.app, self.ownership, self.alerting)
+        self.positions = self.health.positions
+        """(topic, partition) -> last offset taken: the agent writes it, lag reads it."""
         self.history = History()
         """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
-        self.collector = KpiCollector(self.engine, self.owns, wall_ms, self.watch, self)
+        self.collector = KpiCollector(self.engine, self.ownership.owns, wall_ms, self.watch,
+                                      self.health)
         self.registry = make_registry(self.collector)
         self._add_views()
 
@@ -156,140 +139,48 @@ class Pipeline:
         return self.app.topic(*names, key_type=bytes, value_type=bytes,
                               key_serializer="raw", value_serializer="raw")
 
-    # --- ownership ----------------------------------------------------------------
-    def owned_partitions(self) -> set[int]:
-        """Partitions of the input topics this worker holds now."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives()
-                if tp.topic == TOPICS[0]}
+    @property
+    def sender(self) -> AlertFanout | None:
+        """The Alertmanager fan-out (None without ``--alertmanager``)."""
+        return self.alerting.sender
 
-    def owns(self, partner: str) -> bool:
-        """True while the partner's partition is assigned to this worker."""
-        return self.ready and self._partition_of(partner) in self._owned
+    @sender.setter
+    def sender(self, sender: AlertFanout | None) -> None:
+        self.alerting.sender = sender
+
+    @property
+    def _partitions_by_partner(self) -> dict[str, int]:
+        return self.ownership.partition_cache
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
-        self.ready = False  # export nothing until recovery gives us a consistent view
-        self._generation += 1  # a restore still running is for an assignment that is gone
-        self.app.commit_guard.forget(revoked)
-        gone = {tp.partition for tp in revoked if tp.topic == TOPICS[0]}
-        self.engine.drop_partners(lambda p: partition_for(p, self.partitions) not in gone)
-        self._survivors = set(self.engine.partner_ids())
+        self.ownership.revoke(revoked)
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
 
-    async def _on_assigned(self, app: faust.App, assigned: set[TP], **_: Any) -> None:
-        self.recovery["assigned_at"] = time.time()
-
-    async def _on_recover(self) -> None:
-        """Rebuild the owned partners' windows from the journal Faust has just recovered.
-
-        A long replay must not hold the event loop: in chunks of RESTORE_CHUNK events, each
-        followed by a pass of the loop, so the consumer keeps polling (a loop blocked past the
-        max poll interval is dropped from the group, and the rebalance starts recovery over),
-        the producer keeps flushing and /ready keeps answering (not ready, with the progress).
-        """
-        phases: dict[str, float] = {"recover_started_at": time.time()}
-        generation = self._generation
-        owned = self.owned_partitions()
-        # Keep only states that are whole: owned, and held since before the revocation. A state
-        # created in between (an event applied between revocation and recovery) holds just that
-        # event; dropped here, it is rebuilt from the journal, which has its record too.
-        survivors = self._survivors
-        self.engine.drop_partners(lambda p: self._partition_of(p) in owned and p in survivors)
-        had = set(self.engine.partner_ids())
-        tail = await self._changelog_tail(owned)
-        phases["tail_done_at"] = time.time()
-        for key, (partition, value) in tail.items():
-            self.journal.put_local(partition, key, value)
-        data = self.journal.data
-        # Keep the owned partners' records that are not already in memory: one decision per
-        # partner (the key's prefix), not per record.
-        wanted: dict[bytes, bool] = {}
-        records: list[tuple[bytes, bytes]] = []
-        for key, value in data.items():
-            prefix = key[:key.find(b"\x1f")]
-            keep = wanted.get(prefix)
-            if keep is None:
-                partner = prefix.decode()
-                keep = wanted[prefix] = (partner not in had
-                                         and self._partition_of(partner) in owned)
-            if keep:
-                records.append((key, value))
-        phases["collected_at"] = time.time()
-        phases["records"] = len(records)
-        applied = 0
-        # The replay allocates millions of long-lived objects and no cyclic garbage: the cyclic
-        # GC would rescan the growing heap again and again for nothing. Off during the replay;
-        # afterwards what was rebuilt moves to the permanent generation (gc.freeze), so later
-        # full collections under live traffic do not rescan it either.
-        gc.disable()
+    # --- timers -------------------------------------------------------------------
+    async def _judge_tick(self) -> None:
+        """Wall clock: judge every owned partner now."""
+        if not self.ownership.ready:
+            return
         try:
-            for applied in self.engine.restore_steps(records, RESTORE_CHUNK):
-                self.restoring = (applied, len(records))
-                await asyncio.sleep(0)
-                if self._generation != generation:
-                    # Revoked meanwhile (the revocation dropped the partners restored so far):
-                    # stop, not ready; the next assignment's recovery starts over.
-                    log.info("restore abandoned after %d events: partitions revoked", applied)
-                    return
-        finally:
-            gc.enable()
-            self.restoring = None
-        del records
-        settle_gc()  # the rebuilt state is long-lived: out of the cyclic GC's sight
-        phases["restored_at"] = time.time()
-        phases["applied"] = applied
-        self.recovered_events += applied
-        self._owned = owned
-        self.ready = True
-        self.recovery = {"assigned_at": self.recovery.get("assigned_at", 0.0)} | phases
-        store = self.journal.data
-        if isinstance(store, BulkLoadedMemoryStore):
-            self.recovery |= {"bulk_load_started_at": store.load_started_at,
-                              "bulk_load_done_at": store.load_done_at,
-                              "bulk_loaded_records": store.loaded_records}
-        log.info("recovered %d journal events (%d from the changelog tail) in %.2fs "
-                 "(restore %.2fs); partitions %s, %d partners kept", applied, len(tail),
-                 phases["restored_at"] - phases["recover_started_at"],
-                 phases["restored_at"] - phases["collected_at"], sorted(owned), len(had))
+            now = wall_ms()
+            self.alerting.check_feeds(now)
+            owned = [p for p in self.engine.partner_ids() if self.ownership.owns(p)]
+            self.alerting.deliver(self.watch.judge(owned, now, self.alerting.stale))
+            self.history.observe(self.engine, self.watch, owned, now)
+            self.health.last_judged_ms = now
+        except Exception:
+            # a Faust timer whose function raises stops for good, silently: never let it
+            log.exception("judging failed; retrying at the next tick")
 
-    async def _changelog_tail(self, owned: set[int]) -> dict[bytes, tuple[int, bytes | None]]:
-        """Changelog records past the end offset the broker reported to Faust's recovery.
-
-        Why: the embedded tansu broker answers ListOffsets(latest) with the *base* offset of
-        the last record batch, so Faust's recovery stops before that batch. Reading on from
-        there until a fetch comes back empty recovers it; on Apache Kafka it reads nothing.
-        """
-        if not owned:
-            return {}
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.structs import TopicPartition
-
-        from streams.runtime.kafka_admin import parse_broker_url
-
-        topic = self.journal.changelog_topic.get_topic_name()
-        tps = [TopicPartition(topic, p) for p in sorted(owned)]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=parse_broker_url(self.settings.broker), enable_auto_commit=False,
-            group_id=None, fetch_max_wait_ms=200, **client_kwargs(self.settings),
-        )
-        tail: dict[bytes, tuple[int, bytes | None]] = {}
-        await consumer.start()
+    async def _health_tick(self) -> None:
+        """Event clock: partners are judged from the stream; feeds are still watched live."""
+        if not self.ownership.ready:
+            return
         try:
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, ends[tp])
-            empty = 0
-            while empty < 2:
-                batch = await consumer.getmany(timeout_ms=300)
-                records = [r for rs in batch.values() for r in rs]
-                empty = 0 if records else empty + 1
-                for record in records:
-                    if record.key is not None:
-                        tail[record.key] = (record.partition, record.value)
-        finally:
-            await consumer.stop()
-        return tail
+            self.alerting.check_feeds(wall_ms())
+        except Exception:
+            log.exception("feed health check failed; retrying at the next tick")
 
     # --- the agent ----------------------------------------------------------------
     async def _ingest(self, stream: faust.StreamT) -> None:
@@ -321,7 +212,7 @@ class Pipeline:
 
     def _process(self, events: Sequence[EventT]) -> None:
         now = wall_ms()  # one arrival time per batch: its events were fetched together
-        judge_events = self.ready and self.engine.clock == "event"
+        judge_events = self.ownership.ready and self.engine.clock == "event"
         done = 0
         try:
             for done, event in enumerate(events):  # noqa: B007 - read in the handler
@@ -359,7 +250,7 @@ class Pipeline:
             # (not for a partner past the cap: its minute would be remembered for nothing)
             boundary = watch.due_for_event_clock(partner, parsed.ts_ms)
             if boundary is not None:
-                self._deliver(watch.judge_partner(partner, boundary, self.stale))
+                self.alerting.deliver(watch.judge_partner(partner, boundary, self.alerting.stale))
                 self.history.observe(engine, watch, [partner], boundary)
         result = engine.apply(parsed, now)
         if result.outcome is Outcome.REJECTED:
@@ -367,171 +258,6 @@ class Pipeline:
         # store, then changelog, on the partition of the event being processed
         for key, value in engine.drain():
             guard.track(msg.tp, msg.offset, self.journal.write(msg.partition, key, value))
-
-    def _partition_of(self, partner: str) -> int:
-        """The partner's partition (murmur2 of its id), remembered: it is asked per event."""
-        cache = self._partitions_by_partner
-        part = cache.get(partner)
-        if part is None:
-            part = partition_for(partner, self.partitions)
-            # bounded like the engine's partners: a flood of new ids is computed, not kept
-            if len(cache) < self.settings.max_partners:
-                cache[partner] = part
-        return part
-
-    # --- judgement and alerts -------------------------------------------------------
-    async def _judge_tick(self) -> None:
-        """Wall clock: judge every owned partner now."""
-        if not self.ready:
-            return
-        try:
-            now = wall_ms()
-            self._health(now)
-            owned = [p for p in self.engine.partner_ids() if self.owns(p)]
-            self._deliver(self.watch.judge(owned, now, self.stale))
-            self.history.observe(self.engine, self.watch, owned, now)
-            self.last_judged_ms = now
-        except Exception:
-            # a Faust timer whose function raises stops for good, silently: never let it
-            log.exception("judging failed; retrying at the next tick")
-
-    async def _health_tick(self) -> None:
-        """Event clock: partners are judged from the stream; feeds are still watched live."""
-        if not self.ready:
-            return
-        try:
-            self._health(wall_ms())
-        except Exception:
-            log.exception("feed health check failed; retrying at the next tick")
-
-    def _health(self, now: int) -> None:
-        stale = self.watch.stale_topics(now)
-        for topic in sorted(stale - self.stale):
-            log.warning("feed stale: no %s message for %.0fs; its partner alerts are held",
-                        topic, self.settings.stale_after_s)
-            if self.sender is not None:
-                self.sender.set_active(
-                    f"pipeline/{topic}",
-                    {"alertname": PIPELINE_ALERT, "service": "partnerpulse", "scope": "pipeline",
-                     "topic": topic, "severity": "critical"},
-                    {"summary": f"No {topic} events for {self.settings.stale_after_s:.0f}s: "
-                                "partner alerts on KPIs fed by it are held",
-                     "runbook_url": self.settings.runbook_url},
-                    now)
-        for topic in sorted(self.stale - stale):
-            log.warning("feed back: %s", topic)
-            if self.sender is not None:
-                self.sender.resolve(f"pipeline/{topic}", now)
-        self.stale = stale
-
-    def _deliver(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            log.warning("kpi state %s", alert.summary())
-            self.alerts.send_soon(key=alert.partner.encode(), value=alert.to_json())
-            if self.sender is None:
-                continue
-            key = f"{alert.partner}/{alert.kpi}/{alert.window}"
-            new = State(alert.new)
-            if new in SEVERITY:
-                labels = {"alertname": ALERT_NAME[new], "service": "partnerpulse",
-                          "scope": "partner", "partner": alert.partner, "tier": alert.tier,
-                          "kpi": alert.kpi, "window": alert.window, "severity": SEVERITY[new]}
-                value = "n/a" if alert.value is None else f"{alert.value:.4g}"
-                annotations = {
-                    "summary": alert.summary(),
-                    "value": value, "target": f"{alert.target:.4g}",
-                    "dashboard": f"{self.settings.dashboard_url}?var-partner={alert.partner}",
-                    "runbook_url": self.settings.runbook_url,
-                }
-                self.sender.set_active(key, labels, annotations, alert.since_ms)
-            else:
-                self.sender.resolve(key, alert.since_ms)
-
-    async def _run_sender(self) -> None:
-        assert self.sender is not None
-        await self.sender.run()
-
-    # --- health (for the exporter) ----------------------------------------------------
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the high watermark, per input partition this worker processes."""
-        out: dict[tuple[str, int], int] = {}
-        consumer = self.app.consumer
-        for (topic, partition), offset in list(self.positions.items()):
-            if partition not in self._owned:
-                continue
-            try:
-                highwater = consumer.highwater(TP(topic, partition))
-            except Exception:
-                continue
-            if highwater is not None:
-                out[(topic, partition)] = max(0, highwater - offset - 1)
-        return out
-
-    def last_fetch_ms(self) -> int | None:
-        """Wall time of the broker's newest fetch answer for an owned input partition.
-
-        Why: a frozen or unreachable broker shows nowhere else. Lag is computed from the last
-        answer and freezes with it, and quiet partners look like a dead feed. aiokafka stamps
-        each partition on every fetch answer, records or not, so the age grows only while no
-        answer comes.
-        """
-        try:
-            consumer = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-            stamps = [consumer.last_poll_timestamp(tp) for tp in list(consumer.assignment())
-                      if tp.topic in (*TOPICS, REPARTITION)]
-        except Exception:  # not started yet, or the assignment changed under us
-            stamps = []
-        # remembered: a lost broker also costs the assignment (the group must be rejoined), and
-        # the figure must keep growing then instead of disappearing
-        newest = max((s for s in stamps if s is not None), default=None)
-        if newest is not None and (self._last_fetch_ms is None or newest > self._last_fetch_ms):
-            self._last_fetch_ms = newest
-        return self._last_fetch_ms
-
-    def delivery(self) -> dict[str, tuple[str, str, float]]:
-        """Alert delivery figures, and when partners were last judged."""
-        out: dict[str, tuple[str, str, float]] = {}
-        if self.last_judged_ms is not None:
-            out["partnerpulse_last_judged_timestamp_seconds"] = (
-                "gauge", "Wall time of the last judging tick (wall clock mode).",
-                self.last_judged_ms / 1000)
-        fetched_ms = self.last_fetch_ms()
-        if fetched_ms is not None:
-            out["partnerpulse_consumer_fetch_age_seconds"] = (
-                "gauge", "Seconds since the broker last answered a fetch for this worker's input "
-                "partitions: grows while the broker is unreachable or the consumer is stalled.",
-                max(0.0, (wall_ms() - fetched_ms) / 1000))
-        guard, fence = self.app.commit_guard, self.app.fence
-        out |= {
-            "partnerpulse_write_failures": (
-                "counter", "Writes made for input events (journal changelog, repartition, dead "
-                "letter) that the broker did not take; each holds its partition's commit.",
-                guard.send_failures),
-            "partnerpulse_commit_held_partitions": (
-                "gauge", "Input partitions whose offset commit is held at a failed write or a "
-                "failed event until they are reassigned (a restart reads from there).",
-                guard.held),
-            "partnerpulse_fence_held_batches": (
-                "counter", "Batches held because no heartbeat had proven group membership "
-                "within half the session timeout.", fence.held_batches),
-            "partnerpulse_fence_dropped_events": (
-                "counter", "Events dropped unapplied because this worker had left the group "
-                "(their new owner reads them).", fence.dropped_events),
-        }
-        if self.sender is None:
-            return out
-        return out | {
-            "partnerpulse_alertmanager_posts": (
-                "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
-            "partnerpulse_alertmanager_failed_posts": (
-                "counter", "Posts to Alertmanager that failed (retried).", self.sender.failed_posts),
-            "partnerpulse_alertmanager_dropped_alerts": (
-                "counter", "Alerts and resolutions dropped because max_pending were already "
-                "queued for an Alertmanager.", self.sender.dropped),
-            "partnerpulse_alertmanager_pending_alerts": (
-                "gauge", "Alerts and resolutions not yet accepted by Alertmanager.",
-                self.sender.pending),
-        }
 
     def _dead_letter(self, msg: Any, raw: bytes, topic: str, reason: str) -> Any:
         """Send the message to the dead-letter topic; returns the send's future."""
@@ -594,7 +320,7 @@ class Pipeline:
 
             async def get(self, request: faust.web.Request) -> faust.web.Response:
                 engine = pipeline.engine
-                owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
+                owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
                 body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
                 return self.bytes(orjson.dumps(body),
                                   headers=headers(json_type) | {"Cache-Control": "no-store"})
@@ -617,27 +343,28 @@ class Pipeline:
                     return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
                                       headers=headers(json_type))
                 engine = pipeline.engine
-                owned = [p for p in engine.partner_ids() if pipeline.owns(p)]
-                body = {**month_state(engine, owned, month), "ready": pipeline.ready,
+                owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
+                body = {**month_state(engine, owned, month), "ready": pipeline.ownership.ready,
                         "partitions": pipeline.partitions,
-                        "owned_partitions": sorted(pipeline._owned) if pipeline.ready else []}
-                return self.bytes(orjson.dumps(body), status=200 if pipeline.ready else 503,
+                        "owned_partitions": (sorted(pipeline.ownership.owned)
+                                             if pipeline.ownership.ready else [])}
+                return self.bytes(orjson.dumps(body), status=200 if pipeline.ownership.ready else 503,
                                   headers=headers(json_type))
 
         self.app.page("/api/report")(ReportApi)
 
     def status(self) -> dict[str, Any]:
         """What /ready reports."""
-        engine = self.engine
+        engine, ownership, recovery = self.engine, self.ownership, self.recovery
         return {
-            "ready": self.ready,
-            "partitions": sorted(self._owned),
-            "partners": [p for p in engine.partner_ids() if self.owns(p)],
+            "ready": ownership.ready,
+            "partitions": sorted(ownership.owned),
+            "partners": [p for p in engine.partner_ids() if ownership.owns(p)],
             "event_clock_ms": engine.event_clock_ms,
-            "recovered_events": self.recovered_events,
+            "recovered_events": recovery.recovered_events,
             "repartitioned": self.repartitioned,
-            "recovery": self.recovery,
-            "restoring": self.restoring,
-            "last_judged_ms": self.last_judged_ms,
+            "recovery": recovery.last,
+            "restoring": recovery.restoring,
+            "last_judged_ms": self.health.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
         }

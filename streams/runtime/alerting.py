@@ -1,0 +1,112 @@
+"""Where the judge's verdicts go: the alerts topic, and Alertmanager when it is configured.
+
+Why a part of its own: a partner's state change is logged, written to the alerts topic (keyed
+by partner) and, with ``--alertmanager``, fired or resolved at every Alertmanager (an HA
+cluster's members, each on its own queue) under labels and annotations the generated rules,
+routes and runbooks rely on. A stale input feed is an alert of its own (about the pipeline), and
+the set of stale feeds is what holds the partner alerts that depend on them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from streams.config.settings import Settings
+from streams.judgement.alerts import (
+    ALERT_NAME,
+    CRITICAL,
+    PARTNER_LABELS,
+    PIPELINE_ALERT,
+    PIPELINE_LABELS,
+    SEVERITY,
+    Alert,
+)
+from streams.judgement.judge import State
+from streams.judgement.watch import Watch
+from streams.outputs.alertmanager import AlertFanout
+
+log = logging.getLogger("partnerpulse")
+
+
+class Alerting:
+    """Routes partner alerts and feed staleness to the alerts topic and Alertmanager."""
+
+    def __init__(self, settings: Settings, topic: faust.TopicT, watch: Watch) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.watch = watch
+        self.sender: AlertFanout | None = None
+        if settings.alertmanager:
+            # each Alertmanager (an HA cluster's members) gets every alert, on its own queue
+            self.sender = AlertFanout(settings.alertmanager)
+        self.stale: set[str] = set()
+        """Input topics with no message for ``stale_after_s``: their partner alerts are held."""
+
+    async def run_sender(self) -> None:
+        """The app task posting to Alertmanager (registered only with a sender)."""
+        assert self.sender is not None
+        await self.sender.run()
+
+    def deliver(self, alerts: list[Alert]) -> None:
+        """Log each state change, write it to the alerts topic, and fire or resolve it."""
+        for alert in alerts:
+            log.warning("kpi state %s", alert.summary())
+            self.topic.send_soon(key=alert.partner.encode(), value=alert.to_json())
+            if self.sender is None:
+                continue
+            key = f"{alert.partner}/{alert.kpi}/{alert.window}"
+            new = State(alert.new)
+            if new in SEVERITY:
+                labels = {"alertname": ALERT_NAME[new], **PARTNER_LABELS,
+                          "partner": alert.partner, "tier": alert.tier,
+                          "kpi": alert.kpi, "window": alert.window, "severity": SEVERITY[new]}
+                value = "n/a" if alert.value is None else f"{alert.value:.4g}"
+                annotations = {
+                    "summary": alert.summary(),
+                    "value": value, "target": f"{alert.target:.4g}",
+                    "dashboard": f"{self.settings.dashboard_url}?var-partner={alert.partner}",
+                    "runbook_url": self.settings.runbook_url,
+                }
+                self.sender.set_active(key, labels, annotations, alert.since_ms)
+            else:
+                self.sender.resolve(key, alert.since_ms)
+
+    def check_feeds(self, now: int) -> None:
+        """Feeds gone stale, or back, since the last check: logged, and fired or resolved."""
+        stale = self.watch.stale_topics(now)
+        for topic in sorted(stale - self.stale):
+            log.warning("feed stale: no %s message for %.0fs; its partner alerts are held",
+                        topic, self.settings.stale_after_s)
+            if self.sender is not None:
+                self.sender.set_active(
+                    f"pipeline/{topic}",
+                    {"alertname": PIPELINE_ALERT, **PIPELINE_LABELS,
+                     "topic": topic, "severity": CRITICAL},
+                    {"summary": f"No {topic} events for {self.settings.stale_after_s:.0f}s: "
+                                "partner alerts on KPIs fed by it are held",
+                     "runbook_url": self.settings.runbook_url},
+                    now)
+        for topic in sorted(self.stale - stale):
+            log.warning("feed back: %s", topic)
+            if self.sender is not None:
+                self.sender.resolve(f"pipeline/{topic}", now)
+        self.stale = stale
+
+    def figures(self) -> dict[str, tuple[str, str, float]]:
+        """Alertmanager delivery figures for /metrics (none without a sender)."""
+        if self.sender is None:
+            return {}
+        return {
+            "partnerpulse_alertmanager_posts": (
+                "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
+            "partnerpulse_alertmanager_failed_posts": (
+                "counter", "Posts to Alertmanager that failed (retried).", self.sender.failed_posts),
+            "partnerpulse_alertmanager_dropped_alerts": (
+                "counter", "Alerts and resolutions dropped because max_pending were already "
+                "queued for an Alertmanager.", self.sender.dropped),
+            "partnerpulse_alertmanager_pending_alerts": (
+                "gauge", "Alerts and resolutions not yet accepted by Alertmanager.",
+                self.sender.pending),
+        }
