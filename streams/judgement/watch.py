@@ -4,6 +4,28 @@ Plain Python with explicit time, like the engine: the Faust layer decides *when*
 judge (every ``judge_interval_s`` on the wall clock; at each minute boundary of a partner's event
 time on the event clock, so a replay gives the same alerts every time) and where the
 resulting :class:`Alert` messages go.
+
+**The cache contract** (the one statement of it; the engine, this watch and the exporter rely
+on it): *a value that changes is a new object; an unchanged value is the very same object.*
+
+* The engine never mutates a :class:`~streams.engine.core.KpiValue` or a window's mapping it
+  has handed out: :meth:`Engine.evaluate` returns the same dict while
+  :meth:`Engine.evaluation_key` is unchanged, and each mapping of
+  :meth:`Engine.window_values` stays the same object until one of its values changes (a new
+  mapping is built, never updated in place).
+* :meth:`Watch.judge_partner` skips a partner whose evaluation key, stale topics and breach
+  timer are unchanged, and a partner x KPI x window stepped last time with the very same
+  ``KpiValue`` (``is``; ``==`` as a fallback) and CUSUM alarm.
+* :attr:`Watch.versions` is the watch's side of the contract for what it owns (judgements are
+  mutated in place): a stamp, never reused, renewed whenever a partner's judgements are
+  created or change state.
+* :class:`~streams.outputs.exporter.KpiCollector` keeps each partner x window's rendered text
+  while its mapping ``is`` the one it rendered, and the partner's head while its stamp and the
+  partner file object are unchanged.
+
+Breaking the contract (mutating a value in place) would not fail loudly: the watch would skip
+a judgement and the exporter would serve stale text. Any change to the engine's caching must
+keep it, or replace the identity checks here and in the exporter by explicit versions.
 """
 
 from __future__ import annotations
@@ -119,6 +141,7 @@ class Watch:
                     # the same evidence gives the same state unless a breach timer runs
                     # (judge.Judgement.step): an event moves 1-3 of a partner's KPIs, not 16, and
                     # evaluate() hands the others back as the very objects judged last time
+                    # (the cache contract, module docstring)
                     continue
                 inputs[jkey] = (kv, alarm)
                 if target is None:

@@ -105,9 +105,10 @@ class KpiCollector(Collector):
     A scrape costs what changed since the last one: each partner x window's series are kept
     as text and written again only when that window's values (:meth:`Engine.window_values`,
     a new object when one changes), the partner's judgements (:attr:`Watch.versions`) or
-    the partner file changed. A new minute rewrites the 1 h window's series of partners with
-    recent samples; the hour-resolution windows move once an hour or with new events. The
-    kept text costs about as much memory as one scrape's body.
+    the partner file changed (the cache contract: :mod:`streams.judgement.watch`). A new
+    minute rewrites the 1 h window's series of partners with recent samples; the
+    hour-resolution windows move once an hour or with new events. The kept text costs about
+    as much memory as one scrape's body.
     """
 
     def __init__(
