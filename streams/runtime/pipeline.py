@@ -16,7 +16,8 @@ bytes between Kafka and the engine:
 
 The parts it composes, each in its own module: the Faust app and its configuration
 (``faust_app``), which partitions this worker owns (``ownership``), the rebuild from the
-journal (``recovery``), where alerts go (``alerting``) and the health figures (``health``).
+journal (``recovery``), where alerts go (``alerting``), the health figures (``health``) and the
+web views (``views``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from typing import Any, cast
 
 import faust
 import mode
-import orjson
 from faust.types import TP, EventT
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.config.catalog import load_config
 from streams.config.settings import Settings
-from streams.engine.core import Engine, MonthCalendar, Outcome
+from streams.engine.core import Engine, Outcome
 from streams.ingest.contract import TOPICS, ContractError, decode, redact
 from streams.ingest.topics import (
     ALERTS,
@@ -53,6 +52,7 @@ from streams.runtime.health import Health, wall_ms
 from streams.runtime.journal_table import JournalTable
 from streams.runtime.ownership import Ownership
 from streams.runtime.recovery import Recovery
+from streams.runtime.views import add_views
 
 log = logging.getLogger("partnerpulse")
 
@@ -132,7 +132,7 @@ class Pipeline:
         self.collector = KpiCollector(self.engine, self.ownership.owns, wall_ms, self.watch,
                                       self.health)
         self.registry = make_registry(self.collector)
-        self._add_views()
+        add_views(self.app, self)
 
     def _raw_topic(self, *names: str) -> faust.TopicT:
         """Topics carry raw bytes: decoding and validation are the engine's job."""
@@ -275,83 +275,6 @@ class Pipeline:
                 ("pp-offset", str(msg.offset).encode()),
             ],
         )
-
-    # --- web ----------------------------------------------------------------------
-    def _add_views(self) -> None:
-        pipeline = self
-        from streams.outputs.wall import WALL_CSP, WALL_HTML, snapshot
-
-        def headers(content_type: str, csp: str = "default-src 'none'; frame-ancestors 'none'"
-                    ) -> dict[str, str]:
-            """Every view's headers: a browser must not sniff a type, frame a page, or run or
-            load anything but the wall's own script and style (data views allow nothing)."""
-            return {"Content-Type": content_type, "Content-Security-Policy": csp,
-                    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
-
-        json_type = "application/json"
-
-        class Metrics(faust.web.View):
-            """Prometheus exposition of this worker's partners."""
-
-            async def get(self, request: faust.web.Request) -> faust.web.Response:
-                body = pipeline.collector.exposition()  # direct text: see streams/outputs/exporter.py
-                return self.bytes(body, headers=headers(CONTENT_TYPE_LATEST))
-
-        class Ready(faust.web.View):
-            """Readiness: partitions held, partners exported, counts; 503 until recovered."""
-
-            async def get(self, request: faust.web.Request) -> faust.web.Response:
-                body = pipeline.status()
-                return self.bytes(orjson.dumps(body), status=200 if body["ready"] else 503,
-                                  headers=headers(json_type))
-
-        self.app.page("/metrics")(Metrics)
-        self.app.page("/ready")(Ready)
-
-        # --- live wall (streams/outputs/wall.py) -----------------------------------------------
-        class Wall(faust.web.View):
-            """The live wall page: one self-contained HTML document."""
-
-            async def get(self, request: faust.web.Request) -> faust.web.Response:
-                return self.bytes(WALL_HTML, headers=headers("text/html; charset=utf-8", WALL_CSP))
-
-        class WallApi(faust.web.View):
-            """The wall's data: a tile per owned partner, worst first."""
-
-            async def get(self, request: faust.web.Request) -> faust.web.Response:
-                engine = pipeline.engine
-                owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
-                body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
-                return self.bytes(orjson.dumps(body),
-                                  headers=headers(json_type) | {"Cache-Control": "no-store"})
-
-        self.app.page("/wall")(Wall)
-        self.app.page("/api/wall")(WallApi)
-        # --- end live wall -----------------------------------------------------------------
-
-        from streams.outputs.report import month_state
-
-        class ReportApi(faust.web.View):
-            """Calendar-month KPI values of the owned partners (``?month=2026-10``), for the
-            report card; says which partitions they cover so a report can tell it is whole."""
-
-            async def get(self, request: faust.web.Request) -> faust.web.Response:
-                month = request.query.get("month", "")
-                try:
-                    MonthCalendar.parse(month)
-                except ValueError as exc:
-                    return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
-                                      headers=headers(json_type))
-                engine = pipeline.engine
-                owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
-                body = {**month_state(engine, owned, month), "ready": pipeline.ownership.ready,
-                        "partitions": pipeline.partitions,
-                        "owned_partitions": (sorted(pipeline.ownership.owned)
-                                             if pipeline.ownership.ready else [])}
-                return self.bytes(orjson.dumps(body), status=200 if pipeline.ownership.ready else 503,
-                                  headers=headers(json_type))
-
-        self.app.page("/api/report")(ReportApi)
 
     def status(self) -> dict[str, Any]:
         """What /ready reports."""

@@ -1,0 +1,126 @@
+"""The worker's web views: /metrics, /ready, the live wall (/wall, /api/wall) and the report
+card's data (/api/report), each answering with the same browser security headers.
+
+Faust creates a view from its class, so :func:`add_views` gives each pipeline its own
+subclasses that know it; the views read only what :class:`Served` names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import faust
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from streams.engine.core import Engine, MonthCalendar
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
+from streams.outputs.report import month_state
+from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
+from streams.runtime.health import wall_ms
+from streams.runtime.ownership import Ownership
+
+DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""The data views' Content-Security-Policy: nothing may load, run or frame them."""
+JSON_TYPE = "application/json"
+
+
+def security_headers(content_type: str, csp: str = DATA_CSP) -> dict[str, str]:
+    """Every view's headers: a browser must not sniff a type, frame a page, or run or
+    load anything but the wall's own script and style (data views allow nothing)."""
+    return {"Content-Type": content_type, "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+
+
+class Served(Protocol):
+    """What the views read of the pipeline."""
+
+    engine: Engine
+    watch: Watch
+    history: History
+    collector: KpiCollector
+    ownership: Ownership
+    partitions: int
+
+    def status(self) -> dict[str, Any]:
+        """What /ready reports."""
+
+
+class _PipelineView(faust.web.View):
+    pipeline: ClassVar[Served]
+
+
+class Metrics(_PipelineView):
+    """Prometheus exposition of this worker's partners."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        body = self.pipeline.collector.exposition()  # direct text: see streams/outputs/exporter.py
+        return self.bytes(body, headers=security_headers(CONTENT_TYPE_LATEST))
+
+
+class Ready(_PipelineView):
+    """Readiness: partitions held, partners exported, counts; 503 until recovered."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        body = self.pipeline.status()
+        return self.bytes(orjson.dumps(body), status=200 if body["ready"] else 503,
+                          headers=security_headers(JSON_TYPE))
+
+
+class Wall(_PipelineView):
+    """The live wall page: one self-contained HTML document (streams/outputs/wall.py)."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        return self.bytes(WALL_HTML,
+                          headers=security_headers("text/html; charset=utf-8", WALL_CSP))
+
+
+class WallApi(_PipelineView):
+    """The wall's data: a tile per owned partner, worst first."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        pipeline = self.pipeline
+        engine = pipeline.engine
+        owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
+        body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
+        return self.bytes(orjson.dumps(body),
+                          headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
+
+
+class ReportApi(_PipelineView):
+    """Calendar-month KPI values of the owned partners (``?month=2026-10``), for the
+    report card; says which partitions they cover so a report can tell it is whole."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        month = request.query.get("month", "")
+        try:
+            MonthCalendar.parse(month)
+        except ValueError as exc:
+            return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
+                              headers=security_headers(JSON_TYPE))
+        pipeline = self.pipeline
+        engine, ownership = pipeline.engine, pipeline.ownership
+        owned = [p for p in engine.partner_ids() if ownership.owns(p)]
+        body = {**month_state(engine, owned, month), "ready": ownership.ready,
+                "partitions": pipeline.partitions,
+                "owned_partitions": sorted(ownership.owned) if ownership.ready else []}
+        return self.bytes(orjson.dumps(body), status=200 if ownership.ready else 503,
+                          headers=security_headers(JSON_TYPE))
+
+
+ROUTES: dict[str, type[_PipelineView]] = {
+    "/metrics": Metrics,
+    "/ready": Ready,
+    "/wall": Wall,
+    "/api/wall": WallApi,
+    "/api/report": ReportApi,
+}
+"""Path -> view, in the order they are added."""
+
+
+def add_views(app: faust.App, pipeline: Served) -> None:
+    """Serve :data:`ROUTES` on the app, each view reading this pipeline."""
+    for path, view in ROUTES.items():
+        bound: type[_PipelineView] = type(view.__name__, (view,), {"pipeline": pipeline})
+        app.page(path)(bound)
