@@ -37,7 +37,7 @@ from typing import Final
 from streams.config.settings import Settings
 from streams.engine.core import Engine, KpiValue
 from streams.judgement.alerts import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert
-from streams.judgement.judge import Evidence, Judgement, State
+from streams.judgement.judge import Evidence, Judgement, State, Transition
 
 __all__ = ["ALERT_NAME", "PIPELINE_ALERT", "SEVERITY", "STALE_AFTER_MS", "Alert", "Watch", "evidence"]
 # ALERT_NAME, PIPELINE_ALERT, SEVERITY and Alert live in streams.judgement.alerts (re-exported)
@@ -51,6 +51,15 @@ def evidence(kind: str, value: KpiValue, quantile: float | None) -> Evidence:
     """The engine's window aggregate as evidence for the judge."""
     return Evidence(kind=kind, n=value.samples, value=value.value, s=value.total,
                     s2=value.squares, hist=value.hist, q=quantile)
+
+
+def _alert(partner: str, tier: str, kpi: str, window: str, change: Transition) -> Alert:
+    """The message of one state change."""
+    new = change.new.value
+    return Alert(partner=partner, tier=tier, kpi=kpi, window=window, old=change.old.value,
+                 new=new, value=change.value, target=change.target, lower=change.lower,
+                 upper=change.upper, samples=change.n, since_ms=change.at_ms,
+                 dedup_key=f"{partner}/{kpi}/{window}/{new}/{change.at_ms}")
 
 
 class Watch:
@@ -157,12 +166,7 @@ class Watch:
                 if change is None:
                     continue
                 self.versions[partner] = next(self._stamps)
-                out.append(Alert(
-                    partner=partner, tier=tier, kpi=kpi.id, window=window, old=change.old.value,
-                    new=change.new.value, value=change.value, target=target, lower=change.lower,
-                    upper=change.upper, samples=change.n, since_ms=change.at_ms,
-                    dedup_key=f"{partner}/{kpi.id}/{window}/{change.new.value}/{change.at_ms}",
-                ))
+                out.append(_alert(partner, tier, kpi.id, window, change))
         self._judged[partner] = (key, stale_set, due)
         return out
 

@@ -244,6 +244,13 @@ class KpiCollector(Collector):
                 break  # no judgements: no state series
             text.append(_header(name, "gauge", HELP[name]).encode())
             text += [r.head[f] for r in records]
+        text.append(self._pipeline(items).encode())
+        return b"".join(text)
+
+    def _pipeline(self, items: list[str]) -> str:
+        """The families beyond the partners: open items, feeds, lag, events, delivery."""
+        engine = self.engine
+        watch = self.watch
         out: list[tuple[str, str, list[str]]] = []
         if watch is not None:
             stale_now = watch.stale_topics(self.wall_ms())
@@ -274,8 +281,7 @@ class KpiCollector(Collector):
             for name, (kind, help_text, number) in sorted(self.health.delivery().items()):
                 sample = f"{name}_total" if kind == "counter" else name
                 tail += [_header(name, kind, help_text), f"{sample} {_num(number)}\n"]
-        text.append("".join(tail).encode())
-        return b"".join(text)
+        return "".join(tail)
 
 
 class PipelineHealth(Protocol):
