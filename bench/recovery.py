@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.engine.core import _encode_record, _record_key, id_hash
+from streams.engine.journal import encode_record as _encode_record
+from streams.engine.journal import id_hash
+from streams.engine.journal import record_key as _record_key
 from streams.ingest.contract import decode
 from streams.ingest.topics import all_topics, partition_for
 from streams.runtime.kafka_admin import ensure_topics

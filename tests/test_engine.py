@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from streams.config.catalog import ConfigError, load_catalog, load_config
-from streams.engine.core import Engine, Outcome, _decode_record, attainment
+from streams.engine.core import Engine, Outcome, attainment
 from streams.engine.dedup import MERGE_AT
+from streams.engine.journal import decode_record as _decode_record
 from tests import reference
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 

@@ -29,6 +29,15 @@ def key_of(value: float) -> int:
     return math.ceil(math.log(value) / _LOG_GAMMA)
 
 
+def bump_hist(hist: dict[int, int], key: int, sign: int) -> None:
+    """Add (sign 1) or retract (-1) one sample of key ``key``; a count of 0 is removed."""
+    count = hist.get(key, 0) + sign
+    if count:
+        hist[key] = count
+    else:
+        hist.pop(key, None)
+
+
 def value_of(key: int) -> float:
     """Representative value of a bucket: within RELATIVE_ACCURACY of every member."""
     if key == ZERO_KEY:

@@ -1,0 +1,92 @@
+"""Entities and their marks: each partner's tickets, calls and orders, as records of marks.
+
+Samples that depend on several events of one entity (a duration, a distinct count, a follow-up,
+a deadline) are derived from *marks* kept on the entity: the earliest start, the earliest stop,
+and so on. The record layout (:data:`streams.engine.model.Record`) is hidden here: an int64
+array with :data:`~streams.engine.model.UNSET` on topics whose marks are all plain times, a list
+with None elsewhere; a record's slot :attr:`Slot.unset` says which.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any, Final
+
+from streams.engine.model import UNSET, PartnerState, Record
+from streams.engine.plan import Slot
+from streams.ingest.contract import Parsed
+
+KEEP: Final[Any] = object()
+"""What :func:`next_mark` returns when an event leaves the mark as it is."""
+
+
+def next_mark(slot: Slot, old: Any, parsed: Parsed) -> Any:
+    """The mark of ``slot`` once ``parsed`` is counted, from the mark ``old``; :data:`KEEP`
+    when the event leaves it unchanged."""
+    ts = parsed.ts_ms
+    if slot.reducer == "set":
+        if old is not None and ts in old:
+            return KEEP
+        return (ts,) if old is None else tuple(sorted((*old, ts)))
+    if slot.extra:
+        # ties: the earliest mark keeps the first event accepted, the latest takes the last one
+        if old is not None and (ts >= old[0] if slot.reducer == "min" else ts < old[0]):
+            return KEEP
+        new = (ts, parsed.event.due_date if slot.extra == "due" else parsed.offset_s)
+        return KEEP if new == old else new
+    if old != slot.unset and (ts >= old if slot.reducer == "min" else ts <= old):
+        return KEEP
+    return ts
+
+
+class EntityStore:
+    """The entity records of every partner (``PartnerState.entities``) and the entities still
+    waiting for their stop (``PartnerState.pending``, the open items)."""
+
+    def __init__(self, marks: dict[str, int], packed: dict[str, bool],
+                 open_slots: dict[int, tuple[int, int, str]]) -> None:
+        self._blank: dict[str, Record] = {
+            topic: (array.array("q", [UNSET]) if packed[topic] else [None]) * (n + 1)
+            for topic, n in marks.items()}
+        """Entity topic -> a record with every mark unset (copied for each new entity)."""
+        self.open_slots: dict[int, tuple[int, int, Any]] = {
+            k: (start, stop, UNSET if packed.get(topic) else None)
+            for k, (start, stop, topic) in open_slots.items()}
+        """open_items KPIs: kpi index -> (start slot, stop slot, the record's unset mark)."""
+
+    def record(self, st: PartnerState, topic: str, entity_id: str, ts: int) -> Record:
+        """The record of an entity an event at ``ts`` touches (new, when it has none), its
+        last event time brought up to ``ts``."""
+        entities = st.entities.get(topic)
+        if entities is None:
+            entities = st.entities[topic] = {}
+        rec = entities.get(entity_id)
+        if rec is None:
+            rec = entities[entity_id] = self._blank[topic][:]
+            rec[0] = ts
+        elif ts > rec[0]:
+            rec[0] = ts
+        return rec
+
+    def track_open(self, st: PartnerState, k: int, entity_id: str, rec: Record) -> None:
+        """Keep KPI ``k``'s list of waiting entities up to date with ``rec``."""
+        start, stop, unset = self.open_slots[k]
+        waiting = st.pending.get(k)
+        if waiting is None:
+            waiting = st.pending[k] = {}
+        if rec[start] != unset and rec[stop] == unset:
+            waiting[entity_id] = rec[start]
+        else:
+            waiting.pop(entity_id, None)
+
+    def waiting(self, st: PartnerState | None, k: int) -> dict[str, int]:
+        """Entity id -> start time of KPI ``k``'s entities still waiting for their stop."""
+        return st.pending.get(k, {}) if st is not None else {}
+
+    def evict(self, st: PartnerState, oldest: int) -> None:
+        """Forget the entities without an event since ``oldest``."""
+        for entities in st.entities.values():
+            for entity_id in [e for e, rec in entities.items() if rec[0] < oldest]:
+                del entities[entity_id]
+                for waiting in st.pending.values():
+                    waiting.pop(entity_id, None)

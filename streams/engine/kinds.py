@@ -1,0 +1,197 @@
+"""The KPI kinds: how each compiles into routes (:mod:`streams.engine.plan`) and its sampler.
+
+A sampler gives the samples an entity contributes to one KPI, as a function of its record (see
+:data:`streams.engine.model.Sample`); it is compiled once per KPI. Samplers of durations and
+distinct ratios compare marks with the unset mark of their topic's records, known only once
+every slot is: :meth:`Kind.compile` therefore returns the entity topic and a builder taking that
+mark. The catalog's validation of a kind stays in :mod:`streams.config.catalog`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from streams.config.catalog import Kpi
+from streams.engine import sketch
+from streams.engine.model import UNSET, Record, Sample, Sampler
+from streams.engine.plan import PlanBuilder
+from streams.ingest.contract import parse_due
+
+SamplerBuild = tuple[str | None, Callable[[Any], Sampler]]
+"""(entity topic whose unset mark the sampler compares with, build(unset mark) -> sampler)."""
+
+
+def no_samples(rec: Record) -> tuple[Sample, ...]:
+    return ()
+
+
+def _constant(sampler: Sampler) -> Callable[[Any], Sampler]:
+    return lambda unset: sampler
+
+
+class Kind:
+    """A KPI kind without entity samples (its samples are counted by route steps, if any)."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        """Add KPI ``k``'s steps to ``plan``; return how to build its sampler."""
+        return None, _constant(no_samples)
+
+
+class Duration(Kind):
+    """Start to the earliest stop (or miss), counted at the end; in whole milliseconds."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.start and kpi.stop
+        start = plan.mark(k, kpi.start)
+        stop = plan.mark(k, kpi.stop)
+        miss = plan.mark(k, kpi.miss) if kpi.miss else 0
+        if kpi.open_items:
+            plan.open_item(k, start, stop, kpi.start.topic)
+        return kpi.start.topic, functools.partial(self.sampler, kpi, start, stop, miss)
+
+    @staticmethod
+    def sampler(kpi: Kpi, start_i: int, stop_i: int, miss_i: int, unset: Any) -> Sampler:
+        within = kpi.threshold_ms if kpi.statistic == "share_within" else None
+        percentile = kpi.quantile is not None
+        key_of = sketch.key_of
+
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            start = rec[start_i]
+            if start == unset:
+                return ()
+            end, missed = rec[stop_i], False
+            if miss_i:
+                miss = rec[miss_i]
+                if miss != unset and (end == unset or miss < end):
+                    end, missed = miss, True
+            if end == unset or end < start:
+                return ()
+            if within is not None:
+                return ((0, end, 1, 0 if missed or end - start > within else 1, None),)
+            if missed:
+                return ()
+            ms = end - start
+            return ((0, end, 1, ms, key_of(ms / 1000.0) if percentile else None),)
+
+        return samples
+
+
+class Ratio(Kind):
+    """Numerator count over denominator count; a distinct side counts an entity once, at its
+    earliest event (role 0 the numerator, role 1 the denominator)."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.numerator and kpi.denominator
+        num = den = 0
+        if kpi.numerator.distinct:
+            num = plan.mark(k, kpi.numerator)
+        else:
+            plan.count(k, kpi.numerator, 0, 1)
+        if kpi.denominator.distinct:
+            den = plan.mark(k, kpi.denominator)
+        else:
+            plan.count(k, kpi.denominator, 1, 0)
+        topic = kpi.numerator.topic if num else kpi.denominator.topic
+        return topic, functools.partial(self.sampler, num, den)
+
+    @staticmethod
+    def sampler(num_i: int, den_i: int, unset: Any) -> Sampler:
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            num = rec[num_i] if num_i else unset
+            den = rec[den_i] if den_i else unset
+            if num == unset:
+                return () if den == unset else ((1, den, 1, 0, None),)
+            if den == unset:
+                return ((0, num, 0, 1, None),)
+            return ((0, num, 0, 1, None), (1, den, 1, 0, None))
+
+        return samples
+
+
+class MeanField(Kind):
+    """Mean of a numeric field: each matching event adds the field's value."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.source
+        plan.add_field(k, kpi.source, kpi.field or "")
+        return None, _constant(no_samples)
+
+
+class FollowUp(Kind):
+    """1 when a follow-up came within the horizon after the start, counted at the start."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.start and kpi.follow and kpi.link and kpi.horizon_ms is not None
+        start = plan.mark(k, kpi.start)
+        # a follow-up event is attached to the *start's* entity through the link field
+        follow = plan.mark(k, kpi.follow, kpi.start.topic, kpi.link, reducer="set")
+        return None, _constant(self.sampler(start, follow, kpi.horizon_ms))
+
+    @staticmethod
+    def sampler(start_i: int, follow_i: int, horizon_ms: int) -> Sampler:
+        # its records are lists (a 'set' mark is never packed): None is the unset mark
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            start = rec[start_i]
+            if start is None:
+                return ()
+            follows = rec[follow_i] or ()
+            hit = any(start < f <= start + horizon_ms for f in follows)
+            return ((0, start, 1, 1 if hit else 0, None),)
+
+        return samples
+
+
+class Deadline(Kind):
+    """1 when done by the latest due date, counted when done."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.due and kpi.done
+        due = plan.mark(k, kpi.due, reducer="max", extra="due")
+        done = plan.mark(k, kpi.done, extra="done")
+        return None, _constant(self.sampler(due, done))
+
+    @staticmethod
+    def sampler(due_i: int, done_i: int) -> Sampler:
+        # its marks carry extras (never packed): None is the unset mark
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            due, done = rec[due_i], rec[done_i]
+            if due is None or done is None:
+                return ()
+            return ((0, done[0], 1, 1 if deadline_met(done[0], done[1], due[1]) else 0, None),)
+
+        return samples
+
+
+KINDS: Final[dict[str, Kind]] = {
+    "duration": Duration(), "ratio": Ratio(), "mean_field": MeanField(),
+    "follow_up": FollowUp(), "deadline": Deadline()}
+"""Kind name (``Kpi.kind``) -> its compiler; any other kind has no samples."""
+OTHER: Final = Kind()
+
+
+_parse_due: Final = functools.lru_cache(maxsize=4096)(parse_due)
+"""Due dates repeat (one per order, re-read on every change of the order's marks)."""
+
+
+def deadline_met(done_ms: int, offset_s: int, due_date: str) -> bool:
+    """Whether a completion at ``done_ms`` (local UTC offset ``offset_s``) met ``due_date``."""
+    day, instant = _parse_due(due_date)
+    if instant is not None:
+        return done_ms <= instant
+    assert day is not None
+    local = datetime.fromtimestamp(done_ms / 1000, UTC) + timedelta(seconds=offset_s)
+    return local.date() <= day
+
+
+def compile_kpis(kpis: tuple[Kpi, ...]) -> tuple[PlanBuilder, dict[str, bool], list[Sampler]]:
+    """The catalog's KPIs compiled: the plan (routes, slots, open items), which entity topics
+    keep packed records, and each KPI's sampler."""
+    plan = PlanBuilder()
+    builds = [KINDS.get(kpi.kind, OTHER).compile(k, kpi, plan) for k, kpi in enumerate(kpis)]
+    packed = plan.packed_topics()
+    samplers = [build(UNSET if topic is not None and packed.get(topic) else None)
+                for topic, build in builds]
+    return plan, packed, samplers

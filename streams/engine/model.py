@@ -1,0 +1,218 @@
+"""The engine's records: what a message became, a KPI's value, and everything kept per partner.
+
+The packed layouts (window buckets, percentile codes, entity records) are arrays for memory; each
+has one named accessor in the module that owns it (:mod:`streams.engine.windows`,
+:mod:`streams.engine.entities`).
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+import itertools
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+
+from streams.config.catalog import Kpi
+from streams.engine.cusum import Cusum
+from streams.engine.dedup import SeenIds
+
+_STATE_UIDS: Final = itertools.count()
+
+
+class Outcome(enum.StrEnum):
+    """What became of one input message."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Outcome of one message, with the reason when it was rejected."""
+
+    outcome: Outcome
+    partner: str | None = None
+    reason: str = ""
+    ts_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KpiValue:
+    """A KPI's value in one window for one partner, with what a judge needs to weigh it."""
+
+    value: float
+    samples: int
+    total: float = 0.0
+    """Sum of the sample values (the numerator count for ratios)."""
+    squares: float = 0.0
+    """Sum of the squared sample values (spread of mean KPIs)."""
+    hist: dict[int, int] | None = None
+    """Merged log-histogram of the window (percentile KPIs)."""
+
+
+OPEN_ITEM_STAGES: Final = (0.5, 0.75, 1.0)
+"""Shares of the target at which a waiting item counts in ``open_items`` (cumulative)."""
+
+NO_VALUES: Final[Mapping[tuple[str, str], KpiValue]] = types.MappingProxyType({})
+"""The values of a window without samples (one shared, read-only object)."""
+
+Values = dict[tuple[str, str], KpiValue]
+"""(kpi id, window name) -> value."""
+
+Agg = list[Any]
+"""A month aggregate: [n, sum, sum of squares] or [n, sum, sum of squares, {hist_key: count}]
+(percentile KPIs), in base units (seconds)."""
+Bucket = array.array
+"""A window bucket: float64 [n, sum, sum of squares] for each KPI index, packed (24 B per KPI).
+
+The sums are in the KPI's *internal* unit: whole milliseconds for durations, counts for ratios,
+the field's value for mean_field KPIs. Integers are exact in a float64 up to 2**53 (285,000
+years of milliseconds), so counts and duration sums never drift under retraction or in the
+running window totals; sums of squares (used only for the spread) are rounded as floats are.
+Percentile KPIs keep their samples' histogram keys beside the bucket (``PartnerState.hists``)."""
+Hists = dict[int, dict[int, int]]
+"""kpi index -> log-histogram (sketch keys -> count)."""
+HistCodes = array.array
+"""The percentile samples of one bucket: int64 ``kpi index << 32 | (sketch key - ZERO_KEY)``, one
+per sample (a multiset: order means nothing, a retraction removes one equal code).
+
+Why not a histogram per KPI per bucket: a bucket of the long windows holds a handful of samples,
+and two dicts (bucket -> KPI -> key -> count) cost 560 B for one sample against 88 B here, for
+each of the 720 hourly buckets of every partner. A bucket with thousands of samples costs 8 B
+per sample, still less than a dict unless the samples share a dozen keys each."""
+Record = list[Any] | array.array
+"""An entity's marks: [last event time, mark of slot 1, mark of slot 2, ...] (see
+``PartnerState.entities`` and :class:`streams.engine.entities.Records`). An int64 array,
+:data:`UNSET` for a mark not set yet, on entity topics whose marks are all plain times; a list,
+None for unset, on topics with a mark that carries more (a due date, a UTC offset, a set of
+follow-up times)."""
+UNSET: Final = -(2**63)
+"""A packed record's unset mark (no event time is that small)."""
+Sample = tuple[int, int, int, Any, int | None]
+"""One counted sample of an entity: ``(role, time, n, s, histogram key)``, read by unpacking
+(``role, ts, n, s, key = sample``); role 0 is the sample of a duration/follow-up/deadline KPI or
+a ratio's numerator, role 1 a ratio's denominator.
+
+A plain tuple, not a NamedTuple: samplers build two per dependent KPI on every mark change, and
+a NamedTuple costs about seven times a tuple to build (its ``__new__`` is a Python function)."""
+Sampler = Callable[[Record], tuple[Sample, ...]]
+"""An entity's samples for one KPI, from its record (compiled once per KPI: see kinds)."""
+Warn = tuple[int, int, float | None]
+"""An early-warning update of one event: (selector position, kpi index, sample value or None
+for a ratio's denominator event), applied in position order once the event is counted."""
+
+
+class WindowSpec(NamedTuple):
+    """A window some KPI is counted in (built once per engine)."""
+
+    name: str
+    resolution_ms: int
+    ring: int
+    """Index of its resolution's ring of buckets (``PartnerState.rings``)."""
+    buckets: int
+    """Its span in buckets, the current one included."""
+    kpis: tuple[int, ...]
+    """Indices of the KPIs counted in it."""
+
+
+class RingAdd(NamedTuple):
+    """Where a sample of one KPI goes at one resolution: its ring and the windows it feeds."""
+
+    resolution_ms: int
+    ring: int
+    windows: tuple[tuple[int, int], ...]
+    """(window index, span in buckets) of the KPI's windows at this resolution."""
+
+
+@dataclass(slots=True)
+class Totals:
+    """A window's running sums over its *closed* buckets: indices ``hi - span < i < hi``.
+
+    The current bucket ``hi`` (where nearly every new sample lands) is added at read time, so
+    an in-order event never touches the totals; a sample added or retracted in an older bucket
+    of the range updates them. Reading at a later ``hi`` slides the range bucket by bucket."""
+
+    hi: int
+    sums: list[float]
+    """[n, sum, sum of squares] per KPI index, like a bucket."""
+    hists: Hists = field(default_factory=dict)
+    slid: int = 0
+    """Buckets slid since the totals were rebuilt: after a whole window's worth they are summed
+    afresh, so float rounding (sums of squares, mean_field sums) cannot accumulate."""
+
+
+class Evaluated(NamedTuple):
+    """A window's last evaluation: valid while the partner's version and bucket index hold."""
+
+    version: int
+    hi: int
+    """Bucket index it was computed at."""
+    values: Mapping[tuple[str, str], KpiValue]
+    changes: list[int]
+    """``PartnerState.changes`` then: which KPIs moved since is which differ now."""
+
+
+@dataclass(slots=True)
+class PartnerState:
+    """Everything the engine keeps for one partner."""
+
+    seen: SeenIds = field(default_factory=SeenIds)
+    """:func:`streams.engine.journal.id_hash` of the accepted event ids, each with the hour of
+    its event time: an id is a duplicate whatever the time of a redelivery (see
+    :mod:`streams.engine.dedup`)."""
+    entities: dict[str, dict[str, Record]] = field(default_factory=dict)
+    """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...].
+
+    A mark is an event time (earliest/latest reducers), ``(time, extra)`` for marks that carry
+    the due date or the UTC offset, or a sorted tuple of times (follow-ups); unset until an
+    event sets it (see :data:`Record`). The samples an entity contributes are a function of its
+    marks, recomputed on change."""
+    rings: list[dict[int, Bucket]] = field(default_factory=list)
+    """per resolution (``WindowStore.resolutions``): bucket index -> packed sums of every KPI."""
+    hists: list[dict[int, HistCodes]] = field(default_factory=list)
+    """per resolution: bucket index -> the percentile samples counted in it (:data:`HistCodes`)."""
+    windows: list[Totals | None] = field(default_factory=list)
+    """per window (``WindowStore.specs``): running totals, None until read (or invalidated)."""
+    values: list[Evaluated | None] = field(default_factory=list)
+    """per window: its last evaluation, None until read (or invalidated)."""
+    changes: list[int] = field(default_factory=list)
+    """per KPI index: samples added or retracted so far. Within one bucket index a KPI's window
+    value moves only with these, so an evaluation recomputes just the KPIs that moved."""
+    last_ms: int = -1
+    """Largest event time accepted for this partner."""
+    cusum: dict[int, Cusum] = field(default_factory=dict)
+    """kpi index -> CUSUM of its samples against the partner's target (early warning)."""
+    pending: dict[int, dict[str, int]] = field(default_factory=dict)
+    """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
+    seq: int = 0
+    """Accepted events so far (each journal record carries its number: replay order)."""
+    months: dict[int, dict[int, Agg]] = field(default_factory=dict)
+    """Calendar month (year * 12 + month - 1) -> kpi index -> aggregate, for the report card."""
+    month_seq: dict[int, int] = field(default_factory=dict)
+    """Month -> ``seq`` of its last persisted snapshot (-1 while it has none)."""
+    months_dirty: set[int] = field(default_factory=set)
+    """Months changed since their last snapshot."""
+    version: int = 0
+    """Bumped by every accepted event: with the minute, it keys the cached evaluation."""
+    uid: int = field(default_factory=lambda: next(_STATE_UIDS))
+    """Unique per state object, so a state rebuilt by a restore never matches an old key."""
+    evicted_at: int = -1
+    cache_key: tuple[int, int] | None = None
+    cache: dict[tuple[str, str], KpiValue] | None = None
+
+
+def attainment(kpi: Kpi, value: float, target: float) -> float:
+    """1.0 on target, above 1 better than target, for either direction; capped at 10."""
+    cap = 10.0
+    if kpi.lower_is_better:
+        if value <= 0:
+            return cap
+        return min(cap, target / value)
+    if target <= 0:
+        return cap
+    return min(cap, value / target)

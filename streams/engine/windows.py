@@ -1,0 +1,263 @@
+"""Rolling windows: per-resolution rings of buckets, running totals, and reading a window.
+
+Every KPI sample is added to one bucket per window resolution (1 min buckets for 1h, 1 h buckets
+for the longer windows by default). A window is the last ``length/resolution`` buckets, the
+current one included; its value is computed from the sums, kept as running totals of its closed
+buckets (slid as time passes) plus the current bucket, so reading a window costs the same
+whatever its length.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from streams.config.catalog import Catalog, Kpi
+from streams.engine import sketch
+from streams.engine.model import (
+    NO_VALUES,
+    Bucket,
+    Evaluated,
+    HistCodes,
+    KpiValue,
+    PartnerState,
+    RingAdd,
+    Totals,
+    Values,
+    WindowSpec,
+)
+
+_HIST_MASK: Final = (1 << 32) - 1
+
+
+def hist_code(k: int, hist_key: int) -> int:
+    """A percentile sample of KPI ``k`` as a bucket's code (see :data:`model.HistCodes`)."""
+    return (k << 32) | (hist_key - sketch.ZERO_KEY)
+
+
+class WindowStore:
+    """The buckets and window totals of every partner (``PartnerState.rings``, ``hists``,
+    ``windows``, ``values``, ``changes``): samples added, windows read, old buckets evicted."""
+
+    def __init__(self, catalog: Catalog, kpis: tuple[Kpi, ...], scale: list[int]) -> None:
+        self.kpis = kpis
+        self._scale = scale
+        # windows some KPI uses, in catalog order
+        used = [name for name in catalog.windows if any(name in k.windows for k in kpis)]
+        self.resolutions: tuple[int, ...] = tuple(
+            sorted({catalog.windows[name].resolution_ms for name in used}))
+        ring_of = {res: i for i, res in enumerate(self.resolutions)}
+        self.specs: tuple[WindowSpec, ...] = tuple(
+            WindowSpec(name, catalog.windows[name].resolution_ms,
+                       ring_of[catalog.windows[name].resolution_ms], catalog.windows[name].buckets,
+                       tuple(k for k, kpi in enumerate(kpis) if name in kpi.windows))
+            for name in used)
+        self.index = {spec.name: i for i, spec in enumerate(self.specs)}
+        """Window name -> its index in ``specs`` (windows no KPI is counted in have none)."""
+        # per KPI: for each resolution it is counted at, its ring and the windows there
+        self._adds: list[tuple[RingAdd, ...]] = [
+            tuple(RingAdd(res, ring_of[res], tuple((w, spec.buckets) for w, spec
+                                                   in enumerate(self.specs)
+                                                   if spec.resolution_ms == res and k in spec.kpis))
+                  for res in sorted({catalog.windows[name].resolution_ms for name in kpi.windows}))
+            for k, kpi in enumerate(kpis)]
+        # how many buckets each resolution must keep
+        self._keep: dict[int, int] = {}
+        for spec in self.specs:
+            self._keep[spec.resolution_ms] = max(self._keep.get(spec.resolution_ms, 0),
+                                                 spec.buckets)
+        self.min_resolution = min(self.resolutions) if self.resolutions else 1
+        self._empty_bucket = array.array("d", [0.0]) * (3 * len(kpis))
+
+    def fill(self, st: PartnerState) -> PartnerState:
+        """``st`` with empty rings and window slots for this engine's windows."""
+        st.rings = [{} for _ in self.resolutions]
+        st.hists = [{} for _ in self.resolutions]
+        st.windows = [None] * len(self.specs)
+        st.values = [None] * len(self.specs)
+        st.changes = [0] * len(self.kpis)
+        return st
+
+    def add(self, st: PartnerState, k: int, ts: int, n: int, s: Any, s2: Any,
+            hist_key: int | None, sign: int) -> None:
+        """Count one sample of KPI ``k`` at ``ts`` (already signed: ``n``, ``s``, ``s2``
+        negated for a retraction) into its buckets, and into the running totals holding them."""
+        windows = st.windows
+        st.changes[k] += 1
+        i = 3 * k
+        code = (k << 32) | (hist_key - sketch.ZERO_KEY) if hist_key is not None else 0  # hist_code
+        for res, ring_i, wins in self._adds[k]:
+            idx = ts // res
+            ring = st.rings[ring_i]
+            bucket = ring.get(idx)
+            if bucket is None:
+                bucket = ring[idx] = self._empty_bucket[:]
+            bucket[i] += n
+            bucket[i + 1] += s
+            bucket[i + 2] += s2
+            if hist_key is not None:
+                _bump_codes(st.hists[ring_i], idx, code, sign)
+            for w, span in wins:
+                totals = windows[w]
+                if totals is not None and totals.hi - span < idx < totals.hi:
+                    sums = totals.sums
+                    sums[i] += n
+                    sums[i + 1] += s
+                    sums[i + 2] += s2
+                    if hist_key is not None:
+                        sketch.bump_hist(totals.hists.setdefault(k, {}), hist_key, sign)
+
+    def evict(self, st: PartnerState, now: int) -> None:
+        """Drop the buckets older than every window at ``now``."""
+        for ring_i, (res, ring) in enumerate(zip(self.resolutions, st.rings, strict=True)):
+            floor = now // res - self._keep.get(res, 0)
+            old = [i for i in ring if i <= floor]
+            hists = st.hists[ring_i]
+            for idx in old:
+                del ring[idx]
+                hists.pop(idx, None)
+            if old:  # running totals still counting a dropped bucket are rebuilt when read
+                newest = max(old)
+                for w, spec in enumerate(self.specs):
+                    totals = st.windows[w]
+                    if spec.ring == ring_i and totals is not None and totals.hi - spec.buckets < newest:
+                        st.windows[w] = None
+                        st.values[w] = None
+
+    def refresh(self, st: PartnerState, now_ms: int,
+                wanted: Iterable[int] | None = None) -> list[Mapping[tuple[str, str], KpiValue]]:
+        """The values at ``now_ms`` of each window (index in ``specs``; every window by
+        default), recomputing only what moved since they were last read."""
+        out: list[Mapping[tuple[str, str], KpiValue]] = []
+        changes = st.changes
+        for w in range(len(self.specs)) if wanted is None else wanted:
+            spec = self.specs[w]
+            if not st.rings[spec.ring]:
+                out.append(NO_VALUES)
+                continue
+            hi = now_ms // spec.resolution_ms
+            cached = st.values[w]
+            if cached is not None and cached.hi == hi:
+                if cached.version == st.version:
+                    out.append(cached.values)  # a new minute leaves the hour-resolution windows be
+                    continue
+                # Same bucket index, new events: only the KPIs they moved are recomputed; the
+                # others keep their KpiValue objects, which a judge compares by identity first.
+                then = cached.changes
+                moved = [k for k in spec.kpis if changes[k] != then[k]]
+                values = cached.values if not moved else self._values(
+                    st, w, hi, moved, dict(cached.values))
+            else:
+                values = self._values(st, w, hi, spec.kpis, {})
+            st.values[w] = Evaluated(st.version, hi, values, changes[:])
+            out.append(values)
+        return out
+
+    def _values(self, st: PartnerState, w: int, hi: int, ks: Iterable[int],
+                values: Values) -> Values:
+        """``values`` with the entries of KPIs ``ks`` in window ``w`` (re)computed at bucket
+        index ``hi``: set where the KPI has samples, removed where it has none."""
+        kpis = self.kpis
+        name, _, ring_i, _, _ = self.specs[w]
+        ring = st.rings[ring_i]
+        totals = self._totals(st, w, hi)
+        sums, current = totals.sums, ring.get(hi)
+        for k in ks:
+            kpi = kpis[k]
+            i = 3 * k
+            n = sums[i] + current[i] if current is not None else sums[i]
+            if n <= 0:
+                values.pop((kpi.id, name), None)
+                continue
+            scale = self._scale[k]
+            if current is None:
+                total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+            else:
+                total = (sums[i + 1] + current[i + 1]) / scale
+                squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
+            if kpi.quantile is None:
+                values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
+                continue
+            hist = sketch.merge((totals.hists.get(k, {}),
+                                 _hist_of(st.hists[ring_i].get(hi), k)))
+            q = sketch.quantile_of(hist, kpi.quantile)
+            if q is not None:
+                values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
+            else:
+                values.pop((kpi.id, name), None)
+        return values
+
+    def _totals(self, st: PartnerState, w: int, hi: int) -> Totals:
+        """Window ``w``'s totals over buckets ``hi - span < i < hi``, slid or rebuilt."""
+        _, _, ring_i, span, _ = self.specs[w]
+        ring, hists = st.rings[ring_i], st.hists[ring_i]
+        totals = st.windows[w]
+        if totals is not None and totals.hi == hi:
+            return totals
+        if totals is not None and totals.hi < hi < totals.hi + span and totals.slid < span:
+            totals.slid += hi - totals.hi
+            for i in range(totals.hi - span + 1, hi - span + 1):  # leaving the window
+                bucket = ring.get(i)
+                if bucket is not None:
+                    _merge(totals, bucket, hists.get(i), -1)
+            for i in range(totals.hi, hi):  # closed since the last read
+                bucket = ring.get(i)
+                if bucket is not None:
+                    _merge(totals, bucket, hists.get(i), 1)
+            totals.hi = hi
+            return totals
+        totals = st.windows[w] = Totals(hi, [0.0] * len(self._empty_bucket))
+        for i, bucket in ring.items():
+            if hi - span < i < hi:
+                _merge(totals, bucket, hists.get(i), 1)
+        return totals
+
+
+def _bump_codes(hists: dict[int, HistCodes], idx: int, code: int, sign: int) -> None:
+    """Add (sign 1) or retract (-1) one percentile sample's code in bucket ``idx``."""
+    codes = hists.get(idx)
+    if sign > 0:
+        if codes is None:
+            hists[idx] = array.array("q", (code,))
+        else:
+            codes.append(code)
+        return
+    # Only a retraction into a bucket already evicted (older than every window) finds no
+    # sample: its sums go negative in a fresh bucket no window reads, evicted again next hour;
+    # the histogram has nothing to take away.
+    if codes is None:
+        return
+    try:
+        codes.remove(code)
+    except ValueError:
+        return
+    if not codes:
+        del hists[idx]
+
+
+def _hist_of(codes: HistCodes | None, k: int) -> dict[int, int]:
+    """KPI ``k``'s histogram (sketch key -> count) of one bucket's samples."""
+    hist: dict[int, int] = {}
+    if codes:
+        zero, mask = sketch.ZERO_KEY, _HIST_MASK
+        for code in codes:
+            if code >> 32 == k:
+                key = (code & mask) + zero
+                hist[key] = hist.get(key, 0) + 1
+    return hist
+
+
+def _merge(totals: Totals, bucket: Bucket, codes: HistCodes | None, sign: int) -> None:
+    """Add (1) or subtract (-1) a bucket's sums and percentile samples to window totals."""
+    if sign > 0:
+        totals.sums = [t + b for t, b in zip(totals.sums, bucket, strict=True)]
+    else:
+        totals.sums = [t - b for t, b in zip(totals.sums, bucket, strict=True)]
+    if codes:
+        zero, mask, hists = sketch.ZERO_KEY, _HIST_MASK, totals.hists
+        for code in codes:
+            hist = hists.get(code >> 32)
+            if hist is None:
+                hist = hists[code >> 32] = {}
+            sketch.bump_hist(hist, (code & mask) + zero, sign)
