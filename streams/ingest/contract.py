@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-TOPICS: Final = ("tickets", "calls", "orders", "surveys")
+Topic = Literal["tickets", "calls", "orders", "surveys"]
+"""An input topic (the type of the YAML files' ``topic:`` fields)."""
+
+TOPICS: Final[tuple[str, ...]] = typing.get_args(Topic)
 """The input topics, in a fixed order."""
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -37,7 +41,10 @@ counted 1,000 times too early. RFC 3339 strings carry no unit, so they are taken
 # tests/test_security.py); ids end up in labels, logs and HTML.
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")
 # Partner ids end up in Prometheus labels, table keys and HTML: keep them tame.
-_PARTNER_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+PARTNER_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+"""A valid ``partner_id``: in events, in partners.yaml, in replay mappings."""
+PARTNER_ID_RULE: Final = "1-64 of letters, digits, '.', '_', '-'"
+""":data:`PARTNER_ID_RE` in words, for error messages."""
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Entity ids (ticket, call, order, KB article) are free-form, but a control character (a newline,
@@ -155,6 +162,20 @@ SurveyEvent = SurveyResponse | _NoSurvey
 
 Event = TicketEvent | CallEvent | OrderEvent | SurveyResponse
 
+
+def _tags(union: Any) -> frozenset[str]:
+    return frozenset(str(m.__struct_config__.tag) for m in typing.get_args(union)
+                     if m is not _NoSurvey)
+
+
+EVENT_TYPES: Final[dict[str, frozenset[str]]] = {
+    "tickets": _tags(TicketEvent),
+    "calls": _tags(CallEvent),
+    "orders": _tags(OrderEvent),
+    "surveys": _tags(SurveyEvent),
+}
+"""The event types (``type`` tags) of each topic, read from the structs above."""
+
 ENTITY_FIELD: Final[dict[str, str | None]] = {
     "tickets": "ticket_id",
     "calls": "call_id",
@@ -245,10 +266,8 @@ def decode(topic: str, raw: bytes, wall_ms: int) -> Parsed:
         # nesting deeper than the interpreter's recursion limit, even in an ignored field:
         # found by tests/test_fuzz.py, it used to escape decode() and stop the agent
         raise ContractError("not a JSON object: nested too deeply") from None
-    if not _PARTNER_RE.match(event.partner_id):
-        raise ContractError(
-            f"partner_id {event.partner_id!r} must be 1-64 of letters, digits, '.', '_', '-'"
-        )
+    if not PARTNER_ID_RE.match(event.partner_id):
+        raise ContractError(f"partner_id {event.partner_id!r} must be {PARTNER_ID_RULE}")
     if not _ID_RE.match(event.event_id):
         raise ContractError(f"event_id {event.event_id!r} has characters outside [A-Za-z0-9._:@/+-]")
     if b"\\" in raw:  # JSON strings carry control characters only as escapes: skip the scan

@@ -32,7 +32,6 @@ import gzip
 import io
 import re
 import time
-import typing
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,28 +43,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import orjson
 
-from streams.config.catalog import ConfigError, _Fail, _load_yaml, _split_path
+from streams.config.yamlfile import ConfigError, Scalar, load_yaml
 from streams.ingest import contract
-from streams.ingest.contract import TOPICS, ContractError
-
-Scalar = str | int | float | bool | None
+from streams.ingest.contract import EVENT_TYPES, PARTNER_ID_RE, PARTNER_ID_RULE, TOPICS, ContractError, Topic
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _OFFSET_RE: Final = re.compile(r"^(?:UTC|Z|([+-])(\d{2}):?(\d{2}))$")
-
-
-def _types_of(union: Any) -> frozenset[str]:
-    return frozenset(str(m.__struct_config__.tag) for m in typing.get_args(union)
-                     if str(m.__struct_config__.tag) != "\x00")
-
-
-EVENT_TYPES: Final[dict[str, frozenset[str]]] = {
-    "tickets": _types_of(contract.TicketEvent),
-    "calls": _types_of(contract.CallEvent),
-    "orders": _types_of(contract.OrderEvent),
-    "surveys": _types_of(contract.SurveyEvent),
-}
 
 
 # --- the YAML shape (validated by msgspec) ------------------------------------
@@ -131,7 +115,7 @@ class _MappingFile(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal[1]
     partner: _Partner
     time: _Time
-    topic: Literal["tickets", "calls", "orders", "surveys"] | None = None
+    topic: Topic | None = None
     format: Literal["csv", "jsonl"] | None = None
     delimiter: str = ","
     encoding: str = "utf-8-sig"
@@ -231,12 +215,9 @@ def parse_tz(name: str) -> tzinfo:
 def load_mapping(path: Path | str) -> Mapping:
     """Load and check a mapping YAML file; raise ConfigError naming file and line."""
     path = Path(path)
-    data, node = _load_yaml(path)
-    fail = _Fail(path, node)
-    try:
-        raw = msgspec.convert(data, _MappingFile)
-    except msgspec.ValidationError as exc:
-        raise fail(_split_path(str(exc)), str(exc)) from None
+    doc = load_yaml(path)
+    fail = doc.error
+    raw = doc.convert(_MappingFile)
     tz: tzinfo | None = None
     if raw.time.timezone is not None:
         try:
@@ -249,9 +230,9 @@ def load_mapping(path: Path | str) -> Mapping:
         raise fail(["partner"], "partner needs a column or a constant")
     if raw.partner.column is not None and raw.partner.constant is not None:
         raise fail(["partner"], "partner takes a column or a constant, not both")
-    if raw.partner.constant is not None and not contract._PARTNER_RE.match(raw.partner.constant):
-        raise fail(["partner", "constant"], f"partner id {raw.partner.constant!r} must be 1-64 of "
-                   "letters, digits, '.', '_', '-'")
+    if raw.partner.constant is not None and not PARTNER_ID_RE.match(raw.partner.constant):
+        raise fail(["partner", "constant"],
+                   f"partner id {raw.partner.constant!r} must be {PARTNER_ID_RULE}")
     if len(raw.delimiter) != 1:
         raise fail(["delimiter"], "delimiter must be one character")
     # every type named must exist on the topic (when the mapping names it)
@@ -500,7 +481,7 @@ def map_rows(rows: Iterable[Row | Skip], mapping: Mapping, source: str = "",
         else:
             value = _text(row, raw.partner.column or "").strip()
             partner = raw.partner.prefix + (slugify(value) if raw.partner.slugify else value)
-            if not value or not contract._PARTNER_RE.match(partner):
+            if not value or not PARTNER_ID_RE.match(partner):
                 skips.append(Skip(line, f"partner {partner!r} from column {raw.partner.column!r} "
                                   "is not a valid partner id"))
                 continue

@@ -1,0 +1,276 @@
+"""One KPI of the catalog: its YAML shape, its checked record (:class:`Kpi`), and per kind what it
+needs (:data:`KIND_RULES`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, Final, Literal, get_args
+
+import msgspec
+
+from streams.config.judging import JudgeParams
+from streams.config.yamlfile import Fail, Scalar, Where, duration_ms
+from streams.ingest.contract import EVENT_TYPES, Topic
+
+# \Z, not $: "$" also matches before a final newline
+_KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+_PERCENTILE_RE: Final = re.compile(r"^p(\d{1,2}(?:\.\d+)?)\Z")
+
+KpiKind = Literal["duration", "ratio", "mean_field", "follow_up", "deadline"]
+
+SELECTORS: Final = ("start", "stop", "miss", "numerator", "denominator", "source", "follow",
+                    "due", "done")
+"""The KPI fields that select events (a :class:`Match` each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KindRule:
+    """What a KPI of one kind must and may say."""
+
+    needs: tuple[str, ...]
+    """Fields the kind cannot do without."""
+    one_entity: tuple[str, ...] = ()
+    """Selectors whose events are marks of one entity record, so they must be of one topic."""
+    one_entity_if_distinct: bool = False
+    """``one_entity`` holds only when every one of those selectors is ``distinct``."""
+    statistics: bool = False
+    """Takes a statistic other than the mean (percentiles, share within)."""
+    open_items: bool = False
+    """May export its open items (durations in seconds only)."""
+
+
+KIND_RULES: Final[dict[str, KindRule]] = {
+    "duration": KindRule(("start", "stop"), ("start", "stop", "miss"), statistics=True,
+                         open_items=True),
+    "ratio": KindRule(("numerator", "denominator"), ("numerator", "denominator"),
+                      one_entity_if_distinct=True),
+    "mean_field": KindRule(("source", "field")),
+    "follow_up": KindRule(("start", "follow", "link", "horizon")),
+    "deadline": KindRule(("due", "done"), ("due", "done")),
+}
+assert set(KIND_RULES) == set(get_args(KpiKind))
+
+
+# --- the YAML shapes (validated by msgspec) ---------------------------------
+class _Match(msgspec.Struct, forbid_unknown_fields=True):
+    topic: Topic
+    type: str
+    where: dict[str, Scalar] = {}
+    distinct: bool = False
+
+
+class RawJudge(msgspec.Struct, forbid_unknown_fields=True, rename={"for_": "for"}):
+    """``judge:`` of the catalog or of one KPI: each value set overrides the one above."""
+
+    confidence: float | None = None
+    for_: str | int | None = None
+    recovery_margin: float | None = None
+    cusum_k: float | None = None
+    cusum_h: float | None = None
+
+
+class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of ``kpis:`` as written."""
+
+    id: str
+    title: str
+    kind: KpiKind
+    unit: Literal["seconds", "ratio", "score"]
+    better: Literal["lower", "higher"]
+    target: float
+    min_samples: int
+    windows: list[str] | None = None
+    description: str = ""
+    start: _Match | None = None
+    stop: _Match | None = None
+    miss: _Match | None = None
+    statistic: str | dict[str, float] = "mean"
+    numerator: _Match | None = None
+    denominator: _Match | None = None
+    source: _Match | None = None
+    field: str | None = None
+    follow: _Match | None = None
+    link: str | None = None
+    horizon: str | int | None = None
+    due: _Match | None = None
+    done: _Match | None = None
+    open_items: bool = False
+    judge: RawJudge | None = None
+
+
+# --- the resolved, engine-facing model ----------------------------------------
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Which events a KPI looks at: topic, type and equality filters on fields."""
+
+    topic: str
+    type: str
+    where: tuple[tuple[str, Scalar], ...] = ()
+    distinct: bool = False
+
+    def matches(self, event: Any) -> bool:
+        """True when every filter holds; ``None`` matches an absent or null field."""
+        for name, want in self.where:
+            got = getattr(event, name, None)
+            if got != want or (want is not None and type(got) is not type(want)):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    """One KPI of the catalog, resolved and checked."""
+
+    id: str
+    title: str
+    kind: str
+    unit: str
+    better: str
+    target: float
+    min_samples: int
+    windows: tuple[str, ...]
+    description: str = ""
+    start: Match | None = None
+    stop: Match | None = None
+    miss: Match | None = None
+    statistic: str = "mean"
+    """'mean', 'share_within' (with ``threshold_ms``) or a percentile like 'p90'."""
+    quantile: float | None = None
+    threshold_ms: int | None = None
+    numerator: Match | None = None
+    denominator: Match | None = None
+    source: Match | None = None
+    field: str | None = None
+    follow: Match | None = None
+    link: str | None = None
+    horizon_ms: int | None = None
+    due: Match | None = None
+    done: Match | None = None
+    open_items: bool = False
+    """Export the entities still waiting for their stop, by age against the target."""
+    judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
+    """Confidence, ``for`` duration, recovery margin and CUSUM parameters of the judgement."""
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Direction of goodness."""
+        return self.better == "lower"
+
+    @property
+    def stat_kind(self) -> str:
+        """How the KPI's uncertainty is judged: 'ratio' (0/1 or count ratio), 'mean' or 'quantile'."""
+        if self.quantile is not None:
+            return "quantile"
+        if self.kind in ("duration", "mean_field") and self.statistic == "mean":
+            return "mean"
+        return "ratio"
+
+    def matches(self) -> list[Match]:
+        """Every event selector this KPI uses."""
+        found = (getattr(self, name) for name in SELECTORS)
+        return [m for m in found if m is not None]
+
+
+# --- checking one KPI -----------------------------------------------------------
+def _match(raw: _Match | None) -> Match | None:
+    if raw is None:
+        return None
+    return Match(raw.topic, raw.type, tuple(sorted(raw.where.items())), raw.distinct)
+
+
+def judge_params(base: JudgeParams, raw: RawJudge | None, fail: Fail, where: Where) -> JudgeParams:
+    """``base`` with the values ``raw`` sets; a bad value fails at ``where``."""
+    if raw is None:
+        return base
+    try:
+        return JudgeParams(
+            confidence=base.confidence if raw.confidence is None else raw.confidence,
+            for_ms=base.for_ms if raw.for_ is None else duration_ms(raw.for_),
+            recovery_margin=(base.recovery_margin if raw.recovery_margin is None
+                             else raw.recovery_margin),
+            cusum_k=base.cusum_k if raw.cusum_k is None else raw.cusum_k,
+            cusum_h=base.cusum_h if raw.cusum_h is None else raw.cusum_h,
+        )
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+
+
+def _check_selectors(raw: RawKpi, fail: Fail, here: Where) -> None:
+    rule = KIND_RULES[raw.kind]
+    for name in rule.needs:
+        if getattr(raw, name) is None:
+            raise fail(here, f"KPI {raw.id!r} of kind {raw.kind} needs '{name}'")
+    for name in SELECTORS:
+        match = getattr(raw, name)
+        if match is not None and match.type not in EVENT_TYPES[match.topic]:
+            raise fail([*here, name, "type"],
+                       f"KPI {raw.id!r}: {match.topic} has no event type {match.type!r}")
+    # The engine computes a KPI's samples from the marks of *one* entity record: the events it
+    # combines per entity must come from one topic (a follow-up joins its start's entity by
+    # `link` instead, so it may come from another).
+    joined = rule.one_entity
+    if rule.one_entity_if_distinct and not all(
+            getattr(raw, name) and getattr(raw, name).distinct for name in joined):
+        joined = ()
+    topics = {name: getattr(raw, name).topic for name in joined if getattr(raw, name) is not None}
+    if len(set(topics.values())) > 1:
+        last = list(topics)[-1]
+        raise fail([*here, last, "topic"],
+                   f"KPI {raw.id!r}: {' and '.join(topics)} are marks of one entity and must be "
+                   "events of one topic, not " + " and ".join(sorted(set(topics.values()))))
+
+
+def _statistic(raw: RawKpi, fail: Fail, here: Where) -> tuple[str, float | None, int | None]:
+    """(statistic, quantile, threshold_ms) of the KPI's ``statistic:``."""
+    statistic, quantile, threshold = "mean", None, None
+    if isinstance(raw.statistic, dict):
+        if set(raw.statistic) != {"within"}:
+            raise fail([*here, "statistic"], "statistic mapping must be {within: SECONDS}")
+        statistic, threshold = "share_within", round(raw.statistic["within"] * 1000)
+    elif raw.statistic != "mean":
+        pct = _PERCENTILE_RE.match(raw.statistic)
+        if not pct or not 0 < float(pct.group(1)) < 100:
+            raise fail([*here, "statistic"],
+                       f"statistic {raw.statistic!r}: use mean, pNN or {{within: SECONDS}}")
+        statistic, quantile = raw.statistic, float(pct.group(1)) / 100
+    if not KIND_RULES[raw.kind].statistics and statistic != "mean":
+        raise fail([*here, "statistic"], f"statistic {raw.statistic!r} is only for durations")
+    if raw.miss is not None and statistic != "share_within":
+        raise fail([*here, "miss"], "'miss' only makes sense with statistic {within: SECONDS}")
+    return statistic, quantile, threshold
+
+
+def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
+                judge: JudgeParams) -> Kpi:
+    """Check entry ``i`` of ``kpis:`` against the catalog's window names; the checked Kpi."""
+    here: Where = ["kpis", i]
+    if not _KPI_ID_RE.match(raw.id):
+        raise fail([*here, "id"], f"KPI id {raw.id!r} must be snake_case ([a-z][a-z0-9_]*)")
+    _check_selectors(raw, fail, here)
+    if raw.open_items and (not KIND_RULES[raw.kind].open_items or raw.unit != "seconds"):
+        raise fail([*here, "open_items"], "open_items is only for durations in seconds")
+    if raw.min_samples < 1:
+        raise fail([*here, "min_samples"], f"KPI {raw.id!r}: min_samples must be at least 1")
+    names = tuple(raw.windows) if raw.windows is not None else windows
+    for name in names:
+        if name not in windows:
+            raise fail([*here, "windows"], f"KPI {raw.id!r}: unknown window {name!r}")
+    statistic, quantile, threshold = _statistic(raw, fail, here)
+    horizon = None
+    if raw.horizon is not None:
+        try:
+            horizon = duration_ms(raw.horizon)
+        except ValueError as exc:
+            raise fail([*here, "horizon"], str(exc)) from None
+    return Kpi(
+        id=raw.id, title=raw.title, kind=raw.kind, unit=raw.unit, better=raw.better,
+        target=float(raw.target), min_samples=raw.min_samples, windows=names,
+        description=raw.description.strip(), start=_match(raw.start), stop=_match(raw.stop),
+        miss=_match(raw.miss), statistic=statistic, quantile=quantile, threshold_ms=threshold,
+        numerator=_match(raw.numerator), denominator=_match(raw.denominator),
+        source=_match(raw.source), field=raw.field, follow=_match(raw.follow), link=raw.link,
+        horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
+        open_items=raw.open_items, judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
+    )
