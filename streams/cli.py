@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 
@@ -280,6 +275,7 @@ def simulate(
     """
     from streams.ingest.topics import all_topics
     from streams.runtime.kafka_admin import ensure_topics, parse_broker_url
+    from streams.tools.simulate import run_simulator
 
     bootstrap = parse_broker_url(broker)
     security = kafka_security()
@@ -303,61 +299,6 @@ def kafka_security() -> dict[str, Any]:
         raise typer.Exit(1) from None
 
 
-def run_simulator(bootstrap: str, rate: float, seed: int, drift_minutes: float,
-                  stop_at: float | None, security: dict[str, Any] | None = None) -> int:
-    """Produce simulated events in real time, keyed by partner, until ``stop_at``."""
-    from kafka import KafkaProducer
-
-    from streams.tools.simulator import Simulator
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
-                             key_serializer=str.encode, **(security or {}))
-    start = time.time_ns() // 1_000_000
-    sim = Simulator(seed=seed, rate=rate, start_ms=start, drift_minutes=drift_minutes)
-    produced, cursor = 0, sim.history_start_ms  # warm start: work already in flight
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stopping and (stop_at is None or time.monotonic() < stop_at):
-            now = time.time_ns() // 1_000_000
-            for topic, event in sim.events_between(cursor, now):
-                producer.send(topic, key=event["partner_id"], value=orjson.dumps(event))
-                produced += 1
-            cursor = now
-            producer.flush()
-            time.sleep(0.2)  # pacing the producer to real time, not synchronisation
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        producer.flush()
-        producer.close()
-    return produced
-
-
-def wait_ready(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> dict:
-    """Poll a worker's /ready until it says ready; raise on timeout or worker exit."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"worker exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-                body = orjson.loads(resp.read())
-                if body.get("ready"):
-                    return dict(body)
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise TimeoutError(f"worker on port {port} not ready after {timeout:.0f}s ({last})")
-
-
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = Ctrl-C).")] = 0,
@@ -369,50 +310,9 @@ def demo(
                                                      "e.g. http://127.0.0.1:9093.")] = None,
 ) -> None:
     """Embedded broker + worker + simulator on this machine, nothing else needed."""
-    import tempfile
+    from streams.tools.demo import demo as run_demo
 
-    from streams.ingest.topics import all_topics
-    from streams.runtime.kafka_admin import ensure_topics
-    from streams.tools.broker import EmbeddedBroker
-
-    partitions = 4
-    with tempfile.TemporaryDirectory(prefix="partnerpulse-demo-") as tmp, \
-            EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
-        ensure_topics(broker.bootstrap, all_topics(partitions))
-        cmd = [sys.executable, "-m", "streams", "worker", "--broker", broker.url,
-               "--web-port", str(web_port), "--data-dir", tmp,
-               "--rebalance-timeout", "3", "--partitions", str(partitions)]
-        if alertmanager:
-            cmd += ["--alertmanager", alertmanager]
-        log_file = (Path(tmp) / "worker.log").open("wb")
-        # the embedded broker is plaintext on loopback: Kafka security settings meant for a
-        # real cluster must not leak into the demo's worker
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPULSE_KAFKA_")}
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**env, "PYTHONUNBUFFERED": "1"})
-        try:
-            console.print(f"broker  {broker.url} (embedded tansu)")
-            console.print("worker  starting…")
-            wait_ready(web_port, 90, proc)
-            console.print(f"[bold green]ready[/bold green]  live wall: http://127.0.0.1:{web_port}/wall",
-                          soft_wrap=True)
-            console.print(f"       metrics: http://127.0.0.1:{web_port}/metrics   "
-                          f"status: http://127.0.0.1:{web_port}/ready", soft_wrap=True)
-            console.print("simulator: 12 partners, 'summit-broadband' drifting past ASA/OTS, "
-                          "'vertex-outsourcing' gaming escalations; Ctrl-C to stop")
-            stop_at = time.monotonic() + duration if duration > 0 else None
-            produced = run_simulator(broker.bootstrap, rate, 7, drift_minutes, stop_at)
-            console.print(f"produced {produced} events; stopping")
-        except KeyboardInterrupt:
-            pass
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log_file.close()
+    run_demo(duration, web_port, rate, drift_minutes, alertmanager)
 
 
 def main() -> None:

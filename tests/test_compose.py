@@ -251,7 +251,7 @@ def test_shipped_worker_runs_the_tested_configuration(tmp_path: Path) -> None:
         assert set(service.get("environment", {})) <= DEPLOYMENT_ENV, name
     import inspect
 
-    from streams import cli
+    from streams.tools import demo as cli  # the demo (and its worker command) lives in tools/demo.py
 
     # the demo's worker command is built in cmd = [...] / cmd += [...] statements
     demo = inspect.getsource(cli.demo)
