@@ -41,9 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from streams.config.catalog import Catalog, Kpi, Partners
-from streams.engine.cusum import Cusum
 from streams.engine.entities import KEEP, EntityStore, next_mark
-from streams.engine.journal import SEP, Write, decode_record, encode_record, id_hash, record_key, split_key
+from streams.engine.journal import SEP, Write, encode_record, id_hash, read_journal, record_key
 from streams.engine.kinds import compile_kpis
 from streams.engine.model import (
     NO_VALUES,
@@ -59,6 +58,7 @@ from streams.engine.model import (
 )
 from streams.engine.months import MonthCalendar, MonthStore
 from streams.engine.plan import COUNT, MARK, Slot
+from streams.engine.warning import EarlyWarning
 from streams.engine.windows import WindowStore
 from streams.ingest.contract import ContractError, Parsed, decode
 
@@ -104,10 +104,11 @@ class Engine:
         self._windows = WindowStore(catalog, self.kpis, self._scale)
         plan, packed, self._sampler = compile_kpis(self.kpis)
         self._routes = plan.routes
-        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots)
+        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, self.kpis, partners)
         self._open_slots = self._entities.open_slots
         self.months = MonthCalendar(catalog.report_timezone)
         self._months = MonthStore(self.kpis, self.months, catalog.report_months, self._scale)
+        self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
 
     def _new_state(self) -> PartnerState:
@@ -191,7 +192,7 @@ class Engine:
                     self._add(st, k, ts, 1, float(value), None, 1)
                     warn.append((step.position, k, float(value)))
         if warn:
-            self._warn(partner, st, warn)
+            self._warning.feed(partner, st, warn)
         st.version += 1
         # Eviction runs on the clock lateness is judged by: on the event clock the partner's
         # own newest event (a partner far behind the others on this worker keeps its ids and
@@ -249,35 +250,10 @@ class Engine:
                 else:
                     warn.append((pos, k, s / self._scale[k]))
 
-    # --- early warning -----------------------------------------------------------
-    def _warn(self, partner: str, st: PartnerState, warn: list[Warn]) -> None:
-        """Feed an event's samples to the CUSUMs, in the catalog order of their selectors."""
-        if len(warn) > 1:
-            warn.sort(key=_position)
-        for _, k, x in warn:
-            cusum = self._cusum(partner, st, k)
-            if x is None or self.kpis[k].kind == "ratio":
-                # a count ratio: each denominator adds -target, each numerator +1 (see below)
-                cusum.update(0.0 if x is None else cusum.target + 1.0)
-            else:
-                cusum.update(x)
-
-    def _cusum(self, partner: str, st: PartnerState, k: int) -> Cusum:
-        """The CUSUM of KPI ``k``: its samples, or for a count ratio each denominator event
-        as 0 and each numerator event as ``target + 1`` (with the CUSUM's
-        ``z = d * (x - target)`` the drift per denominator event is exactly ``rate - target``)."""
-        cusum = st.cusum.get(k)
-        if cusum is None:
-            kpi = self.kpis[k]
-            cusum = st.cusum[k] = Cusum.for_kind(
-                kpi.stat_kind, self.partners.target(partner, kpi), kpi.lower_is_better, kpi.judge)
-        return cusum
-
     def cusum_alarm(self, partner: str, kpi_id: str) -> bool:
         """Whether the partner's CUSUM for the KPI is past its threshold."""
         st = self.state.get(partner)
-        cusum = st.cusum.get(self._kpi_index[kpi_id]) if st is not None else None
-        return cusum is not None and cusum.alarm
+        return st is not None and self._warning.alarm(st, self._kpi_index[kpi_id])
 
     # --- counting a sample ----------------------------------------------------------
     def _add(self, st: PartnerState, k: int, ts: int, n: int, s: Any, hist_key: int | None,
@@ -363,17 +339,7 @@ class Engine:
 
         Cumulative, like histogram buckets: an item past 100% also counts at 50% and 75%.
         """
-        st = self.state.get(partner)
-        out: dict[tuple[str, float], int] = {}
-        for k, kpi in enumerate(self.kpis):
-            if not kpi.open_items:
-                continue
-            target_ms = self.partners.target(partner, kpi) * 1000
-            waiting = self._entities.waiting(st, k)
-            for stage in stages:
-                limit = now_ms - stage * target_ms
-                out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
-        return out
+        return self._entities.open_items(self.state.get(partner), partner, now_ms, stages)
 
     def has_room_for(self, partner: str) -> bool:
         """Whether live traffic of ``partner`` may be kept: held already, or within the cap."""
@@ -416,14 +382,9 @@ class Engine:
         state is the one the live engine had; month snapshots are loaded first. The caller may
         stop between steps (the state is then partial and must be dropped).
         """
-        events: list[tuple[int, Parsed]] = []
-        for key, raw in records:
-            partner, month = split_key(key)
-            if month is not None:
-                self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
-            else:
-                events.append(decode_record(raw))
-        events.sort(key=lambda e: (e[1].event.partner_id, e[0]))
+        snapshots, events = read_journal(records)
+        for partner, month, raw in snapshots:
+            self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
         applied = 0
         for start in range(0, len(events), chunk):
             applied += self._replay(events[start:start + chunk])
@@ -459,10 +420,6 @@ class Engine:
             self._journal = journal
             self._replaying = False
         return applied
-
-
-def _position(item: Warn) -> int:
-    return item[0]
 
 
 def settle_gc() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 from typing import Any, Final
 
+from streams.config.catalog import Kpi, Partners
 from streams.engine.model import UNSET, PartnerState, Record
 from streams.engine.plan import Slot
 from streams.ingest.contract import Parsed
@@ -44,7 +45,10 @@ class EntityStore:
     waiting for their stop (``PartnerState.pending``, the open items)."""
 
     def __init__(self, marks: dict[str, int], packed: dict[str, bool],
-                 open_slots: dict[int, tuple[int, int, str]]) -> None:
+                 open_slots: dict[int, tuple[int, int, str]], kpis: tuple[Kpi, ...],
+                 partners: Partners) -> None:
+        self.kpis = kpis
+        self.partners = partners
         self._blank: dict[str, Record] = {
             topic: (array.array("q", [UNSET]) if packed[topic] else [None]) * (n + 1)
             for topic, n in marks.items()}
@@ -79,9 +83,19 @@ class EntityStore:
         else:
             waiting.pop(entity_id, None)
 
-    def waiting(self, st: PartnerState | None, k: int) -> dict[str, int]:
-        """Entity id -> start time of KPI ``k``'s entities still waiting for their stop."""
-        return st.pending.get(k, {}) if st is not None else {}
+    def open_items(self, st: PartnerState | None, partner: str, now_ms: int,
+                   stages: tuple[float, ...]) -> dict[tuple[str, float], int]:
+        """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target."""
+        out: dict[tuple[str, float], int] = {}
+        for k, kpi in enumerate(self.kpis):
+            if not kpi.open_items:
+                continue
+            target_ms = self.partners.target(partner, kpi) * 1000
+            waiting = st.pending.get(k, {}) if st is not None else {}
+            for stage in stages:
+                limit = now_ms - stage * target_ms
+                out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
+        return out
 
     def evict(self, st: PartnerState, oldest: int) -> None:
         """Forget the entities without an event since ``oldest``."""

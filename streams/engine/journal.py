@@ -9,6 +9,7 @@ journal, so each month's aggregate is a snapshot record of its own (:func:`month
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -68,3 +69,20 @@ def decode_record(raw: bytes) -> tuple[int, Parsed]:
     """(sequence number, event) of an event record."""
     topic, ts_ms, offset_s, event, seq = _RECORD_DECODER.decode(raw)
     return seq, Parsed(topic, event, ts_ms, offset_s)
+
+
+def read_journal(records: Iterable[tuple[bytes, bytes]],
+                 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[int, Parsed]]]:
+    """Journal (key, record) pairs in any order, sorted out: the month snapshots as (partner,
+    month name, record) in the order read, and the events as (sequence number, event) in the
+    order they were accepted (by partner, then sequence number)."""
+    snapshots: list[tuple[str, str, bytes]] = []
+    events: list[tuple[int, Parsed]] = []
+    for key, raw in records:
+        partner, month = split_key(key)
+        if month is not None:
+            snapshots.append((partner, month, raw))
+        else:
+            events.append(decode_record(raw))
+    events.sort(key=lambda e: (e[1].event.partner_id, e[0]))
+    return snapshots, events
