@@ -150,9 +150,12 @@ class Pipeline:
 
     @property
     def _partitions_by_partner(self) -> dict[str, int]:
+        """The partner -> partition cache (:attr:`Ownership.partition_cache`)."""
         return self.ownership.partition_cache
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
+        """Faust's on_partitions_revoked signal: ownership first (not ready, the revoked
+        partners dropped), then the judge's and the wall's memory of the partners gone."""
         self.ownership.revoke(revoked)
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
