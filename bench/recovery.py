@@ -227,7 +227,7 @@ def run(quick: bool) -> dict[str, Any]:
             "its changelog partitions (streams/runtime/journal_table.py, one plain aiokafka consumer), "
             "Faust's own recovery (assignment to the table's on_recover: with the store "
             "reporting what it holds, only the last batch is read again), the changelog tail "
-            "the broker's offsets hide (`_changelog_tail`), collecting and sorting the owned "
+            "the broker's offsets hide (`Recovery.changelog_tail`), collecting and sorting the owned "
             "records, Engine.restore "
             "(in chunks, yielding to the loop), then catching up on the tail events (polled). "
             "Baseline, same run: Engine.restore of the same records in the benchmark process, "

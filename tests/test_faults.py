@@ -744,7 +744,7 @@ def test_both_stores_skip_the_recovery_check_tansu_trips() -> None:
 def test_a_revocation_waits_for_the_events_the_agent_holds() -> None:
     """The first fix for the race in test_scale_out_to_three_workers_and_back_to_one, as
     configuration: Faust waits for every event the agent took to be acked before it signals a
-    revocation (the second, Pipeline._on_recover keeping only partners that outlived the
+    revocation (the second, Recovery.on_recover keeping only partners that outlived the
     revocation, is what that test checks when this one is reverted)."""
     from streams.config.settings import Settings
     from streams.runtime.pipeline import Pipeline

@@ -1,7 +1,7 @@
 """What partnerpulse alerts are called, how severe they are, and the message of a state change.
 
 One definition for both places an alert comes from: the worker, which pushes the state changes
-of :class:`Alert` to Alertmanager (``runtime/pipeline.py``), and the Prometheus rules generated
+of :class:`Alert` to Alertmanager (``runtime/alerting.py``), and the Prometheus rules generated
 from the catalog (``generators/rules.py``). Both give a partner alert the same ``alertname``,
 ``severity``, ``service`` and ``scope`` labels, so Alertmanager's routes and inhibitions
 (``config/alertmanager.yml``, tests/test_alertmanager_config.py) treat them alike.
