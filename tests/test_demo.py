@@ -34,7 +34,7 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "demo.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "demo", "--duration", "60", "--web-port", str(port)],
+        [sys.executable, "-m", "streams", "demo", "--duration", "150", "--web-port", str(port)],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -45,11 +45,11 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
             values = kpi_series(_metrics(port)).get("partnerpulse_kpi_value", {})
             return want <= set(values)
 
-        poll(complete, 100, "every KPI x partner x window on the demo's /metrics")
+        poll(complete, 200, "every KPI x partner x window on the demo's /metrics")
         series = kpi_series(_metrics(port))
         tiers = {t for (_, t) in series["partnerpulse_partner_info"]}
         assert tiers == {"premier", "business", "select", "authorized"}
-        assert proc.wait(60) == 0
+        assert proc.wait(180) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
