@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
 
 from streams.config.catalog import Catalog, Kpi, Partners
-from streams.engine.entities import KEEP, EntityStore, next_mark
+from streams.engine.entities import EntityStore
 from streams.engine.journal import SEP, Write, encode_record, id_hash, read_journal, record_key
 from streams.engine.kinds import compile_kpis
 from streams.engine.model import (
@@ -52,12 +51,12 @@ from streams.engine.model import (
     PartnerState,
     Record,
     Result,
-    Sample,
     Warn,
     attainment,
 )
 from streams.engine.months import MonthCalendar, MonthStore
-from streams.engine.plan import COUNT, MARK, Slot
+from streams.engine.plan import COUNT, MARK
+from streams.engine.samples import SampleCounter
 from streams.engine.warning import EarlyWarning
 from streams.engine.windows import WindowStore
 from streams.ingest.contract import ContractError, Parsed, decode
@@ -102,12 +101,13 @@ class Engine:
                        for k in self.kpis]
         """Internal unit per base unit of each KPI's sums (durations are summed in ms)."""
         self._windows = WindowStore(catalog, self.kpis, self._scale)
-        plan, packed, self._sampler = compile_kpis(self.kpis)
+        plan, packed, samplers = compile_kpis(self.kpis)
         self._routes = plan.routes
         self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, self.kpis, partners)
-        self._open_slots = self._entities.open_slots
         self.months = MonthCalendar(catalog.report_timezone)
         self._months = MonthStore(self.kpis, self.months, catalog.report_months, self._scale)
+        self._samples = SampleCounter(self.kpis, self._scale, self._windows, self._months,
+                                      self._entities, samplers)
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
 
@@ -176,20 +176,21 @@ class Engine:
             st.last_ms = ts
         # early-warning updates of this event, applied in catalog order at the end
         warn: list[Warn] = []
+        samples = self._samples
         for step in self._routes.get((parsed.topic, type(ev).__struct_config__.tag), ()):
             if step.where and not step.matches(ev):
                 continue
             if step.kind == MARK:
-                self._on_mark(partner, st, step.slot, parsed, warn)
+                samples.on_mark(st, step.slot, parsed, warn)
             elif step.kind == COUNT:
                 k, n = step.kpi, step.n
-                self._add(st, k, ts, n, step.s, None, 1)
+                samples.add(st, k, ts, n, step.s, None, 1)
                 warn.append((step.position, k, None if n else 1.0))
             else:
                 value = getattr(ev, step.field, None)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     k = step.kpi
-                    self._add(st, k, ts, 1, float(value), None, 1)
+                    samples.add(st, k, ts, 1, float(value), None, 1)
                     warn.append((step.position, k, float(value)))
         if warn:
             self._warning.feed(partner, st, warn)
@@ -211,60 +212,10 @@ class Engine:
         self.counts[key] = self.counts.get(key, 0) + 1
         return result
 
-    # --- entity marks -----------------------------------------------------------
-    def _on_mark(self, partner: str, st: PartnerState, slot: Slot, parsed: Parsed,
-                 warn: list[Warn]) -> None:
-        entity_id = getattr(parsed.event, slot.entity_field, None)
-        if not isinstance(entity_id, str):
-            return  # e.g. a ticket opened without an order_id is no follow-up
-        rec = self._entities.record(st, slot.entity_topic, entity_id, parsed.ts_ms)
-        i = slot.index
-        new = next_mark(slot, rec[i], parsed)
-        if new is KEEP:
-            return
-        samplers = self._sampler
-        before = [samplers[k](rec) for k, _ in slot.deps]
-        rec[i] = new
-        for (k, pos), was in zip(slot.deps, before, strict=True):
-            now = samplers[k](rec)
-            if now != was:
-                self._resample(st, k, pos, was, now, warn)
-            if k in self._open_slots:
-                self._entities.track_open(st, k, entity_id, rec)
-
-    def _resample(self, st: PartnerState, k: int, pos: int, was: tuple[Sample, ...],
-                  now: tuple[Sample, ...], warn: list[Warn]) -> None:
-        """Retract the samples the entity no longer gives, add the new ones."""
-        for sample in was:
-            if sample not in now:
-                _, ts, n, s, key = sample
-                self._add(st, k, ts, n, s, key, -1)
-        for sample in now:
-            if sample in was:
-                continue
-            role, ts, n, s, key = sample
-            self._add(st, k, ts, n, s, key, 1)
-            if not any(old[0] == role for old in was):  # a new sample, not a correction
-                if self.kpis[k].kind == "ratio":
-                    warn.append((pos, k, None if role else 1.0))
-                else:
-                    warn.append((pos, k, s / self._scale[k]))
-
     def cusum_alarm(self, partner: str, kpi_id: str) -> bool:
         """Whether the partner's CUSUM for the KPI is past its threshold."""
         st = self.state.get(partner)
         return st is not None and self._warning.alarm(st, self._kpi_index[kpi_id])
-
-    # --- counting a sample ----------------------------------------------------------
-    def _add(self, st: PartnerState, k: int, ts: int, n: int, s: Any, hist_key: int | None,
-             sign: int) -> None:
-        """Add (sign 1) or retract (sign -1) one sample of KPI ``k`` at time ``ts``: into its
-        window buckets and its calendar month."""
-        if sign < 0:
-            n, s = -n, -s
-        s2 = s * s * sign
-        self._windows.add(st, k, ts, n, s, s2, hist_key, sign)
-        self._months.add(st, k, ts, n, s, s2, hist_key, sign, self._replaying)
 
     # --- eviction ---------------------------------------------------------------
     def _maybe_evict(self, partner: str, st: PartnerState, now: int) -> None:
@@ -404,7 +355,7 @@ class Engine:
         """Apply journalled events (in sequence order); returns how many were applied."""
         applied = 0
         journal, self._journal = self._journal, None  # replaying writes nothing back
-        self._replaying = True
+        self._replaying = self._samples.replaying = True
         try:
             for seq, p in events:
                 st = self._held(p.event.partner_id)
@@ -418,7 +369,7 @@ class Engine:
                 applied += 1
         finally:
             self._journal = journal
-            self._replaying = False
+            self._replaying = self._samples.replaying = False
         return applied
 
 
