@@ -177,56 +177,72 @@ def ensure_topics(
     """
     if not topics:
         return
+    _check_specs(topics, replication_factor)
+    deadline = time.monotonic() + timeout
+    with admin_client(bootstrap, deadline, security=security) as admin:
+        _create_missing(admin, topics, configs or {}, replication_factor)
+        problems = _wait_until_led(admin, topics, deadline)
+    if not problems:
+        return
+    mismatched = {n: p for n, p in problems.items() if p.endswith(" partitions")}
+    if mismatched:
+        raise ValueError(f"topics with a different partition count: {mismatched}")
+    raise TimeoutError(f"topics not ready on {bootstrap} after {timeout}s: {problems}")
+
+
+def _check_specs(topics: dict[str, int], replication_factor: int) -> None:
     if replication_factor < 1:
         raise ValueError(f"replication factor {replication_factor} is below 1")
     for name, n in topics.items():
         if not name or not isinstance(n, int) or n < 1:
             raise ValueError(f"bad topic spec {name!r}: {n!r}")
-    configs = configs or {}
+
+
+def _create_missing(admin: Any, topics: dict[str, int], configs: dict[str, dict[str, str]],
+                    replication_factor: int) -> None:
+    """Create the topics that do not exist; an existing one with another partition count is a
+    :class:`ValueError` (existing topics are never changed)."""
     from kafka.errors import TopicAlreadyExistsError
 
-    deadline = time.monotonic() + timeout
     names = list(topics)
-    with admin_client(bootstrap, deadline, security=security) as admin:
-        existing = {t["name"]: t for t in admin.describe_topics(names) if not t["error_code"]}
-        for name in names:
-            have = existing.get(name)
-            if have is not None and len(have["partitions"]) != topics[name]:
-                raise ValueError(
-                    f"topic {name!r} exists with {len(have['partitions'])} partitions, "
-                    f"wanted {topics[name]}"
-                )
-        for name in names:
-            if name in existing:
-                continue
-            spec = {
-                name: {
-                    "num_partitions": topics[name],
-                    "replication_factor": replication_factor,
-                    "configs": dict(configs.get(name, {})),
-                }
+    existing = {t["name"]: t for t in admin.describe_topics(names) if not t["error_code"]}
+    for name in names:
+        have = existing.get(name)
+        if have is not None and len(have["partitions"]) != topics[name]:
+            raise ValueError(
+                f"topic {name!r} exists with {len(have['partitions'])} partitions, "
+                f"wanted {topics[name]}"
+            )
+    for name in names:
+        if name in existing:
+            continue
+        spec = {
+            name: {
+                "num_partitions": topics[name],
+                "replication_factor": replication_factor,
+                "configs": dict(configs.get(name, {})),
             }
-            # One topic per request: a batch raises on its first error and would
-            # hide whether the others were created.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(spec)
-        problems: dict[str, str] = {}
-        while True:
-            try:
-                by_name = {t["name"]: t for t in admin.describe_topics(names)}
-                problems = {}
-                for name in names:
-                    why = _topic_problem(by_name.get(name), topics[name])
-                    if why is not None:
-                        problems[name] = why
-            except Exception as exc:  # transient metadata failure: retry
-                problems = {"*": repr(exc)}
-            if not problems:
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(POLL_S)
-    mismatched = {n: p for n, p in problems.items() if p.endswith(" partitions")}
-    if mismatched:
-        raise ValueError(f"topics with a different partition count: {mismatched}")
-    raise TimeoutError(f"topics not ready on {bootstrap} after {timeout}s: {problems}")
+        }
+        # One topic per request: a batch raises on its first error and would
+        # hide whether the others were created.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(spec)
+
+
+def _wait_until_led(admin: Any, topics: dict[str, int], deadline: float) -> dict[str, str]:
+    """Poll metadata until every topic has all its partitions led; the problems left at the
+    deadline (empty once ready)."""
+    names = list(topics)
+    while True:
+        try:
+            by_name = {t["name"]: t for t in admin.describe_topics(names)}
+            problems = {}
+            for name in names:
+                why = _topic_problem(by_name.get(name), topics[name])
+                if why is not None:
+                    problems[name] = why
+        except Exception as exc:  # transient metadata failure: retry
+            problems = {"*": repr(exc)}
+        if not problems or time.monotonic() >= deadline:
+            return problems
+        time.sleep(POLL_S)

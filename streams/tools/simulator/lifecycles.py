@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from streams.tools.simulator.arrivals import Raw, Stream, replayed
@@ -139,24 +140,8 @@ class Lifecycles:
         raw.append((opened, len(raw), tk, "opened", "ticket_id", tid, opened_x))
         raw.append((contact, len(raw), tk, "contacted", "ticket_id", tid, None))
         if escalated:  # 3..5 hops after the first contact, all before the resolution
-            hops = 3 + int(u(T_HOPS) * 3)
-            t = contact + int((14 + 2 * u(T_ESC_T)) * MIN)
-            gap = int((20 + 10 * u(T_ESC_GAP)) * MIN)
-            for i in range(hops):
-                hh = mix(h2 + i)
-                x: dict[str, Any]
-                if u16(hh, 1) < prm.good:
-                    x = {"documented": True} if u16(hh, 2) < 0.7 else {
-                        "documented": True, "kb_article": None}
-                elif u16(hh, 2) < prm.kb_bad:
-                    x = {"documented": True, "kb_article": f"KB-{10000 + (hh >> 48) % 90000}"}
-                else:
-                    x = {"documented": False} if u16(hh, 3) < 0.5 else {}
-                x["to_tier"] = min(i + 2, 4)
-                raw.append((t, len(raw), tk, "escalated", "ticket_id", tid, x))
-                if i + 1 < hops:
-                    t += gap
-            work_ms = max(work_ms, t + 20 * MIN - contact)
+            last_hop = _escalations(raw, prm, u, h2, contact, tid)
+            work_ms = max(work_ms, last_hop + 20 * MIN - contact)
         resolved = contact + work_ms
         raw.append((resolved, len(raw), tk, "resolved", "ticket_id", tid,
                     {"first_contact": fcr, "truck_roll": u(T_TRUCK) < prm.truck}))
@@ -170,23 +155,7 @@ class Lifecycles:
                         {"first_contact": False, "truck_roll": u16(h2, 1) < prm.truck}))
             ts = again + int((2 + 28 * u16(h2, 2)) * MIN)
             raw.append((ts, len(raw), tk, "closed", "ticket_id", tid, None))
-        # Post-contact surveys.
-        if u(T_CSAT) < P_SURVEY:
-            v = u(T_CSAT_V)
-            score = 5
-            for i, p in enumerate(prm.csat):
-                if v < p:
-                    score = i + 1
-                    break
-                v -= p
-            ts = contact + int((3 + 42 * u(T_CSAT_T)) * MIN)
-            raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
-                        {"score": score, "kind": "csat"}))
-        if u(T_XLA) < P_SURVEY:
-            score = max(0, min(10, round(prm.xla + 1.5 * Z[int(u(T_XLA_V) * NZ)])))
-            ts = contact + int((3 + 42 * u(T_XLA_T)) * MIN)
-            raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
-                        {"score": score, "kind": "xla"}))
+        _surveys(raw, prm, u, contact, tid)
 
     def _call(self, raw: list[Raw], st: Stream, k: int, h: int, queued: int, cid: str) -> None:
         prm = st.prm
@@ -239,3 +208,48 @@ class Lifecycles:
             opened = done + int(3 * MIN + (FAI_DELAY_MAX_MS - 3 * MIN) * u16(h3, 1))
             self._ticket(raw, st, st.fai_off, k, h3, severity, opened, False,
                          f"TT-{self.tag}-{pid}-f{n}", oid)
+
+
+def _escalations(raw: list[Raw], prm: Any, u: Callable[[int], float], h2: int, contact: int,
+                 tid: str) -> int:
+    """Append a ticket's escalation hops (their quality flags drawn per hop); returns the time
+    of the last hop."""
+    tk = "tickets"
+    hops = 3 + int(u(T_HOPS) * 3)
+    t = contact + int((14 + 2 * u(T_ESC_T)) * MIN)
+    gap = int((20 + 10 * u(T_ESC_GAP)) * MIN)
+    for i in range(hops):
+        hh = mix(h2 + i)
+        x: dict[str, Any]
+        if u16(hh, 1) < prm.good:
+            x = {"documented": True} if u16(hh, 2) < 0.7 else {
+                "documented": True, "kb_article": None}
+        elif u16(hh, 2) < prm.kb_bad:
+            x = {"documented": True, "kb_article": f"KB-{10000 + (hh >> 48) % 90000}"}
+        else:
+            x = {"documented": False} if u16(hh, 3) < 0.5 else {}
+        x["to_tier"] = min(i + 2, 4)
+        raw.append((t, len(raw), tk, "escalated", "ticket_id", tid, x))
+        if i + 1 < hops:
+            t += gap
+    return t
+
+
+def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], contact: int, tid: str) -> None:
+    """Append a ticket's post-contact survey responses (CSAT 1..5, XLA 0..10), each drawn."""
+    if u(T_CSAT) < P_SURVEY:
+        v = u(T_CSAT_V)
+        score = 5
+        for i, p in enumerate(prm.csat):
+            if v < p:
+                score = i + 1
+                break
+            v -= p
+        ts = contact + int((3 + 42 * u(T_CSAT_T)) * MIN)
+        raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
+                    {"score": score, "kind": "csat"}))
+    if u(T_XLA) < P_SURVEY:
+        score = max(0, min(10, round(prm.xla + 1.5 * Z[int(u(T_XLA_V) * NZ)])))
+        ts = contact + int((3 + 42 * u(T_XLA_T)) * MIN)
+        raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
+                    {"score": score, "kind": "xla"}))
