@@ -184,7 +184,7 @@ def _pct(sorted_values: list[float], q: float) -> float:
 
 
 def _one_mode(clock: str, quick: bool, work: Path) -> dict[str, Any]:
-    backlog_n, seconds, tips = (1_500, 4.0, 20) if quick else (15_000, 30.0, 300)
+    backlog_n, seconds, tips = (500, 2.0, 10) if quick else (15_000, 30.0, 300)
     config = _catalog(work)
     with EmbeddedBroker(log_path=work / f"broker-{clock}.log") as broker:
         ensure_topics(broker.bootstrap, all_topics(PARTITIONS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,16 @@ def _metrics(port: int) -> str:
         return str(resp.read().decode())
 
 
+@pytest.mark.timeout(480)
 def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
+    """The demo runs until Ctrl-C (no --duration), as a user starts it; once every KPI of every
+    partner is on /metrics, a SIGINT stops it cleanly. Its worker first reads the simulator's
+    warm-start backlog (about 100,000 events), so the last series comes after it has read them
+    all: well over a minute on this machine kind, longer under load (hence the generous poll)."""
     port = free_port()
     log = (tmp_path / "demo.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "demo", "--duration", "150", "--web-port", str(port)],
+        [sys.executable, "-m", "streams", "demo", "--web-port", str(port)],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -45,11 +51,12 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
             values = kpi_series(_metrics(port)).get("partnerpulse_kpi_value", {})
             return want <= set(values)
 
-        poll(complete, 200, "every KPI x partner x window on the demo's /metrics")
+        poll(complete, 400, "every KPI x partner x window on the demo's /metrics")
         series = kpi_series(_metrics(port))
         tiers = {t for (_, t) in series["partnerpulse_partner_info"]}
         assert tiers == {"premier", "business", "select", "authorized"}
-        assert proc.wait(180) == 0
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
