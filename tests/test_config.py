@@ -201,3 +201,45 @@ def test_check_config_names_what_a_narrowed_export_leaves_empty(tmp_path: Path) 
         for title in panels:
             assert f"panel {title!r}" in out, (window, title)
     assert "window 24h is not" not in out
+
+
+@pytest.mark.parametrize(("integrity", "problem"), [
+    ("[threshold_hugging, gaming]", "unknown integrity signal 'gaming'"),
+    ("[deadline_bunching]", "deadline_bunching does not apply to a ratio KPI"),
+])
+def test_integrity_signals_are_checked_against_the_kind(tmp_path: Path, integrity: str,
+                                                        problem: str) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    text = path.read_text() + f"""
+  - id: callback_rate
+    title: Callback rate
+    kind: ratio
+    unit: ratio
+    better: lower
+    target: 0.1
+    min_samples: 20
+    numerator: {{topic: calls, type: abandoned, distinct: true}}
+    denominator: {{topic: calls, type: queued, distinct: true}}
+    integrity: {integrity}
+"""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert f"kpis.yaml:{len(text.splitlines())}:" in str(err.value)
+    assert problem in str(err.value)
+
+
+def test_integrity_signals_default_by_kind_and_may_be_turned_off(tmp_path: Path) -> None:
+    catalog, _ = load_config()
+    by_id = {k.id: k.integrity for k in catalog.kpis}
+    assert by_id["abandon_rate"] == ("threshold_hugging",)  # a share with a target
+    assert by_id["ots_down_hard"] == ("deadline_bunching",)  # a duration in seconds
+    assert by_id["csat"] == ()  # a mean score: neither
+    assert by_id["escalation_rate"] == ("threshold_hugging", "under_reporting")  # listed
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text().replace(
+        "    integrity: [threshold_hugging, under_reporting]\n", "    integrity: []\n"))
+    catalog, _ = load_config(config)
+    assert next(k for k in catalog.kpis if k.id == "escalation_rate").integrity == ()

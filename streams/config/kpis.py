@@ -4,12 +4,13 @@ needs (:data:`KIND_RULES`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from typing import Any, Final, Literal, get_args
 
 import msgspec
 
+from streams.config.integrity import SIGNALS, allowed_signals, default_signals
 from streams.config.judging import JudgeParams
 from streams.config.yamlfile import Fail, Scalar, Where, duration_ms
 from streams.ingest.contract import EVENT_TYPES, Topic
@@ -98,6 +99,7 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     done: _Match | None = None
     open_items: bool = False
     judge: RawJudge | None = None
+    integrity: list[str] | None = None
 
 
 # --- the resolved, engine-facing model ----------------------------------------
@@ -152,6 +154,8 @@ class Kpi:
     """Export the entities still waiting for their stop, by age against the target."""
     judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
     """Confidence, ``for`` duration, recovery margin and CUSUM parameters of the judgement."""
+    integrity: tuple[str, ...] = ()
+    """The integrity signals watched on this KPI (:mod:`streams.config.integrity`)."""
 
     @property
     def lower_is_better(self) -> bool:
@@ -264,7 +268,7 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
             horizon = duration_ms(raw.horizon)
         except ValueError as exc:
             raise fail([*here, "horizon"], str(exc)) from None
-    return Kpi(
+    kpi = Kpi(
         id=raw.id, title=raw.title, kind=raw.kind, unit=raw.unit, better=raw.better,
         target=float(raw.target), min_samples=raw.min_samples, windows=names,
         description=raw.description.strip(), start=_match(raw.start), stop=_match(raw.stop),
@@ -274,3 +278,21 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
         open_items=raw.open_items, judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
+    return replace(kpi, integrity=_integrity(raw, kpi, fail, here))
+
+
+def _integrity(raw: RawKpi, kpi: Kpi, fail: Fail, here: Where) -> tuple[str, ...]:
+    """The KPI's ``integrity:`` signals checked, or its kind's defaults when absent."""
+    shape = (kpi.kind, kpi.unit, kpi.statistic, kpi.stat_kind)
+    if raw.integrity is None:
+        return default_signals(*shape)
+    allowed = allowed_signals(*shape)
+    for j, signal in enumerate(raw.integrity):
+        if signal not in SIGNALS:
+            raise fail([*here, "integrity", j],
+                       f"KPI {raw.id!r}: unknown integrity signal {signal!r} (one of {', '.join(SIGNALS)})")
+        if signal not in allowed:
+            raise fail([*here, "integrity", j],
+                       f"KPI {raw.id!r}: {signal} does not apply to a {raw.kind} KPI with statistic "
+                       f"{kpi.statistic} (it may use: {', '.join(allowed) or 'none'})")
+    return tuple(dict.fromkeys(raw.integrity))
