@@ -243,7 +243,8 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
                                                version=src.version, evicted_at=src.evicted_at,
                                                windows=[None] * len(src.windows),
                                                values=[None] * len(src.windows),
-                                               changes=src.changes[:])
+                                               changes=src.changes[:], bins=src.bins,
+                                               bin_targets=src.bin_targets)
         elif mine:
             # One template's pickle at a time, and none when there is nothing to copy: a freed
             # blob is garbage in the C heap (glibc keeps it), which a memory reading would count:

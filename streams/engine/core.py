@@ -40,6 +40,7 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from streams.config.catalog import Catalog, Kpi, Partners
+from streams.engine.bins import TargetBins
 from streams.engine.entities import EntityStore
 from streams.engine.journal import SEP, Write, encode_record, id_hash, read_journal, record_key
 from streams.engine.kinds import compile_kpis
@@ -106,13 +107,16 @@ class Engine:
         self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, self.kpis, partners)
         self.months = MonthCalendar(catalog.report_timezone)
         self._months = MonthStore(self.kpis, self.months, catalog.report_months, self._scale)
+        self._bins = TargetBins(self.kpis, partners, self._scale, largest.length_ms)
         self._samples = SampleCounter(self.kpis, self._scale, self._windows, self._months,
-                                      self._entities, samplers)
+                                      self._entities, samplers, self._bins)
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
 
-    def _new_state(self) -> PartnerState:
-        return self._windows.fill(PartnerState())
+    def _new_state(self, partner: str) -> PartnerState:
+        st = self._windows.fill(PartnerState())
+        self._bins.fill(st, partner)
+        return st
 
     # --- clock ------------------------------------------------------------------
     def now(self, wall_ms: int) -> int:
@@ -155,7 +159,7 @@ class Engine:
                     Outcome.REJECTED, partner,
                     f"partner cap reached: this worker holds {len(self.state)} partners "
                     f"(settings.max_partners {self.max_partners}); partner {partner!r} not kept"))
-            st = self.state[partner] = self._new_state()
+            st = self.state[partner] = self._new_state(partner)
         h = id_hash(ev.event_id)
         if h in st.seen:  # by id alone: a re-stamped redelivery is a duplicate too
             return self._count(parsed.topic, Result(Outcome.DUPLICATE, partner, ts_ms=ts))
@@ -224,6 +228,7 @@ class Engine:
             return
         st.evicted_at = hour
         self._windows.evict(st, now)
+        self._bins.evict(st, now)
         self._entities.evict(st, now - self.catalog.entity_retention_ms)
         if self._replaying:
             return  # a restore only rebuilds; snapshots and deletions are written by live traffic
@@ -273,6 +278,19 @@ class Engine:
             return {specs[w].name: NO_VALUES for w in wanted}
         return {specs[w].name: values
                 for w, values in zip(wanted, self._windows.refresh(st, now_ms, wanted), strict=True)}
+
+    def integrity_inputs(self, partner: str, kpi_id: str, window: str, now_ms: int
+                         ) -> tuple[list[tuple[float, float]], list[int]]:
+        """What the integrity lens reads of a KPI in a window at ``now_ms``: its closed buckets'
+        ``(n, sum)``, oldest first, and (KPIs watched for bunching) the bin counts around the
+        partner's target over the window's days. Empty for a partner without state."""
+        st, w = self.state.get(partner), self._windows.index.get(window)
+        if st is None or w is None:
+            return [], []
+        k = self._kpi_index[kpi_id]
+        span = self._windows.specs[w].resolution_ms * self._windows.specs[w].buckets
+        bins = self._bins.counts(st, k, now_ms, span) if k in self._bins.watched else []
+        return self._windows.closed_buckets(st, k, w, now_ms), bins
 
     def evaluate_month(self, partner: str, month: str) -> dict[str, KpiValue]:
         """Each KPI's value over one calendar month (``'2026-10'``) of the report time zone."""
@@ -348,7 +366,7 @@ class Engine:
     def _held(self, partner: str) -> PartnerState:
         st = self.state.get(partner)
         if st is None:
-            st = self.state[partner] = self._new_state()
+            st = self.state[partner] = self._new_state(partner)
         return st
 
     def _replay(self, events: list[tuple[int, Parsed]]) -> int:

@@ -204,6 +204,11 @@ class PartnerState:
     evicted_at: int = -1
     cache_key: tuple[int, int] | None = None
     cache: dict[tuple[str, str], KpiValue] | None = None
+    bins: dict[int, dict[int, array.array[int]]] = field(default_factory=dict)
+    """KPIs watched for deadline bunching: kpi index -> UTC day -> sample counts in the bins
+    around the partner's target (:mod:`streams.engine.bins`)."""
+    bin_targets: dict[int, float] = field(default_factory=dict)
+    """kpi index -> the target its bins are laid around (the partner's, when its state began)."""
 
 
 def attainment(kpi: Kpi, value: float, target: float) -> float:

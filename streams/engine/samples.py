@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from streams.config.catalog import Kpi
+from streams.engine.bins import TargetBins
 from streams.engine.entities import KEEP, EntityStore, next_mark
 from streams.engine.model import PartnerState, Record, Sample, Warn
 from streams.engine.months import MonthStore
@@ -26,7 +27,8 @@ class SampleCounter:
 
     def __init__(self, kpis: Sequence[Kpi], scale: Sequence[int], windows: WindowStore,
                  months: MonthStore, entities: EntityStore,
-                 samplers: Sequence[Callable[[Record], tuple[Sample, ...]]]) -> None:
+                 samplers: Sequence[Callable[[Record], tuple[Sample, ...]]],
+                 bins: TargetBins) -> None:
         self._ratio = [k.kind == "ratio" for k in kpis]
         self._scale = scale
         self._windows = windows
@@ -34,13 +36,17 @@ class SampleCounter:
         self._entities = entities
         self._samplers = samplers
         self._open_slots = entities.open_slots
+        self._bins = bins
+        self._binned = bins.watched
         self.replaying = False
         """Set while a restore replays the journal: months then rebuild without snapshots."""
 
     def add(self, st: PartnerState, k: int, ts: int, n: int, s: Any, hist_key: int | None,
             sign: int) -> None:
         """Add (sign 1) or retract (sign -1) one sample of KPI ``k`` at time ``ts``: into its
-        window buckets and its calendar month."""
+        window buckets and its calendar month (and the bins around its target, if watched)."""
+        if k in self._binned:
+            self._bins.add(st, k, ts, s, sign)
         if sign < 0:
             n, s = -n, -s
         s2 = s * s * sign

@@ -154,6 +154,20 @@ class WindowStore:
             out.append(values)
         return out
 
+    def closed_buckets(self, st: PartnerState, k: int, w: int, now_ms: int) -> list[tuple[float, float]]:
+        """KPI ``k``'s ``(n, sum)`` in each closed bucket of window ``w`` at ``now_ms``, oldest
+        first, ``(0, 0)`` where a bucket has no sample: the sub-periods the integrity lens reads
+        (the current bucket is left out: it is still filling)."""
+        spec = self.specs[w]
+        ring, i = st.rings[spec.ring], 3 * k
+        hi = now_ms // spec.resolution_ms
+        scale = self._scale[k]
+        out: list[tuple[float, float]] = []
+        for idx in range(hi - spec.buckets + 1, hi):
+            bucket = ring.get(idx)
+            out.append((bucket[i], bucket[i + 1] / scale) if bucket is not None else (0.0, 0.0))
+        return out
+
     def _values(self, st: PartnerState, w: int, hi: int, ks: Iterable[int],
                 values: Values) -> Values:
         """``values`` with the entries of KPIs ``ks`` in window ``w`` (re)computed at bucket
