@@ -38,6 +38,7 @@ from streams.config.settings import Settings
 from streams.engine.core import Engine, KpiValue
 from streams.judgement.alerts import ALERT_NAME, PIPELINE_ALERT, SEVERITY, Alert
 from streams.judgement.judge import Evidence, Judgement, State, Transition
+from streams.judgement.lens import IntegrityChange, IntegrityLens
 
 __all__ = ["ALERT_NAME", "PIPELINE_ALERT", "SEVERITY", "STALE_AFTER_MS", "Alert", "Watch", "evidence"]
 # ALERT_NAME, PIPELINE_ALERT, SEVERITY and Alert live in streams.judgement.alerts (re-exported)
@@ -83,6 +84,10 @@ class Watch:
         (the exporter keeps the partner's rendered state series until it moves). Stamps are
         never reused, so a partner forgotten and judged again never matches an old one."""
         self._stamps = itertools.count(1)
+        self.lens = IntegrityLens(engine)
+        """The integrity signals, reviewed with each partner's judging (what it changed waits in
+        :attr:`integrity_changes` for the caller to deliver)."""
+        self.integrity_changes: list[IntegrityChange] = []
 
     # --- feeds ------------------------------------------------------------------
     def note_arrival(self, topic: str, wall_ms: int) -> None:
@@ -167,7 +172,13 @@ class Watch:
                     continue
                 self.versions[partner] = next(self._stamps)
                 out.append(_alert(partner, tier, kpi.id, window, change))
+        self.integrity_changes += self.lens.review(partner, now_ms)
         self._judged[partner] = (key, stale_set, due)
+        return out
+
+    def drain_integrity(self) -> list[IntegrityChange]:
+        """The integrity flags raised or cleared since the last drain, oldest first."""
+        out, self.integrity_changes = self.integrity_changes, []
         return out
 
     def state(self, partner: str, kpi: str, window: str) -> Judgement | None:
@@ -186,3 +197,4 @@ class Watch:
             del self._judged[partner]
         for partner in [p for p in self.versions if p not in kept]:
             del self.versions[partner]
+        self.lens.forget(kept)
