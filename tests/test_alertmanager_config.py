@@ -55,6 +55,13 @@ def test_warning_partner_alert_goes_to_noc_and_reaches_the_digest(amtool: str, a
     assert got == ["executive-digest", "noc-channel"]
 
 
+def test_integrity_alert_goes_to_partner_management_never_to_paging(amtool: str) -> None:
+    labels = {**PARTNER, "alertname": "PartnerIntegrity", "severity": "warning",
+              "signal": "threshold_hugging"}
+    labels.pop("window")
+    assert _receivers(amtool, labels) == ["executive-digest", "partner-management"]
+
+
 def test_pipeline_alerts_skip_the_digest(amtool: str) -> None:
     critical = {"alertname": "PartnerpulseFeedStale", "severity": "critical", **PIPELINE}
     assert _receivers(amtool, critical) == ["oncall"]

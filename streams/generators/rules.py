@@ -32,7 +32,7 @@ import yaml
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
-from streams.generators.grafana import ONCALL_UID
+from streams.generators.grafana import EXEC_UID, ONCALL_UID
 from streams.generators.promql import (
     ATTAINMENT_SUFFICIENT,
     PARTNER_ATTAINMENT_MIN,
@@ -48,10 +48,12 @@ from streams.judgement.alerts import (
     CONSUMER_LAG_HIGH,
     CRITICAL,
     FEED_STALE,
+    INTEGRITY_SEVERITY,
     KPI_BELOW_TARGET,
     METRICS_ABSENT,
     OPEN_TICKETS_OVERDUE,
     PARTNER_INFO_MISSING,
+    PARTNER_INTEGRITY,
     PARTNER_LABELS,
     PIPELINE_LABELS,
     REJECTED_OR_LATE_HIGH,
@@ -65,6 +67,8 @@ from streams.outputs.series import (
     CONSUMER_LAG,
     EVENTS_TOTAL,
     FEED_STALE_FLAG,
+    INTEGRITY_FLAG,
+    INTEGRITY_SCORE,
     KPI_ATTAINMENT,
     KPI_SAMPLES,
     KPI_STATE,
@@ -92,6 +96,9 @@ BELOW_TARGET_FOR: Final = "15m"
 BREACH_FOR: Final = "5m"
 AT_RISK_FOR: Final = "15m"
 OPEN_ITEMS_FOR: Final = "15m"
+INTEGRITY_FOR: Final = "30m"
+"""An integrity flag must hold this long before partner management hears of it: the signals are
+re-tested as buckets close, and a flag that clears within minutes was not a pattern."""
 FEED_STALE_EVENT_MARGIN: Final = 1.5
 FEED_STALE_AFTER_S: Final = round(STALE_AFTER_MS / 1000 * FEED_STALE_EVENT_MARGIN)
 """Age of the newest *event* (event time) that makes the rules call a feed stale: 900 s, half as
@@ -316,6 +323,27 @@ def _open_items_alert(kpis: Iterable[Kpi]) -> dict[str, Any]:
     }
 
 
+def _integrity_alert() -> dict[str, Any]:
+    return {
+        "alert": PARTNER_INTEGRITY,
+        "expr": (f"(max by (partner, kpi, signal) ({INTEGRITY_FLAG}) == 1)\n"
+                 f"{TIER_JOIN}\n"),
+        "for": INTEGRITY_FOR,
+        "labels": {"severity": INTEGRITY_SEVERITY, **PARTNER_LABELS},
+        "annotations": {
+            "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) {{ $labels.kpi }}: "
+                        "{{ $labels.signal }}"),
+            "description": ("The integrity lens flags {{ $labels.partner }}'s {{ $labels.kpi }} for "
+                            "{{ $labels.signal }}: its numbers look managed against the target, not "
+                            f"merely close to it ({INTEGRITY_SCORE} has the evidence; the worker's "
+                            "alert text has the test and its counts). For partner management: a "
+                            "conversation, not a page."),
+            "dashboard": f"{GRAFANA_URL}/d/{EXEC_UID}?var-partner={{{{ $labels.partner }}}}",
+            "runbook_url": f"{RUNBOOK_URL}/integrity",
+        },
+    }
+
+
 def _feed_stale_alert() -> dict[str, Any]:
     age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
            '$labels.topic "\\"})")')
@@ -451,6 +479,8 @@ def rule_groups(catalog: Catalog) -> dict[str, Any]:
     ]
     if open_items:
         partner_groups.append({"name": "partnerpulse.open-items", "rules": [_open_items_alert(open_items)]})
+    if any(k.integrity for k in catalog.kpis):
+        partner_groups.append({"name": "partnerpulse.integrity", "rules": [_integrity_alert()]})
     partner_groups.append({"name": "partnerpulse.pipeline", "rules": _pipeline_alerts()})
     return {"groups": partner_groups}
 

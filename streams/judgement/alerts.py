@@ -32,6 +32,9 @@ KPI_BREACH: Final = "PartnerKpiBreach"
 KPI_AT_RISK: Final = "PartnerKpiAtRisk"
 KPI_BELOW_TARGET: Final = "PartnerKpiBelowTarget"
 OPEN_TICKETS_OVERDUE: Final = "PartnerOpenTicketsOverdue"
+PARTNER_INTEGRITY: Final = "PartnerIntegrity"
+"""A partner's numbers look managed (integrity lens): for partner management, never a page."""
+INTEGRITY_SEVERITY: Final = WARNING
 
 ALERT_NAME: Final = {State.AT_RISK: KPI_AT_RISK, State.BREACH: KPI_BREACH}
 """The judged states that alert, and the alert each raises (the others resolve it)."""
@@ -84,12 +87,14 @@ __all__ = [
     "CONSUMER_LAG_HIGH",
     "CRITICAL",
     "FEED_STALE",
+    "INTEGRITY_SEVERITY",
     "KPI_AT_RISK",
     "KPI_BELOW_TARGET",
     "KPI_BREACH",
     "METRICS_ABSENT",
     "OPEN_TICKETS_OVERDUE",
     "PARTNER_INFO_MISSING",
+    "PARTNER_INTEGRITY",
     "PARTNER_LABELS",
     "PIPELINE_ALERT",
     "PIPELINE_LABELS",

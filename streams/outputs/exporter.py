@@ -38,6 +38,8 @@ from streams.outputs.series import (
     EVENTS_TOTAL,
     FEED_STALE_FLAG,
     HELP,
+    INTEGRITY_FLAG,
+    INTEGRITY_SCORE,
     KPI_ATTAINMENT,
     KPI_SAMPLES,
     KPI_STATE,
@@ -254,8 +256,11 @@ class KpiCollector(Collector):
         out: list[tuple[str, str, list[str]]] = []
         if watch is not None:
             stale_now = watch.stale_topics(self.wall_ms())
+            flags, scores = self._integrity(watch)
             out += [
                 (OPEN_ITEMS, "gauge", items),
+                (INTEGRITY_FLAG, "gauge", flags),
+                (INTEGRITY_SCORE, "gauge", scores),
                 (FEED_STALE_FLAG, "gauge", [
                     f'{FEED_STALE_FLAG}{{topic="{_label(topic)}"}} '
                     f"{1.0 if topic in stale_now else 0.0}\n"
@@ -282,6 +287,20 @@ class KpiCollector(Collector):
                 sample = f"{name}_total" if kind == "counter" else name
                 tail += [_header(name, kind, help_text), f"{sample} {_num(number)}\n"]
         return "".join(tail)
+
+
+    def _integrity(self, watch: Watch) -> tuple[list[str], list[str]]:
+        """The integrity lens's flag (while one holds) and score series of owned partners."""
+        flags: list[str] = []
+        scores: list[str] = []
+        for (partner, kpi, signal), held in sorted(watch.lens.held.items()):
+            if not self.owned(partner):
+                continue
+            labels = (f'{self._partner(partner)},kpi="{_label(kpi)}",signal="{_label(signal)}"}} ')
+            scores.append(f"{INTEGRITY_SCORE}{labels}{_num(held.finding.score)}\n")
+            if held.since_ms is not None:
+                flags.append(f"{INTEGRITY_FLAG}{labels}1.0\n")
+        return flags, scores
 
 
 class PipelineHealth(Protocol):

@@ -18,6 +18,8 @@ PARTNER_INFO: Final = "partnerpulse_partner_info"
 KPI_STATE: Final = "partnerpulse_kpi_state"
 KPI_STATE_SINCE: Final = "partnerpulse_kpi_state_since_timestamp_seconds"
 OPEN_ITEMS: Final = "partnerpulse_open_items"
+INTEGRITY_FLAG: Final = "partnerpulse_integrity_flag"
+INTEGRITY_SCORE: Final = "partnerpulse_integrity_score"
 EVENTS: Final = "partnerpulse_events"
 """A counter family: its sample is :data:`EVENTS_TOTAL` (the text format adds ``_total``)."""
 EVENTS_TOTAL: Final = f"{EVENTS}_total"
@@ -40,6 +42,12 @@ HELP: Final = {
     OPEN_ITEMS:
         "Tickets still without first contact whose age passed 50/75/100% of the target "
         "(cumulative).",
+    INTEGRITY_FLAG:
+        "1 while an integrity signal holds for the partner's KPI (threshold_hugging, "
+        "deadline_bunching, under_reporting); absent otherwise.",
+    INTEGRITY_SCORE:
+        "Evidence of the integrity signal: -log10 of its p-value (higher is stronger), for every "
+        "partner x KPI x signal with enough volume to be tested.",
     EVENTS: "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
     LAST_EVENT_TIMESTAMP: "Event time of the newest accepted event per topic.",
     FEED_STALE_FLAG: "1 while the topic's feed is stale (its partner alerts are held).",

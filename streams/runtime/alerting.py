@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 
 import faust
+import orjson
 
 from streams.config.settings import Settings
 from streams.judgement.alerts import (
     ALERT_NAME,
     CRITICAL,
+    INTEGRITY_SEVERITY,
+    PARTNER_INTEGRITY,
     PARTNER_LABELS,
     PIPELINE_ALERT,
     PIPELINE_LABELS,
@@ -24,6 +27,7 @@ from streams.judgement.alerts import (
     Alert,
 )
 from streams.judgement.judge import State
+from streams.judgement.lens import IntegrityChange
 from streams.judgement.watch import Watch
 from streams.outputs.alertmanager import AlertFanout
 
@@ -72,6 +76,35 @@ class Alerting:
                 self.sender.set_active(key, labels, annotations, alert.since_ms)
             else:
                 self.sender.resolve(key, alert.since_ms)
+
+    def deliver_integrity(self, changes: list[IntegrityChange]) -> None:
+        """Log each integrity flag raised or cleared, write it to the alerts topic (``"kind":
+        "integrity"``), and fire or resolve ``PartnerIntegrity`` (partner management's route)."""
+        for change in changes:
+            log.warning("integrity %s", change.summary())
+            finding = change.finding
+            body = {"kind": "integrity", "partner": change.partner, "tier": change.tier,
+                    "kpi": change.kpi, "signal": change.signal, "held": change.held,
+                    "window": change.window, "p_value": finding.p_value, "score": finding.score,
+                    "samples": finding.samples, "periods": finding.periods,
+                    "statistic": finding.statistic, "detail": finding.detail,
+                    "at_ms": change.at_ms, "dedup_key": change.dedup_key}
+            self.topic.send_soon(key=change.partner.encode(), value=orjson.dumps(body))
+            if self.sender is None:
+                continue
+            key = f"{change.partner}/{change.kpi}/integrity/{change.signal}"
+            if not change.held:
+                self.sender.resolve(key, change.at_ms)
+                continue
+            labels = {"alertname": PARTNER_INTEGRITY, **PARTNER_LABELS, "partner": change.partner,
+                      "tier": change.tier, "kpi": change.kpi, "signal": change.signal,
+                      "severity": INTEGRITY_SEVERITY}
+            annotations = {
+                "summary": change.summary(), "score": f"{finding.score:.1f}",
+                "dashboard": f"{self.settings.dashboard_url}?var-partner={change.partner}",
+                "runbook_url": self.settings.runbook_url,
+            }
+            self.sender.set_active(key, labels, annotations, change.at_ms)
 
     def check_feeds(self, now: int) -> None:
         """Feeds gone stale, or back, since the last check: logged, and fired or resolved."""

@@ -170,6 +170,7 @@ class Pipeline:
             self.alerting.check_feeds(now)
             owned = [p for p in self.engine.partner_ids() if self.ownership.owns(p)]
             self.alerting.deliver(self.watch.judge(owned, now, self.alerting.stale))
+            self.alerting.deliver_integrity(self.watch.drain_integrity())
             self.history.observe(self.engine, self.watch, owned, now)
             self.health.last_judged_ms = now
         except Exception:
@@ -254,6 +255,7 @@ class Pipeline:
             boundary = watch.due_for_event_clock(partner, parsed.ts_ms)
             if boundary is not None:
                 self.alerting.deliver(watch.judge_partner(partner, boundary, self.alerting.stale))
+                self.alerting.deliver_integrity(watch.drain_integrity())
                 self.history.observe(engine, watch, [partner], boundary)
         result = engine.apply(parsed, now)
         if result.outcome is Outcome.REJECTED:

@@ -1,5 +1,5 @@
 """The executive report card dashboard (``partnerpulse-exec``): attainment per partner, KPI and
-tier; worst movers. One function per panel."""
+tier; worst movers; integrity flags. One function per panel."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from streams.generators.promql import (
     TIER_JOIN,
 )
 from streams.outputs.series import (
+    INTEGRITY_FLAG,
+    INTEGRITY_SCORE,
     KPI_ATTAINMENT,
 )
 
@@ -142,6 +144,31 @@ def exec_movers(pid: int, pos: model.GridPos, over: str) -> bargauge.Panel:
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
 
 
+def exec_integrity_flagged(pid: int, pos: model.GridPos) -> stat.Panel:
+    """Partners with an integrity flag holding now."""
+    return big_stat(pid, "Integrity flags",
+                    f"count(count by (partner) ({INTEGRITY_FLAG} == 1)) or vector(0)", pos,
+                    steps=((None, "green"), (1, "orange")),
+                    description="Partners whose numbers look managed against a target "
+                                "(threshold hugging, deadline bunching, under-reporting): see README, "
+                                "Integrity.")
+
+
+def exec_integrity_evidence(pid: int, pos: model.GridPos) -> bargauge.Panel:
+    """The strongest integrity evidence of the fleet, flagged or not."""
+    return (bargauge.Panel().id(pid).title("Integrity evidence (top 10, -log10 p)").datasource(DS)
+            .grid_pos(pos)
+            .description("The ten strongest integrity signals, whether they hold or not: a bar past "
+                         "the flag level is a flag (the level depends on the windows a KPI is "
+                         "tested in; flags: the panel on the left).")
+            .with_target(prom_query(f"topk(10, max by (partner, kpi, signal) ({INTEGRITY_SCORE}))",
+                                    "{{partner}} {{kpi}} {{signal}}", instant=True))
+            .min(0).thresholds(thresholds((None, "green"), (2, "orange"), (3.6, "red")))
+            .display_mode(common.BarGaugeDisplayMode.BASIC)
+            .orientation(common.VizOrientation.HORIZONTAL)
+            .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+
+
 def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     """Executive report card: attainment per partner, KPI and tier; worst movers."""
     board = new_dashboard(EXEC_UID, "partnerpulse report card",
@@ -150,7 +177,7 @@ def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
         exec_on_target, exec_below_target, exec_median, exec_worst_tier]
     for i, build in enumerate(head):
         board = board.with_panel(build(1 + i, grid(6 * i, 0, 6, 4)))
-    return (board
+    board = (board
             .with_panel(exec_report_card(10, grid(0, 4, 24, 13), "30d", catalog))
             .with_panel(exec_report_card(11, grid(0, 17, 24, 13), "7d", catalog))
             .with_panel(exec_worst_kpi(20, grid(0, 30, 8, 12)))
@@ -158,3 +185,7 @@ def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
             .with_panel(exec_tiers_over_time(22, grid(8, 36, 8, 6)))
             .with_panel(exec_movers(30, grid(16, 30, 8, 6), "1h"))
             .with_panel(exec_movers(31, grid(16, 36, 8, 6), "1d")))
+    if any(kpi.integrity for kpi in catalog.kpis):  # no series to show without a signal watched
+        board = (board.with_panel(exec_integrity_flagged(40, grid(0, 42, 6, 8)))
+                 .with_panel(exec_integrity_evidence(41, grid(6, 42, 18, 8))))
+    return board
