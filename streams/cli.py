@@ -221,7 +221,9 @@ def report(
 ) -> None:
     """The monthly partner report card: each KPI against its goal, month over month, reward band.
 
-    The numbers are the workers' own calendar-month state (kept 13 months), read over HTTP.
+    The numbers are the workers' own calendar-month state (kept 13 months), read over HTTP, with
+    the integrity flags each worker's lens raised in the month (they can withhold bands:
+    ``integrity_withholds`` in partners.yaml).
     """
     from streams.engine.core import MonthCalendar
     from streams.outputs.report import RENDERERS, ReportError, build_report, fetch
@@ -229,11 +231,12 @@ def report(
     try:
         MonthCalendar.parse(month)
         catalog, partners = load_config(config)
-        current, previous = fetch(worker or ["http://127.0.0.1:6066"], month, partitions)
+        got = fetch(worker or ["http://127.0.0.1:6066"], month, partitions)
     except (ValueError, ConfigError, ReportError) as exc:
         console.print(f"[red]report:[/red] {exc}")
         raise typer.Exit(1) from None
-    card = build_report(catalog, partners, month, current, previous, int(time.time() * 1000))
+    card = build_report(catalog, partners, month, got.current, got.previous,
+                        int(time.time() * 1000), got.integrity, got.previous_integrity)
     if partner:
         unknown = sorted(set(partner) - {c.partner for c in card.cards})
         if unknown:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import html
 import io
 import math
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,13 +19,18 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from streams.cli import app as cli_app
 from streams.config.catalog import ConfigError, load_config, load_partners
+from streams.engine.core import Engine
 from streams.ingest.topics import all_topics
+from streams.judgement.watch import Watch
 from streams.outputs.report import (
     ReportError,
     build_report,
     fetch,
+    month_state,
     render_csv,
     render_html,
     render_json,
@@ -186,7 +193,8 @@ def test_csv_text_cells_cannot_be_formulas_and_numbers_stay_numbers() -> None:
 
 
 CSV_TEXT_COLUMNS = ("month", "partner", "name", "tier", "kpi", "title", "unit", "band",
-                    "previous_band")
+                    "previous_band", "integrity_flags", "previous_integrity_flags", "band_withheld",
+                    "band_withheld_by")
 
 
 @pytest.mark.parametrize(("report", "line", "problem"), [
@@ -196,6 +204,10 @@ CSV_TEXT_COLUMNS = ("month", "partner", "name", "tier", "kpi", "title", "unit", 
      "unknown band 'nope'"),
     ("report:\n  weights: {not_a_kpi: 2}\n  bands: [{id: a, min_score: 0}]\n", 2,
      "unknown KPI 'not_a_kpi'"),
+    ("report:\n  bands: [{id: a, min_score: 1}, {id: b, min_score: 0}]\n"
+     "  integrity_withholds: [a, gold]\n", 3, "unknown band 'gold'"),
+    ("report:\n  integrity_withholds: [b]\n  bands: [{id: a, min_score: 1}, {id: b, min_score: 0}]\n",
+     2, "the lowest band 'b' cannot be withheld"),
 ])
 def test_bad_report_section_names_file_and_line(tmp_path: Path, report: str, line: int,
                                                  problem: str) -> None:
@@ -210,13 +222,208 @@ def test_bad_report_section_names_file_and_line(tmp_path: Path, report: str, lin
 def test_fetch_refuses_a_partial_report() -> None:
     def worker(owned: list[int]) -> bytes:
         return orjson.dumps({"ready": True, "partitions": 4, "owned_partitions": owned,
-                             "partners": {}, "month": "2026-10"})
+                             "partners": {}, "integrity": {}, "month": "2026-10"})
 
     answers = {"http://a/api/report?month=2026-10": worker([0, 1]),
                "http://b/api/report?month=2026-10": worker([2, 3])}
-    assert fetch(["http://a", "http://b"], "2026-10", 4, answers.__getitem__) == ({}, {})
+    assert tuple(fetch(["http://a", "http://b"], "2026-10", 4, answers.__getitem__)) == (
+        {}, {}, {}, {})
     with pytest.raises(ReportError, match=r"partitions \[2, 3\]"):
         fetch(["http://a"], "2026-10", 4, answers.__getitem__)
+    # a worker that does not say which flags it holds could get a withheld band paid
+    old = orjson.dumps({"ready": True, "partitions": 4, "owned_partitions": [0, 1, 2, 3],
+                        "partners": {}, "month": "2026-10"})
+    with pytest.raises(ReportError, match="integrity flags"):
+        fetch(["http://old"], "2026-10", 4, lambda _: old)
+
+
+# --- integrity flags on the card ------------------------------------------------------------------
+WITHHOLDS = ["platinum", "gold"]
+
+
+def _withholding_config(tmp_path: Path, withholds: str = "[platinum, gold]") -> Path:
+    """The shipped config with the commented ``integrity_withholds`` line of partners.yaml set."""
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    path = config / "partners.yaml"
+    text = path.read_text()
+    line = "  # integrity_withholds: [platinum, gold]\n"
+    assert text.count(line) == 1  # shipped commented out: nothing withheld by default
+    path.write_text(text.replace(line, f"  integrity_withholds: {withholds}\n"))
+    return config
+
+
+def _expected_band(earned: str | None, flagged: bool, policy: dict[str, Any]) -> str | None:
+    """The band given: the earned one, or for a flagged partner the best band at or below it
+    that integrity_withholds does not list (first principles, from the YAML)."""
+    withheld = set(policy.get("integrity_withholds", []))
+    if earned is None or not flagged or earned not in withheld:
+        return earned
+    bands = sorted(policy["bands"], key=lambda b: -b["min_score"])
+    at = next(i for i, b in enumerate(bands) if b["id"] == earned)
+    return next(b["id"] for b in bands[at:] if b["id"] not in withheld)
+
+
+HOSTILE_FLAG = ("=HYPERLINK(\"http://evil.example\")", '<img src=x onerror=alert(1)>')
+
+
+def test_integrity_flags_on_every_format_and_withheld_bands(tmp_path: Path) -> None:
+    config = _withholding_config(tmp_path)
+    catalog, partners = load_config(config)
+    policy = {**_policy(), **yaml.safe_load((config / "partners.yaml").read_text())["report"]}
+    assert policy["integrity_withholds"] == WITHHOLDS
+    current = {
+        # premier (asa target 45 s, csat 4.4): asa 30 s is 150% (capped 120%), csat 5.0 is 114%
+        "bluefiber": {"asa": (30.0, 500), "csat": (5.0, 300)},        # platinum, flagged
+        "atlas-connect": {"asa": (45.0, 500), "csat": (4.6, 300)},    # gold, flagged
+        "northwind-telecom": {"asa": (30.0, 500), "csat": (5.0, 300)},  # platinum, flagged last month
+        "cedar-networks": {"asa": (75.0, 500)},                     # business: 60/75 = 80%, watch
+    }
+    previous = {"northwind-telecom": {"asa": (45.0, 500), "csat": (4.6, 300)}}  # gold
+    esc = ("escalation_rate", "threshold_hugging")
+    flags = {"bluefiber": [esc, ("mttr", "deadline_bunching")], "atlas-connect": [esc],
+             "cedar-networks": [("asa", "deadline_bunching")], "orchid-it": [HOSTILE_FLAG]}
+    flags_before = {"northwind-telecom": [esc]}
+    card = build_report(catalog, partners, "2026-10", current, previous, T0, flags, flags_before)
+    by_id = {c.partner: c for c in card.cards}
+    earned = {p: _expected_card(p, v, policy)[1] for p, v in current.items()}
+    # the premises, from the test's own arithmetic: two bonus bands earned by flagged partners
+    assert earned == {"bluefiber": "platinum", "atlas-connect": "gold",
+                      "northwind-telecom": "platinum", "cedar-networks": "watch"}
+    want = {p: _expected_band(earned[p], bool(flags.get(p)), policy) for p in current}
+    assert want == {"bluefiber": "standard", "atlas-connect": "standard",
+                    "northwind-telecom": "platinum", "cedar-networks": "watch"}
+    prev_earned = _expected_card("northwind-telecom", previous["northwind-telecom"], policy)[1]
+    assert prev_earned == "gold"
+    for partner, band in want.items():
+        got = by_id[partner]
+        assert got.band is not None and got.band.id == band, partner
+        withheld = band != earned[partner]
+        assert (got.withheld_band.id if got.withheld_band else None) == (
+            earned[partner] if withheld else None), partner
+        said = tuple(f"{k}: {s}" for k, s in sorted(flags.get(partner, []))) if withheld else ()
+        assert got.band_withheld_by == said, partner
+        assert got.integrity == tuple(sorted(flags.get(partner, []))), partner
+    # a flag in the previous month only: this month's platinum stands, last month's gold did not
+    nw = by_id["northwind-telecom"]
+    assert nw.integrity == () and nw.previous_integrity == (esc,)
+    assert nw.previous_band is not None
+    assert nw.previous_band.id == _expected_band(prev_earned, True, policy) == "standard"
+    assert by_id["orchid-it"].score is None and by_id["orchid-it"].integrity == (HOSTILE_FLAG,)
+
+    # JSON
+    cards = {c["partner"]: c for c in orjson.loads(render_json(card))["partners"]}
+    bf = cards["bluefiber"]
+    assert bf["integrity"] == [{"kpi": "escalation_rate", "signal": "threshold_hugging"},
+                               {"kpi": "mttr", "signal": "deadline_bunching"}]
+    assert bf["band"]["id"] == "standard" and bf["withheld_band"]["id"] == "platinum"
+    assert bf["band_withheld_by"] == ["escalation_rate: threshold_hugging",
+                                      "mttr: deadline_bunching"]
+    assert cards["northwind-telecom"]["integrity"] == []
+    assert cards["northwind-telecom"]["previous_integrity"] == [
+        {"kpi": "escalation_rate", "signal": "threshold_hugging"}]
+    assert cards["northwind-telecom"]["withheld_band"] is None
+    assert cards["summit-broadband"]["integrity"] == []
+
+    # CSV: on every row of the partner, text neutralised like every other text cell
+    rows = list(csv.DictReader(io.StringIO(render_csv(card), newline="")))
+    assert len(rows) == len(card.cards) * len(catalog.kpis)
+    by_partner: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_partner.setdefault(row["partner"], []).append(row)
+    for row in by_partner["bluefiber"]:
+        assert row["integrity_flags"] == ("escalation_rate: threshold_hugging, "
+                                          "mttr: deadline_bunching")
+        assert row["band"] == "standard" and row["band_withheld"] == "platinum"
+        assert row["band_withheld_by"] == row["integrity_flags"]
+        assert row["previous_integrity_flags"] == "none"
+    nw_row = by_partner["northwind-telecom"][0]
+    assert nw_row["integrity_flags"] == "none" and nw_row["band"] == "platinum"
+    assert nw_row["previous_integrity_flags"] == "escalation_rate: threshold_hugging"
+    assert nw_row["band_withheld"] == "" and nw_row["band_withheld_by"] == ""
+    cedar = by_partner["cedar-networks"][0]
+    assert cedar["integrity_flags"] == "asa: deadline_bunching" and cedar["band_withheld"] == ""
+    assert by_partner["orchid-it"][0]["integrity_flags"] == "'" + ": ".join(HOSTILE_FLAG)
+    for row in rows:
+        for column in CSV_TEXT_COLUMNS:
+            assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r")), (column, row)
+
+    # the text table: a summary column and a line under the partner's heading
+    table = render_table(card)
+    summary = table.split("\n\n")[1].splitlines()
+    assert summary[0].split()[-2:] == ["integrity", "flags"]
+    row = next(r for r in summary if r.startswith("BlueFiber "))
+    assert row.endswith("escalation_rate: threshold_hugging, mttr: deadline_bunching "
+                        "(platinum withheld)")
+    assert " standard " in row
+    assert next(r for r in summary if r.startswith("Cedar Networks ")).endswith(
+        " asa: deadline_bunching")  # flagged, its band not withheld
+    assert next(r for r in summary if r.startswith("Harbor Voice ")).endswith(" none")
+    assert ("integrity flags 2026-10: escalation_rate: threshold_hugging, mttr: deadline_bunching "
+            "(band platinum withheld for them); 2026-09: none\n") in table
+    assert ("integrity flags 2026-10: none; 2026-09: escalation_rate: threshold_hugging\n"
+            in table)
+
+    # HTML: the summary column and the card's sentence, escaped
+    page = render_html(card)
+    assert "<th>Integrity flags</th>" in page
+    assert ("Integrity flags this month: <span class=\"flag\">escalation_rate: threshold_hugging, "
+            "mttr: deadline_bunching</span> (band <strong>Platinum: 5% margin bonus</strong> "
+            "withheld for them); 2026-09: none.") in page
+    assert ("<td class=\"flag\">escalation_rate: threshold_hugging, mttr: deadline_bunching "
+            "(platinum withheld)</td>") in page
+    assert html.escape(": ".join(HOSTILE_FLAG)) in page and "<img" not in page
+    assert page.count('<td class="muted">none</td>') == len(card.cards) - len(flags)
+
+
+def test_worker_serves_the_lens_flags_and_the_card_withholds_on_them(tmp_path: Path) -> None:
+    """month_state with the lens's raised_in (as the view passes it) -> fetch -> build_report."""
+    catalog, partners = load_config(_withholding_config(tmp_path, "[gold]"))
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    esc, bunch = ("escalation_rate", "threshold_hugging"), ("asa", "deadline_bunching")
+    # what the lens records as flags are raised (month in the report time zone)
+    watch.lens.raised = {"atlas-connect": {"2026-10": {esc, bunch}, "2026-09": {bunch}},
+                         "bluefiber": {"2026-09": {esc}, "2026-08": {bunch}}}
+    owned = ["atlas-connect", "bluefiber", "cedar-networks"]
+    state = month_state(engine, owned, "2026-10", watch.lens.raised_in)
+    assert state["integrity"] == {
+        "atlas-connect": {"2026-10": [list(bunch), list(esc)], "2026-09": [list(bunch)]},
+        "bluefiber": {"2026-09": [list(esc)]}}  # August is neither month: not served
+    assert month_state(engine, owned, "2026-10")["integrity"] == {}  # the old call still works
+    # the worker's answer, with month values the engine would hold for the two partners
+    state["partners"] = {"atlas-connect": {"2026-10": {"asa": [45.0, 500], "csat": [4.6, 300]}},
+                         "bluefiber": {"2026-10": {"asa": [45.0, 500], "csat": [4.6, 300]}}}
+    body = orjson.dumps({**state, "ready": True, "partitions": 1, "owned_partitions": [0]})
+    got = fetch(["http://w"], "2026-10", 1, lambda _: body)
+    assert got.integrity == {"atlas-connect": (bunch, esc)}
+    assert got.previous_integrity == {"atlas-connect": (bunch,), "bluefiber": (esc,)}
+    card = build_report(catalog, partners, "2026-10", got.current, got.previous, T0,
+                        got.integrity, got.previous_integrity)
+    by_id = {c.partner: c for c in card.cards}
+    policy = {**_policy(), "integrity_withholds": ["gold"]}
+    values = {"asa": (45.0, 500), "csat": (4.6, 300)}
+    earned = _expected_card("atlas-connect", values, policy)[1]
+    assert earned == "gold" == _expected_card("bluefiber", values, policy)[1]
+    # gold withheld: the next band down that is not withheld; bluefiber's flag was last month
+    assert _expected_band(earned, True, policy) == "standard"
+    assert [by_id[p].band.id for p in ("atlas-connect", "bluefiber")  # type: ignore[union-attr]
+            ] == ["standard", "gold"]
+    assert by_id["atlas-connect"].band_withheld_by == ("asa: deadline_bunching",
+                                                       "escalation_rate: threshold_hugging")
+
+
+def test_check_config_names_an_unknown_withheld_band(tmp_path: Path) -> None:
+    config = _withholding_config(tmp_path, "[platinum, golden]")
+    result = CliRunner().invoke(cli_app, ["check-config", "--config", str(config)])
+    assert result.exit_code == 1
+    line = next(i for i, row in enumerate((config / "partners.yaml").read_text().splitlines(), 1)
+                if row.strip().startswith("integrity_withholds:"))
+    text = "".join(result.output.split())  # the console wraps long lines
+    assert f"partners.yaml:{line}:" in text and "unknownband'golden'" in text, result.output
+    # the shipped line, uncommented, is valid
+    _, partners = load_config(_withholding_config(tmp_path / "ok"))
+    assert partners.report.integrity_withholds == frozenset(WITHHOLDS)
 
 
 # --- end to end ---------------------------------------------------------------------------

@@ -22,7 +22,9 @@ import yaml
 from streams.config.catalog import load_config
 from streams.engine.core import Engine
 from streams.ingest.topics import all_topics
+from streams.judgement.integrity import Finding
 from streams.judgement.judge import Judgement, State
+from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
 from streams.outputs.wall import STEP_MS, WALL_HTML, History, snapshot
 from streams.runtime.kafka_admin import ensure_topics
@@ -148,6 +150,45 @@ def test_snapshot_of_a_real_drift_with_values_targets_and_sparklines() -> None:
     assert all(a["state"] in ("breach", "at_risk") for a in drifter["alerts"])
     steady_asa = next(k for k in snap["partners"][1]["kpis"] if k["id"] == "asa")
     assert steady_asa["value"] == pytest.approx(40.0) and steady_asa["attainment"] > 1
+
+
+def _finding(signal: str, flagged: bool, detail: str) -> Finding:
+    return Finding(signal=signal, flagged=flagged, score=7.5 if flagged else 0.4,
+                   p_value=10 ** -7.5 if flagged else 0.4, samples=900, periods=36,
+                   statistic=0.31, detail=detail)
+
+
+def test_snapshot_carries_the_integrity_flags_holding_now() -> None:
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    titles = {k["id"]: k["title"]
+              for k in yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())["kpis"]}
+    hugging = "escalation rate sits just under its 20% target in 36 of 36 days"
+    # what the lens holds: two flags on 'gamer' (entered out of catalog order), evidence that
+    # does not flag (since_ms None) on 'gamer' and 'honest'
+    watch.lens.held = {
+        ("gamer", "escalation_rate", "threshold_hugging"): Held("30d", _finding(
+            "threshold_hugging", True, hugging), T0),
+        ("gamer", "mttr", "deadline_bunching"): Held("30d", _finding(
+            "deadline_bunching", True, "repairs pile up just inside 4 h"), T0 + 5 * MIN),
+        ("gamer", "escalation_rate", "under_reporting"): Held("24h", _finding(
+            "under_reporting", False, "rate as before"), None),
+        ("honest", "asa", "deadline_bunching"): Held("24h", _finding(
+            "deadline_bunching", False, "no pile-up"), None),
+    }
+    snap = snapshot(engine, watch, ["honest", "gamer"], T0 + 30 * MIN, History())
+    json.dumps(snap, allow_nan=False)
+    tiles = {t["partner"]: t for t in snap["partners"]}
+    order = [k["id"] for k in yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())["kpis"]]
+    assert order.index("mttr") < order.index("escalation_rate")  # the catalog's order below
+    assert tiles["gamer"]["integrity"] == [
+        {"kpi": "mttr", "title": titles["mttr"], "signal": "deadline_bunching", "window": "30d",
+         "since_ms": T0 + 5 * MIN, "detail": "repairs pile up just inside 4 h", "score": 7.5},
+        {"kpi": "escalation_rate", "title": titles["escalation_rate"],
+         "signal": "threshold_hugging", "window": "30d", "since_ms": T0, "detail": hugging,
+         "score": 7.5}]
+    assert tiles["honest"]["integrity"] == []
 
 
 # --- the page: self-contained, and data only ever as text ---------------------------------------
@@ -338,6 +379,21 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 (REPO / "docs").mkdir(exist_ok=True)
                 assert chrome.save_screenshot(str(REPO / "docs" / "wall.png"))
 
+            # an integrity flag is a badge on the partner's card, its evidence the tooltip
+            data = api()
+            data["partners"][0]["integrity"] = [{
+                "kpi": "asa", "title": "Average speed of answer", "signal": "deadline_bunching",
+                "window": "24h", "since_ms": data["now_ms"] - 5 * MIN, "score": 6.0,
+                "detail": "answers pile up just inside 90 s"}]
+            badge = chrome.execute_script(
+                "render(arguments[0]);"
+                "const b = document.querySelector('section.tile[data-integrity] .integrity .flag');"
+                "return b && [b.closest('section.tile').getAttribute('data-partner'),"
+                "             b.textContent, b.getAttribute('title'), b.offsetHeight > 0,"
+                "             document.querySelectorAll('.flag').length];", data)
+            assert badge == ["drifter", "integrity: Average speed of answer \u2014 deadline bunching",
+                             "answers pile up just inside 90 s (flagged for 5m 0s)", True, 1]
+
             # every string of the data is inserted as text: render the live snapshot with markup in
             # each string field through the page's own render(), and look for the markup
             data = api()
@@ -345,6 +401,8 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 tile["name"], tile["tier"] = HOSTILE, HOSTILE
                 for row in [*tile["kpis"], *tile["alerts"]]:
                     row["title"], row["window"] = HOSTILE, HOSTILE
+                tile["integrity"] = [{"kpi": HOSTILE, "title": HOSTILE, "signal": HOSTILE,
+                                      "detail": HOSTILE, "since_ms": None, "score": 1.0}]
             # read in the same script as the render: the page's own refresh may render the real
             # data again before a later call looks (seen on a loaded machine)
             shown = chrome.execute_script(
@@ -353,9 +411,13 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 "        document.querySelector('section.tile .tier').textContent,"
                 "        document.querySelector('section.tile .kpi .title').textContent,"
                 "        document.querySelectorAll('main img').length,"
-                "        document.querySelector('section.tile .alerts').textContent];", data)
+                "        document.querySelector('section.tile .alerts').textContent,"
+                "        document.querySelector('section.tile .flag').textContent,"
+                "        document.querySelector('section.tile .flag').getAttribute('title')];",
+                data)
             assert shown[:4] == [HOSTILE, HOSTILE, HOSTILE, 0]
             assert HOSTILE in shown[4]
+            assert shown[5:] == [f"integrity: {HOSTILE} \u2014 {HOSTILE}", HOSTILE]
             assert chrome.execute_script("return window.pwned === undefined")
             print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
         finally:

@@ -40,6 +40,7 @@ class _Report(msgspec.Struct, forbid_unknown_fields=True):
     weights: dict[str, float] = {}
     floor: float | None = None
     floor_band: str | None = None
+    integrity_withholds: list[str] = []
 
 
 class _Partners(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,6 +78,9 @@ class ReportPolicy:
     floor: float | None = None
     """A KPI below this attainment caps the band at ``floor_band`` whatever the score."""
     floor_band: str | None = None
+    integrity_withholds: frozenset[str] = frozenset()
+    """Bands a partner with an integrity flag raised in the month cannot be given: it gets the
+    best band it qualifies for that is not among them (empty: flags never change the band)."""
 
     def weight(self, kpi_id: str) -> float:
         """The KPI's weight in the score."""
@@ -90,6 +94,15 @@ class ReportPolicy:
             if reached.min_score > cap.min_score:
                 return cap
         return reached
+
+    def withhold(self, band: Band | None, flagged: bool) -> Band | None:
+        """``band`` (from :meth:`band_for`), or the best lower band not withheld when the partner
+        has an integrity flag in the month (the lowest band is never withheld: checked at load)."""
+        if band is None or not flagged or band.id not in self.integrity_withholds:
+            return band
+        return next((b for b in self.bands
+                     if b.min_score <= band.min_score and b.id not in self.integrity_withholds),
+                    None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,5 +205,13 @@ def _report_policy(raw: _Report | None, ids: set[str], fail: Fail) -> ReportPoli
         raise fail([*here, "floor_band"], f"unknown band {raw.floor_band!r}")
     bands = sorted((Band(b.id, b.min_score, b.adjustment, b.label or b.id) for b in raw.bands),
                    key=lambda b: -b.min_score)
+    for i, band_id in enumerate(raw.integrity_withholds):
+        if band_id not in seen:
+            raise fail([*here, "integrity_withholds", i],
+                       f"unknown band {band_id!r}; bands are {', '.join(b.id for b in bands)}")
+        if band_id == bands[-1].id:
+            raise fail([*here, "integrity_withholds", i],
+                       f"the lowest band {band_id!r} cannot be withheld: a flagged partner "
+                       "would be left with no band")
     return ReportPolicy(tuple(bands), raw.attainment_cap, dict(raw.weights), raw.floor,
-                        raw.floor_band)
+                        raw.floor_band, frozenset(raw.integrity_withholds))

@@ -2,8 +2,9 @@
 
 The numbers come from the pipeline's own state (the engine's calendar-month aggregates, served by
 each worker at ``/api/report``), never from a second computation. This module turns them into a
-card per partner (value, target, attainment, change from the previous month, tier, reward band)
-and renders it as a terminal table, CSV, JSON or one self-contained printable HTML file.
+card per partner (value, target, attainment, change from the previous month, tier, reward band,
+the integrity flags the workers' lens raised in the month) and renders it as a terminal table, CSV,
+JSON or one self-contained printable HTML file.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import html
 import io
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -27,6 +28,12 @@ FORMATS: Final = ("table", "csv", "html", "json")
 
 MonthValues = dict[str, dict[str, tuple[float, int]]]
 """partner -> kpi id -> (value in base units, samples) for one calendar month."""
+Flag = tuple[str, str]
+"""(kpi id, integrity signal)."""
+MonthFlags = dict[str, tuple[Flag, ...]]
+"""partner -> the integrity flags raised at some time in one calendar month, sorted."""
+RaisedIn = Callable[[str, str], Sequence[Flag]]
+"""(partner, month) -> flags raised in that month: ``IntegrityLens.raised_in``."""
 
 
 class ReportError(RuntimeError):
@@ -76,6 +83,16 @@ class PartnerCard:
     """Counted KPIs below the floor (they cap the band)."""
     previous_score: float | None
     previous_band: Band | None
+    """Last month's band (as ``band``: withheld when a flag was raised in that month)."""
+    integrity: tuple[Flag, ...] = ()
+    """(kpi, signal) of the integrity flags raised at some time in the month, sorted."""
+    previous_integrity: tuple[Flag, ...] = ()
+    """The same for the previous month."""
+    withheld_band: Band | None = None
+    """The band the score earned that the month's flags withheld (``integrity_withholds``); None
+    when nothing was withheld. ``band`` is then the best band not withheld."""
+    band_withheld_by: tuple[str, ...] = ()
+    """``kpi: signal`` of the flags that withheld ``withheld_band`` (empty when none was)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,47 +149,87 @@ def _line(kpi: Kpi, partners: Partners, partner: str, now: tuple[float, int] | N
     )
 
 
+def flag_text(flag: Flag) -> str:
+    """'escalation_rate: threshold_hugging'."""
+    return f"{flag[0]}: {flag[1]}"
+
+
 def build_report(catalog: Catalog, partners: Partners, month: str, current: MonthValues,
-                 previous: MonthValues, generated_ms: int) -> Report:
-    """Cards for every listed partner and every partner with data in either month."""
-    ids = sorted({*partners.partner_tier, *current, *previous})
+                 previous: MonthValues, generated_ms: int,
+                 integrity: Mapping[str, Iterable[Flag]] | None = None,
+                 previous_integrity: Mapping[str, Iterable[Flag]] | None = None) -> Report:
+    """Cards for every listed partner and every partner with data or flags in either month.
+
+    ``integrity`` (``previous_integrity``): partner -> integrity flags raised in the month (the
+    one before). A band in the policy's ``integrity_withholds`` is not given to a partner flagged
+    in that month: it gets the best band it qualifies for that is not withheld.
+    """
+    flags_now, flags_before = integrity or {}, previous_integrity or {}
+    ids = sorted({*partners.partner_tier, *current, *previous, *flags_now, *flags_before})
+    policy = partners.report
     cards = []
     for partner in ids:
         now, before = current.get(partner, {}), previous.get(partner, {})
-        score, band, floored = _score(catalog, partners, partner, now)
-        prev_score, prev_band, _ = _score(catalog, partners, partner, before)
+        raised = tuple(sorted(set(flags_now.get(partner, ()))))
+        raised_before = tuple(sorted(set(flags_before.get(partner, ()))))
+        score, earned, floored = _score(catalog, partners, partner, now)
+        prev_score, prev_earned, _ = _score(catalog, partners, partner, before)
+        band = policy.withhold(earned, bool(raised))
+        withheld = earned if band != earned else None
         lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id))
                       for k in catalog.kpis)
-        cards.append(PartnerCard(partner, partners.names.get(partner, partner),
-                                 partners.tier(partner), lines, score, band, floored,
-                                 prev_score, prev_band))
+        cards.append(PartnerCard(
+            partner, partners.names.get(partner, partner), partners.tier(partner), lines, score,
+            band, floored, prev_score, policy.withhold(prev_earned, bool(raised_before)),
+            integrity=raised, previous_integrity=raised_before, withheld_band=withheld,
+            band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else ()))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated, tuple(cards))
 
 
 # --- where the numbers come from -----------------------------------------------------------
-def month_state(engine: Engine, partner_ids: Iterable[str], month: str) -> dict[str, Any]:
-    """What a worker serves at /api/report: its partners' values for the month and the one before."""
+def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
+                integrity: RaisedIn | None = None) -> dict[str, Any]:
+    """What a worker serves at /api/report: its partners' values for the month and the one before,
+    and (``integrity``: the watch's ``lens.raised_in``) the integrity flags raised in each."""
     before = previous_month(month)
     out: dict[str, Any] = {}
+    flags: dict[str, dict[str, list[list[str]]]] = {}
     for partner in partner_ids:
         months = {}
+        raised = {}
         for name in (month, before):
             values = engine.evaluate_month(partner, name)
             if values:
                 months[name] = {k: [v.value, v.samples] for k, v in values.items()}
+            found = integrity(partner, name) if integrity is not None else ()
+            if found:
+                raised[name] = [[kpi, signal] for kpi, signal in found]
         if months:
             out[partner] = months
+        if raised:
+            flags[partner] = raised
     return {"month": month, "previous_month": before, "timezone": engine.catalog.report_timezone,
-            "partners": out}
+            "partners": out, "integrity": flags}
+
+
+class Fetched(NamedTuple):
+    """What the workers serve for a month: values and integrity flags, this month and the last."""
+
+    current: MonthValues
+    previous: MonthValues
+    integrity: MonthFlags
+    previous_integrity: MonthFlags
 
 
 def fetch(workers: list[str], month: str, partitions: int,
-          opener: Callable[[str], bytes] | None = None) -> tuple[MonthValues, MonthValues]:
+          opener: Callable[[str], bytes] | None = None) -> Fetched:
     """Ask every worker for its partners' month; fail unless together they own every partition."""
     get = opener or _http_get
     current: MonthValues = {}
     previous: MonthValues = {}
+    flags_now: MonthFlags = {}
+    flags_before: MonthFlags = {}
     covered: set[int] = set()
     before = previous_month(month)
     for base in workers:
@@ -186,16 +243,23 @@ def fetch(workers: list[str], month: str, partitions: int,
         if body.get("partitions") != partitions:
             raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
                               f"{partitions}")
+        if "integrity" not in body:  # a band withheld on flags must not be paid for want of them
+            raise ReportError(f"{base} does not serve integrity flags (an older version?): "
+                              "upgrade every worker")
         covered.update(body.get("owned_partitions", []))
         for partner, months in body["partners"].items():
             for name, into in ((month, current), (before, previous)):
                 if name in months:
                     into[partner] = {k: (float(v), int(n)) for k, (v, n) in months[name].items()}
+        for partner, months in body["integrity"].items():
+            for name, flags in ((month, flags_now), (before, flags_before)):
+                if months.get(name):
+                    flags[partner] = tuple(sorted((str(k), str(s)) for k, s in months[name]))
     missing = sorted(set(range(partitions)) - covered)
     if missing:
         raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
                           f"every worker with --worker (a partial report would miss partners)")
-    return current, previous
+    return Fetched(current, previous, flags_now, flags_before)
 
 
 def _http_get(url: str) -> bytes:
@@ -261,11 +325,25 @@ def _band(band: Band | None) -> str:
     return band.id if band is not None else "-"
 
 
+def _flags(flags: Iterable[Flag]) -> str:
+    """'escalation_rate: threshold_hugging, asa: deadline_bunching', or 'none'."""
+    return ", ".join(map(flag_text, flags)) or "none"
+
+
+def _flagged(card: PartnerCard) -> str:
+    """The month's flags, and the band they withheld: 'asa: deadline_bunching (gold withheld)'."""
+    held = f" ({card.withheld_band.id} withheld)" if card.withheld_band is not None else ""
+    return _flags(card.integrity) + held
+
+
 def render_json(report: Report) -> str:
     """The whole card as JSON (values in base units)."""
     def card(c: PartnerCard) -> dict[str, Any]:
         out = asdict(c)
         out["lines"] = [{**asdict(line), "change": line.change} for line in c.lines]
+        for field in ("integrity", "previous_integrity"):
+            out[field] = [{"kpi": kpi, "signal": signal} for kpi, signal in getattr(c, field)]
+        out["band_withheld_by"] = list(c.band_withheld_by)
         return out
 
     body = {"month": report.month, "previous_month": report.previous_month,
@@ -278,6 +356,7 @@ CSV_COLUMNS: Final = (
     "month", "partner", "name", "tier", "kpi", "title", "unit", "value", "samples", "target",
     "attainment", "counted", "weight", "previous_value", "previous_attainment", "change",
     "score", "band", "adjustment", "previous_score", "previous_band",
+    "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
 )
 
 
@@ -318,7 +397,9 @@ def render_csv(report: Report) -> str:
                 int(line.counted), num(line.weight), num(line.previous),
                 num(line.previous_attainment), num(line.change), num(c.score), band(c.band),
                 num(c.band.adjustment if c.band else None), num(c.previous_score),
-                band(c.previous_band),
+                band(c.previous_band), _text(_flags(c.integrity)),
+                _text(_flags(c.previous_integrity)), band(c.withheld_band),
+                _text(", ".join(c.band_withheld_by)),
             ])
     return out.getvalue()
 
@@ -335,15 +416,20 @@ def render_table(report: Report) -> str:
     """A summary of every partner, then each partner's KPI lines (for a terminal)."""
     out = [f"Partner report card {report.month} ({report.timezone}), "
            f"compared with {report.previous_month}", ""]
-    summary = [["partner", "tier", "score", "band", f"{report.previous_month}", "floored by"]]
+    summary = [["partner", "tier", "score", "band", f"{report.previous_month}", "floored by",
+                "integrity flags"]]
     for c in report.cards:
         summary.append([c.name, c.tier, _pct(c.score), _band(c.band),
                         f"{_pct(c.previous_score)} {_band(c.previous_band)}",
-                        _floored(c)])
+                        _floored(c), _flagged(c)])
     out += [_columns(summary), ""]
     for c in report.cards:
         out.append(f"{c.name} [{c.partner}] tier {c.tier}: score {_pct(c.score)}, band "
                    f"{c.band.label if c.band else '-'}")
+        if c.integrity or c.previous_integrity:
+            held = (f" (band {c.withheld_band.id} withheld for them)" if c.withheld_band else "")
+            out.append(f"integrity flags {report.month}: {_flags(c.integrity)}{held}; "
+                       f"{report.previous_month}: {_flags(c.previous_integrity)}")
         rows = [["kpi", "value", "samples", "target", "of goal", "change"]]
         for line in c.lines:
             if line.value is None and line.previous is None:
@@ -365,6 +451,7 @@ th, td { border-bottom: 1px solid #ccc; padding: .25em .5em; text-align: right; 
 th:first-child, td:first-child, .left { text-align: left; }
 th { background: #eee; } .muted { color: #888; }
 .good { color: #0a6b2a; } .bad { color: #a0161b; font-weight: 600; }
+.flag { color: #7a3e00; font-weight: 600; }
 section { break-inside: avoid; page-break-inside: avoid; }
 @media print { body { margin: 0; } section { break-before: auto; } a { color: inherit; } }
 @page { size: A4 landscape; margin: 12mm; }
@@ -389,7 +476,8 @@ def render_html(report: Report) -> str:
         f"{e(report.previous_month)}. Generated {e(report.generated_at)} from the pipeline's "
         "state.</div>",
         "<section><h2>Summary</h2><table><thead><tr><th>Partner</th><th>Tier</th><th>Score</th>"
-        f"<th>Band</th><th>{e(report.previous_month)}</th><th>Floored by</th></tr></thead><tbody>",
+        f"<th>Band</th><th>{e(report.previous_month)}</th><th>Floored by</th>"
+        "<th>Integrity flags</th></tr></thead><tbody>",
     ]
     for c in report.cards:
         parts.append(
@@ -397,11 +485,19 @@ def render_html(report: Report) -> str:
             f'<td class="{cls(c.score)}">{_pct(c.score)}</td>'
             f"<td>{e(c.band.label) if c.band else '-'}</td>"
             f"<td>{_pct(c.previous_score)} {e(_band(c.previous_band))}</td>"
-            f"<td>{e(_floored(c))}</td></tr>")
+            f"<td>{e(_floored(c))}</td>"
+            f'<td class="{"flag" if c.integrity else "muted"}">{e(_flagged(c))}</td></tr>')
     parts.append("</tbody></table></section>")
     for c in report.cards:
         parts.append(f'<section id="p-{e(c.partner)}"><h2>{e(c.name)} <span class="muted">'
                      f"({e(c.partner)}, tier {e(c.tier)})</span></h2>")
+        if c.integrity or c.previous_integrity:
+            held = (f" (band <strong>{e(c.withheld_band.label)}</strong> withheld for them)"
+                    if c.withheld_band else "")
+            parts.append(
+                f'<p class="integrity">Integrity flags this month: <span class="flag">'
+                f"{e(_flags(c.integrity))}</span>{held}; {e(report.previous_month)}: "
+                f"{e(_flags(c.previous_integrity))}.</p>")
         shown = [line for line in c.lines if line.value is not None or line.previous is not None]
         if not shown:
             parts.append("<p class=\"muted\">No data this month.</p></section>")

@@ -1,9 +1,10 @@
 """The live wall: one self-contained page a worker serves at ``/wall``, fed by ``/api/wall``.
 
 Plain Python with explicit time, like the engine and the watch: :func:`snapshot` turns the
-engine's values and the watch's judgements into one JSON-able dict (a tile per partner, worst
-first) and :class:`History` keeps the short series behind each tile's sparklines. The Faust
-layer only decides when to feed the history and serves :data:`WALL_HTML` and the snapshot.
+engine's values and the watch's judgements (and the integrity flags its lens holds) into one
+JSON-able dict (a tile per partner, worst first) and :class:`History` keeps the short series
+behind each tile's sparklines. The Faust layer only decides when to feed the history and
+serves :data:`WALL_HTML` and the snapshot.
 
 The page is HTML, CSS and vanilla JavaScript in one file, ``wall.html`` beside this module
 (package data, read at import): no build step, no CDN, it works offline. Every piece of data
@@ -26,6 +27,7 @@ from typing import Any, Final
 from streams.config.catalog import Kpi
 from streams.engine.core import Engine, attainment
 from streams.judgement.judge import State
+from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
 
 SPAN_MS: Final = 3_600_000
@@ -131,7 +133,8 @@ class History:
         return len(self._series)
 
 
-def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: History) -> dict[str, Any]:
+def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: History,
+          flags: list[tuple[str, str, Held]]) -> dict[str, Any]:
     values = engine.evaluate(partner, now_ms)
     partners = engine.partners
     worst = State.INSUFFICIENT_DATA
@@ -180,7 +183,28 @@ def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: Hist
         "worst_state": worst.value,
         "kpis": kpis,
         "alerts": alerts,
+        "integrity": _integrity(engine, flags),
     }
+
+
+def _flags(watch: Watch, owned: set[str]) -> dict[str, list[tuple[str, str, Held]]]:
+    """``watch.lens.flags(partner)`` of every owned partner, in one pass over what the lens holds
+    (asking it partner by partner would scan everything once per tile)."""
+    out: dict[str, list[tuple[str, str, Held]]] = {}
+    for (partner, kpi, signal), held in watch.lens.held.items():
+        if held.since_ms is not None and partner in owned:
+            out.setdefault(partner, []).append((kpi, signal, held))
+    return out
+
+
+def _integrity(engine: Engine, flags: list[tuple[str, str, Held]]) -> list[dict[str, Any]]:
+    """A partner's integrity flags holding now, in catalog order, with the lens's evidence: the
+    detail sentence, and the score (``-log10 p``)."""
+    order = {kpi.id: (i, kpi.title) for i, kpi in enumerate(engine.kpis)}
+    flags = sorted(flags, key=lambda f: (order.get(f[0], (len(order), ""))[0], f[0], f[1]))
+    return [{"kpi": kpi, "title": order.get(kpi, (0, kpi))[1], "signal": signal,
+             "window": held.window, "since_ms": held.since_ms, "detail": held.finding.detail,
+             "score": _finite(held.finding.score)} for kpi, signal, held in flags]
 
 
 def _order(tile: dict[str, Any]) -> tuple[int, int, int, str]:
@@ -200,7 +224,9 @@ def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms
     owned = sorted(set(owned_partners))
     history.forget(owned)
     history.observe(engine, watch, owned, now_ms)
-    tiles = sorted((_tile(engine, watch, p, now_ms, history) for p in owned), key=_order)
+    flags = _flags(watch, set(owned))
+    tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, [])) for p in owned),
+                   key=_order)
     counts = {s.value: 0 for s in sorted(RANK, key=RANK.__getitem__, reverse=True)}
     for tile in tiles:
         counts[tile["worst_state"]] += 1

@@ -89,8 +89,8 @@ class WallApi(_PipelineView):
 
 
 class ReportApi(_PipelineView):
-    """Calendar-month KPI values of the owned partners (``?month=2026-10``), for the
-    report card; says which partitions they cover so a report can tell it is whole."""
+    """Calendar-month KPI values and integrity flags of the owned partners (``?month=2026-10``),
+    for the report card; says which partitions they cover so a report can tell it is whole."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
         month = request.query.get("month", "")
@@ -102,7 +102,8 @@ class ReportApi(_PipelineView):
         pipeline = self.pipeline
         engine, ownership = pipeline.engine, pipeline.ownership
         owned = [p for p in engine.partner_ids() if ownership.owns(p)]
-        body = {**month_state(engine, owned, month), "ready": ownership.ready,
+        body = {**month_state(engine, owned, month, pipeline.watch.lens.raised_in),
+                "ready": ownership.ready,
                 "partitions": pipeline.partitions,
                 "owned_partitions": sorted(ownership.owned) if ownership.ready else []}
         return self.bytes(orjson.dumps(body), status=200 if ownership.ready else 503,
