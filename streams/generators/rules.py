@@ -23,7 +23,6 @@ Design notes on the expressions:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +31,8 @@ import yaml
 
 from streams.config.catalog import DEFAULT_CONFIG_DIR, Catalog, Kpi
 from streams.generators.files import load_catalog_or_report, write_or_check
-from streams.generators.grafana import EXEC_UID, ONCALL_UID
+from streams.generators.grafana import EXEC_UID
+from streams.generators.pipeline_rules import pipeline_alerts
 from streams.generators.promql import (
     ATTAINMENT_SUFFICIENT,
     PARTNER_ATTAINMENT_MIN,
@@ -42,31 +42,19 @@ from streams.generators.promql import (
     TIER_STATE_COUNT,
     in_state,
 )
+from streams.generators.templates import DASHBOARD_URL, GRAFANA_URL, RUNBOOK_URL, queried, static, unit_switch
 from streams.judgement.alerts import (
     ALERT_NAME,
-    BROKER_UNREACHABLE,
-    CONSUMER_LAG_HIGH,
-    CRITICAL,
-    FEED_STALE,
     INTEGRITY_SEVERITY,
     KPI_BELOW_TARGET,
-    METRICS_ABSENT,
     OPEN_TICKETS_OVERDUE,
-    PARTNER_INFO_MISSING,
     PARTNER_INTEGRITY,
     PARTNER_LABELS,
-    PIPELINE_LABELS,
-    REJECTED_OR_LATE_HIGH,
     SEVERITY,
     WARNING,
 )
 from streams.judgement.judge import State
-from streams.judgement.watch import STALE_AFTER_MS
 from streams.outputs.series import (
-    CONSUMER_FETCH_AGE,
-    CONSUMER_LAG,
-    EVENTS_TOTAL,
-    FEED_STALE_FLAG,
     INTEGRITY_FLAG,
     INTEGRITY_SCORE,
     KPI_ATTAINMENT,
@@ -75,21 +63,12 @@ from streams.outputs.series import (
     KPI_STATE_SINCE,
     KPI_TARGET,
     KPI_VALUE,
-    LAST_EVENT_TIMESTAMP,
     OPEN_ITEMS,
-    PARTNER_INFO,
 )
 
 RULES_RELPATH: Final = Path("rules") / "partnerpulse.rules.yml"
 """Where the generated file lives, relative to the config directory."""
 
-GRAFANA_URL: Final = "https://grafana.example"
-DASHBOARD_URL: Final = f"{GRAFANA_URL}/d/{ONCALL_UID}"
-RUNBOOK_URL: Final = "https://runbooks.example/partnerpulse"
-"""Placeholders for Grafana and the runbooks in the committed rules: replace them for a real
-site. (The worker's own alerts link ``settings.dashboard_url`` and ``settings.runbook_url``,
-whose defaults point at the local docker-compose Grafana and the README: a running worker has
-real links, a rules file for any site has obvious placeholders.)"""
 
 BELOW_TARGET_WINDOW: Final = "24h"
 BELOW_TARGET_FOR: Final = "15m"
@@ -99,25 +78,6 @@ OPEN_ITEMS_FOR: Final = "15m"
 INTEGRITY_FOR: Final = "30m"
 """An integrity flag must hold this long before partner management hears of it: the signals are
 re-tested as buckets close, and a flag that clears within minutes was not a pattern."""
-FEED_STALE_EVENT_MARGIN: Final = 1.5
-FEED_STALE_AFTER_S: Final = round(STALE_AFTER_MS / 1000 * FEED_STALE_EVENT_MARGIN)
-"""Age of the newest *event* (event time) that makes the rules call a feed stale: 900 s, half as
-long again as the worker's own threshold (``settings.stale_after_s``, 600 s, measured on message
-*arrival*). The worker's flag is the first signal; this half of the rule is the fallback for a
-worker that cannot flag (restarted with no arrival since, or gone), and the margin keeps events
-that merely arrive late (event time behind arrival) from firing it before the worker's flag."""
-FEED_STALE_FOR: Final = "1m"
-CONSUMER_LAG_MESSAGES: Final = 10_000
-CONSUMER_LAG_FOR: Final = "10m"
-FETCH_AGE_S: Final = 60
-"""Seconds without a fetch answer from the broker that make a worker's Kafka unreachable
-(a rebalance or a restart pauses fetching for a few seconds; the frozen-broker test saw 59 s
-for a 60 s freeze)."""
-FETCH_AGE_FOR: Final = "2m"
-BAD_INPUT_SHARE: Final = 0.05
-"""Share of a topic's messages rejected or late that makes the pipeline alert fire."""
-BAD_INPUT_FOR: Final = "15m"
-ABSENT_FOR: Final = "5m"
 
 
 _HEADER: Final = """\
@@ -129,54 +89,6 @@ _HEADER: Final = """\
 # Unit tests:   promtool test rules config/rules/partnerpulse.rules.test.yml
 # Links to https://grafana.example and https://runbooks.example are placeholders.
 """
-
-
-# --- template helpers (Go text/template, expanded by Prometheus) ---------------------
-_BRACE_PAIR: Final = re.compile(r"([{}])(?=[{}])")
-
-
-def _static(text: str) -> str:
-    """Catalog text placed in a template: no accidental template actions.
-
-    A space goes between every two adjacent braces: replacing "{{" alone left "{{{" as "{ {{",
-    which still opens an action (found by tests/test_security.py).
-    """
-    return _BRACE_PAIR.sub(r"\1 ", text)
-
-
-def _unit_switch(catalog: Catalog) -> str:
-    """Template code setting ``$unit`` from ``$labels.kpi``, generated from the catalog."""
-    by_unit: dict[str, list[str]] = {}
-    for kpi in catalog.kpis:
-        by_unit.setdefault(kpi.unit, []).append(kpi.id)
-    branches: list[str] = []
-    for unit in sorted(by_unit):
-        ids = " ".join(f'"{kpi_id}"' for kpi_id in by_unit[unit])
-        keyword = "if" if not branches else "else if"
-        branches.append(f'{{{{- {keyword} eq $labels.kpi {ids} }}}}{{{{ $unit = "{unit}" }}}}')
-    return '{{- $unit := "" -}}\n' + "\n".join(branches) + "\n{{- end -}}\n"
-
-
-def _format(var: str, unit: str | None) -> str:
-    """Template code printing ``var`` in the KPI's unit (``$unit`` at run time when None)."""
-    by_unit = {
-        "seconds": f"{{{{ {var} | humanizeDuration }}}}",
-        "ratio": f"{{{{ {var} | humanizePercentage }}}}",
-        "score": f'{{{{ printf "%.2f" {var} }}}}',
-        "count": f'{{{{ printf "%.0f" {var} }}}}',
-    }
-    if unit is not None:
-        return by_unit.get(unit, f'{{{{ printf "%g" {var} }}}}')
-    return (f'{{{{ if eq $unit "seconds" }}}}{by_unit["seconds"]}'
-            f'{{{{ else if eq $unit "ratio" }}}}{by_unit["ratio"]}'
-            f'{{{{ else if eq $unit "score" }}}}{by_unit["score"]}'
-            f'{{{{ else }}}}{{{{ printf "%g" {var} }}}}{{{{ end }}}}')
-
-
-def _queried(query: str, unit: str | None) -> str:
-    """Template code running ``query`` (a Go expression) and printing its first value, or n/a."""
-    return (f"{{{{ with query {query} }}}}{{{{ $v := . | first | value }}}}{_format('$v', unit)}"
-            "{{ else }}n/a{{ end }}")
 
 
 _SEL_PKW: Final = ('{{- $sel := printf `{partner="%s",kpi="%s",window="%s"}` '
@@ -237,11 +149,11 @@ def _state_alert(catalog: Catalog, judged: State, for_: str, verb: str) -> dict[
     """The alert of a judged state: the name and severity the worker gives it too."""
     state = judged.value
     description = (
-        _unit_switch(catalog) + _SEL_PKW + _SEL_PK
-        + "{{ $labels.kpi }} over {{ $labels.window }}: value " + _queried(_VALUE, None)
-        + " against a target of " + _queried(_TARGET, None)
-        + " (attainment " + _queried(_ATTAINMENT, "ratio")
-        + ", " + _queried(_SAMPLES, "count")
+        unit_switch(catalog) + _SEL_PKW + _SEL_PK
+        + "{{ $labels.kpi }} over {{ $labels.window }}: value " + queried(_VALUE, None)
+        + " against a target of " + queried(_TARGET, None)
+        + " (attainment " + queried(_ATTAINMENT, "ratio")
+        + ", " + queried(_SAMPLES, "count")
         + " samples); " + state + " since "
         + "{{ with query " + _SINCE + " }}{{ . | first | value | humanizeTimestamp }}"
         + "{{ else }}n/a{{ end }}."
@@ -273,10 +185,10 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
     direction = "lower" if kpi.lower_is_better else "higher"
     description = (
         _SEL_PKW + _SEL_PK
-        + f"{_static(kpi.title)} over {window} ({direction} is better): value "
-        + _queried(_VALUE, kpi.unit) + " against a target of " + _queried(_TARGET, kpi.unit)
+        + f"{static(kpi.title)} over {window} ({direction} is better): value "
+        + queried(_VALUE, kpi.unit) + " against a target of " + queried(_TARGET, kpi.unit)
         + ", attainment {{ $value | humanizePercentage }} over "
-        + _queried(_SAMPLES, "count")
+        + queried(_SAMPLES, "count")
         + f" samples (alerting from {kpi.min_samples})."
     )
     return {
@@ -294,7 +206,7 @@ def _below_target_alert(kpi: Kpi) -> dict[str, Any]:
         "labels": {"severity": WARNING, **PARTNER_LABELS, "kpi": kpi.id},
         "annotations": {
             "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) below target on "
-                        f"{_static(kpi.title)} over {window}"),
+                        f"{static(kpi.title)} over {window}"),
             "description": description,
             **_links(),
         },
@@ -344,128 +256,6 @@ def _integrity_alert() -> dict[str, Any]:
     }
 
 
-def _feed_stale_alert() -> dict[str, Any]:
-    age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
-           '$labels.topic "\\"})")')
-    return {
-        # Partner alerts are inhibited while this fires (config/alertmanager.yml): without
-        # events their KPIs say nothing. The timestamp is event time: with --clock event
-        # (replaying old data) the second half fires by design.
-        "alert": FEED_STALE,
-        "expr": (f"max by (topic) ({FEED_STALE_FLAG}) == 1\n"
-                 "or\n"
-                 f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP}) "
-                 f"> {FEED_STALE_AFTER_S}\n"),
-        "for": FEED_STALE_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: the {{ $labels.topic }} feed is stale",
-            "description": ("Newest accepted {{ $labels.topic }} event: "
-                            + _queried(age, "seconds") + " ago. Partner KPI alerts are "
-                            "inhibited while the feed is stale."),
-            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/feed-stale",
-        },
-    }
-
-
-def _consumer_lag_alert() -> dict[str, Any]:
-    return {
-        "alert": CONSUMER_LAG_HIGH,
-        "expr": (f"sum by (topic) ({CONSUMER_LAG}) > {CONSUMER_LAG_MESSAGES}\n"),
-        "for": CONSUMER_LAG_FOR,
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: {{ $value }} {{ $labels.topic }} messages not yet consumed",
-            "description": ("The workers are behind on {{ $labels.topic }}; KPIs lag behind the "
-                            "events."),
-            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/consumer-lag",
-        },
-    }
-
-
-def _broker_unreachable_alert() -> dict[str, Any]:
-    return {
-        # Lag freezes at its last value while the broker is unreachable, and quiet feeds
-        # look alike: the age of the newest fetch answer is the one figure that grows.
-        "alert": BROKER_UNREACHABLE,
-        "expr": (f"max by (instance) ({CONSUMER_FETCH_AGE}) > {FETCH_AGE_S}\n"),
-        "for": FETCH_AGE_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
-                        "Kafka for {{ $value | humanizeDuration }}"),
-            "description": ("The broker is down or unreachable from this worker, or its "
-                            "consumer is stuck: the KPIs of its partners stop moving, and "
-                            "its lag figures freeze at their last values."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/broker-unreachable",
-        },
-    }
-
-
-def _bad_input_alert() -> dict[str, Any]:
-    return {
-        # A producer that breaks the contract (or sends stale history) silently shrinks the
-        # samples behind every KPI; judged per topic as a share of all messages.
-        "alert": REJECTED_OR_LATE_HIGH,
-        "expr": ("sum by (topic, outcome) "
-                 f"(rate({EVENTS_TOTAL}{{outcome=~\"rejected|late\"}}[10m]))\n"
-                 "  / on (topic) group_left\n"
-                 f"  sum by (topic) (rate({EVENTS_TOTAL}[10m])) > {BAD_INPUT_SHARE}\n"),
-        "for": BAD_INPUT_FOR,
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
-                        "messages are {{ $labels.outcome }}"),
-            "description": ("Dead letters (rejected) or events older than the largest window (late) "
-                            "are dropped and counted in no KPI: check the producers."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/bad-input",
-        },
-    }
-
-
-def _metrics_absent_alert() -> dict[str, Any]:
-    return {
-        # Without series every partner alert above silently resolves: this one does not.
-        "alert": METRICS_ABSENT,
-        "expr": f"absent({EVENTS_TOTAL})\n",
-        "for": ABSENT_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: no worker exports metrics",
-            "description": (f"{EVENTS_TOTAL} is absent: no partnerpulse worker is "
-                            "scraped, so no partner KPI alert can fire."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/metrics-absent",
-        },
-    }
-
-
-def _partner_info_missing_alert() -> dict[str, Any]:
-    return {
-        "alert": PARTNER_INFO_MISSING,
-        "expr": (f"count by (partner) ({KPI_ATTAINMENT})\n"
-                 f"unless on(partner) {PARTNER_INFO}\n"),
-        "for": "15m",
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": f"partnerpulse: {{{{ $labels.partner }}}} has KPIs but no {PARTNER_INFO}",
-            "description": (f"Partner alerts join {PARTNER_INFO} for the tier: without "
-                            "it, no partner alert of {{ $labels.partner }} can fire."),
-            "dashboard": f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/partner-info-missing",
-        },
-    }
-
-
-def _pipeline_alerts() -> list[dict[str, Any]]:
-    return [_feed_stale_alert(), _consumer_lag_alert(), _broker_unreachable_alert(),
-            _bad_input_alert(), _metrics_absent_alert(), _partner_info_missing_alert()]
-
-
 def rule_groups(catalog: Catalog) -> dict[str, Any]:
     """The rule file as data (the structure ``render_rules`` dumps)."""
     open_items = [k for k in catalog.kpis if k.open_items]
@@ -481,7 +271,7 @@ def rule_groups(catalog: Catalog) -> dict[str, Any]:
         partner_groups.append({"name": "partnerpulse.open-items", "rules": [_open_items_alert(open_items)]})
     if any(k.integrity for k in catalog.kpis):
         partner_groups.append({"name": "partnerpulse.integrity", "rules": [_integrity_alert()]})
-    partner_groups.append({"name": "partnerpulse.pipeline", "rules": _pipeline_alerts()})
+    partner_groups.append({"name": "partnerpulse.pipeline", "rules": pipeline_alerts()})
     return {"groups": partner_groups}
 
 

@@ -27,10 +27,10 @@ from streams.generators.grafana import (
     state_code,
     thresholds,
 )
+from streams.generators.pipeline_rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
 from streams.generators.promql import (
     in_state,
 )
-from streams.generators.rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
 from streams.outputs.series import (
     CONSUMER_LAG,
     EVENTS_TOTAL,

@@ -1,0 +1,171 @@
+"""The pipeline's own alerts in the generated rules: feeds, lag, the broker, bad input, the workers
+and the partner-info join (the partner alerts are in :mod:`streams.generators.rules`)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from streams.generators.templates import DASHBOARD_URL, RUNBOOK_URL, queried
+from streams.judgement.alerts import (
+    BROKER_UNREACHABLE,
+    CONSUMER_LAG_HIGH,
+    CRITICAL,
+    FEED_STALE,
+    METRICS_ABSENT,
+    PARTNER_INFO_MISSING,
+    PIPELINE_LABELS,
+    REJECTED_OR_LATE_HIGH,
+    WARNING,
+)
+from streams.judgement.watch import STALE_AFTER_MS
+from streams.outputs.series import (
+    CONSUMER_FETCH_AGE,
+    CONSUMER_LAG,
+    EVENTS_TOTAL,
+    FEED_STALE_FLAG,
+    KPI_ATTAINMENT,
+    LAST_EVENT_TIMESTAMP,
+    PARTNER_INFO,
+)
+
+FEED_STALE_EVENT_MARGIN: Final = 1.5
+FEED_STALE_AFTER_S: Final = round(STALE_AFTER_MS / 1000 * FEED_STALE_EVENT_MARGIN)
+"""Age of the newest *event* (event time) that makes the rules call a feed stale: 900 s, half as
+long again as the worker's own threshold (``settings.stale_after_s``, 600 s, measured on message
+*arrival*). The worker's flag is the first signal; this half of the rule is the fallback for a
+worker that cannot flag (restarted with no arrival since, or gone), and the margin keeps events
+that merely arrive late (event time behind arrival) from firing it before the worker's flag."""
+FEED_STALE_FOR: Final = "1m"
+CONSUMER_LAG_MESSAGES: Final = 10_000
+CONSUMER_LAG_FOR: Final = "10m"
+FETCH_AGE_S: Final = 60
+"""Seconds without a fetch answer from the broker that make a worker's Kafka unreachable
+(a rebalance or a restart pauses fetching for a few seconds; the frozen-broker test saw 59 s
+for a 60 s freeze)."""
+FETCH_AGE_FOR: Final = "2m"
+BAD_INPUT_SHARE: Final = 0.05
+"""Share of a topic's messages rejected or late that makes the pipeline alert fire."""
+BAD_INPUT_FOR: Final = "15m"
+ABSENT_FOR: Final = "5m"
+
+
+def _feed_stale_alert() -> dict[str, Any]:
+    age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
+           '$labels.topic "\\"})")')
+    return {
+        # Partner alerts are inhibited while this fires (config/alertmanager.yml): without
+        # events their KPIs say nothing. The timestamp is event time: with --clock event
+        # (replaying old data) the second half fires by design.
+        "alert": FEED_STALE,
+        "expr": (f"max by (topic) ({FEED_STALE_FLAG}) == 1\n"
+                 "or\n"
+                 f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP}) "
+                 f"> {FEED_STALE_AFTER_S}\n"),
+        "for": FEED_STALE_FOR,
+        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": "partnerpulse: the {{ $labels.topic }} feed is stale",
+            "description": ("Newest accepted {{ $labels.topic }} event: "
+                            + queried(age, "seconds") + " ago. Partner KPI alerts are "
+                            "inhibited while the feed is stale."),
+            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
+            "runbook_url": f"{RUNBOOK_URL}/feed-stale",
+        },
+    }
+
+
+def _consumer_lag_alert() -> dict[str, Any]:
+    return {
+        "alert": CONSUMER_LAG_HIGH,
+        "expr": (f"sum by (topic) ({CONSUMER_LAG}) > {CONSUMER_LAG_MESSAGES}\n"),
+        "for": CONSUMER_LAG_FOR,
+        "labels": {"severity": WARNING, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": "partnerpulse: {{ $value }} {{ $labels.topic }} messages not yet consumed",
+            "description": ("The workers are behind on {{ $labels.topic }}; KPIs lag behind the "
+                            "events."),
+            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
+            "runbook_url": f"{RUNBOOK_URL}/consumer-lag",
+        },
+    }
+
+
+def _broker_unreachable_alert() -> dict[str, Any]:
+    return {
+        # Lag freezes at its last value while the broker is unreachable, and quiet feeds
+        # look alike: the age of the newest fetch answer is the one figure that grows.
+        "alert": BROKER_UNREACHABLE,
+        "expr": (f"max by (instance) ({CONSUMER_FETCH_AGE}) > {FETCH_AGE_S}\n"),
+        "for": FETCH_AGE_FOR,
+        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
+                        "Kafka for {{ $value | humanizeDuration }}"),
+            "description": ("The broker is down or unreachable from this worker, or its "
+                            "consumer is stuck: the KPIs of its partners stop moving, and "
+                            "its lag figures freeze at their last values."),
+            "dashboard": DASHBOARD_URL,
+            "runbook_url": f"{RUNBOOK_URL}/broker-unreachable",
+        },
+    }
+
+
+def _bad_input_alert() -> dict[str, Any]:
+    return {
+        # A producer that breaks the contract (or sends stale history) silently shrinks the
+        # samples behind every KPI; judged per topic as a share of all messages.
+        "alert": REJECTED_OR_LATE_HIGH,
+        "expr": ("sum by (topic, outcome) "
+                 f"(rate({EVENTS_TOTAL}{{outcome=~\"rejected|late\"}}[10m]))\n"
+                 "  / on (topic) group_left\n"
+                 f"  sum by (topic) (rate({EVENTS_TOTAL}[10m])) > {BAD_INPUT_SHARE}\n"),
+        "for": BAD_INPUT_FOR,
+        "labels": {"severity": WARNING, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
+                        "messages are {{ $labels.outcome }}"),
+            "description": ("Dead letters (rejected) or events older than the largest window (late) "
+                            "are dropped and counted in no KPI: check the producers."),
+            "dashboard": DASHBOARD_URL,
+            "runbook_url": f"{RUNBOOK_URL}/bad-input",
+        },
+    }
+
+
+def _metrics_absent_alert() -> dict[str, Any]:
+    return {
+        # Without series every partner alert above silently resolves: this one does not.
+        "alert": METRICS_ABSENT,
+        "expr": f"absent({EVENTS_TOTAL})\n",
+        "for": ABSENT_FOR,
+        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": "partnerpulse: no worker exports metrics",
+            "description": (f"{EVENTS_TOTAL} is absent: no partnerpulse worker is "
+                            "scraped, so no partner KPI alert can fire."),
+            "dashboard": DASHBOARD_URL,
+            "runbook_url": f"{RUNBOOK_URL}/metrics-absent",
+        },
+    }
+
+
+def _partner_info_missing_alert() -> dict[str, Any]:
+    return {
+        "alert": PARTNER_INFO_MISSING,
+        "expr": (f"count by (partner) ({KPI_ATTAINMENT})\n"
+                 f"unless on(partner) {PARTNER_INFO}\n"),
+        "for": "15m",
+        "labels": {"severity": WARNING, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": f"partnerpulse: {{{{ $labels.partner }}}} has KPIs but no {PARTNER_INFO}",
+            "description": (f"Partner alerts join {PARTNER_INFO} for the tier: without "
+                            "it, no partner alert of {{ $labels.partner }} can fire."),
+            "dashboard": f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}",
+            "runbook_url": f"{RUNBOOK_URL}/partner-info-missing",
+        },
+    }
+
+
+def pipeline_alerts() -> list[dict[str, Any]]:
+    return [_feed_stale_alert(), _consumer_lag_alert(), _broker_unreachable_alert(),
+            _bad_input_alert(), _metrics_absent_alert(), _partner_info_missing_alert()]
