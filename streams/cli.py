@@ -226,7 +226,8 @@ def report(
     ``integrity_withholds`` in partners.yaml).
     """
     from streams.engine.core import MonthCalendar
-    from streams.outputs.report import RENDERERS, ReportError, build_report, fetch
+    from streams.outputs.report import ReportError, build_report, fetch
+    from streams.outputs.report_render import RENDERERS
 
     try:
         MonthCalendar.parse(month)

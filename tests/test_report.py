@@ -26,17 +26,8 @@ from streams.config.catalog import ConfigError, load_config, load_partners
 from streams.engine.core import Engine
 from streams.ingest.topics import all_topics
 from streams.judgement.watch import Watch
-from streams.outputs.report import (
-    ReportError,
-    build_report,
-    fetch,
-    month_state,
-    render_csv,
-    render_html,
-    render_json,
-    render_table,
-    show,
-)
+from streams.outputs.report import ReportError, build_report, fetch, month_state
+from streams.outputs.report_render import render_csv, render_html, render_json, render_table, show
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from tests import reference

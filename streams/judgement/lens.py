@@ -5,14 +5,15 @@ Plain Python with explicit time, like the watch. The statistics are in
 :mod:`streams.judgement.integrity`; this module decides what they are asked and when:
 
 * Every KPI is read in each of its windows: the window's closed buckets are the sub-periods
-  (1 min buckets in the 1 h window react within minutes at high volume; 1 h buckets of the
-  30 d window see a partner with 50 tickets a day). A signal holds when any window flags it at
+  (1 min buckets of the 1 h window at high volume, 1 h buckets of the 30 d window for a
+  partner with 50 tickets a day). A signal holds when any window flags it at
   ``alpha / windows`` (Bonferroni: looking in four windows must not quadruple false flags); its
   evidence is the window with the smallest p-value.
 * Each window is asked once a day (of the clock judging runs on: the wall, or the partner's
-  event time). The false-flag rates in the README were measured for daily looks at the 30 d
-  window; asking at every closed bucket would multiply the looks (1,440 a day for the 1 h
-  window) and the false flags with them. A first review after a start asks at once.
+  event time) once it has the volume to say something, and at each closed bucket until then.
+  The false-flag rates in the README were measured for daily looks; asking at every closed
+  bucket would multiply the looks (1,440 a day for the 1 h window) and the false flags with
+  them. A silent look cannot flag, so the looks before there is volume cost nothing.
 * A statistic that cannot read its input (a bucket with negative counts: an engine bug) logs it
   and stays silent for that window: judging goes on.
 """
@@ -89,7 +90,8 @@ class IntegrityLens:
         month (raised then, or held into it). In memory: a restart or a rebalance forgets it,
         and the lens finds again only what still holds."""
         self._asked: dict[tuple[str, str, str], tuple[int, list[tuple[str, Finding | None]]]] = {}
-        """(partner, kpi, window) -> (bucket index asked at, findings per signal)."""
+        """(partner, kpi, window) -> (when it may be asked again, findings per signal)."""
+        self._resolution = {name: w.resolution_ms for name, w in engine.catalog.windows.items()}
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
 
     def review(self, partner: str, now_ms: int) -> list[IntegrityChange]:
@@ -117,9 +119,8 @@ class IntegrityLens:
     def _ask(self, partner: str, kpi_id: str, window: str, now_ms: int, target: float,
              better: str, signals: tuple[str, ...], looks: int) -> list[tuple[str, Finding | None]]:
         key = (partner, kpi_id, window)
-        hi = now_ms // REVIEW_EVERY_MS
         asked = self._asked.get(key)
-        if asked is not None and asked[0] == hi:
+        if asked is not None and now_ms < asked[0]:
             return asked[1]
         buckets, bins = self.engine.integrity_inputs(partner, kpi_id, window, now_ms)
         params = replace(self.params, alpha=self.params.alpha / looks)
@@ -136,7 +137,16 @@ class IntegrityLens:
                 log.error("integrity %s of %s %s in %s not tested: %s", signal, partner, kpi_id,
                           window, exc)
                 found.append((signal, None))
-        self._asked[key] = (hi, found)
+        # A window that said something is asked again the next day. One that was silent for
+        # lack of volume (a partner just seen, a worker catching up) is asked again when its next
+        # bucket closes: a silent look cannot flag, so it adds no false flags, and the first look
+        # with enough data should not wait a day.
+        if any(finding is not None for _, finding in found):
+            again = (now_ms // REVIEW_EVERY_MS + 1) * REVIEW_EVERY_MS
+        else:
+            resolution = self._resolution[window]
+            again = (now_ms // resolution + 1) * resolution
+        self._asked[key] = (again, found)
         return found
 
     def _settle(self, partner: str, tier: str, kpi_id: str, signal: str,

@@ -120,21 +120,7 @@ def deadline_bunching(
             math.nan,
             f"{samples} durations around the {_fmt_duration(target)} target: no smooth fit to compare with",
         )
-    beta, cov, dispersion = fit
-    rows = np.column_stack((np.ones(2), pos[[inside, outside]], pos[[inside, outside]] ** 2))
-    eta = rows @ beta
-    contrast = rows[0] - rows[1]
-    theta = float(eta[0] - eta[1])
-    sd = math.sqrt(max(0.0, float(contrast @ cov @ contrast)) * max(1.0, dispersion))
-    x_in = round(float(counts[inside]))
-    n2 = round(float(counts[inside] + counts[outside]))
-    if x_in <= 0:
-        p = 1.0
-    else:
-        probs = special.expit(theta + sd * _GH_NODES)
-        # P(X >= x_in) = P(X > x_in - 1); scipy's bdtrc is the binomial survival function
-        p = float(np.clip(_GH_WEIGHTS @ special.bdtrc(x_in - 1, n2, probs), 0.0, 1.0))
-    expected_in = float(math.exp(eta[0]))
+    p, x_in, n2, expected_in = _middle_test(counts, pos, inside, outside, fit)
     excess = x_in / expected_in if expected_in > 0.0 else math.inf
     flagged = p < params.alpha and excess > params.min_excess
     lo, hi = sorted(
@@ -152,6 +138,29 @@ def deadline_bunching(
         f"against {n2 - x_in} just outside (p={p:.2g}): {verdict}"
     )
     return Finding("deadline_bunching", flagged, score_of(p), p, samples, periods, excess, detail)
+
+
+def _middle_test(counts: npt.NDArray[np.float64], pos: npt.NDArray[np.float64], inside: int,
+                 outside: int, fit: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float],
+                 ) -> tuple[float, int, int, float]:
+    """(p-value, just-inside count, middle two bins' count, the fit's just-inside prediction):
+    the one-sided binomial test of the just-inside share, its success probability integrated
+    over the fit's uncertainty (Gauss-Hermite)."""
+    beta, cov, dispersion = fit
+    rows = np.column_stack((np.ones(2), pos[[inside, outside]], pos[[inside, outside]] ** 2))
+    eta = rows @ beta
+    contrast = rows[0] - rows[1]
+    theta = float(eta[0] - eta[1])
+    sd = math.sqrt(max(0.0, float(contrast @ cov @ contrast)) * max(1.0, dispersion))
+    x_in = round(float(counts[inside]))
+    n2 = round(float(counts[inside] + counts[outside]))
+    if x_in <= 0:
+        p = 1.0
+    else:
+        probs = special.expit(theta + sd * _GH_NODES)
+        # P(X >= x_in) = P(X > x_in - 1); scipy's bdtrc is the binomial survival function
+        p = float(np.clip(_GH_WEIGHTS @ special.bdtrc(x_in - 1, n2, probs), 0.0, 1.0))
+    return p, x_in, n2, float(math.exp(eta[0]))
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -162,16 +162,9 @@ def threshold_hugging(
     samples = round(big_n)
     if total_x < 2.0 or big_n - total_x < 2.0:
         # an all-or-nothing rate has no scatter to judge (and no variance to divide by)
-        return Finding(
-            "threshold_hugging",
-            False,
-            0.0,
-            1.0,
-            samples,
-            m,
-            math.nan,
-            f"rate {rate:.1%} over {samples} tickets in {m} sub-periods: too extreme to judge its scatter",
-        )
+        return Finding("threshold_hugging", False, 0.0, 1.0, samples, m, math.nan,
+                       f"rate {rate:.1%} over {samples} tickets in {m} sub-periods: too extreme to "
+                       "judge its scatter")
     pq = miss * (1.0 - miss)
     d = float(((x - n * miss) ** 2 / (n * pq)).sum())
     mean, var = dispersion_null_moments(n, total_x)
@@ -180,6 +173,15 @@ def threshold_hugging(
     p = fisher_pair(p_scatter, feedback.p_value)
     index = d / mean
     flagged = near and p < params.alpha
+    detail = _hugging_detail(rate, target, miss, limit, better, samples, index, m, p_scatter,
+                             feedback, p, flagged)
+    return Finding("threshold_hugging", flagged, score_of(p), p, samples, m, index, detail)
+
+
+def _hugging_detail(rate: float, target: float, miss: float, limit: float, better: str,
+                    samples: int, index: float, m: int, p_scatter: float, feedback: Feedback,
+                    p: float, flagged: bool) -> str:
+    """The finding's sentence: where the rate sits, both tests' figures, the verdict."""
     side, reached = ("under", "rose to") if better == "lower" else ("over", "fell to")
     if miss > limit:
         where = f"misses the {target:.1%} target"
@@ -187,10 +189,9 @@ def threshold_hugging(
         where = f"{side} the {target:.1%} target by {abs(rate - target) * 100:.1f} points"
     counted = "events" if better == "lower" else "misses"
     verdict = "steered to the target" if flagged else "consistent with chance"
-    detail = (
+    return (
         f"rate {rate:.1%} ({where}) over {samples} tickets: scatter {index:.2f}x the binomial over "
         f"{m} sub-periods (p={p_scatter:.2g}); {feedback.observed} {counted} in the {feedback.tickets} "
         f"tickets after the running rate {reached} the target, {feedback.expected:.1f} expected "
         f"(p={feedback.p_value:.2g}); combined p={p:.2g}: {verdict}"
     )
-    return Finding("threshold_hugging", flagged, score_of(p), p, samples, m, index, detail)

@@ -1,0 +1,268 @@
+"""The report card rendered: a terminal table, CSV (spreadsheet formulas neutralised), JSON, and one
+self-contained printable HTML file (:mod:`streams.outputs.report` makes the card)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any, Final
+
+import orjson
+
+from streams.config.catalog import Band
+from streams.outputs.report import Flag, KpiLine, PartnerCard, Report, flag_text
+
+
+# --- rendering --------------------------------------------------------------------------------
+def show(value: float | None, unit: str) -> str:
+    """A value for people: durations as 1h 05m, ratios as percentages."""
+    if value is None:
+        return "-"
+    if unit == "ratio":
+        return f"{value * 100:.1f}%"
+    if unit == "seconds":
+        sign, s = ("-" if value < 0 else ""), abs(value)
+        if s < 120:
+            return f"{sign}{s:.0f}s"
+        minutes = round(s / 60)
+        if minutes < 120:
+            return f"{sign}{minutes}m"
+        hours, minutes = divmod(minutes, 60)
+        if hours < 48:
+            return f"{sign}{hours}h {minutes:02d}m"
+        days, hours = divmod(hours, 24)
+        return f"{sign}{days}d {hours:02d}h"
+    return f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _change(line: KpiLine) -> str:
+    """'-30m better': the value's move since last month (ratios in percentage points)."""
+    if line.change is None:
+        return "-"
+    delta = line.change
+    if abs(delta) < 1e-12:
+        return "same"
+    if line.unit == "ratio":
+        text = f"{delta * 100:+.1f} pts"
+    else:
+        text = ("+" if delta > 0 else "-") + show(abs(delta), line.unit)
+    better = (delta < 0) == (line.better == "lower")
+    return f"{text} {'better' if better else 'worse'}"
+
+
+def _floored(card: PartnerCard, most: int = 3) -> str:
+    if not card.floored_by:
+        return "-"
+    shown = ", ".join(card.floored_by[:most])
+    more = len(card.floored_by) - most
+    return shown + (f" +{more} more" if more > 0 else "")
+
+
+def _band(band: Band | None) -> str:
+    return band.id if band is not None else "-"
+
+
+def _flags(flags: Iterable[Flag]) -> str:
+    """'escalation_rate: threshold_hugging, asa: deadline_bunching', or 'none'."""
+    return ", ".join(map(flag_text, flags)) or "none"
+
+
+def _flagged(card: PartnerCard) -> str:
+    """The month's flags, and the band they withheld: 'asa: deadline_bunching (gold withheld)'."""
+    held = f" ({card.withheld_band.id} withheld)" if card.withheld_band is not None else ""
+    return _flags(card.integrity) + held
+
+
+def render_json(report: Report) -> str:
+    """The whole card as JSON (values in base units)."""
+    def card(c: PartnerCard) -> dict[str, Any]:
+        out = asdict(c)
+        out["lines"] = [{**asdict(line), "change": line.change} for line in c.lines]
+        for field in ("integrity", "previous_integrity"):
+            out[field] = [{"kpi": kpi, "signal": signal} for kpi, signal in getattr(c, field)]
+        out["band_withheld_by"] = list(c.band_withheld_by)
+        return out
+
+    body = {"month": report.month, "previous_month": report.previous_month,
+            "timezone": report.timezone, "generated_at": report.generated_at,
+            "partners": [card(c) for c in report.cards]}
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+CSV_COLUMNS: Final = (
+    "month", "partner", "name", "tier", "kpi", "title", "unit", "value", "samples", "target",
+    "attainment", "counted", "weight", "previous_value", "previous_attainment", "change",
+    "score", "band", "adjustment", "previous_score", "previous_band",
+    "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
+)
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet will not run: a leading ' makes a would-be formula plain text.
+
+    Why: display names, tiers and titles come from configuration and exports that others
+    write; ``=HYPERLINK(...)`` in a partner name would otherwise run in the reader's spreadsheet.
+    Numbers never pass through here, so a negative change stays a number.
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def render_csv(report: Report) -> str:
+    """One row per partner and KPI, values in base units (for spreadsheets)."""
+    out = io.StringIO()
+    # RFC 4180's CRLF: the writer quotes a field holding any character of the line terminator,
+    # and with "\n" alone a carriage return in a name went out bare and split the row
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+
+    def num(x: float | None) -> str:
+        return "" if x is None else repr(x)
+
+    def band(b: Band | None) -> str:
+        return "" if b is None else _text(b.id)  # empty like a missing number (not "-")
+
+    for c in report.cards:
+        for line in c.lines:
+            writer.writerow([
+                *map(_text, (report.month, c.partner, c.name, c.tier, line.kpi, line.title,
+                             line.unit)),
+                num(line.value), line.samples, num(line.target), num(line.attainment),
+                int(line.counted), num(line.weight), num(line.previous),
+                num(line.previous_attainment), num(line.change), num(c.score), band(c.band),
+                num(c.band.adjustment if c.band else None), num(c.previous_score),
+                band(c.previous_band), _text(_flags(c.integrity)),
+                _text(_flags(c.previous_integrity)), band(c.withheld_band),
+                _text(", ".join(c.band_withheld_by)),
+            ])
+    return out.getvalue()
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_table(report: Report) -> str:
+    """A summary of every partner, then each partner's KPI lines (for a terminal)."""
+    out = [f"Partner report card {report.month} ({report.timezone}), "
+           f"compared with {report.previous_month}", ""]
+    summary = [["partner", "tier", "score", "band", f"{report.previous_month}", "floored by",
+                "integrity flags"]]
+    for c in report.cards:
+        summary.append([c.name, c.tier, _pct(c.score), _band(c.band),
+                        f"{_pct(c.previous_score)} {_band(c.previous_band)}",
+                        _floored(c), _flagged(c)])
+    out += [_columns(summary), ""]
+    for c in report.cards:
+        out.append(f"{c.name} [{c.partner}] tier {c.tier}: score {_pct(c.score)}, band "
+                   f"{c.band.label if c.band else '-'}")
+        if c.integrity or c.previous_integrity:
+            held = (f" (band {c.withheld_band.id} withheld for them)" if c.withheld_band else "")
+            out.append(f"integrity flags {report.month}: {_flags(c.integrity)}{held}; "
+                       f"{report.previous_month}: {_flags(c.previous_integrity)}")
+        rows = [["kpi", "value", "samples", "target", "of goal", "change"]]
+        for line in c.lines:
+            if line.value is None and line.previous is None:
+                continue
+            mark = "" if line.counted else " *"
+            rows.append([line.kpi, show(line.value, line.unit) + mark, str(line.samples),
+                         show(line.target, line.unit), _pct(line.attainment), _change(line)])
+        out += [_columns(rows) if len(rows) > 1 else "  no data this month", ""]
+    out.append("* not counted in the score: fewer samples than the KPI's min_samples, or weight 0")
+    return "\n".join(out) + "\n"
+
+
+_CSS: Final = """
+body { font: 11pt/1.35 system-ui, sans-serif; color: #111; margin: 2em; }
+h1 { font-size: 18pt; margin: 0 0 .2em; } h2 { font-size: 13pt; margin: 1.4em 0 .3em; }
+.meta { color: #555; margin-bottom: 1em; }
+table { border-collapse: collapse; width: 100%; margin-bottom: .6em; }
+th, td { border-bottom: 1px solid #ccc; padding: .25em .5em; text-align: right; }
+th:first-child, td:first-child, .left { text-align: left; }
+th { background: #eee; } .muted { color: #888; }
+.good { color: #0a6b2a; } .bad { color: #a0161b; font-weight: 600; }
+.flag { color: #7a3e00; font-weight: 600; }
+section { break-inside: avoid; page-break-inside: avoid; }
+@media print { body { margin: 0; } section { break-before: auto; } a { color: inherit; } }
+@page { size: A4 landscape; margin: 12mm; }
+"""
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML file (no scripts, no external resources) that prints well."""
+    e = html.escape
+
+    def cls(att: float | None) -> str:
+        if att is None:
+            return "muted"
+        return "good" if att >= 1 else "bad"
+
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Partner report card {e(report.month)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Partner report card {e(report.month)}</h1>",
+        f'<div class="meta">Calendar month in {e(report.timezone)}, compared with '
+        f"{e(report.previous_month)}. Generated {e(report.generated_at)} from the pipeline's "
+        "state.</div>",
+        "<section><h2>Summary</h2><table><thead><tr><th>Partner</th><th>Tier</th><th>Score</th>"
+        f"<th>Band</th><th>{e(report.previous_month)}</th><th>Floored by</th>"
+        "<th>Integrity flags</th></tr></thead><tbody>",
+    ]
+    for c in report.cards:
+        parts.append(
+            f'<tr><td><a href="#p-{e(c.partner)}">{e(c.name)}</a></td><td>{e(c.tier)}</td>'
+            f'<td class="{cls(c.score)}">{_pct(c.score)}</td>'
+            f"<td>{e(c.band.label) if c.band else '-'}</td>"
+            f"<td>{_pct(c.previous_score)} {e(_band(c.previous_band))}</td>"
+            f"<td>{e(_floored(c))}</td>"
+            f'<td class="{"flag" if c.integrity else "muted"}">{e(_flagged(c))}</td></tr>')
+    parts.append("</tbody></table></section>")
+    for c in report.cards:
+        parts.append(f'<section id="p-{e(c.partner)}"><h2>{e(c.name)} <span class="muted">'
+                     f"({e(c.partner)}, tier {e(c.tier)})</span></h2>")
+        if c.integrity or c.previous_integrity:
+            held = (f" (band <strong>{e(c.withheld_band.label)}</strong> withheld for them)"
+                    if c.withheld_band else "")
+            parts.append(
+                f'<p class="integrity">Integrity flags this month: <span class="flag">'
+                f"{e(_flags(c.integrity))}</span>{held}; {e(report.previous_month)}: "
+                f"{e(_flags(c.previous_integrity))}.</p>")
+        shown = [line for line in c.lines if line.value is not None or line.previous is not None]
+        if not shown:
+            parts.append("<p class=\"muted\">No data this month.</p></section>")
+            continue
+        parts.append(
+            f"<p>Score {_pct(c.score)}: <strong>{e(c.band.label) if c.band else 'no band'}"
+            f"</strong>{'; below the floor: ' + e(', '.join(c.floored_by)) if c.floored_by else ''}"
+            ".</p><table><thead><tr><th>KPI</th><th>Value</th><th>Samples</th><th>Target</th>"
+            "<th>Of goal</th><th>Change</th></tr></thead><tbody>")
+        for line in shown:
+            note = "" if line.counted else ' <span class="muted">(not counted)</span>'
+            parts.append(
+                f"<tr><td>{e(line.title)}</td><td>{e(show(line.value, line.unit))}{note}</td>"
+                f"<td>{line.samples}</td><td>{e(show(line.target, line.unit))}</td>"
+                f'<td class="{cls(line.attainment)}">{_pct(line.attainment)}</td>'
+                f"<td>{e(_change(line))}</td></tr>")
+        parts.append("</tbody></table></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+RENDERERS: Final[dict[str, Callable[[Report], str]]] = {
+    "table": render_table, "csv": render_csv, "html": render_html, "json": render_json,
+}
