@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -192,3 +193,32 @@ def test_the_flag_comes_with_its_evidence_and_is_exported(scenario: dict[str, An
     assert flag in text
     assert f'partnerpulse_integrity_flag{{partner="{HONEST}"' not in text
     assert f'partnerpulse_integrity_score{{partner="{HONEST}",kpi="escalation_rate",' in text
+
+
+def test_a_window_silent_for_lack_of_volume_is_asked_again_when_a_bucket_closes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first look at a partner finds too little; a look after the next closed bucket the same
+    day must ask again (not wait a day), and a window that spoke waits for the next day."""
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event", journal=False)
+    watch = Watch(engine)
+    monkeypatch.setattr(sys.modules[__name__], "TICKETS_A_DAY", 2000)
+    tickets = [e for e in _tickets(5, GAMER, gaming=True) if e["ts"] < START + DAY]
+    key = (GAMER, "ots_down_hard", "deadline_bunching")
+    first, rest = tickets[:4], tickets[4:]
+    for ev in first:
+        engine.apply(_parsed(ev), ev["ts"])
+    look = START + HOUR
+    watch.judge_partner(GAMER, look)
+    assert key not in watch.lens.held  # silent: too few durations
+    for ev in rest:
+        engine.apply(_parsed(ev), ev["ts"])
+    later = START + 6 * HOUR  # the same day, buckets closed since
+    watch.judge_partner(GAMER, later)
+    spoke = watch.lens.held[key]
+    assert spoke.finding.samples >= 200
+    # an hour later the same day: the window that spoke keeps its finding until the next day
+    watch.judge_partner(GAMER, later + HOUR)
+    assert watch.lens.held[key].finding is spoke.finding
+    watch.judge_partner(GAMER, START + DAY + HOUR)
+    assert watch.lens.held[key].finding is not spoke.finding

@@ -72,11 +72,12 @@ class TargetBins:
         counts[i] += sign
 
     def counts(self, st: PartnerState, k: int, now_ms: int, span_ms: int) -> list[int]:
-        """The bin counts summed over the days overlapping ``(now - span, now]``."""
+        """The bin counts summed over the days overlapping ``(now - span, now]`` (whole days: the
+        bins are kept per day)."""
         total = [0] * BINS
-        first = (now_ms - span_ms) // DAY_MS
+        first, last = (now_ms - span_ms) // DAY_MS, now_ms // DAY_MS
         for day, counts in st.bins.get(k, {}).items():
-            if day >= first:
+            if first <= day <= last:
                 for i, c in enumerate(counts):
                     total[i] += c
         return total
