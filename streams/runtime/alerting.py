@@ -88,7 +88,7 @@ class Alerting:
                     "window": change.window, "p_value": finding.p_value, "score": finding.score,
                     "samples": finding.samples, "periods": finding.periods,
                     "statistic": finding.statistic, "detail": finding.detail,
-                    "at_ms": change.at_ms, "dedup_key": change.dedup_key}
+                    "since_ms": change.at_ms, "dedup_key": change.dedup_key}
             self.topic.send_soon(key=change.partner.encode(), value=orjson.dumps(body))
             if self.sender is None:
                 continue
