@@ -211,14 +211,23 @@ def test_a_window_silent_for_lack_of_volume_is_asked_again_when_a_bucket_closes(
     look = START + HOUR
     watch.judge_partner(GAMER, look)
     assert key not in watch.lens.held  # silent: too few durations
+    later = START + 8 * HOUR  # the same day, buckets closed since
     for ev in rest:
-        engine.apply(_parsed(ev), ev["ts"])
-    later = START + 6 * HOUR  # the same day, buckets closed since
+        if ev["ts"] < later:
+            engine.apply(_parsed(ev), ev["ts"])
     watch.judge_partner(GAMER, later)
     spoke = watch.lens.held[key]
     assert spoke.finding.samples >= 200
-    # an hour later the same day: the window that spoke keeps its finding until the next day
+    # an hour later, the same volume: the window that spoke keeps its finding until the next day
     watch.judge_partner(GAMER, later + HOUR)
     assert watch.lens.held[key].finding is spoke.finding
-    watch.judge_partner(GAMER, START + DAY + HOUR)
-    assert watch.lens.held[key].finding is not spoke.finding
+    # the rest of the day (a worker catching up): the volume grows by far more than a quarter
+    for ev in rest:
+        if ev["ts"] >= later:
+            engine.apply(_parsed(ev), ev["ts"])
+    end_of_day = START + 23 * HOUR
+    watch.judge_partner(GAMER, end_of_day)
+    grown = watch.lens.held[key]
+    assert grown.finding is not spoke.finding and grown.finding.samples > 1.25 * spoke.finding.samples
+    watch.judge_partner(GAMER, START + DAY + HOUR)  # a new day asks again whatever the volume
+    assert watch.lens.held[key].finding is not grown.finding

@@ -13,7 +13,8 @@ Plain Python with explicit time, like the watch. The statistics are in
   event time) once it has the volume to say something, and at each closed bucket until then.
   The false-flag rates in the README were measured for daily looks; asking at every closed
   bucket would multiply the looks (1,440 a day for the 1 h window) and the false flags with
-  them. A silent look cannot flag, so the looks before there is volume cost nothing.
+  them. A silent look cannot flag, so the looks before there is volume cost nothing. A window
+  whose volume grew by a quarter since its last look is asked again at once (:data:`GROWTH`).
 * A statistic that cannot read its input (a bucket with negative counts: an engine bug) logs it
   and stays silent for that window: judging goes on.
 """
@@ -21,11 +22,12 @@ Plain Python with explicit time, like the watch. The statistics are in
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
 from streams.config.integrity import DEADLINE_BUNCHING, THRESHOLD_HUGGING, UNDER_REPORTING
-from streams.engine.core import Engine
+from streams.engine.core import Engine, KpiValue
 from streams.judgement.integrity import (
     Finding,
     IntegrityParams,
@@ -39,8 +41,24 @@ log = logging.getLogger("partnerpulse")
 REVIEW_EVERY_MS: Final = 86_400_000
 """How often one partner x KPI x window is asked again (see the module docstring)."""
 
+GROWTH: Final = 1.25
+"""A window asked before its day is up once its samples grew by this factor since its last look:
+a worker catching up on a backlog (or a partner's volume rising) is looked at as its data
+arrives, at the cost of a few looks (from 200 samples to 20,000, about 20), not one a bucket."""
+
 FlagKey = tuple[str, str, str]
 """(partner, kpi id, signal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One window's last look."""
+
+    again_ms: int
+    """When it is asked again whatever the volume."""
+    volume: int
+    """The window's samples at the look."""
+    found: list[tuple[str, Finding | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +107,29 @@ class IntegrityLens:
         """partner -> month (report time zone) -> (kpi, signal) flagged at some review in that
         month (raised then, or held into it). In memory: a restart or a rebalance forgets it,
         and the lens finds again only what still holds."""
-        self._asked: dict[tuple[str, str, str], tuple[int, list[tuple[str, Finding | None]]]] = {}
-        """(partner, kpi, window) -> (when it may be asked again, findings per signal)."""
+        self._asked: dict[tuple[str, str, str], _Asked] = {}
+        """(partner, kpi, window) -> its last look."""
         self._resolution = {name: w.resolution_ms for name, w in engine.catalog.windows.items()}
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
 
-    def review(self, partner: str, now_ms: int) -> list[IntegrityChange]:
-        """Ask every watched KPI of ``partner`` at ``now_ms``; the flags raised or cleared."""
+    def review(self, partner: str, now_ms: int,
+               values: Mapping[tuple[str, str], KpiValue] | None = None) -> list[IntegrityChange]:
+        """Ask every watched KPI of ``partner`` at ``now_ms``; the flags raised or cleared.
+
+        ``values`` (:meth:`Engine.evaluate` at ``now_ms``, which the judge has at hand) give each
+        window's volume: a window whose samples grew by :data:`GROWTH` since its last look is
+        asked again before its day is up (see the module docstring)."""
         engine, out = self.engine, []
+        values = engine.evaluate(partner, now_ms) if values is None else values
         tier = engine.partners.tier(partner)
         for kpi, signals in self._watched:
             windows = kpi.windows
             target = engine.partners.target(partner, kpi)
             best: dict[str, tuple[str, Finding]] = {}
             for window in windows:
-                for signal, finding in self._ask(partner, kpi.id, window, now_ms, target,
+                kv = values.get((kpi.id, window))
+                volume = kv.samples if kv is not None else 0
+                for signal, finding in self._ask(partner, kpi.id, window, now_ms, volume, target,
                                                  kpi.better, signals, len(windows)):
                     if finding is None:
                         continue
@@ -116,12 +142,13 @@ class IntegrityLens:
                     out.append(change)
         return out
 
-    def _ask(self, partner: str, kpi_id: str, window: str, now_ms: int, target: float,
-             better: str, signals: tuple[str, ...], looks: int) -> list[tuple[str, Finding | None]]:
+    def _ask(self, partner: str, kpi_id: str, window: str, now_ms: int, volume: int,
+             target: float, better: str, signals: tuple[str, ...], looks: int,
+             ) -> list[tuple[str, Finding | None]]:
         key = (partner, kpi_id, window)
         asked = self._asked.get(key)
-        if asked is not None and now_ms < asked[0]:
-            return asked[1]
+        if asked is not None and now_ms < asked.again_ms and volume < asked.volume * GROWTH:
+            return asked.found
         buckets, bins = self.engine.integrity_inputs(partner, kpi_id, window, now_ms)
         params = replace(self.params, alpha=self.params.alpha / looks)
         found: list[tuple[str, Finding | None]] = []
@@ -146,7 +173,7 @@ class IntegrityLens:
         else:
             resolution = self._resolution[window]
             again = (now_ms // resolution + 1) * resolution
-        self._asked[key] = (again, found)
+        self._asked[key] = _Asked(again, max(volume, 1), found)
         return found
 
     def _settle(self, partner: str, tier: str, kpi_id: str, signal: str,

@@ -172,7 +172,7 @@ class Watch:
                     continue
                 self.versions[partner] = next(self._stamps)
                 out.append(_alert(partner, tier, kpi.id, window, change))
-        self.integrity_changes += self.lens.review(partner, now_ms)
+        self.integrity_changes += self.lens.review(partner, now_ms, values)
         self._judged[partner] = (key, stale_set, due)
         return out
 
