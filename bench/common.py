@@ -123,14 +123,17 @@ def sim_partners(n: int) -> tuple[SimPartner, ...]:
                  for i in range(n))
 
 
-def sim_messages(partners: int, count: int, seed: int = 11) -> tuple[
+def sim_messages(partners: int, count: int, seed: int = 11, warm_start: bool = True) -> tuple[
         list[tuple[str, bytes]], list[tuple[str, bytes]]]:
     """Pre-encoded contract messages from the simulator, in event-time order, as (topic, JSON).
 
     Returns (warm-up, timed): the warm-start backlog (tickets and orders already in flight at
-    the simulator's start), then ``count`` messages of live traffic with the full mix.
+    the simulator's start), then ``count`` messages of live traffic with the full mix. Without
+    ``warm_start`` (``--quick`` runs: generating the ~100,000-event backlog takes seconds) the
+    warm-up is empty and the live traffic starts from nothing in flight.
     """
-    sim = Simulator(sim_partners(partners), seed=seed, rate=50.0, start_ms=T0)
+    sim = Simulator(sim_partners(partners), seed=seed, rate=50.0, start_ms=T0,
+                    warm_start=warm_start)
     region = {p.partner_id: i for i, p in enumerate(sim.partners)}
 
     def encode(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes]]:

@@ -135,7 +135,7 @@ def _eps(seconds: float, messages: int) -> float:
 
 def run(quick: bool) -> dict[str, Any]:
     n = 3_000 if quick else 30_000
-    _, messages = common.sim_messages(1000, n, seed=13)
+    _, messages = common.sim_messages(1000, n, seed=13, warm_start=not quick)
     keyed = [(topic, orjson.loads(raw)["partner_id"].encode(), raw) for topic, raw in messages]
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
         work = Path(tmp)

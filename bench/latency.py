@@ -59,10 +59,11 @@ def _bad(partner: str, ts: int) -> list[tuple[str, bytes, bytes]]:
             for i in range(BAD)]
 
 
-def _sim_backlog(n: int, seed: int) -> list[tuple[str, bytes, bytes]]:
+def _sim_backlog(n: int, seed: int, warm_start: bool = True) -> list[tuple[str, bytes, bytes]]:
     """n simulator messages of 1,000 partners ending a minute ago (so the wall clock takes them
     as live), event ids suffixed so they never collide with the later background traffic."""
-    sim = Simulator(common.sim_partners(1000), seed=seed, rate=50.0, start_ms=common.T0)
+    sim = Simulator(common.sim_partners(1000), seed=seed, rate=50.0, start_ms=common.T0,
+                    warm_start=warm_start)
     events: list[tuple[str, dict[str, Any]]] = []
     t = common.T0
     while len(events) < n:
@@ -188,13 +189,15 @@ def _one_mode(clock: str, quick: bool, work: Path) -> dict[str, Any]:
     config = _catalog(work)
     with EmbeddedBroker(log_path=work / f"broker-{clock}.log") as broker:
         ensure_topics(broker.bootstrap, all_topics(PARTITIONS))
-        produce(broker.bootstrap, _sim_backlog(backlog_n, seed=29))
+        produce(broker.bootstrap, _sim_backlog(backlog_n, seed=29, warm_start=not quick))
         worker = Worker(broker.url, work, app_id=f"pp-bench-lat-{clock}", clock=clock,
                         name=f"worker-{clock}", extra=["--config", str(config)]).start()
         try:
             peak = _measure_peak(worker, backlog_n)
             rate = peak / 2
-            sim = Simulator(common.sim_partners(1000), seed=31, rate=50.0, start_ms=common.T0)
+            # (--quick: no warm start, whose backlog alone takes ~10 s to generate)
+            sim = Simulator(common.sim_partners(1000), seed=31, rate=50.0, start_ms=common.T0,
+                            warm_start=not quick)
             background: list[tuple[str, dict[str, Any]]] = []
             t = common.T0
             while len(background) < rate * seconds:

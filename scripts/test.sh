@@ -84,5 +84,5 @@ ruff check "${lint_paths[@]}"
 log "mypy"
 mypy
 
-log "pytest -q $*"
-exec python -m pytest -q "$@"
+log "pytest -q --durations=15 $*"
+exec python -m pytest -q --durations=15 "$@"
