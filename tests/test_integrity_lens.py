@@ -195,10 +195,10 @@ def test_the_flag_comes_with_its_evidence_and_is_exported(scenario: dict[str, An
     assert f'partnerpulse_integrity_score{{partner="{HONEST}",kpi="escalation_rate",' in text
 
 
-def test_a_window_silent_for_lack_of_volume_is_asked_again_when_a_bucket_closes(
+def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first look at a partner finds too little; a look after the next closed bucket the same
-    day must ask again (not wait a day), and a window that spoke waits for the next day."""
+    """The first look at a partner finds too little; once its volume has grown, a look the same
+    day asks again (not a day later); with the volume unchanged it waits for the next day."""
     catalog, partners = load_config()
     engine = Engine(catalog, partners, clock="event", journal=False)
     watch = Watch(engine)

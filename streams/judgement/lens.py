@@ -10,11 +10,10 @@ Plain Python with explicit time, like the watch. The statistics are in
   ``alpha / windows`` (Bonferroni: looking in four windows must not quadruple false flags); its
   evidence is the window with the smallest p-value.
 * Each window is asked once a day (of the clock judging runs on: the wall, or the partner's
-  event time) once it has the volume to say something, and at each closed bucket until then.
-  The false-flag rates in the README were measured for daily looks; asking at every closed
-  bucket would multiply the looks (1,440 a day for the 1 h window) and the false flags with
-  them. A silent look cannot flag, so the looks before there is volume cost nothing. A window
-  whose volume grew by a quarter since its last look is asked again at once (:data:`GROWTH`).
+  event time), and sooner once its volume grew by a quarter since its last look
+  (:data:`GROWTH`: a worker catching up, a new partner filling its windows). The false-flag
+  rates in the README were measured for daily looks; asking at every closed bucket would
+  multiply the looks (1,440 a day for the 1 h window) and the false flags with them.
 * A statistic that cannot read its input (a bucket with negative counts: an engine bug) logs it
   and stays silent for that window: judging goes on.
 """
@@ -109,7 +108,6 @@ class IntegrityLens:
         and the lens finds again only what still holds."""
         self._asked: dict[tuple[str, str, str], _Asked] = {}
         """(partner, kpi, window) -> its last look."""
-        self._resolution = {name: w.resolution_ms for name, w in engine.catalog.windows.items()}
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
 
     def review(self, partner: str, now_ms: int,
@@ -164,15 +162,11 @@ class IntegrityLens:
                 log.error("integrity %s of %s %s in %s not tested: %s", signal, partner, kpi_id,
                           window, exc)
                 found.append((signal, None))
-        # A window that said something is asked again the next day. One that was silent for
-        # lack of volume (a partner just seen, a worker catching up) is asked again when its next
-        # bucket closes: a silent look cannot flag, so it adds no false flags, and the first look
-        # with enough data should not wait a day.
-        if any(finding is not None for _, finding in found):
-            again = (now_ms // REVIEW_EVERY_MS + 1) * REVIEW_EVERY_MS
-        else:
-            resolution = self._resolution[window]
-            again = (now_ms // resolution + 1) * resolution
+        # Asked again the next day, or sooner once its volume grew by GROWTH: a window silent
+        # for lack of volume (a partner just seen, a worker catching up) is asked as its data
+        # arrives, and one that stays thin (a 3-tickets-a-day partner) is not re-read every
+        # bucket for nothing.
+        again = (now_ms // REVIEW_EVERY_MS + 1) * REVIEW_EVERY_MS
         self._asked[key] = _Asked(again, max(volume, 1), found)
         return found
 
