@@ -63,6 +63,7 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "on_time_install": {"direction": "higher", "target": 0.90, "min_samples": 10},
     "escalation_rate": {"direction": "lower", "target": 0.15, "min_samples": 20},
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
+    "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
     "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},
     "reopen_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
@@ -344,12 +345,44 @@ def _good_escalation(ev: Event) -> bool:
     return _is_true(ev, "documented") and ev.get("kb_article") is None
 
 
+def _escalation_reviews(accepted: list[TopicEvent]) -> tuple[PartnerSamples, PartnerSamples]:
+    """(good_escalation_ratio, escalation_review_agreement) samples, per escalated ticket.
+
+    The escalation is the ticket's earliest ``escalated`` event; the partner claims it good when
+    an escalated event at that ts is documented without a KB article. Its verdict is that of the
+    latest ``escalation_reviewed`` event (a bad one wins a tie). good_escalation_ratio: 1 iff the
+    verdict (or, unreviewed, the claim) is good, at the escalation's ts. Agreement: reviewed
+    tickets only, 1 iff verdict and claim agree, at the latest review's ts.
+    """
+    good: PartnerSamples = {}
+    agree: PartnerSamples = {}
+    evs = _select(accepted, "tickets", ("escalated", "escalation_reviewed"))
+    for (partner, _tid), group in _group(evs, "ticket_id").items():
+        hops = [e for e in group if e["type"] == "escalated"]
+        if not hops:
+            continue
+        first_ts = min(to_ms(e["ts"]) for e in hops)
+        claim = any(_good_escalation(e) for e in hops if to_ms(e["ts"]) == first_ts)
+        reviews = [e for e in group if e["type"] == "escalation_reviewed"]
+        verdict: bool | None = None
+        if reviews:
+            last_ts = max(to_ms(e["ts"]) for e in reviews)
+            verdict = all(e["verdict"] == "good" for e in reviews if to_ms(e["ts"]) == last_ts)
+            agree.setdefault(partner, []).append((last_ts, 1.0 if verdict == claim else 0.0))
+        outcome = claim if verdict is None else verdict
+        good.setdefault(partner, []).append((first_ts, 1.0 if outcome else 0.0))
+    return good, agree
+
+
 def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamples]]:
     """kpi id -> (statistic, samples per partner) for every non-ratio default KPI."""
     ots_dh = _duration_samples(
         accepted, "tickets", "ticket_id", "opened", _severity("down_hard"), ("contacted",)
     )
+    good_escalation, review_agreement = _escalation_reviews(accepted)
     return {
+        "good_escalation_ratio": ("mean", good_escalation),
+        "escalation_review_agreement": ("mean", review_agreement),
         "ots_down_hard": ("mean", ots_dh),
         "ots_service_affecting": (
             "mean",
@@ -408,10 +441,6 @@ def _ratio_kpis(
         "escalation_rate": (
             c("tickets", "escalated", _always, "ticket_id"),
             c("tickets", "opened", _always, "ticket_id"),
-        ),
-        "good_escalation_ratio": (
-            c("tickets", "escalated", _good_escalation, None),
-            c("tickets", "escalated", _always, None),
         ),
         "reopen_rate": (c("tickets", "reopened", _always, "ticket_id"), resolved),
         "first_contact_resolution": (

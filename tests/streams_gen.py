@@ -25,12 +25,30 @@ def rfc3339(ms: int, offset_h: int) -> str:
     return dt.isoformat(timespec="milliseconds")
 
 
+def _hops_and_reviews(rng: random.Random, emit: Any, partner: str, tid: str, escalated: int,
+                      hops: bool = True) -> None:
+    """More hops of an escalation (one at the same instant with other flags: a tie) and its
+    reviews: none, one, or a re-review, sometimes at the same instant with the other verdict,
+    sometimes stamped before the escalation (a skewed clock)."""
+    if hops and rng.random() < 0.2:
+        emit("tickets", partner, "escalated", escalated + rng.choice((0, 0, HOUR)), ticket_id=tid,
+             documented=rng.random() < 0.5)
+    reviews = rng.choice((0, 1, 1, 1, 2))
+    ts = escalated + rng.choice((-MINUTE, 20 * MINUTE, 3 * HOUR, 2 * DAY))
+    for _ in range(reviews):
+        verdict = rng.choice(("good", "bad"))
+        extra: dict[str, Any] = {"reasons": ["kb_solvable"]} if verdict == "bad" else {}
+        emit("tickets", partner, "escalation_reviewed", ts, ticket_id=tid, verdict=verdict, **extra)
+        ts += rng.choice((0, HOUR))
+
+
 def random_events(
     seed: int, partners: list[str], start_ms: int, span_ms: int, n_tickets: int = 60,
     n_calls: int = 80, n_orders: int = 25, n_surveys: int = 40, prefix: str = "",
 ) -> list[tuple[str, dict[str, Any]]]:
     """A shuffled-ish stream of events over ``span_ms`` starting at ``start_ms``."""
     rng = random.Random(seed)
+    review_rng = random.Random(f"{seed}/reviews")  # its own, so the rest of the stream is as before
     out: list[tuple[str, dict[str, Any]]] = []
     counter = 0
 
@@ -87,8 +105,11 @@ def random_events(
                     esc["documented"] = rng.random() < 0.8
                 if rng.random() < 0.5:
                     esc["kb_article"] = rng.choice((None, "KB-1"))
-                emit("tickets", partner, "escalated", opened + rng.randrange(2 * HOUR),
-                     ticket_id=tid, **esc)
+                escalated = opened + rng.randrange(2 * HOUR)
+                emit("tickets", partner, "escalated", escalated, ticket_id=tid, **esc)
+                _hops_and_reviews(review_rng, emit, partner, tid, escalated)
+            elif review_rng.random() < 0.03:  # a review of an escalation never seen
+                _hops_and_reviews(review_rng, emit, partner, tid, opened, hops=False)
             if rng.random() < 0.8:
                 res: dict[str, Any] = {}
                 if rng.random() < 0.8:

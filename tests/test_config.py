@@ -82,7 +82,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert "16 KPIs" in ok.stderr
+    assert "17 KPIs" in ok.stderr
     config = _copy_config(tmp_path)
     (config / "kpis.yaml").write_text("version: 2\n")
     bad = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],
@@ -139,6 +139,14 @@ def test_adding_a_kpi_is_a_yaml_change(tmp_path: Path) -> None:
     numerator: {topic: tickets, type: escalated, distinct: true}
     denominator: {topic: orders, type: installed, distinct: true}""", "orders",
      "numerator and denominator"),
+    ("""
+    kind: reviewed
+    unit: ratio
+    subject: {topic: tickets, type: escalated}
+    claim: {topic: tickets, type: escalated, where: {documented: true}}
+    approved: {topic: tickets, type: escalation_reviewed, where: {verdict: good}}
+    rejected: {topic: orders, type: cancelled}""", "orders",
+     "subject and claim and approved and rejected"),
 ])
 def test_marks_of_one_entity_must_share_a_topic(tmp_path: Path, kpi: str, topic: str,
                                                 selectors: str) -> None:
@@ -243,3 +251,22 @@ def test_integrity_signals_default_by_kind_and_may_be_turned_off(tmp_path: Path)
         "    integrity: [threshold_hugging, under_reporting]\n", "    integrity: []\n"))
     catalog, _ = load_config(config)
     assert next(k for k in catalog.kpis if k.id == "escalation_rate").integrity == ()
+
+
+def test_a_reviewed_kpi_needs_all_four_selectors(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text() + """
+  - id: reviewed_without_rejections
+    title: Reviewed
+    kind: reviewed
+    unit: ratio
+    better: higher
+    target: 0.9
+    min_samples: 5
+    subject: {topic: tickets, type: escalated}
+    claim: {topic: tickets, type: escalated, where: {documented: true}}
+    approved: {topic: tickets, type: escalation_reviewed, where: {verdict: good}}
+""")
+    with pytest.raises(ConfigError, match="of kind reviewed needs 'rejected'"):
+        load_config(config)

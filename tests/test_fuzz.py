@@ -48,7 +48,8 @@ settings.register_profile(
 )
 FUZZ = settings.get_profile("partnerpulse-fuzz")
 
-TYPES = {"tickets": ("opened", "contacted", "escalated", "resolved", "closed", "reopened"),
+TYPES = {"tickets": ("opened", "contacted", "escalated", "escalation_reviewed", "resolved", "closed",
+                     "reopened"),
          "calls": ("queued", "answered", "abandoned"),
          "orders": ("scheduled", "installed", "cancelled"),
          "surveys": ("response",)}

@@ -75,7 +75,7 @@ def test_windows_and_catalog() -> None:
         "7d": (604800 * S, 3600 * S),
         "30d": (2592000 * S, 3600 * S),
     }
-    assert len(ref.DEFAULT_KPIS) == 16
+    assert len(ref.DEFAULT_KPIS) == 17
 
 
 def test_attainment() -> None:
@@ -273,18 +273,50 @@ def test_distinct_ratio_counts_once_at_earliest_matching_event() -> None:
 
 def test_good_escalation_filters() -> None:
     events = [
-        tk("escalated", T0, "G", documented=True),  # kb absent -> good
-        tk("escalated", T0 + S, "G", documented=True, kb_article=None),  # null -> good
-        tk("escalated", T0 + 2 * S, "G", documented=True, kb_article="KB-1"),  # string -> no
+        tk("escalated", T0, "G", documented=True),  # kb absent -> good: G's escalation (earliest)
+        tk("escalated", T0 + S, "G", documented=True, kb_article=None),  # a later hop: not counted
+        tk("escalated", T0 + 2 * S, "G", documented=True, kb_article="KB-1"),  # later: not counted
         tk("escalated", T0 + 3 * S, "H", documented=True, kb_article=""),  # string -> no
-        tk("escalated", T0 + 4 * S, "H", documented=False),  # false -> no
-        tk("escalated", T0 + 5 * S, "H"),  # documented missing -> no
+        tk("escalated", T0 + 4 * S, "H", documented=False),  # later hop
+        tk("escalated", T0 + 5 * S, "K"),  # documented missing -> no
+        tk("escalated", T0 + 6 * S, "L", documented=False),  # a tie at L's earliest instant:
+        tk("escalated", T0 + 6 * S, "L", documented=True),  # one good hop there -> good
     ]
     res = ref.compute(events)
-    # not distinct: 2 good of 6 escalated events (G counted twice in numerator)
-    assert get(res, "good_escalation_ratio", "1h") == (2 / 6, 6)
+    # per escalated ticket, by its earliest escalation: G good, H no, K no, L good
+    assert get(res, "good_escalation_ratio", "1h") == (2 / 4, 4)
+    assert get(res, "escalation_review_agreement", "1h") is None  # nothing reviewed
     # escalation_rate has no opened events -> denominator 0 -> absent
     assert get(res, "escalation_rate", "1h") is None
+
+
+def test_escalation_reviews_overrule_the_partners_flags() -> None:
+    good = {"documented": True}
+    events = [
+        tk("escalated", T0, "A", **good),  # claims good, reviewed bad
+        tk("escalation_reviewed", T0 + 20 * M, "A", verdict="bad", reasons=["kb_solvable"]),
+        tk("escalated", T0 + S, "B", documented=False),  # claims bad, reviewed good
+        tk("escalation_reviewed", T0 + 30 * M, "B", verdict="good"),
+        tk("escalated", T0 + 2 * S, "C", **good),  # reviewed bad, then re-reviewed good
+        tk("escalation_reviewed", T0 + 40 * M, "C", verdict="good"),  # arrives first, is later
+        tk("escalation_reviewed", T0 + 10 * M, "C", verdict="bad"),
+        tk("escalated", T0 + 3 * S, "D", **good),  # two verdicts at one instant: bad wins
+        tk("escalation_reviewed", T0 + 50 * M, "D", verdict="good"),
+        tk("escalation_reviewed", T0 + 50 * M, "D", verdict="bad"),
+        tk("escalated", T0 + 4 * S, "E", **good),  # unreviewed: its own flags count
+        tk("escalation_reviewed", T0 + 5 * M, "F", verdict="bad"),  # no escalation: no sample
+    ]
+    res = ref.compute(events, now_ms=T0 + 55 * M)
+    # verdicts: A bad, B good, C good, D bad; E by its claim, good -> 3 of 5
+    assert get(res, "good_escalation_ratio", "1h") == (3 / 5, 5)
+    # agreement (claim vs verdict): A no, B no, C yes, D no -> 1 of 4
+    assert get(res, "escalation_review_agreement", "1h") == (1 / 4, 4)
+    # agreement counts at the latest review: the 1h window ending at +85 min (minutes 26..85)
+    # has left A's review (+20) and C's first one (+10): B no, C yes, D no
+    late = ref.compute(events, now_ms=T0 + 85 * M)
+    assert get(late, "escalation_review_agreement", "1h") == (1 / 3, 3)
+    # while the escalations themselves (T0..T0+4s) have all left it
+    assert get(late, "good_escalation_ratio", "1h") is None
 
 
 def test_resolved_ratios() -> None:

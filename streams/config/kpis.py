@@ -19,10 +19,11 @@ from streams.ingest.contract import EVENT_TYPES, Topic
 _KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 _PERCENTILE_RE: Final = re.compile(r"^p(\d{1,2}(?:\.\d+)?)\Z")
 
-KpiKind = Literal["duration", "ratio", "mean_field", "follow_up", "deadline"]
+KpiKind = Literal["duration", "ratio", "mean_field", "follow_up", "deadline", "reviewed",
+                  "review_agreement"]
 
 SELECTORS: Final = ("start", "stop", "miss", "numerator", "denominator", "source", "follow",
-                    "due", "done")
+                    "due", "done", "subject", "claim", "approved", "rejected")
 """The KPI fields that select events (a :class:`Match` each)."""
 
 
@@ -42,6 +43,10 @@ class KindRule:
     """May export its open items (durations in seconds only)."""
 
 
+_REVIEW: Final = ("subject", "claim", "approved", "rejected")
+"""A reviewed KPI's selectors: the events reviewed (an entity's earliest counts), those of them the
+partner itself flags good, and the reviews that approve or reject it (the latest decides)."""
+
 KIND_RULES: Final[dict[str, KindRule]] = {
     "duration": KindRule(("start", "stop"), ("start", "stop", "miss"), statistics=True,
                          open_items=True),
@@ -50,6 +55,8 @@ KIND_RULES: Final[dict[str, KindRule]] = {
     "mean_field": KindRule(("source", "field")),
     "follow_up": KindRule(("start", "follow", "link", "horizon")),
     "deadline": KindRule(("due", "done"), ("due", "done")),
+    "reviewed": KindRule(_REVIEW, _REVIEW),
+    "review_agreement": KindRule(_REVIEW, _REVIEW),
 }
 assert set(KIND_RULES) == set(get_args(KpiKind))
 
@@ -97,6 +104,10 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     horizon: str | int | None = None
     due: _Match | None = None
     done: _Match | None = None
+    subject: _Match | None = None
+    claim: _Match | None = None
+    approved: _Match | None = None
+    rejected: _Match | None = None
     open_items: bool = False
     judge: RawJudge | None = None
     integrity: list[str] | None = None
@@ -150,6 +161,13 @@ class Kpi:
     horizon_ms: int | None = None
     due: Match | None = None
     done: Match | None = None
+    subject: Match | None = None
+    """reviewed, review_agreement: the events a review judges (the entity's earliest counts)."""
+    claim: Match | None = None
+    """... those of them the partner flags good itself (its claim is its earliest subject's)."""
+    approved: Match | None = None
+    """... the reviews that find it good; ``rejected``: that find it bad (the latest decides)."""
+    rejected: Match | None = None
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
     judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
@@ -276,7 +294,9 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         numerator=_match(raw.numerator), denominator=_match(raw.denominator),
         source=_match(raw.source), field=raw.field, follow=_match(raw.follow), link=raw.link,
         horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
-        open_items=raw.open_items, judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
+        subject=_match(raw.subject), claim=_match(raw.claim), approved=_match(raw.approved),
+        rejected=_match(raw.rejected), open_items=raw.open_items,
+        judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
     return replace(kpi, integrity=_integrity(raw, kpi, fail, here))
 

@@ -165,9 +165,58 @@ class Deadline(Kind):
         return samples
 
 
+class Reviewed(Kind):
+    """1 when an entity's earliest subject event (an escalation) was good, counted at that event:
+    good by the latest review where there is one (``approved`` later than ``rejected``; on a tie,
+    rejected), by the partner's own flags otherwise (its earliest subject event matches ``claim``).
+    A review arriving later corrects the sample where it was counted."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.subject and kpi.claim and kpi.approved and kpi.rejected
+        marks = (plan.mark(k, kpi.subject), plan.mark(k, kpi.claim),
+                 plan.mark(k, kpi.approved, reducer="max"), plan.mark(k, kpi.rejected, reducer="max"))
+        return kpi.subject.topic, functools.partial(self.sampler, *marks)
+
+    @staticmethod
+    def sampler(subject_i: int, claim_i: int, approved_i: int, rejected_i: int,
+                unset: Any) -> Sampler:
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            subject = rec[subject_i]
+            if subject == unset:
+                return ()
+            approved, rejected = rec[approved_i], rec[rejected_i]
+            if approved == unset and rejected == unset:
+                good = rec[claim_i] == subject
+            else:
+                good = approved != unset and (rejected == unset or approved > rejected)
+            return ((0, subject, 1, 1 if good else 0, None),)
+
+        return samples
+
+
+class ReviewAgreement(Reviewed):
+    """1 when the latest review of an entity's subject agrees with the partner's own flags on it
+    (both good or both not), counted at that review; entities without a review have no sample."""
+
+    @staticmethod
+    def sampler(subject_i: int, claim_i: int, approved_i: int, rejected_i: int,
+                unset: Any) -> Sampler:
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            subject, approved, rejected = rec[subject_i], rec[approved_i], rec[rejected_i]
+            if subject == unset or (approved == unset and rejected == unset):
+                return ()
+            verdict = approved != unset and (rejected == unset or approved > rejected)
+            claimed = rec[claim_i] == subject
+            return ((0, approved if verdict else rejected, 1, 1 if verdict == claimed else 0,
+                     None),)
+
+        return samples
+
+
 KINDS: Final[dict[str, Kind]] = {
     "duration": Duration(), "ratio": Ratio(), "mean_field": MeanField(),
-    "follow_up": FollowUp(), "deadline": Deadline()}
+    "follow_up": FollowUp(), "deadline": Deadline(), "reviewed": Reviewed(),
+    "review_agreement": ReviewAgreement()}
 """Kind name (``Kpi.kind``) -> its compiler; any other kind has no samples."""
 OTHER: Final = Kind()
 

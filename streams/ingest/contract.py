@@ -87,6 +87,21 @@ class TicketEscalated(_Ticket, tag="escalated", frozen=True):
     kb_article: EntityId | None = None
 
 
+Verdict = Literal["good", "bad"]
+REVIEW_REASON_RE: Final = r"^[a-z][a-z0-9_]{0,63}$"
+"""A review reason: a short code like ``kb_solvable``, ``undocumented`` or ``duplicate``."""
+
+
+class TicketEscalationReviewed(_Ticket, tag="escalation_reviewed", frozen=True):
+    """The vendor's tier that received the partner's escalation judged it (contract v1, additive)."""
+
+    verdict: Verdict
+    reasons: Annotated[
+        tuple[Annotated[str, msgspec.Meta(pattern=REVIEW_REASON_RE)], ...],
+        msgspec.Meta(max_length=16),
+    ] = ()
+
+
 class TicketResolved(_Ticket, tag="resolved", frozen=True):
     first_contact: bool | None = None
     truck_roll: bool | None = None
@@ -101,7 +116,8 @@ class TicketReopened(_Ticket, tag="reopened", frozen=True):
 
 
 TicketEvent = (
-    TicketOpened | TicketContacted | TicketEscalated | TicketResolved | TicketClosed | TicketReopened
+    TicketOpened | TicketContacted | TicketEscalated | TicketEscalationReviewed | TicketResolved
+    | TicketClosed | TicketReopened
 )
 
 
