@@ -48,7 +48,7 @@ Raw = tuple[int, int, str, str, str, str, "dict[str, Any] | None"]
 
 _NEEDS_HISTORY: Final = {
     # topic -> event types after start that need the entity's earlier events
-    "tickets": frozenset({"contacted", "escalated", "resolved"}),
+    "tickets": frozenset({"contacted", "escalated", "escalation_reviewed", "resolved"}),
     "orders": frozenset({"installed"}),
     "calls": frozenset({"answered", "abandoned"}),
 }
@@ -60,13 +60,16 @@ def replayed(raw: list[Raw], start: int) -> list[Raw]:
     Events at or after start all exist. Of the history before start only what changes
     how those later events count is kept, and only when they need it: a ticket's opened
     event (durations start there) and the earliest earlier occurrence of a type that
-    occurs again after start (escalated, resolved: "earliest" and "distinct" semantics);
+    occurs again after start (escalated, resolved: "earliest" and "distinct" semantics; an
+    escalation is also kept for its review after start);
     an order's scheduled events; a call's queued event. So a ticket that was resolved
     before start and is only closed (or surveyed) afterwards brings no history along.
     ``raw`` is in creation order, which is chronological per type.
     """
     later = {r[3] for r in raw if r[0] >= start}
     history = {topic for topic, types in _NEEDS_HISTORY.items() if later & types}
+    if "escalation_reviewed" in later:  # a review is read against the escalation it judges
+        later.add("escalated")
     out: list[Raw] = []
     for r in raw:
         if r[0] >= start:

@@ -21,6 +21,7 @@ from streams.tools.simulator.profiles import (
     SimPartner,
 )
 from streams.tools.simulator.sequences import ALPHA, M64, T_C, T_SEV, U16, mix, severity_of
+from streams.tools.simulator.throttle import STEERED_SINCE_MS, EscalationThrottle
 
 
 class Simulator:
@@ -71,6 +72,9 @@ class Simulator:
         reach = max(s.before_ms + s.after_ms + 3 * s.spacing for s in self._streams)
         self.history_start_ms = self.start_ms - int(reach) if warm_start else self.start_ms
         """No event is earlier than this: the start of the warm-start backlog."""
+        self._throttle = EscalationThrottle(
+            {p.partner_id for p in partners if p.profile == "gaming"},
+            self.start_ms - STEERED_SINCE_MS if warm_start else self.start_ms)
 
     # --- public ------------------------------------------------------------------------
 
@@ -89,7 +93,7 @@ class Simulator:
         gc.disable()
         try:
             self._advance(t1)
-            return self._emit(t0, t1)
+            return self._throttle(self._emit(t0, t1))
         finally:
             if gc_enabled:
                 gc.enable()

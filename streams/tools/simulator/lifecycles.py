@@ -13,8 +13,11 @@ from streams.tools.simulator.profiles import (
     FCR_WORK_S,
     LEAD_S,
     MIN,
+    P_REVIEW,
     P_SURVEY,
     QUEUES,
+    REVIEW_NOISE,
+    REVIEW_REASONS,
     SEV_MULT,
     S,
 )
@@ -212,16 +215,27 @@ class Lifecycles:
 
 def _escalations(raw: list[Raw], prm: Any, u: Callable[[int], float], h2: int, contact: int,
                  tid: str) -> int:
-    """Append a ticket's escalation hops (their quality flags drawn per hop); returns the time
-    of the last hop."""
+    """Append a ticket's escalation hops (their quality flags drawn per hop) and, usually, the
+    vendor's review of the partner's escalation (the first hop); returns the time of the last hop.
+
+    The first hop is truly good with probability ``prm.good``; the partner flags a bad one as good
+    anyway with probability ``prm.overclaim``. The review (``P_REVIEW`` of escalations, 20..40 min
+    after the first hop, so before the resolution) finds the truth, or the opposite at
+    ``REVIEW_NOISE``."""
     tk = "tickets"
     hops = 3 + int(u(T_HOPS) * 3)
     t = contact + int((14 + 2 * u(T_ESC_T)) * MIN)
+    first = t
     gap = int((20 + 10 * u(T_ESC_GAP)) * MIN)
+    truth = True
     for i in range(hops):
         hh = mix(h2 + i)
         x: dict[str, Any]
-        if u16(hh, 1) < prm.good:
+        good = u16(hh, 1) < prm.good
+        if i == 0:
+            truth = good
+            good = good or u16(hh, 0) < prm.overclaim
+        if good:
             x = {"documented": True} if u16(hh, 2) < 0.7 else {
                 "documented": True, "kb_article": None}
         elif u16(hh, 2) < prm.kb_bad:
@@ -232,6 +246,14 @@ def _escalations(raw: list[Raw], prm: Any, u: Callable[[int], float], h2: int, c
         raw.append((t, len(raw), tk, "escalated", "ticket_id", tid, x))
         if i + 1 < hops:
             t += gap
+    hr = mix(h2 ^ 0x2545F491)
+    if u16(hr, 0) < P_REVIEW:
+        verdict = truth != (u16(hr, 1) < REVIEW_NOISE)
+        review: dict[str, Any] = {"verdict": "good" if verdict else "bad"}
+        if not verdict:
+            review["reasons"] = [REVIEW_REASONS[int(u16(hr, 2) * len(REVIEW_REASONS))]]
+        ts = first + int((20 + 20 * u16(hr, 3)) * MIN)
+        raw.append((ts, len(raw), tk, "escalation_reviewed", "ticket_id", tid, review))
     return t
 
 

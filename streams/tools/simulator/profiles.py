@@ -58,7 +58,7 @@ DUE_OFFSETS_MIN: Final = (0, 0, 60, 120, -300, -240, 330, 540, -180, 600)
 
 # Delay shapes: lognormal multipliers (mean 1) with a sigma and a cap; the caps bound how
 # far a lifecycle reaches, which bounds the warm-start backlog and the look-ahead.
-SIG_OTS, CAP_OTS = 0.55, 2.0
+SIG_OTS, CAP_OTS = 0.55, 3.0
 SIG_WORK, CAP_WORK = 0.6, 2.2
 SIG_FCR, CAP_FCR = 0.5, 3.0
 SIG_WAIT, CAP_WAIT = 0.5, 3.0
@@ -77,6 +77,9 @@ SURVEY_MAX_MS: Final = 45 * MIN
 TAIL_REOPEN_MS: Final = (30 + 60 + 90 + 30) * MIN
 TAIL_PLAIN_MS: Final = 30 * MIN
 P_SURVEY: Final = 0.5  # chance of a csat answer, and of an xla answer, per ticket
+P_REVIEW: Final = 0.8  # share of escalations the receiving vendor tier reviews
+REVIEW_NOISE: Final = 0.03  # chance a review finds the opposite of the truth
+REVIEW_REASONS: Final = ("kb_solvable", "undocumented", "duplicate", "wrong_queue")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class _Params:
     esc: float  # share of tickets escalated (each escalated 3..5 times)
     good: float  # share of escalations that are documented without a KB article
     kb_bad: float  # share of the bad escalations that carry a kb_article
+    overclaim: float  # share of its bad first escalations the partner flags good all the same
     fcr: float  # share of resolved tickets resolved on first contact
     truck: float
     reopen: float
@@ -102,22 +106,25 @@ class _Params:
 
 _STEADY: Final = _Params(
     asa=36, asa_end=36, abandon=0.035, abandon_end=0.035, ots=2600, ots_end=2600, work=8000,
-    esc=0.14, good=0.88, kb_bad=0.34, fcr=0.74, truck=0.16, reopen=0.035, fai=0.04,
+    esc=0.14, good=0.88, kb_bad=0.34, overclaim=0.03, fcr=0.74, truck=0.16, reopen=0.035, fai=0.04,
     on_time=0.93, csat=(0.01, 0.02, 0.06, 0.27, 0.64), xla=8.6,
 )
 PROFILE_PARAMS: Final[dict[str, _Params]] = {
     "steady": _STEADY,
     "strong": _Params(
         asa=24, asa_end=24, abandon=0.02, abandon_end=0.02, ots=1500, ots_end=1500, work=6000,
-        esc=0.14, good=0.95, kb_bad=0.34, fcr=0.8, truck=0.12, reopen=0.02, fai=0.025,
+        esc=0.14, good=0.95, kb_bad=0.34, overclaim=0.03, fcr=0.8, truck=0.12, reopen=0.02, fai=0.025,
         on_time=0.97, csat=(0.01, 0.02, 0.05, 0.2, 0.72), xla=8.8,
     ),
     "weak": _Params(
         asa=95, asa_end=95, abandon=0.09, abandon_end=0.09, ots=8000, ots_end=8000, work=11000,
-        esc=0.21, good=0.68, kb_bad=0.34, fcr=0.58, truck=0.28, reopen=0.09, fai=0.1,
+        esc=0.21, good=0.68, kb_bad=0.34, overclaim=0.03, fcr=0.58, truck=0.28, reopen=0.09, fai=0.1,
         on_time=0.8, csat=(0.08, 0.1, 0.15, 0.32, 0.35), xla=7.1,
     ),
-    "gaming": replace(_STEADY, esc=0.146, good=0.25, kb_bad=0.5),
+    # 30% of its tickets need escalating; it escalates them only while its running rate is under
+    # 14.9% (throttle.py); most of those it does escalate are undocumented or KB-solvable, and it
+    # flags most of those good all the same (the vendor's reviews say otherwise)
+    "gaming": replace(_STEADY, esc=0.30, fcr=0.6, good=0.25, kb_bad=0.5, overclaim=0.8),
     "drifting": replace(
         _STEADY, asa=40, asa_end=120, abandon=0.03, abandon_end=0.08, ots=3000, ots_end=9000
     ),
