@@ -198,7 +198,8 @@ def test_the_flag_comes_with_its_evidence_and_is_exported(scenario: dict[str, An
 def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The first look at a partner finds too little; once its volume has grown, a look the same
-    day asks again (not a day later); with the volume unchanged it waits for the next day."""
+    day asks again (not a day later); with the volume unchanged each window waits for its next
+    mark (the 1 h window 5 minutes, the 30 d one a day)."""
     catalog, partners = load_config()
     engine = Engine(catalog, partners, clock="event", journal=False)
     watch = Watch(engine)
@@ -218,8 +219,8 @@ def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
     watch.judge_partner(GAMER, later)
     spoke = watch.lens.held[key]
     assert spoke.finding.samples >= 200
-    # an hour later, the same volume: the window that spoke keeps its finding until the next day
-    watch.judge_partner(GAMER, later + HOUR)
+    # a minute later, the same volume: no window has reached its next mark, none is asked again
+    watch.judge_partner(GAMER, later + HOUR // 60)
     assert watch.lens.held[key].finding is spoke.finding
     # the rest of the day (a worker catching up): the volume grows by far more than a quarter
     for ev in rest:
@@ -231,3 +232,56 @@ def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
     assert grown.finding is not spoke.finding and grown.finding.samples > 1.25 * spoke.finding.samples
     watch.judge_partner(GAMER, START + DAY + HOUR)  # a new day asks again whatever the volume
     assert watch.lens.held[key].finding is not grown.finding
+
+
+def test_each_window_is_asked_on_its_own_cadence_and_a_flag_holds_until_the_evidence_fades(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lens asks the 1 h window every 5 minutes, 24 h every 2 hours, 7 d and 30 d daily, each
+    at ``alpha / 4 windows`` spread over its looks of a day; a raised flag holds while p stays
+    under 100x the level and clears above it. The statistic is replaced by one that reports the
+    p-value the test chooses (the lens's bookkeeping is under test, not the statistic)."""
+    from streams.judgement import lens as lens_module
+    from streams.judgement.integrity import Finding
+
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event", journal=False)
+    watch = Watch(engine)
+    for ev in _tickets(3, HONEST, gaming=False)[:400]:  # some volume, then none: no growth looks
+        engine.apply(_parsed(ev), ev["ts"])
+    base = watch.lens.params.alpha
+    minute = HOUR // 60
+    level = {"1h": base / 4 / 288, "24h": base / 4 / 12, "7d": base / 4 * 14 / 24, "30d": base / 4}
+    p_now = {"value": 1.0}
+    asked: list[float] = []
+
+    def fake(buckets: Any, target: float, better: str, params: Any) -> Finding:
+        if better == "lower" and target == TARGET_RATE:  # escalation_rate only
+            asked.append(params.alpha)
+        p = p_now["value"]
+        return Finding("threshold_hugging", p < params.alpha, -math.log10(p), p, 500, 20, 0.5, "")
+
+    monkeypatch.setattr(lens_module, "threshold_hugging", fake)
+    key = (HONEST, "escalation_rate", "threshold_hugging")
+    t0 = START + 40 * DAY  # a midnight, past the events: every window's volume is what it is
+
+    def look(at: int, p: float) -> list[float]:
+        asked.clear()
+        p_now["value"] = p
+        watch.judge_partner(HONEST, at)
+        return sorted(asked)
+
+    assert look(t0, 1.0) == pytest.approx(sorted(level.values()))  # first look: every window
+    assert look(t0 + minute, 1.0) == []  # nothing is due a minute later
+    assert look(t0 + 5 * minute, 1.0) == pytest.approx([level["1h"]])
+    assert look(t0 + 2 * HOUR, 1.0) == pytest.approx(sorted([level["1h"], level["24h"]]))
+    assert look(t0 + DAY, 1.0) == pytest.approx(sorted(level.values()))  # the next midnight
+    assert key not in watch.lens.held or watch.lens.held[key].since_ms is None
+    # raised at the 1 h window's level; held at 50x it (then every window is tested at 100x)
+    look(t0 + DAY + 5 * minute, level["1h"] / 2)
+    assert watch.lens.held[key].since_ms == t0 + DAY + 5 * minute
+    assert look(t0 + DAY + 10 * minute, level["1h"] * 50) == pytest.approx([level["1h"] * 100])
+    assert watch.lens.held[key].since_ms == t0 + DAY + 5 * minute
+    look(t0 + DAY + 15 * minute, level["1h"] * 200)  # past 100x: cleared
+    assert watch.lens.held[key].since_ms is None
+    look(t0 + DAY + 20 * minute, level["1h"] * 50)  # under 100x, over 1x: not raised again
+    assert watch.lens.held[key].since_ms is None
