@@ -123,6 +123,11 @@ class IntegrityLens:
         self._every = {name: min(REVIEW_EVERY_MS, max(w.length_ms // LOOKS_PER_LENGTH, 1))
                        for name, w in engine.catalog.windows.items()}
         """Window name -> how often it is asked (ms)."""
+        p = self.params
+        self._least = min(p.min_periods * p.min_per_period, p.min_bunching_samples,
+                          p.min_under_reporting_samples)
+        """Fewest samples in a window any statistic can speak on (each needs at least this many
+        of the window's samples: sub-periods of tickets, binned durations, recent tickets)."""
 
     def review(self, partner: str, now_ms: int,
                values: Mapping[tuple[str, str], KpiValue] | None = None) -> list[IntegrityChange]:
@@ -164,31 +169,39 @@ class IntegrityLens:
         asked = self._asked.get(key)
         if asked is not None and now_ms < asked.again_ms and volume < asked.volume * GROWTH:
             return asked.found
-        buckets, bins = self.engine.integrity_inputs(partner, kpi_id, window, now_ms)
-        found: list[tuple[str, Finding | None]] = []
-        held = self.held
-        base = params
-        for signal in signals:
-            was = held.get((partner, kpi_id, signal))
-            params = base if was is None or was.since_ms is None else replace(
-                base, alpha=min(base.alpha * HOLD_FACTOR, 0.5))
-            try:
-                if signal == THRESHOLD_HUGGING:
-                    found.append((signal, threshold_hugging(buckets, target, better, params)))
-                elif signal == UNDER_REPORTING:
-                    found.append((signal, under_reporting(buckets, better, params)))
-                elif signal == DEADLINE_BUNCHING:
-                    found.append((signal, deadline_bunching(bins, target, better, params)))
-            except ValueError as exc:
-                log.error("integrity %s of %s %s in %s not tested: %s", signal, partner, kpi_id,
-                          window, exc)
-                found.append((signal, None))
+        if volume < self._least:  # every statistic would stay silent: not worth the inputs
+            found: list[tuple[str, Finding | None]] = [(signal, None) for signal in signals]
+        else:
+            found = self._test(partner, kpi_id, window, now_ms, target, better, signals, params)
         # Asked again at its next cadence mark, or sooner once its volume grew by GROWTH: a
         # window silent for lack of volume (a partner just seen, a worker catching up) is asked
         # as its data arrives, and one that stays thin (a 3-tickets-a-day partner) is not re-read
         # every bucket for nothing.
         again = (now_ms // every + 1) * every
         self._asked[key] = _Asked(again, max(volume, 1), found)
+        return found
+
+    def _test(self, partner: str, kpi_id: str, window: str, now_ms: int, target: float,
+              better: str, signals: tuple[str, ...], params: IntegrityParams,
+              ) -> list[tuple[str, Finding | None]]:
+        """Each signal's finding on the window; a flag held is tested at HOLD_FACTOR x alpha."""
+        buckets, bins = self.engine.integrity_inputs(partner, kpi_id, window, now_ms)
+        found: list[tuple[str, Finding | None]] = []
+        for signal in signals:
+            was = self.held.get((partner, kpi_id, signal))
+            level = params if was is None or was.since_ms is None else replace(
+                params, alpha=min(params.alpha * HOLD_FACTOR, 0.5))
+            try:
+                if signal == THRESHOLD_HUGGING:
+                    found.append((signal, threshold_hugging(buckets, target, better, level)))
+                elif signal == UNDER_REPORTING:
+                    found.append((signal, under_reporting(buckets, better, level)))
+                elif signal == DEADLINE_BUNCHING:
+                    found.append((signal, deadline_bunching(bins, target, better, level)))
+            except ValueError as exc:
+                log.error("integrity %s of %s %s in %s not tested: %s", signal, partner, kpi_id,
+                          window, exc)
+                found.append((signal, None))
         return found
 
     def _settle(self, partner: str, tier: str, kpi_id: str, signal: str,
