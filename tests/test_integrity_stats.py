@@ -1,9 +1,11 @@
-"""The integrity lens (streams/judgement/integrity.py), validated by simulation.
+"""The integrity lens (streams/judgement/integrity/), validated by simulation.
 
 Goals: honest partners falsely flagged in at most 1% of partner-months; gaming partners flagged in
-at least 95% of cases within 14 days at 50 tickets a day. All are asserted except the throttler's
-14 days (g), which no test found here reaches at that false-flag level: its test asserts what is
-measured (about 73% within 14 days, 92% within 30) less a margin, and says why.
+at least 95% of cases within 14 days at 50 tickets a day. All are asserted except for the mildest
+throttler (g: 20% of its tickets need escalating, so it withholds a quarter of them), which no
+test found here reaches at that false-flag level: its test asserts what is measured (about 71%
+within 14 days, 92% within 30) less a margin, and says why. Throttlers withholding more (g2: 25%
+need, 40% withheld; g3: 30% need, half withheld) are caught within 14 days in 99-100%.
 
 * A **partner-month** is 30 daily evaluations (at the end of days 30..59) of a rolling 30-day
   window of 1-hour buckets (720 of them, as the engine hands them over); it is falsely flagged if
@@ -135,13 +137,13 @@ def _bins_window(daily: npt.NDArray[np.float64], end_day: int) -> npt.NDArray[np
 
 
 def _throttled_buckets(
-    rng: np.random.Generator, days: int, memory_days: int = WINDOW_DAYS
+    rng: np.random.Generator, days: int, memory_days: int = WINDOW_DAYS, need_rate: float = 0.20
 ) -> npt.NDArray[np.float64]:
-    """(n, x) per hour of a partner whose tickets need escalating at 20% but who escalates one that
-    needs it only while its running rate over its last ``memory_days`` (before that ticket) is
-    below 14.9%. Within the first ``memory_days`` that is the rate since the start."""
+    """(n, x) per hour of a partner whose tickets need escalating at ``need_rate`` but who
+    escalates one that needs it only while its running rate over its last ``memory_days`` (before
+    that ticket) is below 14.9%. Within the first ``memory_days`` that is the rate since the start."""
     n = _hourly_volume(rng, days)
-    need = (rng.random(int(n.sum())) < 0.20).tolist()
+    need = (rng.random(int(n.sum())) < need_rate).tolist()
     x = np.zeros(n.size, dtype=np.int64)
     memory = memory_days * HOURS
     tickets = escalated = 0  # over the trailing memory, before the current ticket
@@ -311,6 +313,25 @@ def test_throttled_escalations_are_caught() -> None:
     assert within14 >= 0.65, f"(g) hugging: {within14:.2%} detected within {DETECT_DAYS} days (goal 95%)"
     assert within30 >= 0.88, f"(g) hugging: {within30:.2%} detected within {WINDOW_DAYS} days"
     assert median <= DETECT_DAYS, f"(g) hugging: median day of detection {median:g}"
+
+
+@pytest.mark.parametrize(("case", "label", "need"), [
+    (12, "(g2) throttled escalations (need 25%, held under 14.9%)", 0.25),
+    (13, "(g3) throttled escalations (need 30%, held under 14.9%)", 0.30),
+])
+def test_throttlers_withholding_more_are_caught_within_14_days(case: int, label: str,
+                                                              need: float) -> None:
+    """The same throttler with more to hide: 25% (30%) of its tickets need escalating, so holding
+    at 14.9% withholds 40% (half) of them. Its running rate then climbs back to the target within
+    a few tickets of each dip, and the steadiness shows within days (the demo's gaming partner
+    needs 30%)."""
+    seeds = 300
+    found = detection_days(
+        case, lambda rng: _throttled_buckets(rng, WINDOW_DAYS, need_rate=need), hug_lower,
+        range(1, WINDOW_DAYS + 1), seeds)
+    rate = float(np.mean(found <= DETECT_DAYS))
+    _report(label, "detected within 14 days:", rate, seeds, f", median day {np.median(found):g}")
+    assert rate >= DETECTION_GOAL, f"{label}: {rate:.2%} detected within {DETECT_DAYS} days"
 
 
 def test_bunched_first_contacts_are_caught() -> None:
