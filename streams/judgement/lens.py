@@ -6,9 +6,10 @@ Plain Python with explicit time, like the watch. The statistics are in
 
 * Every KPI is read in each of its windows: the window's closed buckets are the sub-periods
   (1 min buckets of the 1 h window at high volume, 1 h buckets of the 30 d window for a
-  partner with 50 tickets a day). A signal holds when any window flags it at
-  ``alpha / windows`` (Bonferroni: looking in four windows must not quadruple false flags); its
-  evidence is the window with the smallest p-value.
+  partner with 50 tickets a day). A signal holds when any window flags it at its level
+  (``alpha / windows``, spread over the window's looks of a day, below: Bonferroni, so looking
+  in four windows must not quadruple false flags); its evidence is the window with the smallest
+  p-value.
 * Each window is asked every twelfth of its length, at most once a day (of the clock judging
   runs on: the wall, or the partner's event time): the 1 h window every 5 minutes, the 24 h one
   every 2 hours, 7 d and 30 d daily. A window asked ``k`` times a day is tested at
@@ -146,11 +147,8 @@ class IntegrityLens:
             for window in windows:
                 kv = values.get((kpi.id, window))
                 volume = kv.samples if kv is not None else 0
-                every = self._every[window]
-                params = replace(self.params, alpha=self.params.alpha / len(windows)
-                                 * every / REVIEW_EVERY_MS)
                 for signal, finding in self._ask(partner, kpi.id, window, now_ms, volume, target,
-                                                 kpi.better, signals, every, params):
+                                                 kpi.better, signals, len(windows)):
                     if finding is None:
                         continue
                     have = best.get(signal)
@@ -163,12 +161,14 @@ class IntegrityLens:
         return out
 
     def _ask(self, partner: str, kpi_id: str, window: str, now_ms: int, volume: int,
-             target: float, better: str, signals: tuple[str, ...], every: int,
-             params: IntegrityParams) -> list[tuple[str, Finding | None]]:
+             target: float, better: str, signals: tuple[str, ...], windows: int,
+             ) -> list[tuple[str, Finding | None]]:
         key = (partner, kpi_id, window)
         asked = self._asked.get(key)
         if asked is not None and now_ms < asked.again_ms and volume < asked.volume * GROWTH:
             return asked.found
+        every = self._every[window]
+        params = replace(self.params, alpha=self.params.alpha / windows * every / REVIEW_EVERY_MS)
         if volume < self._least:  # every statistic would stay silent: not worth the inputs
             found: list[tuple[str, Finding | None]] = [(signal, None) for signal in signals]
         else:
