@@ -64,6 +64,7 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "escalation_rate": {"direction": "lower", "target": 0.15, "min_samples": 20},
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
     "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
+    "detractor_follow_up": {"direction": "higher", "target": 0.90, "min_samples": 5},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
     "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},
     "reopen_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
@@ -345,6 +346,30 @@ def _good_escalation(ev: Event) -> bool:
     return _is_true(ev, "documented") and ev.get("kb_article") is None
 
 
+DETRACTOR_HORIZON_MS = DAY_MS
+
+
+def _detractor_samples(accepted: list[TopicEvent]) -> PartnerSamples:
+    """detractor_follow_up: per ticket with a csat response scored below 4, a sample at its
+    earliest such response; 1 iff a tickets.follow_up of that ticket has start < ts <= start +
+    24 h."""
+    starts: dict[tuple[str, str], int] = {}
+    for ev in _select(accepted, "surveys", ("response",)):
+        score = ev.get("score")
+        if (ev.get("kind") == "csat" and isinstance(ev.get("ticket_id"), str)
+                and isinstance(score, int | float) and not isinstance(score, bool) and score < 4):
+            key = (ev["partner_id"], ev["ticket_id"])
+            starts[key] = min(to_ms(ev["ts"]), starts.get(key, to_ms(ev["ts"])))
+    follows: dict[tuple[str, str], list[int]] = {}
+    for ev in _select(accepted, "tickets", ("follow_up",)):
+        follows.setdefault((ev["partner_id"], ev["ticket_id"]), []).append(to_ms(ev["ts"]))
+    out: PartnerSamples = {}
+    for (partner, tid), start in starts.items():
+        hit = any(start < t <= start + DETRACTOR_HORIZON_MS for t in follows.get((partner, tid), []))
+        out.setdefault(partner, []).append((start, 1.0 if hit else 0.0))
+    return out
+
+
 def _escalation_reviews(accepted: list[TopicEvent]) -> tuple[PartnerSamples, PartnerSamples]:
     """(good_escalation_ratio, escalation_review_agreement) samples, per escalated ticket.
 
@@ -382,6 +407,7 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
     good_escalation, review_agreement = _escalation_reviews(accepted)
     return {
         "good_escalation_ratio": ("mean", good_escalation),
+        "detractor_follow_up": ("mean", _detractor_samples(accepted)),
         "escalation_review_agreement": ("mean", review_agreement),
         "ots_down_hard": ("mean", ots_dh),
         "ots_service_affecting": (

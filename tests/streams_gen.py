@@ -42,13 +42,31 @@ def _hops_and_reviews(rng: random.Random, emit: Any, partner: str, tid: str, esc
         ts += rng.choice((0, HOUR))
 
 
+def _surveys_and_follow_ups(rng: random.Random, emit: Any, partner: str, tid: str,
+                            opened: int) -> None:
+    """CSAT responses tied to the ticket (stamped before its opening too, sometimes two, some
+    poor) and follow-ups of the customer: before the response, within 24 h of it, exactly at
+    24 h, past it, or none."""
+    if rng.random() < 0.5:
+        return
+    answered = opened + rng.choice((-HOUR, 0, 30 * MINUTE, 5 * HOUR))
+    for _ in range(rng.choice((1, 1, 2))):
+        emit("surveys", partner, "response", answered, ticket_id=tid, kind="csat",
+             score=rng.choice((1, 2, 3, 3.5, 4, 5)))
+        answered += rng.choice((0, HOUR, 2 * DAY))
+    for _ in range(rng.choice((0, 1, 1, 2))):
+        emit("tickets", partner, "follow_up",
+             answered + rng.choice((-HOUR, 0, 2 * HOUR, DAY, DAY + 1, 3 * DAY)), ticket_id=tid)
+
+
 def random_events(
     seed: int, partners: list[str], start_ms: int, span_ms: int, n_tickets: int = 60,
     n_calls: int = 80, n_orders: int = 25, n_surveys: int = 40, prefix: str = "",
 ) -> list[tuple[str, dict[str, Any]]]:
     """A shuffled-ish stream of events over ``span_ms`` starting at ``start_ms``."""
     rng = random.Random(seed)
-    review_rng = random.Random(f"{seed}/reviews")  # its own, so the rest of the stream is as before
+    # its own generator, so the events drawn before reviews and follow-ups existed stay the same
+    extra_rng = random.Random(f"{seed}/reviews")
     out: list[tuple[str, dict[str, Any]]] = []
     counter = 0
 
@@ -107,9 +125,10 @@ def random_events(
                     esc["kb_article"] = rng.choice((None, "KB-1"))
                 escalated = opened + rng.randrange(2 * HOUR)
                 emit("tickets", partner, "escalated", escalated, ticket_id=tid, **esc)
-                _hops_and_reviews(review_rng, emit, partner, tid, escalated)
-            elif review_rng.random() < 0.03:  # a review of an escalation never seen
-                _hops_and_reviews(review_rng, emit, partner, tid, opened, hops=False)
+                _hops_and_reviews(extra_rng, emit, partner, tid, escalated)
+            elif extra_rng.random() < 0.03:  # a review of an escalation never seen
+                _hops_and_reviews(extra_rng, emit, partner, tid, opened, hops=False)
+            _surveys_and_follow_ups(extra_rng, emit, partner, tid, opened)
             if rng.random() < 0.8:
                 res: dict[str, Any] = {}
                 if rng.random() < 0.8:

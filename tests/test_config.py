@@ -82,7 +82,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert "17 KPIs" in ok.stderr
+    assert "18 KPIs" in ok.stderr
     config = _copy_config(tmp_path)
     (config / "kpis.yaml").write_text("version: 2\n")
     bad = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],
@@ -269,4 +269,87 @@ def test_a_reviewed_kpi_needs_all_four_selectors(tmp_path: Path) -> None:
     approved: {topic: tickets, type: escalation_reviewed, where: {verdict: good}}
 """)
     with pytest.raises(ConfigError, match="of kind reviewed needs 'rejected'"):
+        load_config(config)
+
+
+@pytest.mark.parametrize(("where", "error"), [
+    ("{kind: csat, score: {le: 2}}", None),
+    ("{kind: csat, score: {ge: 1, le: 2}}", None),
+    ("{kind: {in: [csat, xla]}, score: {lt: 3.5}}", None),
+    ("{score: {below: 2}}", "unknown comparison 'below'"),
+    ("{score: {le: low}}", "'le' compares numbers, not 'low'"),
+    ("{score: {le: true}}", "'le' compares numbers, not True"),
+    ("{score: {in: []}}", "'in' takes a non-empty list"),
+    ("{score: {in: 3}}", "'in' takes a non-empty list"),
+    ("{score: {eq: [1, 2]}}", "'eq' takes one value, not a list"),
+    ("{score: {}}", "an empty comparison"),
+    ("{scroe: {le: 2}}", "surveys 'response' events have no field 'scroe'"),
+])
+def test_where_comparisons_are_checked(tmp_path: Path, where: str, error: str | None) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    text = path.read_text() + f"""
+  - id: poor_scores
+    title: Poor scores
+    kind: ratio
+    unit: ratio
+    better: lower
+    target: 0.1
+    min_samples: 5
+    numerator: {{topic: surveys, type: response, where: {where}}}
+    denominator: {{topic: surveys, type: response}}
+"""
+    path.write_text(text)
+    if error is None:
+        load_config(config)
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    line = len(text.splitlines()) - 1  # the numerator's line
+    assert f"kpis.yaml:{line}:" in str(err.value) and error in str(err.value)
+
+
+def test_where_comparisons_match_as_documented() -> None:
+    from streams.config.catalog import Condition
+
+    le2 = Condition("score", "le", 2)
+    assert le2.holds(2) and le2.holds(1.5) and not le2.holds(2.5)
+    assert not le2.holds(None) and not le2.holds(True) and not le2.holds("1")
+    assert Condition("score", "gt", 2).holds(2.5) and not Condition("score", "gt", 2).holds(2)
+    assert Condition("score", "ge", 2).holds(2) and Condition("score", "lt", 2).holds(1)
+    assert Condition("kind", "in", ("csat", "xla")).holds("xla")
+    assert not Condition("kind", "in", ("csat",)).holds(None)
+    assert Condition("score", "eq", 5).holds(5.0)  # numbers compare as numbers
+    assert not Condition("documented", "eq", True).holds(1)  # a bool is not a number
+    assert Condition("kb_article", "eq", None).holds(None)  # null matches absent or null
+
+
+@pytest.mark.parametrize(("start", "follow", "link", "error"), [
+    ("{topic: surveys, type: response}", "follow_up", "ticket_id", None),
+    ("{topic: surveys, type: response}", "opened", "order_id",
+     "link must be the tickets entity 'ticket_id'"),
+    ("{topic: orders, type: installed}", "follow_up", "call_id",
+     "'follow_up' events have no field 'call_id'"),
+])
+def test_a_follow_up_link_is_checked(tmp_path: Path, start: str, follow: str, link: str,
+                                     error: str | None) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text() + f"""
+  - id: followed
+    title: Followed
+    kind: follow_up
+    unit: ratio
+    better: higher
+    target: 0.9
+    min_samples: 5
+    start: {start}
+    follow: {{topic: tickets, type: {follow}}}
+    link: {link}
+    horizon: 1d
+""")
+    if error is None:
+        load_config(config)
+        return
+    with pytest.raises(ConfigError, match=error):
         load_config(config)

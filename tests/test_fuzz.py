@@ -49,7 +49,7 @@ settings.register_profile(
 FUZZ = settings.get_profile("partnerpulse-fuzz")
 
 TYPES = {"tickets": ("opened", "contacted", "escalated", "escalation_reviewed", "resolved", "closed",
-                     "reopened"),
+                     "reopened", "follow_up"),
          "calls": ("queued", "answered", "abandoned"),
          "orders": ("scheduled", "installed", "cancelled"),
          "surveys": ("response",)}

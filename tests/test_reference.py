@@ -75,7 +75,7 @@ def test_windows_and_catalog() -> None:
         "7d": (604800 * S, 3600 * S),
         "30d": (2592000 * S, 3600 * S),
     }
-    assert len(ref.DEFAULT_KPIS) == 17
+    assert len(ref.DEFAULT_KPIS) == 18
 
 
 def test_attainment() -> None:
@@ -317,6 +317,27 @@ def test_escalation_reviews_overrule_the_partners_flags() -> None:
     assert get(late, "escalation_review_agreement", "1h") == (1 / 3, 3)
     # while the escalations themselves (T0..T0+4s) have all left it
     assert get(late, "good_escalation_ratio", "1h") is None
+
+
+def test_detractors_followed_up_within_24_hours() -> None:
+    def csat(ts: int, ticket: str | None, score: float) -> tuple:
+        fields = {"ticket_id": ticket} if ticket else {}
+        return ev("surveys", "response", ts, kind="csat", score=score, **fields)
+
+    day = 24 * H
+    events = [
+        csat(T0, "A", 2), tk("follow_up", T0 + day, "A"),  # poor, followed at exactly 24 h: hit
+        csat(T0, "B", 3.5), tk("follow_up", T0 + day + 1, "B"),  # followed 1 ms too late: miss
+        tk("follow_up", T0 + H, "C"), csat(T0 + 2 * H, "C", 1),  # followed only before: miss
+        csat(T0, "D", 4),  # good: no sample
+        csat(T0, None, 1),  # no ticket: no sample
+        csat(T0 + 3 * H, "E", 3), csat(T0 + H, "E", 2),  # earliest poor response (+1 h) counts:
+        tk("follow_up", T0 + 23 * H, "E"),  # hit
+        ev("surveys", "response", T0, kind="xla", score=1, ticket_id="F"),  # xla: not csat
+    ]
+    res = ref.compute(events, now_ms=T0 + 2 * day)
+    # A hit, B miss, C miss, E hit (samples at their responses, all inside 7d)
+    assert get(res, "detractor_follow_up", "7d") == (2 / 4, 4)
 
 
 def test_resolved_ratios() -> None:

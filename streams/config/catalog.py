@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from streams.config.judging import JudgeParams
-from streams.config.kpis import Kpi, Match, RawJudge, RawKpi, judge_params, resolve_kpi
+from streams.config.kpis import Condition, Kpi, Match, RawJudge, RawKpi, judge_params, resolve_kpi
 from streams.config.partners import TIERS, Band, Partners, ReportPolicy, load_partners
 from streams.config.yamlfile import ConfigError, Fail, YamlFile, duration_ms, load_yaml
 
 __all__ = [
-    "DEFAULT_CONFIG_DIR", "TIERS", "Band", "Catalog", "ConfigError", "Kpi", "Match", "Partners",
-    "ReportPolicy", "Window", "duration_ms", "load_catalog", "load_config", "load_partners",
+    "DEFAULT_CONFIG_DIR", "TIERS", "Band", "Catalog", "Condition", "ConfigError", "Kpi", "Match",
+    "Partners", "ReportPolicy", "Window", "duration_ms", "load_catalog", "load_config", "load_partners",
 ]
 
 _SOURCE_CONFIG = Path(__file__).resolve().parents[2] / "config"  # the checkout's config/

@@ -3,6 +3,7 @@ needs (:data:`KIND_RULES`)."""
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
@@ -13,7 +14,7 @@ import msgspec
 from streams.config.integrity import SIGNALS, allowed_signals, default_signals
 from streams.config.judging import JudgeParams
 from streams.config.yamlfile import Fail, Scalar, Where, duration_ms
-from streams.ingest.contract import EVENT_TYPES, Topic
+from streams.ingest.contract import ENTITY_FIELD, EVENT_FIELDS, EVENT_TYPES, Topic
 
 # \Z, not $: "$" also matches before a final newline
 _KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -62,10 +63,14 @@ assert set(KIND_RULES) == set(get_args(KpiKind))
 
 
 # --- the YAML shapes (validated by msgspec) ---------------------------------
+RawCondition = Scalar | dict[str, Scalar | list[Scalar]]
+"""A ``where`` value as written: a scalar (equality) or ``{op: value, ...}`` (:data:`OPERATORS`)."""
+
+
 class _Match(msgspec.Struct, forbid_unknown_fields=True):
     topic: Topic
     type: str
-    where: dict[str, Scalar] = {}
+    where: dict[str, RawCondition] = {}
     distinct: bool = False
 
 
@@ -114,20 +119,54 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
 
 
 # --- the resolved, engine-facing model ----------------------------------------
+OPERATORS: Final = ("eq", "le", "ge", "lt", "gt", "in")
+"""Comparisons a ``where`` filter may use: ``score: {le: 2}``; a bare value is ``eq``."""
+_ORDERED: Final = {"le": operator.le, "ge": operator.ge, "lt": operator.lt, "gt": operator.gt}
+
+
+def _same(got: Any, want: Scalar) -> bool:
+    """Equality as the contract types it: ``1`` is not ``True``, ``None`` is absent or null."""
+    return got == want and (want is None or type(got) is type(want)
+                            or (_is_number(got) and _is_number(want)))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One ``where`` filter: the event's ``field`` compared with ``value`` by ``op``."""
+
+    field: str
+    op: str
+    """One of :data:`OPERATORS`."""
+    value: Scalar | tuple[Scalar, ...]
+    """A number for the ordered comparisons, a tuple for ``in``, any scalar for ``eq``."""
+
+    def holds(self, got: Any) -> bool:
+        """Whether the event's field value ``got`` (None when absent) passes. An absent or
+        non-numeric field fails an ordered comparison."""
+        if self.op == "eq":
+            return _same(got, self.value)  # type: ignore[arg-type]
+        if self.op == "in":
+            return any(_same(got, v) for v in self.value)  # type: ignore[union-attr]
+        return _is_number(got) and bool(_ORDERED[self.op](got, self.value))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Which events a KPI looks at: topic, type and equality filters on fields."""
+    """Which events a KPI looks at: topic, type and filters on fields."""
 
     topic: str
     type: str
-    where: tuple[tuple[str, Scalar], ...] = ()
+    where: tuple[Condition, ...] = ()
     distinct: bool = False
 
     def matches(self, event: Any) -> bool:
         """True when every filter holds; ``None`` matches an absent or null field."""
-        for name, want in self.where:
-            got = getattr(event, name, None)
-            if got != want or (want is not None and type(got) is not type(want)):
+        for cond in self.where:  # noqa: SIM110 (a loop: all() over a generator is slower per event)
+            if not cond.holds(getattr(event, cond.field, None)):
                 return False
         return True
 
@@ -196,10 +235,41 @@ class Kpi:
 
 
 # --- checking one KPI -----------------------------------------------------------
-def _match(raw: _Match | None) -> Match | None:
+def _match(raw: _Match | None, fail: Fail, here: Where) -> Match | None:
+    """The checked selector; a misused ``where`` fails at ``here``."""
     if raw is None:
         return None
-    return Match(raw.topic, raw.type, tuple(sorted(raw.where.items())), raw.distinct)
+    fields = EVENT_FIELDS.get((raw.topic, raw.type), frozenset())
+    conditions: list[Condition] = []
+    for name, spec in raw.where.items():
+        at = [*here, "where", name]
+        if name not in fields:
+            raise fail(at, f"{raw.topic} {raw.type!r} events have no field {name!r} "
+                           f"(they have {', '.join(sorted(fields))})")
+        if not isinstance(spec, dict):
+            conditions.append(Condition(name, "eq", spec))
+            continue
+        if not spec:
+            raise fail(at, f"where {name}: an empty comparison; use one of {', '.join(OPERATORS)}")
+        for op, value in spec.items():
+            conditions.append(_condition(name, op, value, fail, [*at, op]))
+    order = sorted(conditions, key=lambda c: (c.field, c.op, repr(c.value)))
+    return Match(raw.topic, raw.type, tuple(order), raw.distinct)
+
+
+def _condition(name: str, op: str, value: Scalar | list[Scalar], fail: Fail,
+               here: Where) -> Condition:
+    if op not in OPERATORS:
+        raise fail(here, f"where {name}: unknown comparison {op!r} (one of {', '.join(OPERATORS)})")
+    if op == "in":
+        if not isinstance(value, list) or not value:
+            raise fail(here, f"where {name}: 'in' takes a non-empty list of values")
+        return Condition(name, op, tuple(value))
+    if isinstance(value, list):
+        raise fail(here, f"where {name}: {op!r} takes one value, not a list")
+    if op != "eq" and not _is_number(value):
+        raise fail(here, f"where {name}: {op!r} compares numbers, not {value!r}")
+    return Condition(name, op, value)
 
 
 def judge_params(base: JudgeParams, raw: RawJudge | None, fail: Fail, where: Where) -> JudgeParams:
@@ -244,6 +314,23 @@ def _check_selectors(raw: RawKpi, fail: Fail, here: Where) -> None:
                    "events of one topic, not " + " and ".join(sorted(set(topics.values()))))
 
 
+def _check_link(raw: RawKpi, fail: Fail, here: Where) -> None:
+    """A follow-up's ``link`` names a field of its follow events; a start without an entity of
+    its own (a survey response) joins the follow events' entity, so ``link`` must name that."""
+    start, follow, link = raw.start, raw.follow, raw.link
+    if raw.kind != "follow_up" or start is None or follow is None or link is None:
+        return
+    if link not in EVENT_FIELDS[(follow.topic, follow.type)]:
+        raise fail([*here, "link"], f"KPI {raw.id!r}: {follow.topic} {follow.type!r} events have "
+                                    f"no field {link!r} to link them by")
+    if ENTITY_FIELD[start.topic] is None:
+        entity = ENTITY_FIELD[follow.topic]
+        if link != entity or link not in EVENT_FIELDS[(start.topic, start.type)]:
+            raise fail([*here, "link"], f"KPI {raw.id!r}: {start.topic} events have no entity of "
+                                        f"their own: link must be the {follow.topic} entity "
+                                        f"{entity!r}, carried by both")
+
+
 def _statistic(raw: RawKpi, fail: Fail, here: Where) -> tuple[str, float | None, int | None]:
     """(statistic, quantile, threshold_ms) of the KPI's ``statistic:``."""
     statistic, quantile, threshold = "mean", None, None
@@ -271,6 +358,7 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
     if not _KPI_ID_RE.match(raw.id):
         raise fail([*here, "id"], f"KPI id {raw.id!r} must be snake_case ([a-z][a-z0-9_]*)")
     _check_selectors(raw, fail, here)
+    _check_link(raw, fail, here)
     if raw.open_items and (not KIND_RULES[raw.kind].open_items or raw.unit != "seconds"):
         raise fail([*here, "open_items"], "open_items is only for durations in seconds")
     if raw.min_samples < 1:
@@ -286,16 +374,18 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
             horizon = duration_ms(raw.horizon)
         except ValueError as exc:
             raise fail([*here, "horizon"], str(exc)) from None
+    def sel(name: str) -> Match | None:
+        return _match(getattr(raw, name), fail, [*here, name])
+
     kpi = Kpi(
         id=raw.id, title=raw.title, kind=raw.kind, unit=raw.unit, better=raw.better,
         target=float(raw.target), min_samples=raw.min_samples, windows=names,
-        description=raw.description.strip(), start=_match(raw.start), stop=_match(raw.stop),
-        miss=_match(raw.miss), statistic=statistic, quantile=quantile, threshold_ms=threshold,
-        numerator=_match(raw.numerator), denominator=_match(raw.denominator),
-        source=_match(raw.source), field=raw.field, follow=_match(raw.follow), link=raw.link,
-        horizon_ms=horizon, due=_match(raw.due), done=_match(raw.done),
-        subject=_match(raw.subject), claim=_match(raw.claim), approved=_match(raw.approved),
-        rejected=_match(raw.rejected), open_items=raw.open_items,
+        description=raw.description.strip(), start=sel("start"), stop=sel("stop"),
+        miss=sel("miss"), statistic=statistic, quantile=quantile, threshold_ms=threshold,
+        numerator=sel("numerator"), denominator=sel("denominator"), source=sel("source"),
+        field=raw.field, follow=sel("follow"), link=raw.link, horizon_ms=horizon, due=sel("due"),
+        done=sel("done"), subject=sel("subject"), claim=sel("claim"), approved=sel("approved"),
+        rejected=sel("rejected"), open_items=raw.open_items,
         judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
     return replace(kpi, integrity=_integrity(raw, kpi, fail, here))

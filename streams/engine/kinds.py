@@ -18,7 +18,7 @@ from streams.config.catalog import Kpi
 from streams.engine import sketch
 from streams.engine.model import UNSET, Record, Sample, Sampler
 from streams.engine.plan import PlanBuilder
-from streams.ingest.contract import parse_due
+from streams.ingest.contract import ENTITY_FIELD, parse_due
 
 SamplerBuild = tuple[str | None, Callable[[Any], Sampler]]
 """(entity topic whose unset mark the sampler compares with, build(unset mark) -> sampler)."""
@@ -121,13 +121,20 @@ class MeanField(Kind):
 
 
 class FollowUp(Kind):
-    """1 when a follow-up came within the horizon after the start, counted at the start."""
+    """1 when a follow-up came within the horizon after the start, counted at the start (the
+    earliest start of the entity)."""
 
     def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
         assert kpi.start and kpi.follow and kpi.link and kpi.horizon_ms is not None
-        start = plan.mark(k, kpi.start)
-        # a follow-up event is attached to the *start's* entity through the link field
-        follow = plan.mark(k, kpi.follow, kpi.start.topic, kpi.link, reducer="set")
+        if ENTITY_FIELD[kpi.start.topic] is not None:
+            start = plan.mark(k, kpi.start)
+            # a follow-up event is attached to the *start's* entity through the link field
+            follow = plan.mark(k, kpi.follow, kpi.start.topic, kpi.link, reducer="set")
+        else:
+            # a start without an entity of its own (a survey response) joins the follow-up's
+            # entity through the link field (the catalog checks it names that entity)
+            start = plan.mark(k, kpi.start, kpi.follow.topic, kpi.link)
+            follow = plan.mark(k, kpi.follow, reducer="set")
         return None, _constant(self.sampler(start, follow, kpi.horizon_ms))
 
     @staticmethod

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from streams.config.catalog import Match
+from streams.config.catalog import Condition, Match
 from streams.engine.model import UNSET
 from streams.ingest.contract import ENTITY_FIELD
 
@@ -31,7 +31,7 @@ class Slot:
 
     topic: str
     type: str
-    where: tuple[tuple[str, Any], ...]
+    where: tuple[Condition, ...]
     entity_topic: str
     entity_field: str
     reducer: str  # 'min' (earliest wins) | 'max' (latest wins) | 'set' (every time)

@@ -102,6 +102,10 @@ class TicketEscalationReviewed(_Ticket, tag="escalation_reviewed", frozen=True):
     ] = ()
 
 
+class TicketFollowUp(_Ticket, tag="follow_up", frozen=True):
+    """Someone contacted the customer about their feedback (contract v1, additive)."""
+
+
 class TicketResolved(_Ticket, tag="resolved", frozen=True):
     first_contact: bool | None = None
     truck_roll: bool | None = None
@@ -117,7 +121,7 @@ class TicketReopened(_Ticket, tag="reopened", frozen=True):
 
 TicketEvent = (
     TicketOpened | TicketContacted | TicketEscalated | TicketEscalationReviewed | TicketResolved
-    | TicketClosed | TicketReopened
+    | TicketClosed | TicketReopened | TicketFollowUp
 )
 
 
@@ -191,6 +195,15 @@ EVENT_TYPES: Final[dict[str, frozenset[str]]] = {
     "surveys": _tags(SurveyEvent),
 }
 """The event types (``type`` tags) of each topic, read from the structs above."""
+
+EVENT_FIELDS: Final[dict[tuple[str, str], frozenset[str]]] = {
+    (topic, str(m.__struct_config__.tag)): frozenset(m.__struct_fields__)
+    for topic, union in (("tickets", TicketEvent), ("calls", CallEvent), ("orders", OrderEvent),
+                         ("surveys", SurveyEvent))
+    for m in typing.get_args(union) if m is not _NoSurvey
+}
+"""(topic, type) -> the fields its events carry (unknown fields are dropped on decode, so a
+``where`` filter on another field could never match)."""
 
 ENTITY_FIELD: Final[dict[str, str | None]] = {
     "tickets": "ticket_id",

@@ -62,7 +62,8 @@ def replayed(raw: list[Raw], start: int) -> list[Raw]:
     event (durations start there) and the earliest earlier occurrence of a type that
     occurs again after start (escalated, resolved: "earliest" and "distinct" semantics; an
     escalation is also kept for its review after start);
-    an order's scheduled events; a call's queued event. So a ticket that was resolved
+    an order's scheduled events; a call's queued event; the survey answers a follow-up after
+    start was about. So a ticket that was resolved
     before start and is only closed (or surveyed) afterwards brings no history along.
     ``raw`` is in creation order, which is chronological per type.
     """
@@ -72,7 +73,8 @@ def replayed(raw: list[Raw], start: int) -> list[Raw]:
         later.add("escalated")
     out: list[Raw] = []
     for r in raw:
-        if r[0] >= start:
+        # a follow-up after start is read against the answer it follows
+        if r[0] >= start or (r[2] == "surveys" and "follow_up" in later):
             out.append(r)
         elif r[2] in history:
             if r[2] != "tickets" or r[3] == "opened":

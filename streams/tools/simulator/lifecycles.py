@@ -158,7 +158,7 @@ class Lifecycles:
                         {"first_contact": False, "truck_roll": u16(h2, 1) < prm.truck}))
             ts = again + int((2 + 28 * u16(h2, 2)) * MIN)
             raw.append((ts, len(raw), tk, "closed", "ticket_id", tid, None))
-        _surveys(raw, prm, u, contact, tid)
+        _surveys(raw, prm, u, h, contact, tid)
 
     def _call(self, raw: list[Raw], st: Stream, k: int, h: int, queued: int, cid: str) -> None:
         prm = st.prm
@@ -257,8 +257,11 @@ def _escalations(raw: list[Raw], prm: Any, u: Callable[[int], float], h2: int, c
     return t
 
 
-def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], contact: int, tid: str) -> None:
-    """Append a ticket's post-contact survey responses (CSAT 1..5, XLA 0..10), each drawn."""
+def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], h: int, contact: int,
+             tid: str) -> None:
+    """Append a ticket's post-contact survey responses (CSAT 1..5, XLA 0..10), each drawn, and
+    the follow-up of a poor CSAT answer (below 4) by the partner (``prm.follow``, 5..60 min
+    after the answer: compressed from hours)."""
     if u(T_CSAT) < P_SURVEY:
         v = u(T_CSAT_V)
         score = 5
@@ -270,6 +273,10 @@ def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], contact: int, 
         ts = contact + int((3 + 42 * u(T_CSAT_T)) * MIN)
         raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
                     {"score": score, "kind": "csat"}))
+        hf = mix(h ^ 0x1B873593)
+        if score < 4 and u16(hf, 0) < prm.follow:
+            raw.append((ts + int((5 + 55 * u16(hf, 1)) * MIN), len(raw), "tickets", "follow_up",
+                        "ticket_id", tid, None))
     if u(T_XLA) < P_SURVEY:
         score = max(0, min(10, round(prm.xla + 1.5 * Z[int(u(T_XLA_V) * NZ)])))
         ts = contact + int((3 + 42 * u(T_XLA_T)) * MIN)

@@ -95,6 +95,7 @@ class _Params:
     good: float  # share of escalations that are documented without a KB article
     kb_bad: float  # share of the bad escalations that carry a kb_article
     overclaim: float  # share of its bad first escalations the partner flags good all the same
+    follow: float  # share of poor CSAT answers the partner follows up with the customer
     fcr: float  # share of resolved tickets resolved on first contact
     truck: float
     reopen: float
@@ -106,20 +107,20 @@ class _Params:
 
 _STEADY: Final = _Params(
     asa=36, asa_end=36, abandon=0.035, abandon_end=0.035, ots=2600, ots_end=2600, work=8000,
-    esc=0.14, good=0.88, kb_bad=0.34, overclaim=0.03, fcr=0.74, truck=0.16, reopen=0.035, fai=0.04,
-    on_time=0.93, csat=(0.01, 0.02, 0.06, 0.27, 0.64), xla=8.6,
+    esc=0.14, good=0.88, kb_bad=0.34, overclaim=0.03, follow=0.93, fcr=0.74, truck=0.16,
+    reopen=0.035, fai=0.04, on_time=0.93, csat=(0.01, 0.02, 0.06, 0.27, 0.64), xla=8.6,
 )
 PROFILE_PARAMS: Final[dict[str, _Params]] = {
     "steady": _STEADY,
     "strong": _Params(
         asa=24, asa_end=24, abandon=0.02, abandon_end=0.02, ots=1500, ots_end=1500, work=6000,
-        esc=0.14, good=0.95, kb_bad=0.34, overclaim=0.03, fcr=0.8, truck=0.12, reopen=0.02, fai=0.025,
-        on_time=0.97, csat=(0.01, 0.02, 0.05, 0.2, 0.72), xla=8.8,
+        esc=0.14, good=0.95, kb_bad=0.34, overclaim=0.03, follow=0.97, fcr=0.8, truck=0.12,
+        reopen=0.02, fai=0.025, on_time=0.97, csat=(0.01, 0.02, 0.05, 0.2, 0.72), xla=8.8,
     ),
     "weak": _Params(
         asa=95, asa_end=95, abandon=0.09, abandon_end=0.09, ots=8000, ots_end=8000, work=11000,
-        esc=0.21, good=0.68, kb_bad=0.34, overclaim=0.03, fcr=0.58, truck=0.28, reopen=0.09, fai=0.1,
-        on_time=0.8, csat=(0.08, 0.1, 0.15, 0.32, 0.35), xla=7.1,
+        esc=0.21, good=0.68, kb_bad=0.34, overclaim=0.03, follow=0.65, fcr=0.58, truck=0.28,
+        reopen=0.09, fai=0.1, on_time=0.8, csat=(0.08, 0.1, 0.15, 0.32, 0.35), xla=7.1,
     ),
     # 30% of its tickets need escalating; it escalates them only while its running rate is under
     # 14.9% (throttle.py); most of those it does escalate are undocumented or KB-solvable, and it
