@@ -65,6 +65,8 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
     "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
     "detractor_follow_up": {"direction": "higher", "target": 0.90, "min_samples": 5},
+    "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20,
+                        "windows": ("24h", "7d", "30d")},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
     "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},
     "reopen_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
@@ -370,6 +372,27 @@ def _detractor_samples(accepted: list[TopicEvent]) -> PartnerSamples:
     return out
 
 
+SURVEY_HORIZON_MS = 7 * DAY_MS
+
+
+def _survey_coverage_samples(accepted: list[TopicEvent]) -> PartnerSamples:
+    """survey_coverage: per resolved ticket, a sample at its earliest resolution; 1 iff a csat
+    response with that ticket_id (same partner) has start < ts <= start + 7 days."""
+    answers: dict[tuple[str, str], list[int]] = {}
+    for ev in _select(accepted, "surveys", ("response",)):
+        if ev.get("kind") == "csat" and isinstance(ev.get("ticket_id"), str):
+            answers.setdefault((ev["partner_id"], ev["ticket_id"]), []).append(to_ms(ev["ts"]))
+    out: PartnerSamples = {}
+    for (partner, tid), group in _group(_select(accepted, "tickets", ("resolved",)),
+                                        "ticket_id").items():
+        first = _earliest(group)
+        assert first is not None
+        start = to_ms(first["ts"])
+        hit = any(start < t <= start + SURVEY_HORIZON_MS for t in answers.get((partner, tid), []))
+        out.setdefault(partner, []).append((start, 1.0 if hit else 0.0))
+    return out
+
+
 def _escalation_reviews(accepted: list[TopicEvent]) -> tuple[PartnerSamples, PartnerSamples]:
     """(good_escalation_ratio, escalation_review_agreement) samples, per escalated ticket.
 
@@ -408,6 +431,7 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
     return {
         "good_escalation_ratio": ("mean", good_escalation),
         "detractor_follow_up": ("mean", _detractor_samples(accepted)),
+        "survey_coverage": ("mean", _survey_coverage_samples(accepted)),
         "escalation_review_agreement": ("mean", review_agreement),
         "ots_down_hard": ("mean", ots_dh),
         "ots_service_affecting": (
@@ -520,7 +544,7 @@ def compute(
     results: dict[tuple[str, str, str], KpiResult] = {}
     for kpi_id, (stat, per_partner) in _sample_kpis(accepted).items():
         for partner, samples in per_partner.items():
-            for window in WINDOWS:
+            for window in DEFAULT_KPIS[kpi_id].get("windows", WINDOWS):
                 values = [v for t, v in samples if in_window(t, now_ms, window)]
                 if not values:
                     continue

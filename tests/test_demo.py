@@ -16,8 +16,7 @@ from streams.tools.simulator import DEFAULT_PARTNERS
 from tests.harness import REPO, kpi_series, poll
 
 pytestmark = pytest.mark.slow
-KPIS = [kpi.id for kpi in load_config()[0].kpis]
-WINDOWS = ["1h", "24h", "7d", "30d"]
+KPI_WINDOWS = [(kpi.id, window) for kpi in load_config()[0].kpis for window in kpi.windows]
 GAMING = [p.partner_id for p in DEFAULT_PARTNERS if p.profile == "gaming"]
 
 
@@ -46,7 +45,7 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    want = {(k, p.partner_id, w) for k in KPIS for p in DEFAULT_PARTNERS for w in WINDOWS}
+    want = {(k, p.partner_id, w) for k, w in KPI_WINDOWS for p in DEFAULT_PARTNERS}
     try:
         def complete() -> bool:
             assert proc.poll() is None, (tmp_path / "demo.log").read_text()

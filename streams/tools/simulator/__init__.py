@@ -12,7 +12,8 @@ Shape of the traffic (per partner, at the default rate, 12 partners)
 * Three arrival streams with regular, jittered spacing: ~53 tickets/min (23 down_hard,
   23 service_affecting, 7 question), 28 calls/min, 28 install orders/min; plus
   failure-after-install tickets (an ``order_id`` on the opened event, minutes after the
-  install) and post-contact csat/xla survey answers linked by ``ticket_id``.
+  install), csat/xla survey answers after the resolution linked by ``ticket_id`` (half of
+  the tickets each, 3-45 min after it), and a partner's follow-up of poor CSAT answers.
   Overall ~85 events/s; ``rate`` scales all volumes linearly (per partner:
   rate / len(partners)).
 * Delays and yes/no decisions come from low-discrepancy (Kronecker) sequences instead of
@@ -51,7 +52,8 @@ while its running escalation rate is under 14.9 % (``throttle.py``: counted from
 before start, in event time, as handed out), so it holds just under its 15 % target; most of
 its escalations are undocumented or KB-solvable, and it flags most of those good anyway
 (the vendor's ``escalation_reviewed`` verdicts, on 80 % of escalations, say bad);
-``drifting`` starts well within
+``selective`` surveys 35 % of its customers, and only 15 % of those whose answer would be
+poor (its CSAT flattered, its survey_coverage low); ``drifting`` starts well within
 its ASA and OTS targets and rises linearly past them over ``drift_minutes`` of event time:
 ASA 40 s -> 120 s by queue time, down_hard OTS 3000 s -> 9000 s by first-contact time.
 """

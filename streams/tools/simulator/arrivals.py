@@ -14,6 +14,7 @@ from streams.tools.simulator.profiles import (
     ESC_SPAN_MAX_MS,
     FAI_DELAY_MAX_MS,
     FCR_WORK_S,
+    FOLLOW_UP_MAX_MS,
     LEAD_S,
     MIN,
     PROFILE_PARAMS,
@@ -45,6 +46,9 @@ Raw = tuple[int, int, str, str, str, str, "dict[str, Any] | None"]
 """One event of a lifecycle before materialisation:
 (ts, index in its lifecycle, topic, type, key field, entity id, extra fields)."""
 
+
+AFTER_RESOLVED_MS: Final = SURVEY_MAX_MS + FOLLOW_UP_MAX_MS
+"""How long after its (first) resolution a ticket's survey answers and their follow-up may come."""
 
 _NEEDS_HISTORY: Final = {
     # topic -> event types after start that need the entity's earlier events
@@ -117,11 +121,8 @@ class Stream:
         self.fai_off = tuple(mix(self.hbase + 7919 * (d + 1)) * U64 for d in range(NDIM))
         ots_max = max(prm.ots, prm.ots_end)
         # contacted -> last event of a ticket
-        ticket_after = max(
-            max(prm.work * CAP_WORK * S, ESC_SPAN_MAX_MS, FCR_WORK_S * CAP_FCR * S)
-            + TAIL_REOPEN_MS,
-            SURVEY_MAX_MS,
-        )
+        ticket_after = (max(prm.work * CAP_WORK * S, ESC_SPAN_MAX_MS, FCR_WORK_S * CAP_FCR * S)
+                        + max(TAIL_REOPEN_MS, AFTER_RESOLVED_MS))
         if kind == "tickets":
             self.before_ms = int(ots_max * max(SEV_MULT.values()) * CAP_OTS * S) + 1
             self.after_ms = int(ticket_after) + 1
@@ -163,8 +164,9 @@ class Stream:
                     w = fcr_ms * lf[i]
                 else:
                     w = work_ms * lw[i]
-                w += TAIL_REOPEN_MS if (k * ar + o_r) % 1.0 < reopen else TAIL_PLAIN_MS
-                if (k + 0.45) * sp + max(w, SURVEY_MAX_MS) >= 0:
+                w += max(TAIL_REOPEN_MS if (k * ar + o_r) % 1.0 < reopen else TAIL_PLAIN_MS,
+                         AFTER_RESOLVED_MS)
+                if (k + 0.45) * sp + w >= 0:
                     keep.append(k)
                 k += 1
             return keep, k

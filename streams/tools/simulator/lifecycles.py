@@ -14,7 +14,6 @@ from streams.tools.simulator.profiles import (
     LEAD_S,
     MIN,
     P_REVIEW,
-    P_SURVEY,
     QUEUES,
     REVIEW_NOISE,
     REVIEW_REASONS,
@@ -158,7 +157,7 @@ class Lifecycles:
                         {"first_contact": False, "truck_roll": u16(h2, 1) < prm.truck}))
             ts = again + int((2 + 28 * u16(h2, 2)) * MIN)
             raw.append((ts, len(raw), tk, "closed", "ticket_id", tid, None))
-        _surveys(raw, prm, u, h, contact, tid)
+        _surveys(raw, prm, u, h, resolved, tid)
 
     def _call(self, raw: list[Raw], st: Stream, k: int, h: int, queued: int, cid: str) -> None:
         prm = st.prm
@@ -257,28 +256,30 @@ def _escalations(raw: list[Raw], prm: Any, u: Callable[[int], float], h2: int, c
     return t
 
 
-def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], h: int, contact: int,
+def _surveys(raw: list[Raw], prm: Any, u: Callable[[int], float], h: int, resolved: int,
              tid: str) -> None:
-    """Append a ticket's post-contact survey responses (CSAT 1..5, XLA 0..10), each drawn, and
-    the follow-up of a poor CSAT answer (below 4) by the partner (``prm.follow``, 5..60 min
-    after the answer: compressed from hours)."""
-    if u(T_CSAT) < P_SURVEY:
-        v = u(T_CSAT_V)
-        score = 5
-        for i, p in enumerate(prm.csat):
-            if v < p:
-                score = i + 1
-                break
-            v -= p
-        ts = contact + int((3 + 42 * u(T_CSAT_T)) * MIN)
+    """Append a ticket's survey answers after its resolution (CSAT 1..5, XLA 0..10), each drawn:
+    asked of ``prm.survey`` of customers, times ``prm.survey_poor`` of those whose answer would
+    be poor (a partner surveying selectively). A poor CSAT answer (below 4) is followed up with
+    the customer by the partner (``prm.follow``, 5..60 min after the answer: compressed from
+    hours)."""
+    v = u(T_CSAT_V)
+    score = 5
+    for i, p in enumerate(prm.csat):
+        if v < p:
+            score = i + 1
+            break
+        v -= p
+    if u(T_CSAT) < prm.survey * (prm.survey_poor if score < 4 else 1.0):
+        ts = resolved + int((3 + 42 * u(T_CSAT_T)) * MIN)
         raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
                     {"score": score, "kind": "csat"}))
         hf = mix(h ^ 0x1B873593)
         if score < 4 and u16(hf, 0) < prm.follow:
             raw.append((ts + int((5 + 55 * u16(hf, 1)) * MIN), len(raw), "tickets", "follow_up",
                         "ticket_id", tid, None))
-    if u(T_XLA) < P_SURVEY:
-        score = max(0, min(10, round(prm.xla + 1.5 * Z[int(u(T_XLA_V) * NZ)])))
-        ts = contact + int((3 + 42 * u(T_XLA_T)) * MIN)
+    xla = max(0, min(10, round(prm.xla + 1.5 * Z[int(u(T_XLA_V) * NZ)])))
+    if u(T_XLA) < prm.survey * (prm.survey_poor if xla < 8 else 1.0):
+        ts = resolved + int((3 + 42 * u(T_XLA_T)) * MIN)
         raw.append((ts, len(raw), "surveys", "response", "ticket_id", tid,
-                    {"score": score, "kind": "xla"}))
+                    {"score": xla, "kind": "xla"}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-PROFILES: Final = ("steady", "drifting", "gaming", "strong", "weak")
+PROFILES: Final = ("steady", "drifting", "gaming", "strong", "weak", "selective")
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ DEFAULT_PARTNERS: tuple[SimPartner, ...] = (
     SimPartner("riverbend-comms", "select", "steady"),
     SimPartner("lumen-partners", "select", "weak"),
     SimPartner("keystone-wireless", "authorized", "steady"),
-    SimPartner("orchid-it", "authorized", "steady"),
+    SimPartner("orchid-it", "authorized", "selective"),
     SimPartner("vertex-outsourcing", "authorized", "gaming"),
 )
-"""The 12 partners of config/partners.yaml: one drifting, one gaming."""
+"""The 12 partners of config/partners.yaml: one drifting, one gaming, one surveying selectively."""
 
 S: Final = 1000  # ms per second
 MIN: Final = 60_000
@@ -70,13 +70,14 @@ FAI_DELAY_MAX_MS: Final = 25 * MIN  # install -> follow-up ticket (compressed)
 # Escalations: 3..5 hops, the first 14..16 min after first contact, then every 20..30 min;
 # an escalated ticket is resolved at least 20 min after its last hop.
 ESC_SPAN_MAX_MS: Final = (16 + 4 * 30 + 20) * MIN
-# Survey answers (csat, xla) arrive 3..45 min after the first contact.
+# Survey answers (csat, xla) arrive 3..45 min after the (first) resolution; a poor CSAT answer's
+# follow-up 5..60 min after it.
 SURVEY_MAX_MS: Final = 45 * MIN
+FOLLOW_UP_MAX_MS: Final = 60 * MIN
 # After the (first) resolution: close <= 30 min, reopen <= 60 min after closing,
 # re-resolve <= 90 min later, close <= 30 min after that.
 TAIL_REOPEN_MS: Final = (30 + 60 + 90 + 30) * MIN
 TAIL_PLAIN_MS: Final = 30 * MIN
-P_SURVEY: Final = 0.5  # chance of a csat answer, and of an xla answer, per ticket
 P_REVIEW: Final = 0.8  # share of escalations the receiving vendor tier reviews
 REVIEW_NOISE: Final = 0.03  # chance a review finds the opposite of the truth
 REVIEW_REASONS: Final = ("kb_solvable", "undocumented", "duplicate", "wrong_queue")
@@ -103,6 +104,8 @@ class _Params:
     on_time: float
     csat: tuple[float, float, float, float, float]  # P(score = 1..5)
     xla: float  # mean xla score (0..10)
+    survey: float = 0.5  # chance of a csat answer, and of an xla answer, per resolved ticket
+    survey_poor: float = 1.0  # ... times this when the answer would be poor (CSAT < 4, XLA < 8)
 
 
 _STEADY: Final = _Params(
@@ -126,6 +129,8 @@ PROFILE_PARAMS: Final[dict[str, _Params]] = {
     # 14.9% (throttle.py); most of those it does escalate are undocumented or KB-solvable, and it
     # flags most of those good all the same (the vendor's reviews say otherwise)
     "gaming": replace(_STEADY, esc=0.30, fcr=0.6, good=0.25, kb_bad=0.5, overclaim=0.8),
+    # surveys fewer customers, and mostly those likely to be happy: coverage low, CSAT flattered
+    "selective": replace(_STEADY, survey=0.35, survey_poor=0.15),
     "drifting": replace(
         _STEADY, asa=40, asa_end=120, abandon=0.03, abandon_end=0.08, ots=3000, ots_end=9000
     ),
