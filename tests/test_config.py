@@ -353,3 +353,23 @@ def test_a_follow_up_link_is_checked(tmp_path: Path, start: str, follow: str, li
         return
     with pytest.raises(ConfigError, match=error):
         load_config(config)
+
+
+def test_the_compiled_matcher_agrees_with_matches() -> None:
+    """The per-event path compares equality-only filters inline: same verdicts as the
+    conditions themselves, on values of every type the contract carries."""
+    from types import SimpleNamespace
+
+    from streams.config.catalog import Condition, Match
+
+    values: list[object] = [None, True, False, 0, 1, 1.0, 2.5, "", "a", "1"]
+    for want in values:
+        for extra in ([], [Condition("other", "eq", None)]):
+            match = Match("tickets", "escalated", (Condition("field", "eq", want), *extra))
+            fast = match.compiled()
+            assert fast is not match.matches  # equality only: the inline matcher
+            for got in values:
+                event = SimpleNamespace(field=got)
+                assert fast(event) == match.matches(event), (want, got)
+    ranged = Match("surveys", "response", (Condition("score", "lt", 4),))
+    assert ranged.compiled() == ranged.matches  # comparisons: the conditions themselves

@@ -53,7 +53,7 @@ class MarkStep:
     def __init__(self, match: Match, slot: Slot) -> None:
         self.kind = MARK
         self.where = match.where
-        self.matches: Callable[[Any], bool] = match.matches
+        self.matches: Callable[[Any], bool] = match.compiled()
         self.slot = slot
 
 
@@ -66,7 +66,7 @@ class CountStep:
     def __init__(self, match: Match, kpi: int, n: int, s: int, position: int) -> None:
         self.kind = COUNT
         self.where = match.where
-        self.matches: Callable[[Any], bool] = match.matches
+        self.matches: Callable[[Any], bool] = match.compiled()
         self.kpi = kpi
         self.n = n
         self.s = s
@@ -84,7 +84,7 @@ class FieldStep:
     def __init__(self, match: Match, kpi: int, field: str, position: int) -> None:
         self.kind = FIELD
         self.where = match.where
-        self.matches: Callable[[Any], bool] = match.matches
+        self.matches: Callable[[Any], bool] = match.compiled()
         self.kpi = kpi
         self.field = field
         self.position = position
