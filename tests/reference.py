@@ -65,6 +65,7 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
     "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
     "detractor_follow_up": {"direction": "higher", "target": 0.90, "min_samples": 5},
+    "proactive_share": {"direction": "higher", "target": 0.05, "min_samples": 20},
     "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20,
                         "windows": ("24h", "7d", "30d")},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
@@ -490,6 +491,10 @@ def _ratio_kpis(
         ),
         "escalation_rate": (
             c("tickets", "escalated", _always, "ticket_id"),
+            c("tickets", "opened", _always, "ticket_id"),
+        ),
+        "proactive_share": (
+            c("tickets", "opened", lambda e: e.get("channel") == "proactive", "ticket_id"),
             c("tickets", "opened", _always, "ticket_id"),
         ),
         "reopen_rate": (c("tickets", "reopened", _always, "ticket_id"), resolved),

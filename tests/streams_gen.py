@@ -109,7 +109,8 @@ def random_events(
                 opened = inst + rng.choice((-HOUR, MINUTE, 5 * DAY, 29 * DAY, 31 * DAY))
                 opened = min(opened, start_ms + span_ms - 10 * HOUR)  # keep the clock in range
             emit("tickets", partner, "opened", opened, ticket_id=tid,
-                 severity=rng.choice(SEVERITIES), channel=rng.choice(("phone", "chat")), **extra)
+                 severity=rng.choice(SEVERITIES), channel=rng.choice(("phone", "chat", "proactive")),
+                 **extra)
             if rng.random() < 0.1:  # a second "opened" for the same ticket
                 emit("tickets", partner, "opened", opened + rng.randrange(-HOUR, HOUR),
                      ticket_id=tid, severity="down_hard")

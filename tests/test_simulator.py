@@ -144,7 +144,7 @@ KPIS = (
     "ots_down_hard", "ots_service_affecting", "ots_down_hard_p90", "asa", "service_level",
     "abandon_rate", "mttr", "fai_rate", "on_time_install", "escalation_rate",
     "good_escalation_ratio", "csat", "xla", "reopen_rate", "first_contact_resolution",
-    "truck_roll_rate", "escalation_review_agreement", "detractor_follow_up",
+    "truck_roll_rate", "escalation_review_agreement", "detractor_follow_up", "proactive_share",
 )
 PER_TICKET_ESCALATION = {"good_escalation_ratio": 1, "escalation_review_agreement": 1,
                          "detractor_follow_up": 0}
@@ -200,6 +200,7 @@ def sample_counts(events: Events, t0: int, t1: int) -> dict[str, dict[str, int]]
                         counts["mttr"] += 1
                 elif etype == "opened":
                     counts["escalation_rate"] += 1
+                    counts["proactive_share"] += 1
                 elif etype == "escalated":  # the partner's escalation: its first hop
                     counts["good_escalation_ratio"] += 1
             elif topic == "calls":
