@@ -17,6 +17,7 @@ Tie-breaking rules that the spec leaves open (the engine must match them):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
     "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
     "detractor_follow_up": {"direction": "higher", "target": 0.90, "min_samples": 5},
+    "watermelon_share": {"direction": "lower", "target": 0.15, "min_samples": 10},
+    "rescued_share": {"direction": "higher", "target": 0.50, "min_samples": 10},
     "proactive_share": {"direction": "higher", "target": 0.05, "min_samples": 20},
     "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20,
                         "windows": ("24h", "7d", "30d")},
@@ -349,6 +352,74 @@ def _good_escalation(ev: Event) -> bool:
     return _is_true(ev, "documented") and ev.get("kb_article") is None
 
 
+@functools.lru_cache(maxsize=1024)
+def partner_target(partner: str, kpi_id: str) -> float:
+    """The partner's target of a default KPI, read from config/partners.yaml: the partner's own
+    override, else its tier's (``default_tier`` for a partner not listed), else the default."""
+    doc = yaml.safe_load((CONFIG / "partners.yaml").read_text())
+    listed = {p["id"]: p for p in doc["partners"]}
+    entry = listed.get(partner, {})
+    tier = entry.get("tier", doc["default_tier"])
+    for targets in (entry.get("targets", {}), doc["tiers"].get(tier, {}).get("targets", {})):
+        if kpi_id in targets:
+            return float(targets[kpi_id])
+    return float(DEFAULT_KPIS[kpi_id]["target"])
+
+
+SLA_KPIS = ("ots_down_hard", "ots_service_affecting", "mttr")
+
+
+def _sla_experience_samples(accepted: list[TopicEvent]) -> tuple[PartnerSamples, PartnerSamples]:
+    """(watermelon_share, rescued_share) samples, per ticket with a csat answer (``ticket_id``).
+
+    Experience: the earliest csat answer; good iff its score >= 4 (at a tie of instants, any poor
+    answer makes it poor). SLA, from the same durations as the KPIs (earliest start passing the
+    severity filter, earliest stop): each of ots_down_hard / ots_service_affecting / mttr whose
+    start exists on the ticket must have its stop (else no sample yet); stops before starts do
+    not count; at least one duration must exist; met iff every duration <= the partner's target.
+    watermelon: SLA met, 1 iff poor; rescued: SLA missed, 1 iff good; at the earliest answer.
+    """
+    answers: dict[tuple[str, str], list[tuple[int, bool]]] = {}
+    for ev in _select(accepted, "surveys", ("response",)):
+        score = ev.get("score")
+        if (ev.get("kind") == "csat" and isinstance(ev.get("ticket_id"), str)
+                and isinstance(score, int | float) and not isinstance(score, bool)):
+            answers.setdefault((ev["partner_id"], ev["ticket_id"]), []).append(
+                (to_ms(ev["ts"]), score >= 4))
+    starts = {"ots_down_hard": ("opened", _severity("down_hard"), ("contacted",)),
+              "ots_service_affecting": ("opened", _severity("service_affecting"), ("contacted",)),
+              "mttr": ("opened", _always, ("resolved",))}
+    tickets = _group(_select(accepted, "tickets", ("opened", "contacted", "resolved")), "ticket_id")
+    melon: PartnerSamples = {}
+    rescued: PartnerSamples = {}
+    for (partner, tid), given in answers.items():
+        at = min(t for t, _ in given)
+        happy = all(good for t, good in given if t == at)
+        group = tickets.get((partner, tid), [])
+        durations: list[tuple[str, float]] = []
+        known = True
+        for kpi_id in SLA_KPIS:
+            start_type, filt, stops = starts[kpi_id]
+            start = _earliest([e for e in group if e["type"] == start_type and filt(e)])
+            if start is None:
+                continue
+            stop = _earliest([e for e in group if e["type"] in stops])
+            if stop is None:
+                known = False
+                break
+            if to_ms(stop["ts"]) < to_ms(start["ts"]):
+                continue
+            durations.append((kpi_id, (to_ms(stop["ts"]) - to_ms(start["ts"])) / 1000))
+        if not known or not durations:
+            continue
+        met = all(seconds <= partner_target(partner, kpi_id) for kpi_id, seconds in durations)
+        if met:
+            melon.setdefault(partner, []).append((at, 0.0 if happy else 1.0))
+        else:
+            rescued.setdefault(partner, []).append((at, 1.0 if happy else 0.0))
+    return melon, rescued
+
+
 DETRACTOR_HORIZON_MS = DAY_MS
 
 
@@ -429,9 +500,12 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
         accepted, "tickets", "ticket_id", "opened", _severity("down_hard"), ("contacted",)
     )
     good_escalation, review_agreement = _escalation_reviews(accepted)
+    melon, rescued = _sla_experience_samples(accepted)
     return {
         "good_escalation_ratio": ("mean", good_escalation),
         "detractor_follow_up": ("mean", _detractor_samples(accepted)),
+        "watermelon_share": ("mean", melon),
+        "rescued_share": ("mean", rescued),
         "survey_coverage": ("mean", _survey_coverage_samples(accepted)),
         "escalation_review_agreement": ("mean", review_agreement),
         "ots_down_hard": ("mean", ots_dh),

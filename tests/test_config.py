@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert "20 KPIs" in ok.stderr
+    assert "22 KPIs" in ok.stderr
     config = _copy_config(tmp_path)
     (config / "kpis.yaml").write_text("version: 2\n")
     bad = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],
@@ -373,3 +374,35 @@ def test_the_compiled_matcher_agrees_with_matches() -> None:
                 assert fast(event) == match.matches(event), (want, got)
     ranged = Match("surveys", "response", (Condition("score", "lt", 4),))
     assert ranged.compiled() == ranged.matches  # comparisons: the conditions themselves
+
+
+@pytest.mark.parametrize(("sla", "link", "error"), [
+    ("[ots_down_hard, mttr]", "ticket_id", None),
+    ("[ots_down_hard, nonesuch]", "ticket_id", "sla names 'nonesuch', which is not a duration"),
+    ("[escalation_rate]", "ticket_id", "sla names 'escalation_rate', which is not a duration"),
+    ("[asa]", "ticket_id", "'asa' is timed on calls; the answers join it by link 'ticket_id'"),
+    ("[]", "ticket_id", "sla needs at least one duration KPI"),
+])
+def test_an_sla_experience_kpi_is_checked(tmp_path: Path, sla: str, link: str,
+                                          error: str | None) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text() + f"""
+  - id: melons
+    title: Melons
+    kind: sla_experience
+    outcome: watermelon
+    unit: ratio
+    better: lower
+    target: 0.1
+    min_samples: 5
+    sla: {sla}
+    good: {{topic: surveys, type: response, where: {{kind: csat, score: {{ge: 4}}}}}}
+    poor: {{topic: surveys, type: response, where: {{kind: csat, score: {{lt: 4}}}}}}
+    link: {link}
+""")
+    if error is None:
+        load_config(config)
+        return
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_config(config)

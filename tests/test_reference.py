@@ -75,7 +75,7 @@ def test_windows_and_catalog() -> None:
         "7d": (604800 * S, 3600 * S),
         "30d": (2592000 * S, 3600 * S),
     }
-    assert len(ref.DEFAULT_KPIS) == 20
+    assert len(ref.DEFAULT_KPIS) == 22
 
 
 def test_attainment() -> None:
@@ -338,6 +338,44 @@ def test_detractors_followed_up_within_24_hours() -> None:
     res = ref.compute(events, now_ms=T0 + 2 * day)
     # A hit, B miss, C miss, E hit (samples at their responses, all inside 7d)
     assert get(res, "detractor_follow_up", "7d") == (2 / 4, 4)
+
+
+def test_survey_answers_are_held_against_the_tickets_sla() -> None:
+    """bluefiber is premier: its down_hard open-to-status target is 1h30 (partners.yaml), MTTR 4 h
+    (the default); an unlisted partner is authorized: 2h30 for down_hard."""
+    def csat(ts: int, ticket: str, score: float, partner: str = "bluefiber") -> tuple:
+        return ev("surveys", "response", ts, partner, kind="csat", score=score, ticket_id=ticket)
+
+    def opened(ts: int, ticket: str, partner: str = "bluefiber") -> tuple:
+        return ev("tickets", "opened", ts, partner, ticket_id=ticket, severity="down_hard")
+
+    def t(type_: str, ts: int, ticket: str, partner: str = "bluefiber") -> tuple:
+        return ev("tickets", type_, ts, partner, ticket_id=ticket)
+
+    events = [
+        # A: contacted at 1h20 (met), resolved at 3 h (met), answered 2: a watermelon
+        opened(T0, "A"), t("contacted", T0 + 80 * M, "A"), t("resolved", T0 + 3 * H, "A"),
+        csat(T0 + 4 * H, "A", 2),
+        # B: contacted at 1h40 (missed for premier), answered 5: rescued
+        opened(T0, "B"), t("contacted", T0 + 100 * M, "B"), t("resolved", T0 + 3 * H, "B"),
+        csat(T0 + 4 * H, "B", 5),
+        # C: the same 1h40 for an authorized partner (2h30): met, and a good answer
+        opened(T0, "C", "acme"), t("contacted", T0 + 100 * M, "C", "acme"),
+        t("resolved", T0 + 3 * H, "C", "acme"), csat(T0 + 4 * H, "C", 4, "acme"),
+        # D: answered before it was resolved: no sample until the SLA is known
+        opened(T0, "D"), t("contacted", T0 + 10 * M, "D"), csat(T0 + 20 * M, "D", 1),
+        # E: two answers at one instant, one poor: poor; SLA met (question: MTTR only, 3 h)
+        ev("tickets", "opened", T0, "bluefiber", ticket_id="E", severity="question"),
+        t("resolved", T0 + 3 * H, "E"), csat(T0 + 5 * H, "E", 5), csat(T0 + 5 * H, "E", 3),
+    ]
+    res = ref.compute(events, now_ms=T0 + 6 * H)
+    assert get(res, "watermelon_share", "24h", "bluefiber") == (2 / 2, 2)  # A and E, both poor
+    assert get(res, "rescued_share", "24h", "bluefiber") == (1 / 1, 1)  # B
+    assert get(res, "watermelon_share", "24h", "acme") == (0.0, 1)  # C: met, good
+    assert get(res, "rescued_share", "24h", "acme") is None
+    # D resolved later (at 2 h, SLA met): its earlier answer now counts, a watermelon
+    later = ref.compute([*events, t("resolved", T0 + 2 * H, "D")], now_ms=T0 + 6 * H)
+    assert get(later, "watermelon_share", "24h", "bluefiber") == (3 / 3, 3)
 
 
 def test_resolved_ratios() -> None:

@@ -282,9 +282,12 @@ def test_same_seed_same_events() -> None:
     assert run(8, warm_start=False) != run(7, warm_start=False)
 
 
-def test_adjacent_ranges_hand_out_every_event_exactly_once() -> None:
+@pytest.mark.parametrize("partner", ["pioneer-link", "vertex-outsourcing"])
+def test_adjacent_ranges_hand_out_every_event_exactly_once(partner: str) -> None:
+    """However the time axis is cut, the same events: also for the gaming partner, whose
+    throttle decides on what it handed out before."""
     def sim() -> Simulator:
-        return single_partner_sim("pioneer-link")
+        return single_partner_sim(partner)
 
     whole = sim()
     expected = whole.events_between(whole.history_start_ms, START + 3 * MIN)

@@ -18,7 +18,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from streams.config.judging import JudgeParams
-from streams.config.kpis import Condition, Kpi, Match, RawJudge, RawKpi, judge_params, resolve_kpi
+from streams.config.kpis import (
+    Condition,
+    Kpi,
+    Match,
+    RawJudge,
+    RawKpi,
+    judge_params,
+    resolve_kpi,
+    resolve_sla,
+)
 from streams.config.partners import TIERS, Band, Partners, ReportPolicy, load_partners
 from streams.config.yamlfile import ConfigError, Fail, YamlFile, duration_ms, load_yaml
 
@@ -129,7 +138,7 @@ def _kpis(raw: _Catalog, windows: tuple[str, ...], fail: Fail) -> tuple[Kpi, ...
             raise fail(["kpis", i, "id"], f"duplicate KPI id {kpi.id!r}")
         seen.add(kpi.id)
         kpis.append(kpi)
-    return tuple(kpis)
+    return tuple(resolve_sla(kpis, list(raw.kpis), fail))
 
 
 def _catalog(doc: YamlFile, raw: _Catalog) -> Catalog:

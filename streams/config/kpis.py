@@ -22,10 +22,13 @@ _KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 _PERCENTILE_RE: Final = re.compile(r"^p(\d{1,2}(?:\.\d+)?)\Z")
 
 KpiKind = Literal["duration", "ratio", "mean_field", "follow_up", "deadline", "reviewed",
-                  "review_agreement"]
+                  "review_agreement", "sla_experience"]
 
 SELECTORS: Final = ("start", "stop", "miss", "numerator", "denominator", "source", "follow",
-                    "due", "done", "subject", "claim", "approved", "rejected")
+                    "due", "done", "subject", "claim", "approved", "rejected", "good", "poor")
+OUTCOMES: Final = ("watermelon", "rescued")
+"""What an ``sla_experience`` KPI counts: poor experiences of tickets whose SLA was met, or good
+experiences of tickets whose SLA was missed."""
 """The KPI fields that select events (a :class:`Match` each)."""
 
 
@@ -59,6 +62,7 @@ KIND_RULES: Final[dict[str, KindRule]] = {
     "deadline": KindRule(("due", "done"), ("due", "done")),
     "reviewed": KindRule(_REVIEW, _REVIEW),
     "review_agreement": KindRule(_REVIEW, _REVIEW),
+    "sla_experience": KindRule(("sla", "good", "poor", "link", "outcome")),
 }
 assert set(KIND_RULES) == set(get_args(KpiKind))
 
@@ -114,6 +118,10 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     claim: _Match | None = None
     approved: _Match | None = None
     rejected: _Match | None = None
+    sla: list[str] | None = None
+    good: _Match | None = None
+    poor: _Match | None = None
+    outcome: Literal["watermelon", "rescued"] | None = None
     open_items: bool = False
     judge: RawJudge | None = None
     integrity: list[str] | None = None
@@ -190,6 +198,16 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class SlaPart:
+    """One duration KPI of a ticket's SLA: its start and stop selectors, met within the partner's
+    target for ``kpi``."""
+
+    kpi: str
+    start: Match
+    stop: Match
+
+
+@dataclass(frozen=True, slots=True)
 class Kpi:
     """One KPI of the catalog, resolved and checked."""
 
@@ -225,6 +243,15 @@ class Kpi:
     approved: Match | None = None
     """... the reviews that find it good; ``rejected``: that find it bad (the latest decides)."""
     rejected: Match | None = None
+    sla: tuple[SlaPart, ...] = ()
+    """sla_experience: the duration KPIs whose partner targets make a ticket's SLA (resolved
+    against the catalog once every KPI is known)."""
+    good: Match | None = None
+    """sla_experience: answers that make the experience good; ``poor``: that make it poor (the
+    earliest answer of the ticket decides; a tie is poor)."""
+    poor: Match | None = None
+    outcome: str | None = None
+    """sla_experience: one of :data:`OUTCOMES`."""
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
     judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
@@ -349,6 +376,39 @@ def _check_link(raw: RawKpi, fail: Fail, here: Where) -> None:
                                         f"{entity!r}, carried by both")
 
 
+def resolve_sla(kpis: list[Kpi], raws: list[RawKpi], fail: Fail) -> list[Kpi]:
+    """``kpis`` with each ``sla_experience`` KPI's ``sla`` resolved to the duration KPIs it names:
+    durations in seconds of one entity topic, whose entity the answers join by ``link``."""
+    by_id = {kpi.id: kpi for kpi in kpis}
+    out: list[Kpi] = []
+    for i, (kpi, raw) in enumerate(zip(kpis, raws, strict=True)):
+        if kpi.kind != "sla_experience":
+            out.append(kpi)
+            continue
+        here: Where = ["kpis", i, "sla"]
+        parts: list[SlaPart] = []
+        for name in raw.sla or ():
+            part = by_id.get(name)
+            if part is None or part.kind != "duration" or part.unit != "seconds":
+                raise fail(here, f"KPI {kpi.id!r}: sla names {name!r}, which is not a duration "
+                                 "KPI in seconds of this catalog")
+            assert part.start and part.stop
+            entity = ENTITY_FIELD[part.start.topic]
+            if entity != kpi.link:
+                raise fail(here, f"KPI {kpi.id!r}: {name!r} is timed on {part.start.topic}; the "
+                                 f"answers join it by link {kpi.link!r}, not {entity!r}")
+            parts.append(SlaPart(name, part.start, part.stop))
+        if not parts:
+            raise fail(here, f"KPI {kpi.id!r}: sla needs at least one duration KPI")
+        for side in (kpi.good, kpi.poor):
+            assert side is not None
+            if kpi.link not in EVENT_FIELDS[(side.topic, side.type)]:
+                raise fail(["kpis", i, "link"], f"KPI {kpi.id!r}: {side.topic} {side.type!r} "
+                                                f"events have no field {kpi.link!r}")
+        out.append(replace(kpi, sla=tuple(parts)))
+    return out
+
+
 def _statistic(raw: RawKpi, fail: Fail, here: Where) -> tuple[str, float | None, int | None]:
     """(statistic, quantile, threshold_ms) of the KPI's ``statistic:``."""
     statistic, quantile, threshold = "mean", None, None
@@ -403,7 +463,8 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         numerator=sel("numerator"), denominator=sel("denominator"), source=sel("source"),
         field=raw.field, follow=sel("follow"), link=raw.link, horizon_ms=horizon, due=sel("due"),
         done=sel("done"), subject=sel("subject"), claim=sel("claim"), approved=sel("approved"),
-        rejected=sel("rejected"), open_items=raw.open_items,
+        rejected=sel("rejected"), good=sel("good"), poor=sel("poor"), outcome=raw.outcome,
+        open_items=raw.open_items,
         judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
     return replace(kpi, integrity=_integrity(raw, kpi, fail, here))

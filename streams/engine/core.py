@@ -109,13 +109,14 @@ class Engine:
         self._months = MonthStore(self.kpis, self.months, catalog.report_months, self._scale)
         self._bins = TargetBins(self.kpis, partners, self._scale, largest.length_ms)
         self._samples = SampleCounter(self.kpis, self._scale, self._windows, self._months,
-                                      self._entities, samplers, self._bins)
+                                      self._entities, samplers, self._bins, partners)
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
 
     def _new_state(self, partner: str) -> PartnerState:
         st = self._windows.fill(PartnerState())
         self._bins.fill(st, partner)
+        self._samples.fill(st, partner)
         return st
 
     # --- clock ------------------------------------------------------------------

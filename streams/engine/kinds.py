@@ -16,11 +16,11 @@ from typing import Any, Final
 
 from streams.config.catalog import Kpi
 from streams.engine import sketch
-from streams.engine.model import UNSET, Record, Sample, Sampler
+from streams.engine.model import UNSET, LimitedSampler, Record, Sample, Sampler
 from streams.engine.plan import PlanBuilder
 from streams.ingest.contract import ENTITY_FIELD, parse_due
 
-SamplerBuild = tuple[str | None, Callable[[Any], Sampler]]
+SamplerBuild = tuple[str | None, Callable[[Any], Sampler | LimitedSampler]]
 """(entity topic whose unset mark the sampler compares with, build(unset mark) -> sampler)."""
 
 
@@ -220,10 +220,57 @@ class ReviewAgreement(Reviewed):
         return samples
 
 
+class SlaExperience(Kind):
+    """A ticket's survey experience against its SLA, counted at its earliest answer.
+
+    The experience is good when the earliest answer matches ``good`` (a tie with ``poor`` is
+    poor). The SLA is known once every SLA part that started on the ticket has stopped; it is met
+    when each of those durations is within the partner's target (``PartnerState.sla_limits``).
+    ``watermelon``: SLA met, 1 for a poor experience; ``rescued``: SLA missed, 1 for a good one.
+    A ticket with no answer, no SLA part started, or one still running has no sample (yet)."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.good and kpi.poor and kpi.link and kpi.sla
+        topic = kpi.sla[0].start.topic
+        parts = tuple((plan.mark(k, part.start), plan.mark(k, part.stop)) for part in kpi.sla)
+        good = plan.mark(k, kpi.good, topic, kpi.link)
+        poor = plan.mark(k, kpi.poor, topic, kpi.link)
+        return topic, functools.partial(self.sampler, parts, good, poor,
+                                        kpi.outcome == "watermelon")
+
+    @staticmethod
+    def sampler(parts: tuple[tuple[int, int], ...], good_i: int, poor_i: int, watermelon: bool,
+                unset: Any) -> LimitedSampler:
+        def samples(rec: Record, limits: tuple[int, ...]) -> tuple[Sample, ...]:
+            good, poor = rec[good_i], rec[poor_i]
+            if good == unset and poor == unset:
+                return ()
+            happy = good != unset and (poor == unset or good < poor)
+            timed = False
+            met = True
+            for (start_i, stop_i), limit in zip(parts, limits, strict=True):
+                start = rec[start_i]
+                if start == unset:
+                    continue  # not this part's ticket (another severity)
+                stop = rec[stop_i]
+                if stop == unset:
+                    return ()  # the SLA is not known yet
+                if stop < start:
+                    continue  # no duration (as the duration KPI counts none)
+                timed = True
+                met = met and stop - start <= limit
+            if not timed or met != watermelon:
+                return ()
+            at = good if happy else poor
+            return ((0, at, 1, 1 if happy != watermelon else 0, None),)
+
+        return samples
+
+
 KINDS: Final[dict[str, Kind]] = {
     "duration": Duration(), "ratio": Ratio(), "mean_field": MeanField(),
     "follow_up": FollowUp(), "deadline": Deadline(), "reviewed": Reviewed(),
-    "review_agreement": ReviewAgreement()}
+    "review_agreement": ReviewAgreement(), "sla_experience": SlaExperience()}
 """Kind name (``Kpi.kind``) -> its compiler; any other kind has no samples."""
 OTHER: Final = Kind()
 
@@ -242,7 +289,8 @@ def deadline_met(done_ms: int, offset_s: int, due_date: str) -> bool:
     return local.date() <= day
 
 
-def compile_kpis(kpis: tuple[Kpi, ...]) -> tuple[PlanBuilder, dict[str, bool], list[Sampler]]:
+def compile_kpis(kpis: tuple[Kpi, ...],
+                 ) -> tuple[PlanBuilder, dict[str, bool], list[Sampler | LimitedSampler]]:
     """The catalog's KPIs compiled: the plan (routes, slots, open items), which entity topics
     keep packed records, and each KPI's sampler."""
     plan = PlanBuilder()

@@ -101,6 +101,8 @@ a ratio's numerator, role 1 a ratio's denominator.
 A plain tuple, not a NamedTuple: samplers build two per dependent KPI on every mark change, and
 a NamedTuple costs about seven times a tuple to build (its ``__new__`` is a Python function)."""
 Sampler = Callable[[Record], tuple[Sample, ...]]
+LimitedSampler = Callable[[Record, tuple[int, ...]], tuple[Sample, ...]]
+"""A sampler that also reads the partner's SLA limits (``PartnerState.sla_limits``)."""
 """An entity's samples for one KPI, from its record (compiled once per KPI: see kinds)."""
 Warn = tuple[int, int, float | None]
 """An early-warning update of one event: (selector position, kpi index, sample value or None
@@ -209,6 +211,9 @@ class PartnerState:
     around the partner's target (:mod:`streams.engine.bins`)."""
     bin_targets: dict[int, float] = field(default_factory=dict)
     """kpi index -> the target its bins are laid around (the partner's, when its state began)."""
+    sla_limits: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """sla_experience KPIs: kpi index -> the partner's target of each of its SLA parts, in ms
+    (when its state began, like the bins)."""
 
 
 def attainment(kpi: Kpi, value: float, target: float) -> float:

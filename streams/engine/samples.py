@@ -9,13 +9,13 @@ buckets (:mod:`streams.engine.windows`) and its calendar month (:mod:`streams.en
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from streams.config.catalog import Kpi
+from streams.config.catalog import Kpi, Partners
 from streams.engine.bins import TargetBins
 from streams.engine.entities import KEEP, EntityStore, next_mark
-from streams.engine.model import PartnerState, Record, Sample, Warn
+from streams.engine.model import LimitedSampler, PartnerState, Sample, Sampler, Warn
 from streams.engine.months import MonthStore
 from streams.engine.plan import Slot
 from streams.engine.windows import WindowStore
@@ -27,8 +27,8 @@ class SampleCounter:
 
     def __init__(self, kpis: Sequence[Kpi], scale: Sequence[int], windows: WindowStore,
                  months: MonthStore, entities: EntityStore,
-                 samplers: Sequence[Callable[[Record], tuple[Sample, ...]]],
-                 bins: TargetBins) -> None:
+                 samplers: Sequence[Sampler | LimitedSampler],
+                 bins: TargetBins, partners: Partners) -> None:
         self._ratio = [k.kind == "ratio" for k in kpis]
         self._scale = scale
         self._windows = windows
@@ -38,6 +38,12 @@ class SampleCounter:
         self._open_slots = entities.open_slots
         self._bins = bins
         self._binned = bins.watched
+        self._partners = partners
+        by_id = {kpi.id: kpi for kpi in kpis}
+        self._sla_parts = {k: tuple(by_id[part.kpi] for part in kpi.sla)
+                           for k, kpi in enumerate(kpis) if kpi.kind == "sla_experience"}
+        """sla_experience KPIs: kpi index -> the duration KPIs of its SLA (their targets vary by
+        partner, so their samplers also read ``PartnerState.sla_limits``)."""
         self.replaying = False
         """Set while a restore replays the journal: months then rebuild without snapshots."""
 
@@ -53,6 +59,11 @@ class SampleCounter:
         self._windows.add(st, k, ts, n, s, s2, hist_key, sign)
         self._months.add(st, k, ts, n, s, s2, hist_key, sign, self.replaying)
 
+    def fill(self, st: PartnerState, partner: str) -> None:
+        """Give a new partner state the limits of its SLA parts (the partner's targets, in ms)."""
+        st.sla_limits = {k: tuple(round(self._partners.target(partner, part) * 1000)
+                                  for part in parts) for k, parts in self._sla_parts.items()}
+
     def on_mark(self, st: PartnerState, slot: Slot, parsed: Parsed, warn: list[Warn]) -> None:
         """Move the mark ``slot`` of the event's entity; re-derive the samples reading it."""
         entity_id = getattr(parsed.event, slot.entity_field, None)
@@ -63,11 +74,13 @@ class SampleCounter:
         new = next_mark(slot, rec[i], parsed)
         if new is KEEP:
             return
-        samplers = self._samplers
-        before = [samplers[k](rec) for k, _ in slot.deps]
+        samplers: Any = self._samplers
+        limits = st.sla_limits  # the few samplers that read the partner's SLA targets
+        before = [samplers[k](rec) if k not in limits else samplers[k](rec, limits[k])
+                  for k, _ in slot.deps]
         rec[i] = new
         for (k, pos), was in zip(slot.deps, before, strict=True):
-            now = samplers[k](rec)
+            now = samplers[k](rec) if k not in limits else samplers[k](rec, limits[k])
             if now != was:
                 self._resample(st, k, pos, was, now, warn)
             if k in self._open_slots:

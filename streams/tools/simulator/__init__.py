@@ -52,8 +52,10 @@ while its running escalation rate is under 14.9 % (``throttle.py``: counted from
 before start, in event time, as handed out), so it holds just under its 15 % target; most of
 its escalations are undocumented or KB-solvable, and it flags most of those good anyway
 (the vendor's ``escalation_reviewed`` verdicts, on 80 % of escalations, say bad);
-``selective`` surveys 35 % of its customers, and only 15 % of those whose answer would be
-poor (its CSAT flattered, its survey_coverage low); ``drifting`` starts well within
+``watermelon`` is as fast as ``strong`` but its customers answer like a weak partner's
+(green on SLA, red on experience); ``selective`` surveys 35 % of its customers, and only
+15 % of those whose answer would be poor (its CSAT flattered, its survey_coverage low);
+``drifting`` starts well within
 its ASA and OTS targets and rises linearly past them over ``drift_minutes`` of event time:
 ASA 40 s -> 120 s by queue time, down_hard OTS 3000 s -> 9000 s by first-contact time.
 """

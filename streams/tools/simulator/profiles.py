@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-PROFILES: Final = ("steady", "drifting", "gaming", "strong", "weak", "selective")
+PROFILES: Final = ("steady", "drifting", "gaming", "strong", "weak", "selective", "watermelon")
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,15 @@ DEFAULT_PARTNERS: tuple[SimPartner, ...] = (
     SimPartner("cedar-networks", "business", "strong"),
     SimPartner("harbor-voice", "business", "weak"),
     SimPartner("summit-broadband", "business", "drifting"),
-    SimPartner("pioneer-link", "select", "strong"),
+    SimPartner("pioneer-link", "select", "watermelon"),
     SimPartner("riverbend-comms", "select", "steady"),
     SimPartner("lumen-partners", "select", "weak"),
     SimPartner("keystone-wireless", "authorized", "steady"),
     SimPartner("orchid-it", "authorized", "selective"),
     SimPartner("vertex-outsourcing", "authorized", "gaming"),
 )
-"""The 12 partners of config/partners.yaml: one drifting, one gaming, one surveying selectively."""
+"""The 12 partners of config/partners.yaml: one drifting, one gaming, one surveying selectively,
+one watermelon (green on every SLA, its customers unhappy)."""
 
 S: Final = 1000  # ms per second
 MIN: Final = 60_000
@@ -113,13 +114,14 @@ _STEADY: Final = _Params(
     esc=0.14, good=0.88, kb_bad=0.34, overclaim=0.03, follow=0.93, fcr=0.74, truck=0.16,
     reopen=0.035, fai=0.04, on_time=0.93, csat=(0.01, 0.02, 0.06, 0.27, 0.64), xla=8.6,
 )
+_STRONG: Final = _Params(
+    asa=24, asa_end=24, abandon=0.02, abandon_end=0.02, ots=1500, ots_end=1500, work=6000,
+    esc=0.14, good=0.95, kb_bad=0.34, overclaim=0.03, follow=0.97, fcr=0.8, truck=0.12,
+    reopen=0.02, fai=0.025, on_time=0.97, csat=(0.01, 0.02, 0.05, 0.2, 0.72), xla=8.8,
+)
 PROFILE_PARAMS: Final[dict[str, _Params]] = {
     "steady": _STEADY,
-    "strong": _Params(
-        asa=24, asa_end=24, abandon=0.02, abandon_end=0.02, ots=1500, ots_end=1500, work=6000,
-        esc=0.14, good=0.95, kb_bad=0.34, overclaim=0.03, follow=0.97, fcr=0.8, truck=0.12,
-        reopen=0.02, fai=0.025, on_time=0.97, csat=(0.01, 0.02, 0.05, 0.2, 0.72), xla=8.8,
-    ),
+    "strong": _STRONG,
     "weak": _Params(
         asa=95, asa_end=95, abandon=0.09, abandon_end=0.09, ots=8000, ots_end=8000, work=11000,
         esc=0.21, good=0.68, kb_bad=0.34, overclaim=0.03, follow=0.65, fcr=0.58, truck=0.28,
@@ -131,6 +133,10 @@ PROFILE_PARAMS: Final[dict[str, _Params]] = {
     "gaming": replace(_STEADY, esc=0.30, fcr=0.6, good=0.25, kb_bad=0.5, overclaim=0.8),
     # surveys fewer customers, and mostly those likely to be happy: coverage low, CSAT flattered
     "selective": replace(_STEADY, survey=0.35, survey_poor=0.15),
+    # as fast as a strong partner, and its customers as unhappy as a weak one's
+    "watermelon": replace(
+        _STRONG, csat=(0.08, 0.1, 0.17, 0.3, 0.35), xla=7.1
+    ),
     "drifting": replace(
         _STEADY, asa=40, asa_end=120, abandon=0.03, abandon_end=0.08, ots=3000, ots_end=9000
     ),
