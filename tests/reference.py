@@ -69,8 +69,7 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "watermelon_share": {"direction": "lower", "target": 0.15, "min_samples": 10},
     "rescued_share": {"direction": "higher", "target": 0.50, "min_samples": 10},
     "proactive_share": {"direction": "higher", "target": 0.05, "min_samples": 20},
-    "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20,
-                        "windows": ("24h", "7d", "30d")},
+    "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
     "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},
     "reopen_rate": {"direction": "lower", "target": 0.05, "min_samples": 20},
@@ -424,9 +423,9 @@ DETRACTOR_HORIZON_MS = DAY_MS
 
 
 def _detractor_samples(accepted: list[TopicEvent]) -> PartnerSamples:
-    """detractor_follow_up: per ticket with a csat response scored below 4, a sample at its
-    earliest such response; 1 iff a tickets.follow_up of that ticket has start < ts <= start +
-    24 h."""
+    """detractor_follow_up: per ticket with a csat response scored below 4, from its earliest
+    such response (start): counted when decided (:func:`_decided`), 1 iff a tickets.follow_up of
+    that ticket has start < ts <= start + 24 h."""
     starts: dict[tuple[str, str], int] = {}
     for ev in _select(accepted, "surveys", ("response",)):
         score = ev.get("score")
@@ -439,17 +438,25 @@ def _detractor_samples(accepted: list[TopicEvent]) -> PartnerSamples:
         follows.setdefault((ev["partner_id"], ev["ticket_id"]), []).append(to_ms(ev["ts"]))
     out: PartnerSamples = {}
     for (partner, tid), start in starts.items():
-        hit = any(start < t <= start + DETRACTOR_HORIZON_MS for t in follows.get((partner, tid), []))
-        out.setdefault(partner, []).append((start, 1.0 if hit else 0.0))
+        out.setdefault(partner, []).append(
+            _decided(start, follows.get((partner, tid), []), DETRACTOR_HORIZON_MS))
     return out
+
+
+def _decided(start: int, follows: list[int], horizon_ms: int) -> Sample:
+    """``count_at: decision``: (first follow in (start, start + horizon], 1), else (start +
+    horizon, 0); windows hold a sample only once its time has come."""
+    hits = [t for t in follows if start < t <= start + horizon_ms]
+    return (min(hits), 1.0) if hits else (start + horizon_ms, 0.0)
 
 
 SURVEY_HORIZON_MS = 7 * DAY_MS
 
 
 def _survey_coverage_samples(accepted: list[TopicEvent]) -> PartnerSamples:
-    """survey_coverage: per resolved ticket, a sample at its earliest resolution; 1 iff a csat
-    response with that ticket_id (same partner) has start < ts <= start + 7 days."""
+    """survey_coverage: per resolved ticket, from its earliest resolution (start): counted when
+    decided (:func:`_decided`), 1 iff a csat response with that ticket_id (same partner) has
+    start < ts <= start + 7 days."""
     answers: dict[tuple[str, str], list[int]] = {}
     for ev in _select(accepted, "surveys", ("response",)):
         if ev.get("kind") == "csat" and isinstance(ev.get("ticket_id"), str):
@@ -460,8 +467,8 @@ def _survey_coverage_samples(accepted: list[TopicEvent]) -> PartnerSamples:
         first = _earliest(group)
         assert first is not None
         start = to_ms(first["ts"])
-        hit = any(start < t <= start + SURVEY_HORIZON_MS for t in answers.get((partner, tid), []))
-        out.setdefault(partner, []).append((start, 1.0 if hit else 0.0))
+        out.setdefault(partner, []).append(
+            _decided(start, answers.get((partner, tid), []), SURVEY_HORIZON_MS))
     return out
 
 

@@ -406,3 +406,22 @@ def test_an_sla_experience_kpi_is_checked(tmp_path: Path, sla: str, link: str,
         return
     with pytest.raises(ConfigError, match=re.escape(error)):
         load_config(config)
+
+
+def test_count_at_is_only_for_follow_ups(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text() + """
+  - id: decided_ratio
+    title: Decided
+    kind: ratio
+    unit: ratio
+    better: lower
+    target: 0.1
+    min_samples: 5
+    numerator: {topic: tickets, type: reopened}
+    denominator: {topic: tickets, type: resolved}
+    count_at: decision
+""")
+    with pytest.raises(ConfigError, match="count_at is only for follow_up KPIs"):
+        load_config(config)

@@ -75,7 +75,10 @@ def test_values_at_later_instants_slide_out_of_windows() -> None:
     end = engine.now(WALL)
     for later in (end + 30 * 60_000, end + 23 * HOUR, end + 6 * DAY, end + 29 * DAY):
         _assert_matches(engine, events, later)
-    later = end + 31 * DAY
+    # a start counted when decided (survey_coverage: 7 days) may be dated up to its horizon after
+    # the last event: 31 days after it, its sample is still in the 30d window; 38 days, gone
+    _assert_matches(engine, events, end + 31 * DAY)
+    later = end + 38 * DAY
     assert all(not engine.evaluate(p, later) for p in engine.partner_ids())
 
 

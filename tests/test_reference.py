@@ -336,8 +336,12 @@ def test_detractors_followed_up_within_24_hours() -> None:
         ev("surveys", "response", T0, kind="xla", score=1, ticket_id="F"),  # xla: not csat
     ]
     res = ref.compute(events, now_ms=T0 + 2 * day)
-    # A hit, B miss, C miss, E hit (samples at their responses, all inside 7d)
+    # A hit, B miss, C miss, E hit (each counted when decided: all decided by now)
     assert get(res, "detractor_follow_up", "7d") == (2 / 4, 4)
+    # half a day in, nothing is decided yet: no value, rather than four misses
+    assert get(ref.compute(events, now_ms=T0 + 12 * H), "detractor_follow_up", "7d") is None
+    # at 23 h, E's follow-up (+23 h) has come: one decided, a hit
+    assert get(ref.compute(events, now_ms=T0 + 23 * H), "detractor_follow_up", "7d") == (1.0, 1)
 
 
 def test_survey_answers_are_held_against_the_tickets_sla() -> None:

@@ -122,6 +122,7 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     good: _Match | None = None
     poor: _Match | None = None
     outcome: Literal["watermelon", "rescued"] | None = None
+    count_at: Literal["start", "decision"] = "start"
     open_items: bool = False
     judge: RawJudge | None = None
     integrity: list[str] | None = None
@@ -252,6 +253,10 @@ class Kpi:
     poor: Match | None = None
     outcome: str | None = None
     """sla_experience: one of :data:`OUTCOMES`."""
+    count_at: str = "start"
+    """follow_up: ``start`` counts each start at once, as 0 until its follow comes (provisional
+    until the horizon passes); ``decision`` counts it when it is decided: 1 at its follow, or 0
+    when the horizon ends without one (a sample dated then, which no window holds before)."""
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
     judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
@@ -437,6 +442,8 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         raise fail([*here, "id"], f"KPI id {raw.id!r} must be snake_case ([a-z][a-z0-9_]*)")
     _check_selectors(raw, fail, here)
     _check_link(raw, fail, here)
+    if raw.count_at != "start" and raw.kind != "follow_up":
+        raise fail([*here, "count_at"], f"KPI {raw.id!r}: count_at is only for follow_up KPIs")
     if raw.open_items and (not KIND_RULES[raw.kind].open_items or raw.unit != "seconds"):
         raise fail([*here, "open_items"], "open_items is only for durations in seconds")
     if raw.min_samples < 1:
@@ -464,7 +471,7 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         field=raw.field, follow=sel("follow"), link=raw.link, horizon_ms=horizon, due=sel("due"),
         done=sel("done"), subject=sel("subject"), claim=sel("claim"), approved=sel("approved"),
         rejected=sel("rejected"), good=sel("good"), poor=sel("poor"), outcome=raw.outcome,
-        open_items=raw.open_items,
+        count_at=raw.count_at, open_items=raw.open_items,
         judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
     )
     return replace(kpi, integrity=_integrity(raw, kpi, fail, here))

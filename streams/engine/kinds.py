@@ -135,6 +135,8 @@ class FollowUp(Kind):
             # entity through the link field (the catalog checks it names that entity)
             start = plan.mark(k, kpi.start, kpi.follow.topic, kpi.link)
             follow = plan.mark(k, kpi.follow, reducer="set")
+        if kpi.count_at == "decision":
+            return None, _constant(self.decided(start, follow, kpi.horizon_ms))
         return None, _constant(self.sampler(start, follow, kpi.horizon_ms))
 
     @staticmethod
@@ -147,6 +149,23 @@ class FollowUp(Kind):
             follows = rec[follow_i] or ()
             hit = any(start < f <= start + horizon_ms for f in follows)
             return ((0, start, 1, 1 if hit else 0, None),)
+
+        return samples
+
+    @staticmethod
+    def decided(start_i: int, follow_i: int, horizon_ms: int) -> Sampler:
+        """``count_at: decision``: 1 at the first follow within the horizon, else 0 dated at the
+        horizon's end (in a bucket no window reaches before then: undecided starts weigh on no
+        live value, where counted at the start they would read as misses until followed)."""
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            start = rec[start_i]
+            if start is None:
+                return ()
+            end = start + horizon_ms
+            hits = [f for f in rec[follow_i] or () if start < f <= end]
+            if hits:
+                return ((0, min(hits), 1, 1, None),)
+            return ((0, end, 1, 0, None),)
 
         return samples
 

@@ -30,6 +30,9 @@ class SampleCounter:
                  samplers: Sequence[Sampler | LimitedSampler],
                  bins: TargetBins, partners: Partners) -> None:
         self._ratio = [k.kind == "ratio" for k in kpis]
+        self._warned = [k.count_at != "decision" for k in kpis]
+        """KPIs whose new samples feed the early warning: not those counted when decided (a
+        start's sample is born as the 0 it becomes only if its horizon passes unfollowed)."""
         self._scale = scale
         self._windows = windows
         self._months = months
@@ -98,7 +101,7 @@ class SampleCounter:
                 continue
             role, ts, n, s, key = sample
             self.add(st, k, ts, n, s, key, 1)
-            if not any(old[0] == role for old in was):  # a new sample, not a correction
+            if self._warned[k] and not any(old[0] == role for old in was):  # new, not a correction
                 if self._ratio[k]:
                     warn.append((pos, k, None if role else 1.0))
                 else:

@@ -64,17 +64,20 @@ def replayed(raw: list[Raw], start: int) -> list[Raw]:
     Events at or after start all exist. Of the history before start only what changes
     how those later events count is kept, and only when they need it: a ticket's opened
     event (durations start there) and the earliest earlier occurrence of a type that
-    occurs again after start (escalated, resolved: "earliest" and "distinct" semantics; an
-    escalation is also kept for its review after start);
+    occurs again after start (contacted, escalated, resolved: "earliest" and "distinct"
+    semantics; an escalation is also kept for its review after start, and a ticket's first
+    contact and resolution for a survey answer after start, which is held against its SLA);
     an order's scheduled events; a call's queued event; the survey answers a follow-up after
-    start was about. So a ticket that was resolved
-    before start and is only closed (or surveyed) afterwards brings no history along.
+    start was about. So a ticket that was resolved before start and is only closed afterwards
+    brings no history along.
     ``raw`` is in creation order, which is chronological per type.
     """
     later = {r[3] for r in raw if r[0] >= start}
-    history = {topic for topic, types in _NEEDS_HISTORY.items() if later & types}
     if "escalation_reviewed" in later:  # a review is read against the escalation it judges
         later.add("escalated")
+    if "response" in later:  # an answer is read against the ticket's SLA (watermelon)
+        later |= {"contacted", "resolved"}
+    history = {topic for topic, types in _NEEDS_HISTORY.items() if later & types}
     out: list[Raw] = []
     for r in raw:
         # a follow-up after start is read against the answer it follows
@@ -83,7 +86,7 @@ def replayed(raw: list[Raw], start: int) -> list[Raw]:
         elif r[2] in history:
             if r[2] != "tickets" or r[3] == "opened":
                 out.append(r)
-            elif r[3] in later and r[3] in ("escalated", "resolved"):
+            elif r[3] in later and r[3] in ("contacted", "escalated", "resolved"):
                 later.discard(r[3])  # only the earliest one before start
                 out.append(r)
     return out
