@@ -68,7 +68,7 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "detractor_follow_up": {"direction": "higher", "target": 0.90, "min_samples": 5},
     "watermelon_share": {"direction": "lower", "target": 0.15, "min_samples": 10},
     "rescued_share": {"direction": "higher", "target": 0.50, "min_samples": 10},
-    "proactive_share": {"direction": "higher", "target": 0.05, "min_samples": 20},
+    "proactive_share": {"direction": "higher", "target": 0.03, "min_samples": 20},
     "survey_coverage": {"direction": "higher", "target": 0.40, "min_samples": 20},
     "csat": {"direction": "higher", "target": 4.2, "min_samples": 10},
     "xla": {"direction": "higher", "target": 8.0, "min_samples": 10},

@@ -18,6 +18,10 @@ from tests.harness import REPO, kpi_series, poll
 pytestmark = pytest.mark.slow
 KPI_WINDOWS = [(kpi.id, window) for kpi in load_config()[0].kpis for window in kpi.windows]
 GAMING = [p.partner_id for p in DEFAULT_PARTNERS if p.profile == "gaming"]
+CONDITIONAL = {"rescued_share", "detractor_follow_up"}
+"""KPIs of outcomes some simulated partners rarely have (a strong partner missing an SLA, a
+selective one surveying an unhappy customer): absent, not zero, until one happens. Each must
+show for most partners, not all."""
 
 
 def _metrics(port: int) -> str:
@@ -45,12 +49,15 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    want = {(k, p.partner_id, w) for k, w in KPI_WINDOWS for p in DEFAULT_PARTNERS}
+    want = {(k, p.partner_id, w) for k, w in KPI_WINDOWS for p in DEFAULT_PARTNERS
+            if k not in CONDITIONAL}
+    most = {(k, w): len(DEFAULT_PARTNERS) * 2 // 3 for k, w in KPI_WINDOWS if k in CONDITIONAL}
     try:
         def complete() -> bool:
             assert proc.poll() is None, (tmp_path / "demo.log").read_text()
-            values = kpi_series(_metrics(port)).get("partnerpulse_kpi_value", {})
-            return want <= set(values)
+            values = set(kpi_series(_metrics(port)).get("partnerpulse_kpi_value", {}))
+            shown = {kw: sum(1 for k, _, w in values if (k, w) == kw) for kw in most}
+            return want <= values and all(shown[kw] >= n for kw, n in most.items())
 
         poll(complete, 400, "every KPI x partner x window on the demo's /metrics")
         hugging = {("escalation_rate", p, "threshold_hugging") for p in GAMING}
@@ -68,9 +75,13 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # Ctrl-C first: the demo stops its worker (a kill orphans it)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
     output = (tmp_path / "demo.log").read_text()
     assert f"http://127.0.0.1:{port}/metrics" in output
