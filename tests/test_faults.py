@@ -113,6 +113,15 @@ def mismatches(text: str, want: Expected, partners: set[str] | None = None) -> l
     return out
 
 
+def await_reference(worker: Worker, want: Expected, timeout: float, what: str) -> None:
+    """Poll ``worker`` until its /metrics equals the reference; on timeout, say what differs."""
+    try:
+        poll(lambda: not mismatches(worker.metrics_text(), want), timeout, what)
+    except AssertionError as exc:
+        diff = mismatches(worker.metrics_text(), want)
+        raise AssertionError(f"{exc}: {len(diff)} differences, e.g. {diff[:8]}") from None
+
+
 def restart_counts_each_event_once(broker_url: str, tmp_path: Path, events: TopicEvents,
                                    partners: list[str], what: str,
                                    timeout: float = 120) -> tuple[int, int, int]:
@@ -122,7 +131,7 @@ def restart_counts_each_event_once(broker_url: str, tmp_path: Path, events: Topi
     want = expected(events)
     final = Worker(broker_url, tmp_path, name="final").start()
     try:
-        poll(lambda: not mismatches(final.metrics_text(), want), timeout, what)
+        await_reference(final, want, timeout, what)
         status = final.ready()
         accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
         distinct = sum(len(reference.accepted_events(
@@ -181,7 +190,7 @@ def test_broker_frozen_for_a_minute_nothing_lost_and_the_outage_shows(
         sent = producer.finish()
         assert sent == len(messages)
         want = expected(events)
-        poll(lambda: not mismatches(worker.metrics_text(), want), 240, "every event counted once")
+        await_reference(worker, want, 240, "every event counted once")
         recovered_s = time.monotonic() - resumed
         assert worker.alive
         text = worker.metrics_text()
@@ -557,6 +566,7 @@ def test_a_zombie_worker_resumed_after_its_partitions_moved_writes_nothing(
         poll(lambda: sum(len(w.ready()["partitions"]) for w in (zombie, owner)) == 4, 60,
              "the group to settle")
         dropped = gauge(zombie.metrics_text(), "partnerpulse_fence_dropped_events_total")
+        refetched = {w.log_path.stem: w.ready()["refetched"] for w in (zombie, owner)}
     finally:
         if not producer.done:
             producer.finish()
@@ -574,11 +584,12 @@ def test_a_zombie_worker_resumed_after_its_partitions_moved_writes_nothing(
     want = expected(events)
     final = Worker(broker.url, tmp_path, name="final").start()
     try:
-        poll(lambda: not mismatches(final.metrics_text(), want), 120, "the reference")
+        await_reference(final, want, 120, "the reference")
     finally:
         final.stop()
     record("zombie", events=len(events), changelog_records=len(records),
-           written_after_pause=len(after), zombie_dropped_events=dropped)
+           written_after_pause=len(after), zombie_dropped_events=dropped,
+           read_again_after_rebalance=refetched)
 
 
 # --- 3b. cut connections -------------------------------------------------------------------------
@@ -637,7 +648,7 @@ def test_cut_connections_the_worker_and_producer_reconnect(tmp_path: Path) -> No
                 assert relay.accepted > accepted_before  # they came back through new connections
             sent = producer.finish()
             want = expected(events)
-            poll(lambda: not mismatches(worker.metrics_text(), want), 180, "every event counted once")
+            await_reference(worker, want, 180, "every event counted once")
             assert worker.alive
         finally:
             if not producer.done:

@@ -52,6 +52,7 @@ from streams.runtime.health import Health, wall_ms
 from streams.runtime.journal_table import JournalTable
 from streams.runtime.ownership import Ownership
 from streams.runtime.recovery import Recovery
+from streams.runtime.skip_guard import SkipGuard
 from streams.runtime.views import add_views
 
 log = logging.getLogger("partnerpulse")
@@ -112,7 +113,9 @@ class Pipeline:
                                    settings.max_partners)
         self._partition_of: Callable[[str], int] = self.ownership.partition_of
         """The hot path's handle on the ownership's partition cache (asked per event)."""
-        self.recovery = Recovery(settings, self.engine, self.journal, self.ownership)
+        self.skips = SkipGuard(settings)
+        """Reads again what Faust's fetch loop skips across a rebalance (skip_guard says why)."""
+        self.recovery = Recovery(settings, self.engine, self.journal, self.ownership, self.skips)
         self.journal.on_recover(self.recovery.on_recover)
         # An exception in the agent stops the worker (after the events from the failing one on
         # are kept out of the commit): a restart rebuilds a consistent state from the journal
@@ -157,6 +160,7 @@ class Pipeline:
         """Faust's on_partitions_revoked signal: ownership first (not ready, the revoked
         partners dropped), then the judge's and the wall's memory of the partners gone."""
         self.ownership.revoke(revoked)
+        self.skips.forget()
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
 
@@ -201,7 +205,32 @@ class Pipeline:
             if not await fence.admit(events):
                 self._unacknowledged(events, 0, "dropped unapplied: no longer a group member")
                 continue
-            self._process(events)
+            if self.skips.expected:
+                await self._process_after_rebalance(events)
+            else:
+                self._process(events)
+
+    async def _process_after_rebalance(self, events: Sequence[EventT]) -> None:
+        """Process a batch that may hold a partition's first event since the recovery: a gap
+        before it (events the fetch loop skipped) is read and applied first, in offset order."""
+        skips, start = self.skips, 0
+        for i, event in enumerate(events):
+            msg = event.message
+            gap = skips.gap_before(msg.tp, msg.offset)
+            if gap is None:
+                continue
+            self._process(events[start:i])
+            start = i
+            try:
+                missed = await skips.read(msg.tp, gap, msg.offset)
+            except Exception as exc:
+                # not read now: the commit stays before the gap, the next owner reads it
+                log.exception("could not read %s[%d] %d-%d again", msg.topic, msg.partition,
+                              gap, msg.offset - 1)
+                self.app.commit_guard.hold(msg.tp, gap, f"skipped events not read again: {exc!r}")
+                continue
+            self._process(cast(Sequence[EventT], missed))
+        self._process(events[start:])
 
     def _unacknowledged(self, events: Sequence[EventT], start: int, why: str) -> None:
         """Keep ``events[start:]`` out of every commit: their partitions' next owner (this worker
@@ -291,6 +320,7 @@ class Pipeline:
             "event_clock_ms": engine.event_clock_ms,
             "recovered_events": recovery.recovered_events,
             "repartitioned": self.repartitioned,
+            "refetched": {"gaps": self.skips.gaps, "events": self.skips.refetched},
             "recovery": recovery.last,
             "restoring": recovery.restoring,
             "last_judged_ms": self.health.last_judged_ms,

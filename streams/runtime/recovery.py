@@ -21,8 +21,11 @@ from faust.types import TP
 from streams.config.kafka_auth import client_kwargs
 from streams.config.settings import Settings
 from streams.engine.core import Engine, settle_gc
+from streams.ingest.contract import TOPICS
+from streams.ingest.topics import REPARTITION
 from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 from streams.runtime.ownership import Ownership
+from streams.runtime.skip_guard import SkipGuard
 
 log = logging.getLogger("partnerpulse")
 
@@ -34,8 +37,9 @@ class Recovery:
     """Rebuilds the owned partners' windows from the journal; keeps the last rebuild's figures."""
 
     def __init__(self, settings: Settings, engine: Engine, journal: JournalTable,
-                 ownership: Ownership) -> None:
+                 ownership: Ownership, skips: SkipGuard) -> None:
         self.settings = settings
+        self.skips = skips
         self.engine = engine
         self.journal = journal
         self.ownership = ownership
@@ -80,6 +84,13 @@ class Recovery:
         del records
         settle_gc()  # the rebuilt state is long-lived: out of the cyclic GC's sight
         phases["restored_at"] = time.time()
+        try:
+            await self.skips.arm(TP(topic, p) for topic in (*TOPICS, REPARTITION) for p in owned)
+        except Exception:  # the worker runs on, as it would without the check
+            log.exception("could not read the committed offsets: events the fetch loop skips "
+                          "after this rebalance go unnoticed")
+        if self.ownership.generation != generation:
+            return  # revoked meanwhile: the next assignment's recovery starts over
         phases["applied"] = applied
         self.recovered_events += applied
         ownership.recovered(owned)
