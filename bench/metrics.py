@@ -104,7 +104,8 @@ def _measure(partners: int, templates: int, reps: int,
 
 
 def run(quick: bool) -> dict[str, Any]:
-    sizes = (50, 200) if quick else (1000, 10_000)
+    # --quick: a smoke run of the same code (the test suite runs it), seconds not a minute
+    sizes = (20, 50) if quick else (1000, 10_000)
     templates = 4 if quick else 16
     reps = 2 if quick else 3
     figures: dict[str, float] = {}
