@@ -14,14 +14,18 @@ from bench import report
 from tests.harness import REPO
 
 pytestmark = pytest.mark.slow
-BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e", "latency", "recovery")
+BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e")
+"""The benchmarks smoke-tested here. latency and recovery (75 s together at --quick) are left
+to `python -m bench`: the suite's 30-minute budget; their subject is tested by the alerting and
+fault tests."""
 
 
 @pytest.mark.timeout(600)
 def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out),
+         *(f"--only={name}" for name in BENCHMARKS)],
         cwd=REPO, capture_output=True, text=True, timeout=540,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -43,11 +47,6 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     assert e2e["stock_faust_decode_events_per_s"] > 0, "the stock Faust baseline ran"
     assert e2e["worker_accepted"] == e2e["messages"]
     assert e2e["repartition_topic_messages"] == 0, "keyed events take no repartition hop"
-    latency = results["benchmarks"]["latency"]["figures"]
-    for clock in ("event", "wall"):
-        assert latency[f"{clock}_alerts_timed"] == latency[f"{clock}_tips"] > 0, clock
-    recovery = results["benchmarks"]["recovery"]["figures"]
-    assert recovery["journal_records_restored"] == recovery["history_events"]
     # quick runs never overwrite the committed report, but the report renders from their results
     assert "BENCHMARKS.md" not in proc.stderr
     text = report.markdown(results)

@@ -385,13 +385,13 @@ def _poll_explained(difference: Any, workers: list[Worker], timeout: float, what
 
 
 # --- 2. crash ----------------------------------------------------------------------------------
-KILLS = 12
+KILLS = 8
 """SIGKILLs in the crash test: about 6 s each (a start, a recovery, some processing)."""
 
 
 def test_repeated_sigkills_at_random_points_lose_and_double_nothing(
         broker: EmbeddedBroker, tmp_path: Path) -> None:
-    """SIGKILL the worker 12 times at seeded random points of a long live stream, restarting it
+    """SIGKILL the worker 8 times at seeded random points of a long live stream, restarting it
     each time: sometimes while it starts or recovers, mostly while it processes.
 
     At the end the values and sample counts equal the reference, and the journal holds each
@@ -402,8 +402,8 @@ def test_repeated_sigkills_at_random_points_lose_and_double_nothing(
     end = int(time.time() * 1000) - 60_000
     events = history(51, partners, end, scale=0.75)
     messages = as_messages(events)
-    # ~40 messages a second: the stream lasts through most of the cycles (~6 s each)
-    producer = StreamProducer(broker.bootstrap, messages, batch=8, interval=0.2).start()
+    # ~60 messages a second: the stream lasts through most of the cycles (~6 s each)
+    producer = StreamProducer(broker.bootstrap, messages, batch=12, interval=0.2).start()
     kills: list[tuple[str, int]] = []
     ready_s: list[float] = []
     try:

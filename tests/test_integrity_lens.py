@@ -288,3 +288,43 @@ def test_each_window_is_asked_on_its_own_cadence_and_a_flag_holds_until_the_evid
     assert watch.lens.held[key].since_ms is None
     look(t0 + DAY + 20 * minute, level["1h"] * 50)  # under 100x, over 1x: not raised again
     assert watch.lens.held[key].since_ms is None
+
+
+def test_the_demos_gaming_partner_is_flagged_within_minutes_and_no_one_else() -> None:
+    """The demo's fleet (its simulator, seed and rate, warm start included) through the engine
+    and the lens on the event clock, every partner judged at each minute of event time: the
+    gaming partner's escalation rate is flagged threshold_hugging at the first look (the warm
+    start holds an hour of its steering), the flag holds for the next 5 minutes, and no other
+    partner x KPI x signal is flagged. The demo test cannot wait for this on a loaded machine:
+    there the flag comes minutes after its worker has caught up with the backlog."""
+    import orjson
+
+    from streams.ingest.contract import decode
+    from streams.tools.simulator import DEFAULT_PARTNERS, Simulator
+
+    minute = 60_000
+    start = START + 9 * HOUR
+    sim = Simulator(seed=7, rate=50.0, start_ms=start, drift_minutes=10.0)
+    gaming = {p.partner_id for p in DEFAULT_PARTNERS if p.profile == "gaming"}
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event", journal=False)
+    watch = Watch(engine)
+    raised: dict[tuple[str, str, str], int] = {}
+    cleared: list[tuple[str, str, str]] = []
+    cursor = sim.history_start_ms
+    for m in range(0, 6):
+        now = start + m * minute
+        for topic, event in sim.events_between(cursor, now):
+            engine.apply(decode(topic, orjson.dumps(event), event["ts"]), event["ts"])
+        cursor = now
+        for partner in engine.partner_ids():
+            watch.judge_partner(partner, now)
+        for change in watch.drain_integrity():
+            key = (change.partner, change.kpi, change.signal)
+            if change.held:
+                raised.setdefault(key, m)
+            else:
+                cleared.append(key)
+    hugging = {(p, "escalation_rate", "threshold_hugging") for p in gaming}
+    assert set(raised) == hugging, raised
+    assert not cleared, cleared
