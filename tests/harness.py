@@ -154,6 +154,24 @@ def kpi_series(text: str) -> dict[str, dict[tuple[str, ...], float]]:
     return out
 
 
+def flat_values(series: dict[str, dict[tuple[str, ...], float]],
+                ) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], float]]:
+    """(values, samples) of :func:`kpi_series` keyed (partner, kpi, window), the per-channel
+    series under kpi 'kpi@channel' (as :func:`tests.reference.compute_flat` keys them)."""
+    values: dict[tuple[str, str, str], float] = {}
+    samples: dict[tuple[str, str, str], float] = {}
+    # label tuples are sorted by label name: (kpi, partner, window), (channel, kpi, partner, window)
+    for (k, p, w), v in series.get("partnerpulse_kpi_value", {}).items():
+        values[(p, k, w)] = v
+    for (k, p, w), v in series.get("partnerpulse_kpi_samples", {}).items():
+        samples[(p, k, w)] = v
+    for (c, k, p, w), v in series.get("partnerpulse_kpi_channel_value", {}).items():
+        values[(p, f"{k}@{c}", w)] = v
+    for (c, k, p, w), v in series.get("partnerpulse_kpi_channel_samples", {}).items():
+        samples[(p, f"{k}@{c}", w)] = v
+    return values, samples
+
+
 def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Produce (topic, key, value) messages and flush; returns how many.
 

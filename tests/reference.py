@@ -163,16 +163,18 @@ def accepted_events(events: list[TopicEvent]) -> list[TopicEvent]:
     """
     accepted: list[TopicEvent] = []
     seen: set[tuple[str, str]] = set()
+    newest: dict[str, int] = {}  # partner -> largest ts of its events accepted so far
     for topic, ev in events:
         key = (ev["partner_id"], ev["event_id"])
         if key in seen:
             continue
         ts = to_ms(ev["ts"])
-        own = [to_ms(e["ts"]) for _, e in accepted if e["partner_id"] == ev["partner_id"]]
-        if own and ts // HOUR_MS <= max(own) // HOUR_MS - LATE_HOUR_BUCKETS:
+        own = newest.get(ev["partner_id"])
+        if own is not None and ts // HOUR_MS <= own // HOUR_MS - LATE_HOUR_BUCKETS:
             continue
         accepted.append((topic, ev))
         seen.add(key)
+        newest[ev["partner_id"]] = ts if own is None else max(own, ts)
     return accepted
 
 
@@ -706,4 +708,142 @@ def expected_targets(partners: Iterable[str]) -> dict[tuple[str, str], float]:
         for kpi in kpis:
             out[(partner, kpi["id"])] = float(
                 own.get(partner, {}).get(kpi["id"], tier_targets.get(kpi["id"], kpi["target"])))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Per-channel values (KPIs declared ``by: [channel]``)
+# --------------------------------------------------------------------------------------------
+
+#: KPIs kept per channel in the default catalog, and the windows their per-channel values are in
+#: (calendar months: all of them).
+CHANNEL_KPIS = ("ots_down_hard", "ots_service_affecting", "ots_down_hard_p90", "mttr",
+                "first_contact_resolution", "csat")
+CHANNEL_WINDOWS = ("24h", "30d")
+
+ChannelKey = tuple[str, str]
+"""(partner, channel)"""
+
+
+def _ticket_channels(accepted: list[TopicEvent]) -> dict[tuple[str, str], str]:
+    """(partner, ticket) -> the channel of its earliest ``opened`` event (ties: the first
+    accepted), for tickets whose earliest opened event names one."""
+    out: dict[tuple[str, str], str] = {}
+    for key, group in _group(_select(accepted, "tickets", ("opened",)), "ticket_id").items():
+        first = _earliest(group)
+        if first is not None and isinstance(first.get("channel"), str):
+            out[key] = first["channel"]
+    return out
+
+
+def _ticket_durations(accepted: list[TopicEvent], start_filter: Any, stop_type: str,
+                      ) -> dict[tuple[str, str], Sample]:
+    """(partner, ticket) -> (stop time, seconds) from its earliest matching opened event to its
+    earliest ``stop_type`` event, where stop >= start."""
+    out: dict[tuple[str, str], Sample] = {}
+    evs = _select(accepted, "tickets", ("opened", stop_type))
+    for key, group in _group(evs, "ticket_id").items():
+        start = _earliest([e for e in group if e["type"] == "opened" and start_filter(e)])
+        stop = _earliest([e for e in group if e["type"] == stop_type])
+        if start is None or stop is None or to_ms(stop["ts"]) < to_ms(start["ts"]):
+            continue
+        out[key] = (to_ms(stop["ts"]), (to_ms(stop["ts"]) - to_ms(start["ts"])) / 1000)
+    return out
+
+
+def _channel_split(per_ticket: dict[tuple[str, str], list[Sample]],
+                   channels: dict[tuple[str, str], str]) -> dict[ChannelKey, list[Sample]]:
+    out: dict[ChannelKey, list[Sample]] = {}
+    for (partner, ticket), samples in per_ticket.items():
+        channel = channels.get((partner, ticket))
+        if channel is not None:
+            out.setdefault((partner, channel), []).extend(samples)
+    return out
+
+
+def _channel_samples(accepted: list[TopicEvent]) -> dict[str, tuple[str, dict[ChannelKey, list[Sample]]]]:
+    """kpi id -> (statistic, samples per (partner, channel)): each ticket's samples under the
+    channel of its ticket; csat answers under the channel of the ticket their ticket_id names."""
+    channels = _ticket_channels(accepted)
+    dh = _ticket_durations(accepted, _severity("down_hard"), "contacted")
+    sa = _ticket_durations(accepted, _severity("service_affecting"), "contacted")
+    repair = _ticket_durations(accepted, _always, "resolved")
+    # first-contact resolution: per resolved ticket (its earliest resolution), 1 iff it has a
+    # resolved event with first_contact true, counted at the earliest such event; the
+    # denominator at the earliest resolution (a ratio of distinct tickets)
+    fcr: dict[tuple[str, str], list[Sample]] = {}
+    for key, group in _group(_select(accepted, "tickets", ("resolved",)), "ticket_id").items():
+        first = _earliest(group)
+        assert first is not None
+        fcr[key] = [(to_ms(first["ts"]), 0.0)]
+        hit = _earliest([e for e in group if _is_true(e, "first_contact")])
+        if hit is not None:
+            fcr[key].append((to_ms(hit["ts"]), 1.0))
+    answers: dict[tuple[str, str], list[Sample]] = {}
+    for ev in _select(accepted, "surveys", ("response",)):
+        if ev.get("kind") == "csat" and isinstance(ev.get("ticket_id"), str):
+            answers.setdefault((ev["partner_id"], ev["ticket_id"]), []).append(
+                (to_ms(ev["ts"]), float(ev["score"])))
+    return {
+        "ots_down_hard": ("mean", _channel_split({k: [v] for k, v in dh.items()}, channels)),
+        "ots_service_affecting": ("mean", _channel_split({k: [v] for k, v in sa.items()},
+                                                         channels)),
+        "ots_down_hard_p90": ("p90", _channel_split({k: [v] for k, v in dh.items()}, channels)),
+        "mttr": ("mean", _channel_split({k: [v] for k, v in repair.items()}, channels)),
+        "first_contact_resolution": ("ratio", _channel_split(fcr, channels)),
+        "csat": ("mean", _channel_split(answers, channels)),
+    }
+
+
+def _channel_value(stat: str, samples: list[Sample]) -> KpiResult | None:
+    """The value of samples in one window or month; ratio samples are (den 0 | num 1) events."""
+    if stat == "ratio":
+        den = sum(1 for _, v in samples if v == 0.0)
+        num = len(samples) - den
+        return KpiResult(num / den, den) if den else None
+    values = [v for _, v in samples]
+    if not values:
+        return None
+    value = p90_nearest_rank(values) if stat == "p90" else sum(values) / len(values)
+    return KpiResult(value, len(values))
+
+
+def compute_channels(events: list[TopicEvent], now_ms: int | None = None,
+                     ) -> dict[tuple[str, str, str, str], KpiResult]:
+    """(partner, kpi id, window, channel) -> value, for the per-channel KPIs in their windows."""
+    accepted = accepted_events(events)
+    if now_ms is None:
+        if not accepted:
+            return {}
+        now_ms = max(to_ms(ev["ts"]) for _, ev in accepted)
+    results: dict[tuple[str, str, str, str], KpiResult] = {}
+    for kpi_id, (stat, per_channel) in _channel_samples(accepted).items():
+        for (partner, channel), samples in per_channel.items():
+            for window in CHANNEL_WINDOWS:
+                got = _channel_value(stat, [s for s in samples if in_window(s[0], now_ms, window)])
+                if got is not None:
+                    results[(partner, kpi_id, window, channel)] = got
+    return results
+
+
+def compute_channel_months(events: list[TopicEvent], zone: str = "UTC",
+                           ) -> dict[tuple[str, str, str, str], KpiResult]:
+    """(partner, kpi id, 'YYYY-MM', channel) -> value over the calendar month of ``zone``."""
+    results: dict[tuple[str, str, str, str], KpiResult] = {}
+    for kpi_id, (stat, per_channel) in _channel_samples(accepted_events(events)).items():
+        for (partner, channel), samples in per_channel.items():
+            for month in {month_of(t, zone) for t, _ in samples}:
+                got = _channel_value(stat, [s for s in samples if month_of(s[0], zone) == month])
+                if got is not None:
+                    results[(partner, kpi_id, month, channel)] = got
+    return results
+
+
+def compute_flat(events: list[TopicEvent], now_ms: int | None = None,
+                 ) -> dict[tuple[str, str, str], KpiResult]:
+    """:func:`compute` and :func:`compute_channels` as one mapping keyed like the engine's
+    ``evaluate``: a per-channel value under (partner, 'kpi@channel', window)."""
+    out = dict(compute(events, now_ms))
+    for (partner, kpi, window, channel), result in compute_channels(events, now_ms).items():
+        out[(partner, f"{kpi}@{channel}", window)] = result
     return out

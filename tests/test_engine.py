@@ -8,6 +8,7 @@ import math
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import orjson
@@ -34,11 +35,13 @@ def _feed(engine: Engine, events: list[tuple[str, dict]]) -> list[Outcome]:
     return [engine.ingest(t, orjson.dumps(e), WALL).outcome for t, e in events]
 
 
-def _assert_matches(engine: Engine, events: list[tuple[str, dict]], now: int | None) -> int:
-    expected = reference.compute(events, now)
-    now_ms = now if now is not None else engine.now(WALL)
-    got = {(p, k, w): v for p in engine.partner_ids()
-           for (k, w), v in engine.evaluate(p, now_ms).items()}
+def _split(kpi: str) -> tuple[str, str | None]:
+    """The engine names a per-channel value 'kpi@channel'."""
+    base, _, channel = kpi.partition("@")
+    return base, channel or None
+
+
+def _assert_same(got: dict[Any, Any], expected: dict[Any, reference.KpiResult]) -> int:
     assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
     for key, ref in expected.items():
         value = got[key]
@@ -47,6 +50,19 @@ def _assert_matches(engine: Engine, events: list[tuple[str, dict]], now: int | N
         assert math.isclose(value.value, ref.value, rel_tol=tolerance, abs_tol=1e-9), (
             key, value, ref)
     return len(expected)
+
+
+def _assert_matches(engine: Engine, events: list[tuple[str, dict]], now: int | None) -> int:
+    """The engine's values equal the reference's, the per-channel values included."""
+    now_ms = now if now is not None else engine.now(WALL)
+    got: dict[tuple[str, ...], Any] = {}
+    for p in engine.partner_ids():
+        for (k, w), v in engine.evaluate(p, now_ms).items():
+            base, channel = _split(k)
+            got[(p, base, w) if channel is None else (p, base, w, channel)] = v
+    expected: dict[tuple[str, ...], reference.KpiResult] = {
+        **reference.compute(events, now), **reference.compute_channels(events, now)}
+    return _assert_same(got, expected)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -179,15 +195,15 @@ def _assert_months_match(engine: Engine, events: list[tuple[str, dict]], zone: s
                          expected: dict[tuple[str, str, str], reference.KpiResult] | None = None,
                          ) -> int:
     if expected is None:
-        expected = reference.compute_months(events, zone)
-    got = {(p, k, m): v for p in engine.partner_ids() for m in engine.months_held(p)
-           for k, v in engine.evaluate_month(p, m).items()}
-    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
-    for key, ref in expected.items():
-        assert got[key].samples == ref.samples, key
-        tolerance = 0.01 if key[1].endswith("_p90") else 1e-9
-        assert math.isclose(got[key].value, ref.value, rel_tol=tolerance, abs_tol=1e-9), key
-    return len(expected)
+        expected = {**reference.compute_months(events, zone),
+                    **reference.compute_channel_months(events, zone)}
+    got: dict[tuple[str, ...], Any] = {}
+    for p in engine.partner_ids():
+        for m in engine.months_held(p):
+            for k, v in engine.evaluate_month(p, m).items():
+                base, channel = _split(k)
+                got[(p, base, m) if channel is None else (p, base, m, channel)] = v
+    return _assert_same(got, expected)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Pacific/Auckland"])
@@ -226,7 +242,7 @@ def test_months_survive_restore_after_their_events_left_the_journal() -> None:
     assert oldest > datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000  # Aug, Sep gone
     snapshots = {k.split(b"#month:")[1].decode() for k in journal if b"#month:" in k}
     assert {"2026-08", "2026-09", "2026-10"} <= snapshots, snapshots
-    expected = reference.compute_months(events)
+    expected = {**reference.compute_months(events), **reference.compute_channel_months(events)}
     checked = _assert_months_match(engine, events, expected=expected)
     restored = _engine()
     restored.restore(journal.items())
@@ -301,6 +317,42 @@ def test_open_items_age_against_the_ots_target() -> None:
         assert items[("ots_down_hard", stage)] == sum(1 for a in waiting if a >= stage * target_s)
     assert items[("ots_service_affecting", 0.5)] == 0  # 3000 s < 50% of 7200 s
     assert items[("ots_service_affecting", 0.5)] == sum(1 for a in [3000] if a >= 0.5 * 7200)
+
+
+def test_open_detractors_age_against_the_follow_up_horizon() -> None:
+    """A poor CSAT answer on a ticket waits until a follow_up of that ticket comes after it (one
+    before the answer does not count; one after the 24 h horizon still closes it, late); its age
+    runs from the earliest poor answer. Events come in a shuffled order, the follow-ups first."""
+    engine = _engine()
+    now = T0 + 3 * DAY
+    horizon_s = 24 * 3600
+    # ticket -> (age of its poor answer in s, follow-up offset from the answer in s or None)
+    cases = {"a": (3600, None), "b": (13 * 3600, None), "c": (19 * 3600, None),
+             "d": (30 * 3600, None), "e": (30 * 3600, 3600), "f": (50 * 3600, 26 * 3600),
+             "g": (20 * 3600, -600), "h": (2 * 3600, None)}
+    events: list[tuple[str, dict[str, Any]]] = []
+    for tid, (age, follow) in cases.items():
+        score = 5 if tid == "h" else 2  # h answered well: no detractor
+        events.append(("surveys", {"event_id": f"s-{tid}", "type": "response",
+                                   "partner_id": "acme", "ticket_id": tid, "kind": "csat",
+                                   "score": score, "ts": now - age * 1000}))
+        if follow is not None:
+            events.insert(0, ("tickets", {"event_id": f"f-{tid}", "type": "follow_up",
+                                          "partner_id": "acme", "ticket_id": tid,
+                                          "ts": now - (age - follow) * 1000}))
+    _feed(engine, events)
+    items = engine.open_items("acme", now)
+    waiting = [age for tid, (age, follow) in cases.items()
+               if tid != "h" and (follow is None or follow <= 0)]
+    assert len(waiting) == 5  # a, b, c, d and g (followed up before its answer)
+    for stage in (0.5, 0.75, 1.0):
+        assert items[("detractor_follow_up", stage)] == sum(
+            1 for a in waiting if a >= stage * horizon_s), stage
+    # a follow-up for the oldest waiting one closes it
+    _feed(engine, [("tickets", {"event_id": "f-d", "type": "follow_up", "partner_id": "acme",
+                                "ticket_id": "d", "ts": now - 1000})])
+    assert engine.open_items("acme", now)[("detractor_follow_up", 1.0)] == sum(
+        1 for a in waiting if a >= horizon_s) - 1
 
 
 def test_a_fast_partner_does_not_make_a_slow_partners_events_late() -> None:

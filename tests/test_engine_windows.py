@@ -50,7 +50,7 @@ def test_totals_read_while_events_arrive_match_a_fresh_read_and_the_reference() 
         fresh.ingest(topic, orjson.dumps(event), WALL)
     now = live.now(WALL)
     assert now == fresh.now(WALL)
-    expected = reference.compute(arrival, now)
+    expected = reference.compute_flat(arrival, now)
     for partner in PARTNERS:
         got, again = live.evaluate(partner, now), fresh.evaluate(partner, now)
         assert set(got) == set(again) == {(k, w) for p, k, w in expected if p == partner}
@@ -58,7 +58,7 @@ def test_totals_read_while_events_arrive_match_a_fresh_read_and_the_reference() 
             ref = expected[(partner, *key)]
             assert value.samples == again[key].samples == ref.samples, key
             assert math.isclose(value.value, again[key].value, rel_tol=1e-12, abs_tol=1e-12), key
-            tolerance = 0.01 if key[0].endswith("_p90") else 1e-9
+            tolerance = 0.01 if "_p90" in key[0] else 1e-9
             assert math.isclose(value.value, ref.value, rel_tol=tolerance, abs_tol=1e-9), key
         # and later on, sliding every window forward an hour at a time, then a day at a time
         for later in [now + h * HOUR for h in range(1, 30)] + [now + d * DAY for d in range(2, 31)]:
@@ -95,13 +95,13 @@ def test_values_reevaluated_after_every_event_match_the_reference_throughout() -
                     recomputed += 1
                 previous[(partner, *key)] = value
         if i % 40 == 0 or i == len(events):
-            expected = reference.compute(events[:i], now)
+            expected = reference.compute_flat(events[:i], now)
             got = {(p, k, w): v for p in live.partner_ids()
                    for (k, w), v in live.evaluate(p, now).items()}
             assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:5]
             for key, ref in expected.items():
                 assert got[key].samples == ref.samples, (i, key)
-                tolerance = 0.01 if key[1].endswith("_p90") else 1e-9
+                tolerance = 0.01 if "_p90" in key[1] else 1e-9
                 assert math.isclose(got[key].value, ref.value, rel_tol=tolerance,
                                     abs_tol=1e-9), (i, key, got[key], ref)
             checked += len(expected)

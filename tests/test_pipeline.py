@@ -19,7 +19,7 @@ from streams.ingest.topics import DEAD_LETTER, all_topics
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from tests import reference
-from tests.harness import Worker, as_messages, kpi_series, poll, produce
+from tests.harness import Worker, as_messages, flat_values, kpi_series, poll, produce
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 
 pytestmark = pytest.mark.slow
@@ -44,9 +44,19 @@ def _history(seed: int) -> list[tuple[str, dict[str, Any]]]:
 
 def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
                          partners: Iterable[str] = PARTNERS) -> int:
-    """Every exported KPI value, sample count and attainment equals the reference."""
-    expected = reference.compute(events)
+    """Every exported KPI value, sample count and attainment equals the reference, and so does
+    every per-channel value and sample count."""
     series = kpi_series(text)
+    channel_values, channel_samples = flat_values(series)
+    want_channels = reference.compute_channels(events)
+    got_channels = {key: v for key, v in channel_values.items() if "@" in key[1]}
+    assert {(p, f"{k}@{c}", w) for p, k, w, c in want_channels} == set(got_channels)
+    for (partner, kpi, window, channel), ref in want_channels.items():
+        key = (partner, f"{kpi}@{channel}", window)
+        tolerance = 0.01 if kpi.endswith("_p90") else 1e-9
+        assert math.isclose(got_channels[key], ref.value, rel_tol=tolerance, abs_tol=1e-12), key
+        assert channel_samples[key] == ref.samples, key
+    expected = reference.compute(events)
     values = series.get("partnerpulse_kpi_value", {})
     samples = series.get("partnerpulse_kpi_samples", {})
     attainment = series.get("partnerpulse_kpi_attainment_ratio", {})
@@ -63,7 +73,7 @@ def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
         assert math.isclose(attainment[(kpi, partner, window)], want, rel_tol=tolerance)
     exported_targets = {(p, k): v for (k, p), v in series["partnerpulse_kpi_target"].items()}
     assert exported_targets == targets
-    return len(expected)
+    return len(expected) + len(want_channels)
 
 
 def _wait_processed(worker: Worker, n: int, timeout: float = 120) -> None:

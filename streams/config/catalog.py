@@ -24,6 +24,7 @@ from streams.config.kpis import (
     Match,
     RawJudge,
     RawKpi,
+    channel_kpis,
     judge_params,
     resolve_kpi,
     resolve_sla,
@@ -54,6 +55,7 @@ class _Window(msgspec.Struct, forbid_unknown_fields=True):
 class _Settings(msgspec.Struct, forbid_unknown_fields=True):
     entity_retention: str | int = "90d"
     export_windows: list[str] | None = None
+    channel_windows: list[str] | None = None
     report_timezone: str = "UTC"
     report_months: int = 13
 
@@ -95,6 +97,17 @@ class Catalog:
     """Time zone whose calendar months the report card counts (IANA name)."""
     report_months: int = 13
     """Complete calendar months kept per partner and KPI besides the current one."""
+    channel_kpis: tuple[Kpi, ...] = ()
+    """One KPI per channel of each ``by: [channel]`` KPI (:func:`streams.config.kpis.channel_kpis`):
+    counted by the engine beside ``kpis``, exported as the per-channel series, never judged."""
+    channel_windows: tuple[str, ...] = ()
+    """Windows the per-channel KPIs are counted in (all of their KPI's when empty): each costs
+    two series per partner, KPI and channel with samples."""
+
+    @property
+    def counted(self) -> tuple[Kpi, ...]:
+        """What the engine counts: the catalog's KPIs, then the per-channel ones."""
+        return self.kpis + self.channel_kpis
 
     @property
     def max_window_ms(self) -> int:
@@ -155,6 +168,10 @@ def _catalog(doc: YamlFile, raw: _Catalog) -> Catalog:
     for name in exported:
         if name not in windows:
             raise fail(["settings", "export_windows"], f"unknown window {name!r}")
+    by_channel = tuple(settings.channel_windows or ())
+    for name in by_channel:
+        if name not in windows:
+            raise fail(["settings", "channel_windows"], f"unknown window {name!r}")
     try:
         ZoneInfo(settings.report_timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -164,7 +181,8 @@ def _catalog(doc: YamlFile, raw: _Catalog) -> Catalog:
         raise fail(["settings", "report_months"],
                    "report_months must be at least 13 (a year and its month over month)")
     return Catalog(windows, kpis, retention, str(doc.path), exported,
-                   settings.report_timezone, settings.report_months)
+                   settings.report_timezone, settings.report_months,
+                   channel_kpis(kpis, by_channel or None), by_channel)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -15,7 +15,7 @@ import msgspec
 from streams.config.integrity import SIGNALS, allowed_signals, default_signals
 from streams.config.judging import JudgeParams
 from streams.config.yamlfile import Fail, Scalar, Where, duration_ms
-from streams.ingest.contract import ENTITY_FIELD, EVENT_FIELDS, EVENT_TYPES, Topic
+from streams.ingest.contract import CHANNELS, ENTITY_FIELD, EVENT_FIELDS, EVENT_TYPES, Topic
 
 # \Z, not $: "$" also matches before a final newline
 _KPI_ID_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
@@ -45,7 +45,8 @@ class KindRule:
     statistics: bool = False
     """Takes a statistic other than the mean (percentiles, share within)."""
     open_items: bool = False
-    """May export its open items (durations in seconds only)."""
+    """May export its open items (durations in seconds: by age against the target; follow-ups:
+    starts not followed yet, by age against the horizon)."""
 
 
 _REVIEW: Final = ("subject", "claim", "approved", "rejected")
@@ -58,7 +59,7 @@ KIND_RULES: Final[dict[str, KindRule]] = {
     "ratio": KindRule(("numerator", "denominator"), ("numerator", "denominator"),
                       one_entity_if_distinct=True),
     "mean_field": KindRule(("source", "field")),
-    "follow_up": KindRule(("start", "follow", "link", "horizon")),
+    "follow_up": KindRule(("start", "follow", "link", "horizon"), open_items=True),
     "deadline": KindRule(("due", "done"), ("due", "done")),
     "reviewed": KindRule(_REVIEW, _REVIEW),
     "review_agreement": KindRule(_REVIEW, _REVIEW),
@@ -126,6 +127,7 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     open_items: bool = False
     judge: RawJudge | None = None
     integrity: list[str] | None = None
+    by: list[Literal["channel"]] = []
 
 
 # --- the resolved, engine-facing model ----------------------------------------
@@ -263,6 +265,14 @@ class Kpi:
     """Confidence, ``for`` duration, recovery margin and CUSUM parameters of the judgement."""
     integrity: tuple[str, ...] = ()
     """The integrity signals watched on this KPI (:mod:`streams.config.integrity`)."""
+    by: tuple[str, ...] = ()
+    """Dimensions the KPI is also kept by (``channel``): each adds a KPI per channel
+    (:func:`channel_kpis`)."""
+    channel: str | None = None
+    """A per-channel KPI's channel (its samples are the base KPI's of entities of that channel);
+    None for a catalog KPI."""
+    base: str | None = None
+    """A per-channel KPI's catalog KPI id."""
 
     @property
     def lower_is_better(self) -> bool:
@@ -444,8 +454,10 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
     _check_link(raw, fail, here)
     if raw.count_at != "start" and raw.kind != "follow_up":
         raise fail([*here, "count_at"], f"KPI {raw.id!r}: count_at is only for follow_up KPIs")
-    if raw.open_items and (not KIND_RULES[raw.kind].open_items or raw.unit != "seconds"):
-        raise fail([*here, "open_items"], "open_items is only for durations in seconds")
+    if raw.open_items and (not KIND_RULES[raw.kind].open_items
+                           or (raw.kind == "duration" and raw.unit != "seconds")):
+        raise fail([*here, "open_items"],
+                   "open_items is only for durations in seconds and for follow_up KPIs")
     if raw.min_samples < 1:
         raise fail([*here, "min_samples"], f"KPI {raw.id!r}: min_samples must be at least 1")
     names = tuple(raw.windows) if raw.windows is not None else windows
@@ -473,8 +485,61 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         rejected=sel("rejected"), good=sel("good"), poor=sel("poor"), outcome=raw.outcome,
         count_at=raw.count_at, open_items=raw.open_items,
         judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
+        by=tuple(dict.fromkeys(raw.by)),
     )
+    if kpi.by:
+        _channel_topic(kpi, fail, [*here, "by"])
     return replace(kpi, integrity=_integrity(raw, kpi, fail, here))
+
+
+CHANNEL_SEP: Final = "@"
+"""Joins a catalog KPI id and a channel into its per-channel KPI's id (``mttr@phone``): a
+character no catalog id has."""
+
+
+def _channel_topic(kpi: Kpi, fail: Fail | None = None, here: Where | None = None) -> str:
+    """The entity topic whose channel a ``by: [channel]`` KPI's samples are split by: the entity
+    its samples are derived from (a duration's start, a distinct ratio's), or for a mean of a
+    field the entity its events name by ``link`` (a survey's ticket)."""
+    topic: str | None = None
+    if kpi.kind == "duration" and kpi.start:
+        topic = kpi.start.topic
+    elif (kpi.kind == "ratio" and kpi.numerator and kpi.denominator and kpi.numerator.distinct
+          and kpi.denominator.distinct):
+        topic = kpi.numerator.topic
+    elif kpi.kind == "mean_field" and kpi.source and kpi.link:
+        topic = next((t for t, name in ENTITY_FIELD.items() if name == kpi.link), None)
+        if topic is None or kpi.link not in EVENT_FIELDS[(kpi.source.topic, kpi.source.type)]:
+            topic = None
+    if topic in CHANNELS:
+        return topic
+    if fail is None:
+        raise ValueError(f"KPI {kpi.id!r} cannot be split by channel")
+    raise fail(here or [], f"KPI {kpi.id!r}: by [channel] needs a duration, a ratio of distinct "
+                           "entities or a mean_field with a link to their entity, on "
+                           f"{' or '.join(CHANNELS)} (whose {', '.join(t for t, _ in CHANNELS.values())} "
+                           "events carry the channel)")
+
+
+def channel_kpis(kpis: tuple[Kpi, ...], windows: tuple[str, ...] | None) -> tuple[Kpi, ...]:
+    """One KPI per channel of each ``by: [channel]`` KPI, counted in ``windows`` (of those the KPI
+    is; all of them when None) and in the calendar months. Not judged: no target is set per
+    channel, and no integrity signal is watched."""
+    out: list[Kpi] = []
+    for kpi in kpis:
+        if "channel" not in kpi.by:
+            continue
+        names = kpi.windows if windows is None else tuple(w for w in kpi.windows if w in windows)
+        _, channels = CHANNELS[_channel_topic(kpi)]
+        out.extend(replace(kpi, id=f"{kpi.id}{CHANNEL_SEP}{channel}", windows=names,
+                           channel=channel, base=kpi.id, by=(), integrity=(), open_items=False)
+                   for channel in channels)
+    return tuple(out)
+
+
+def channel_topic(kpi: Kpi) -> str:
+    """The entity topic a per-channel KPI (or a ``by: [channel]`` one) takes the channel of."""
+    return _channel_topic(kpi)
 
 
 def _integrity(raw: RawKpi, kpi: Kpi, fail: Fail, here: Where) -> tuple[str, ...]:

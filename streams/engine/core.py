@@ -84,7 +84,10 @@ class Engine:
         self.partners = partners
         self.clock = clock
         self.kpis: tuple[Kpi, ...] = catalog.kpis
-        self._kpi_index = {k.id: i for i, k in enumerate(self.kpis)}
+        """The catalog's KPIs (judged, exported by id)."""
+        counted = catalog.counted
+        """... and after them the per-channel KPIs: what the stores below count, by index."""
+        self._kpi_index = {k.id: i for i, k in enumerate(counted)}
         self.state: dict[str, PartnerState] = {}
         self.event_clock_ms: int | None = None
         """Largest event time accepted for the partners held here (the 'now' of the event clock).
@@ -99,16 +102,16 @@ class Engine:
         self._seen_res = largest.resolution_ms
         self._retention_ms = max(largest.length_ms, catalog.entity_retention_ms)
         self._scale = [1000 if k.kind == "duration" and k.statistic != "share_within" else 1
-                       for k in self.kpis]
+                       for k in counted]
         """Internal unit per base unit of each KPI's sums (durations are summed in ms)."""
-        self._windows = WindowStore(catalog, self.kpis, self._scale)
-        plan, packed, samplers = compile_kpis(self.kpis)
+        self._windows = WindowStore(catalog, counted, self._scale)
+        plan, packed, samplers = compile_kpis(counted)
         self._routes = plan.routes
-        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, self.kpis, partners)
+        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, counted, partners)
         self.months = MonthCalendar(catalog.report_timezone)
-        self._months = MonthStore(self.kpis, self.months, catalog.report_months, self._scale)
-        self._bins = TargetBins(self.kpis, partners, self._scale, largest.length_ms)
-        self._samples = SampleCounter(self.kpis, self._scale, self._windows, self._months,
+        self._months = MonthStore(counted, self.months, catalog.report_months, self._scale)
+        self._bins = TargetBins(counted, partners, self._scale, largest.length_ms)
+        self._samples = SampleCounter(counted, self._scale, self._windows, self._months,
                                       self._entities, samplers, self._bins, partners)
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False

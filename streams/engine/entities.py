@@ -25,6 +25,16 @@ def next_mark(slot: Slot, old: Any, parsed: Parsed) -> Any:
     """The mark of ``slot`` once ``parsed`` is counted, from the mark ``old``; :data:`KEEP`
     when the event leaves it unchanged."""
     ts = parsed.ts_ms
+    if slot.extra == "value":
+        # every matching event's (time, value of the slot's field, event id): a mean of a field
+        # kept on the entity it links to (so a per-channel mean can wait for that entity's channel)
+        value = getattr(parsed.event, slot.field, None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return KEEP
+        item = (ts, float(value), parsed.event.event_id)
+        if old is not None and item in old:
+            return KEEP
+        return (item,) if old is None else tuple(sorted((*old, item)))
     if slot.reducer == "set":
         if old is not None and ts in old:
             return KEEP
@@ -33,7 +43,8 @@ def next_mark(slot: Slot, old: Any, parsed: Parsed) -> Any:
         # ties: the earliest mark keeps the first event accepted, the latest takes the last one
         if old is not None and (ts >= old[0] if slot.reducer == "min" else ts < old[0]):
             return KEEP
-        new = (ts, parsed.event.due_date if slot.extra == "due" else parsed.offset_s)
+        new = (ts, parsed.event.due_date if slot.extra == "due"
+               else parsed.offset_s if slot.extra == "done" else getattr(parsed.event, "channel", None))
         return KEEP if new == old else new
     if old != slot.unset and (ts >= old if slot.reducer == "min" else ts <= old):
         return KEEP
@@ -73,24 +84,35 @@ class EntityStore:
         return rec
 
     def track_open(self, st: PartnerState, k: int, entity_id: str, rec: Record) -> None:
-        """Keep KPI ``k``'s list of waiting entities up to date with ``rec``."""
+        """Keep KPI ``k``'s list of waiting entities up to date with ``rec``: a start without a
+        stop (a duration), or without a follow after it (a follow-up's set of times)."""
         start, stop, unset = self.open_slots[k]
         waiting = st.pending.get(k)
         if waiting is None:
             waiting = st.pending[k] = {}
-        if rec[start] != unset and rec[stop] == unset:
-            waiting[entity_id] = rec[start]
-        else:
+        began, ended = rec[start], rec[stop]
+        if began == unset:
             waiting.pop(entity_id, None)
+            return
+        if isinstance(ended, tuple):  # follow-up times: only one after the start closes it
+            closed = any(t > began for t in ended)
+        else:
+            closed = ended != unset
+        if closed:
+            waiting.pop(entity_id, None)
+        else:
+            waiting[entity_id] = began
 
     def open_items(self, st: PartnerState | None, partner: str, now_ms: int,
                    stages: tuple[float, ...]) -> dict[tuple[str, float], int]:
-        """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target."""
+        """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target
+        (a follow-up's horizon)."""
         out: dict[tuple[str, float], int] = {}
         for k, kpi in enumerate(self.kpis):
             if not kpi.open_items:
                 continue
-            target_ms = self.partners.target(partner, kpi) * 1000
+            target_ms = (kpi.horizon_ms if kpi.kind == "follow_up" and kpi.horizon_ms is not None
+                         else self.partners.target(partner, kpi) * 1000)
             waiting = st.pending.get(k, {}) if st is not None else {}
             for stage in stages:
                 limit = now_ms - stage * target_ms

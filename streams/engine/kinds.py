@@ -14,11 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from streams.config.catalog import Kpi
+from streams.config.catalog import Kpi, Match
+from streams.config.kpis import channel_topic
 from streams.engine import sketch
 from streams.engine.model import UNSET, LimitedSampler, Record, Sample, Sampler
 from streams.engine.plan import PlanBuilder
-from streams.ingest.contract import ENTITY_FIELD, parse_due
+from streams.ingest.contract import CHANNELS, ENTITY_FIELD, parse_due
 
 SamplerBuild = tuple[str | None, Callable[[Any], Sampler | LimitedSampler]]
 """(entity topic whose unset mark the sampler compares with, build(unset mark) -> sampler)."""
@@ -135,6 +136,9 @@ class FollowUp(Kind):
             # entity through the link field (the catalog checks it names that entity)
             start = plan.mark(k, kpi.start, kpi.follow.topic, kpi.link)
             follow = plan.mark(k, kpi.follow, reducer="set")
+        if kpi.open_items:  # starts not followed yet (a detractor nobody called back)
+            topic = kpi.start.topic if ENTITY_FIELD[kpi.start.topic] is not None else kpi.follow.topic
+            plan.open_item(k, start, follow, topic)
         if kpi.count_at == "decision":
             return None, _constant(self.decided(start, follow, kpi.horizon_ms))
         return None, _constant(self.sampler(start, follow, kpi.horizon_ms))
@@ -286,6 +290,51 @@ class SlaExperience(Kind):
         return samples
 
 
+class PerChannel:
+    """A per-channel KPI (``by: [channel]``): its catalog KPI's samples, of the entities whose
+    channel is this one. The channel is a mark like the others (the channel of the entity's
+    earliest channel event: a ticket's ``opened``), so a sample waits for it and follows it,
+    whatever order the events come in. A mean of a field keeps each value on the entity its
+    event links to (a survey's ticket) instead of counting it at once."""
+
+    def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
+        assert kpi.channel is not None
+        topic = channel_topic(kpi)
+        event_type, _ = CHANNELS[topic]
+        channel_i = plan.mark(k, Match(topic, event_type), extra="channel")
+        if kpi.kind == "mean_field":
+            assert kpi.source and kpi.link and kpi.field
+            values_i = plan.mark(k, kpi.source, topic, kpi.link, reducer="set", extra="value",
+                                 field=kpi.field)
+            return None, _constant(self.values(channel_i, values_i, kpi.channel))
+        _, build = KINDS[kpi.kind].compile(k, kpi, plan)
+        return topic, functools.partial(self.sampler, build, channel_i, kpi.channel)
+
+    @staticmethod
+    def sampler(build: Callable[[Any], Any], channel_i: int, channel: str, unset: Any) -> Sampler:
+        base: Sampler = build(unset)
+
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            mark = rec[channel_i]  # the topic keeps a list: None until the channel event came
+            if mark is None or mark[1] != channel:
+                return ()
+            return base(rec)
+
+        return samples
+
+    @staticmethod
+    def values(channel_i: int, values_i: int, channel: str) -> Sampler:
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            mark = rec[channel_i]
+            if mark is None or mark[1] != channel or not rec[values_i]:
+                return ()
+            return tuple((0, ts, 1, value, None) for ts, value, _ in rec[values_i])
+
+        return samples
+
+
+PER_CHANNEL: Final = PerChannel()
+
 KINDS: Final[dict[str, Kind]] = {
     "duration": Duration(), "ratio": Ratio(), "mean_field": MeanField(),
     "follow_up": FollowUp(), "deadline": Deadline(), "reviewed": Reviewed(),
@@ -313,7 +362,8 @@ def compile_kpis(kpis: tuple[Kpi, ...],
     """The catalog's KPIs compiled: the plan (routes, slots, open items), which entity topics
     keep packed records, and each KPI's sampler."""
     plan = PlanBuilder()
-    builds = [KINDS.get(kpi.kind, OTHER).compile(k, kpi, plan) for k, kpi in enumerate(kpis)]
+    builds = [(PER_CHANNEL if kpi.channel is not None else KINDS.get(kpi.kind, OTHER)).compile(
+        k, kpi, plan) for k, kpi in enumerate(kpis)]
     packed = plan.packed_topics()
     samplers = [build(UNSET if topic is not None and packed.get(topic) else None)
                 for topic, build in builds]

@@ -9,7 +9,8 @@ says which steps it needs through a :class:`PlanBuilder`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Final, Literal
 
 from streams.config.catalog import Condition, Match
@@ -35,12 +36,16 @@ class Slot:
     entity_topic: str
     entity_field: str
     reducer: str  # 'min' (earliest wins) | 'max' (latest wins) | 'set' (every time)
-    extra: str  # '' | 'due' (the due date) | 'done' (the UTC offset): kept with the time
+    extra: str
+    """'' | 'due' (the due date) | 'done' (the UTC offset) | 'channel' (the event's channel): kept
+    with the time; 'value' (with reducer 'set'): every event's (time, ``field`` value, id)."""
+    field: str = ""
+    """The event field an extra 'value' keeps."""
     index: int = 0
     """Position in the entity record (0 is the record's last event time)."""
     unset: Any = None
     """The record's unset mark: None, or :data:`UNSET` on a packed topic (set after compiling)."""
-    deps: list[tuple[int, int]] = field(default_factory=list)
+    deps: list[tuple[int, int]] = dataclass_field(default_factory=list)
     """(kpi index, position of the KPI's selector among the (topic, type) selectors)."""
 
 
@@ -121,17 +126,20 @@ class PlanBuilder:
         return self._positions[key]
 
     def mark(self, k: int, match: Match, entity_topic: str | None = None,
-             entity_field: str | None = None, reducer: str = "min", extra: str = "") -> int:
+             entity_field: str | None = None, reducer: str = "min", extra: str = "",
+             field: str = "") -> int:
         """KPI ``k`` reads a mark of ``match``'s events (on their own entity unless told):
         its index in the entity record, shared with any KPI reading the same mark."""
         entity_topic = match.topic if entity_topic is None else entity_topic
         entity_field = entity_of(match) if entity_field is None else entity_field
-        key = (match.topic, match.type, match.where, entity_topic, entity_field, reducer, extra)
+        key = (match.topic, match.type, match.where, entity_topic, entity_field, reducer, extra,
+               field)
         slot = self.slots.get(key)
         if slot is None:
             self.per_topic[entity_topic] = self.per_topic.get(entity_topic, 0) + 1
             slot = self.slots[key] = Slot(match.topic, match.type, match.where, entity_topic,
-                                          entity_field, reducer, extra, self.per_topic[entity_topic])
+                                          entity_field, reducer, extra, field,
+                                          self.per_topic[entity_topic])
             self.routes.setdefault((match.topic, match.type), []).append(MarkStep(match, slot))
         pos = self._position(match)
         if all(dep != k for dep, _ in slot.deps):  # a KPI reading one slot twice resamples once

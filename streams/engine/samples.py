@@ -30,9 +30,10 @@ class SampleCounter:
                  samplers: Sequence[Sampler | LimitedSampler],
                  bins: TargetBins, partners: Partners) -> None:
         self._ratio = [k.kind == "ratio" for k in kpis]
-        self._warned = [k.count_at != "decision" for k in kpis]
+        self._warned = [k.count_at != "decision" and k.channel is None for k in kpis]
         """KPIs whose new samples feed the early warning: not those counted when decided (a
-        start's sample is born as the 0 it becomes only if its horizon passes unfollowed)."""
+        start's sample is born as the 0 it becomes only if its horizon passes unfollowed), nor
+        the per-channel ones (never judged)."""
         self._scale = scale
         self._windows = windows
         self._months = months
@@ -91,14 +92,24 @@ class SampleCounter:
 
     def _resample(self, st: PartnerState, k: int, pos: int, was: tuple[Sample, ...],
                   now: tuple[Sample, ...], warn: list[Warn]) -> None:
-        """Retract the samples the entity no longer gives, add the new ones."""
-        for sample in was:
-            if sample not in now:
-                _, ts, n, s, key = sample
-                self.add(st, k, ts, n, s, key, -1)
-        for sample in now:
-            if sample in was:
-                continue
+        """Retract the samples the entity no longer gives, add the new ones (as multisets: a
+        mean of a field kept on an entity may give one sample twice, two answers alike)."""
+        if len(was) <= 1 and len(now) <= 1:  # nearly always: one sample or none
+            gone = was if was != now else ()
+            added = now if was != now else ()
+        else:
+            left = list(now)
+            taken: list[Sample] = []
+            for sample in was:
+                if sample in left:
+                    left.remove(sample)
+                else:
+                    taken.append(sample)
+            gone, added = tuple(taken), tuple(left)
+        for sample in gone:
+            _, ts, n, s, key = sample
+            self.add(st, k, ts, n, s, key, -1)
+        for sample in added:
             role, ts, n, s, key = sample
             self.add(st, k, ts, n, s, key, 1)
             if self._warned[k] and not any(old[0] == role for old in was):  # new, not a correction

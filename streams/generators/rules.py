@@ -258,7 +258,8 @@ def _integrity_alert() -> dict[str, Any]:
 
 def rule_groups(catalog: Catalog) -> dict[str, Any]:
     """The rule file as data (the structure ``render_rules`` dumps)."""
-    open_items = [k for k in catalog.kpis if k.open_items]
+    # the tickets waiting for a first contact (open detractors are shown, not paged on)
+    open_items = [k for k in catalog.kpis if k.open_items and k.kind == "duration"]
     partner_groups: list[dict[str, Any]] = [
         {"name": "partnerpulse.recording", "rules": _recording_rules()},
         {"name": "partnerpulse.kpi-state", "rules": [

@@ -55,6 +55,9 @@ _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _ENTITY_FIELDS: Final = ("ticket_id", "call_id", "order_id", "kb_article")
 Timestamp = int | Annotated[datetime, msgspec.Meta(tz=True)]
 Channel = Literal["phone", "email", "chat", "chatbot", "portal", "self_service", "proactive"]
+"""How a ticket reached the partner (``opened.channel``)."""
+CallChannel = Literal["phone", "callback", "chat"]
+"""The queue a call waited in (``queued.channel``)."""
 
 
 class ContractError(ValueError):
@@ -131,7 +134,7 @@ class _Call(_Event, kw_only=True, frozen=True):
 
 
 class CallQueued(_Call, tag="queued", frozen=True):
-    pass
+    channel: CallChannel | None = None
 
 
 class CallAnswered(_Call, tag="answered", frozen=True):
@@ -212,6 +215,13 @@ ENTITY_FIELD: Final[dict[str, str | None]] = {
     "surveys": None,
 }
 """Which field names the entity an event belongs to, per topic."""
+
+CHANNELS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "tickets": ("opened", typing.get_args(Channel)),
+    "calls": ("queued", typing.get_args(CallChannel)),
+}
+"""Entity topic -> (the event type whose ``channel`` is the entity's channel, the channels it may
+name): a closed list, so per-channel state and series stay bounded whatever arrives."""
 
 SCORE_RANGE: Final = {"csat": (1.0, 5.0), "xla": (0.0, 10.0)}
 

@@ -41,6 +41,8 @@ from streams.outputs.series import (
     INTEGRITY_FLAG,
     INTEGRITY_SCORE,
     KPI_ATTAINMENT,
+    KPI_CHANNEL_SAMPLES,
+    KPI_CHANNEL_VALUE,
     KPI_SAMPLES,
     KPI_STATE,
     KPI_STATE_SINCE,
@@ -76,9 +78,9 @@ def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
-_PER_WINDOW = (KPI_VALUE, KPI_SAMPLES, KPI_ATTAINMENT)
+_PER_WINDOW = (KPI_VALUE, KPI_SAMPLES, KPI_ATTAINMENT, KPI_CHANNEL_VALUE, KPI_CHANNEL_SAMPLES)
 """The families kept per partner x window (rendered from its values), in chunk order."""
-_NO_SERIES = (b"", b"", b"")
+_NO_SERIES = (b"",) * len(_PER_WINDOW)
 _PER_PARTNER = (KPI_TARGET, PARTNER_INFO, KPI_STATE, KPI_STATE_SINCE)
 """The families kept per partner (rendered from its targets and judgements), in order."""
 
@@ -97,7 +99,7 @@ class _Rendered:
     """Its series of each family in ``_PER_PARTNER``."""
     views: list[Mapping[tuple[str, str], KpiValue] | None]
     """Per exported window: the values it was rendered from (compared by identity)."""
-    chunks: list[tuple[bytes, bytes, bytes]]
+    chunks: list[tuple[bytes, ...]]
     """Per exported window: its series of each family in ``_PER_WINDOW``."""
 
 
@@ -140,6 +142,14 @@ class KpiCollector(Collector):
             [(k, kpi, (kpi.id, w), f',kpi="{_label(kpi.id)}",window="{_label(w)}"}} ',
               f',kpi="{_label(kpi.id)}",window="{_label(w)}",state="')
              for k, kpi in enumerate(engine.kpis) if w in kpi.windows]
+            for w in self.windows
+        ]
+        # per exported window: each per-channel KPI counted in it, its evaluate() key and its
+        # label tail `,kpi="<catalog id>",window="..",channel=".."} `
+        self._window_channels = [
+            [((kpi.id, w), f',kpi="{_label(kpi.base or kpi.id)}",window="{_label(w)}",'
+                           f'channel="{_label(kpi.channel or "")}"}} ')
+             for kpi in catalog.channel_kpis if w in kpi.windows]
             for w in self.windows
         ]
         self._stage_tails = {(kpi.id, stage): f',kpi="{_label(kpi.id)}",stage="{stage * 100:.0f}"}} '
@@ -190,8 +200,9 @@ class KpiCollector(Collector):
                          [None] * n, [_NO_SERIES] * n)
 
     def _window(self, p: str, i: int, values: Mapping[tuple[str, str], KpiValue],
-                goals: list[float]) -> tuple[bytes, bytes, bytes]:
-        """One partner x window's value, samples and attainment series."""
+                goals: list[float]) -> tuple[bytes, ...]:
+        """One partner x window's value, samples and attainment series, and its per-channel
+        value and samples series."""
         value: list[str] = []
         samples: list[str] = []
         attained: list[str] = []
@@ -203,7 +214,15 @@ class KpiCollector(Collector):
                 samples.append(f"{KPI_SAMPLES}{p}{tail}{kv.samples}.0\n")
                 attained.append(f"{KPI_ATTAINMENT}{p}{tail}"
                                 f"{attainment(kpi, kv.value, goals[k])!r}\n")
-        return ("".join(value).encode(), "".join(samples).encode(), "".join(attained).encode())
+        by_value: list[str] = []
+        by_samples: list[str] = []
+        for key, tail in self._window_channels[i]:
+            kv = values.get(key)
+            if kv is not None:
+                by_value.append(f"{KPI_CHANNEL_VALUE}{p}{tail}{kv.value!r}\n")
+                by_samples.append(f"{KPI_CHANNEL_SAMPLES}{p}{tail}{kv.samples}.0\n")
+        return ("".join(value).encode(), "".join(samples).encode(), "".join(attained).encode(),
+                "".join(by_value).encode(), "".join(by_samples).encode())
 
     def exposition(self) -> bytes:
         """Every series at this moment, in the Prometheus text format (0.0.4)."""

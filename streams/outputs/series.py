@@ -12,6 +12,9 @@ from typing import Final
 
 KPI_VALUE: Final = "partnerpulse_kpi_value"
 KPI_SAMPLES: Final = "partnerpulse_kpi_samples"
+KPI_CHANNEL_VALUE: Final = "partnerpulse_kpi_channel_value"
+"""A ``by: [channel]`` KPI's value per contact channel (label ``channel``)."""
+KPI_CHANNEL_SAMPLES: Final = "partnerpulse_kpi_channel_samples"
 KPI_ATTAINMENT: Final = "partnerpulse_kpi_attainment_ratio"
 KPI_TARGET: Final = "partnerpulse_kpi_target"
 PARTNER_INFO: Final = "partnerpulse_partner_info"
@@ -32,6 +35,10 @@ CONSUMER_FETCH_AGE: Final = "partnerpulse_consumer_fetch_age_seconds"
 HELP: Final = {
     KPI_VALUE: "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",
     KPI_SAMPLES: "Samples behind the KPI value in the window (denominator for ratios).",
+    KPI_CHANNEL_VALUE:
+        "KPI value over the rolling window among the partner's contacts of one channel (KPIs "
+        "declared by: [channel]).",
+    KPI_CHANNEL_SAMPLES: "Samples behind the KPI's per-channel value in the window.",
     KPI_ATTAINMENT:
         "KPI as a share of its target: 1 on target, above 1 better, either direction.",
     KPI_TARGET: "The partner's target for the KPI (partner, tier or catalog default).",
@@ -40,8 +47,8 @@ HELP: Final = {
         "Judgement of the KPI in the window: one series, labelled with the current state, value 1.",
     KPI_STATE_SINCE: "When the KPI entered its current state.",
     OPEN_ITEMS:
-        "Tickets still without first contact whose age passed 50/75/100% of the target "
-        "(cumulative).",
+        "Items still waiting whose age passed 50/75/100% of the target (cumulative): tickets "
+        "without first contact, or for follow-up KPIs starts not followed yet (of the horizon).",
     INTEGRITY_FLAG:
         "1 while an integrity signal holds for the partner's KPI (threshold_hugging, "
         "deadline_bunching, under_reporting); absent otherwise.",
