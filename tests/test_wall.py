@@ -3,6 +3,7 @@ headless Chromium watching a partner drift into breach on a worker."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -13,7 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import orjson
 import pytest
@@ -214,14 +215,218 @@ def test_snapshot_keeps_names_as_data() -> None:
     assert HOSTILE.encode() in orjson.dumps(snap).replace(b'\\"', b'"')
 
 
+# --- the watermelon mark ---------------------------------------------------------------------------
+# What the tests expect is worked out here from the YAML and the events the test makes (the
+# partner > tier > catalog target lookup, the SLA of each ticket, the share of poor answers),
+# never read back from the engine.
+POOR_BELOW: Final = 4.0
+"""A CSAT answer below 4 is poor (the watermelon KPI's description: 'CSAT below 4')."""
+MELON_SCORES: Final = (2.0, 1.0, 5.0, 2.0, 1.0, 4.0)
+"""The watermelon partner's answers, in turn: 4 of every 6 poor."""
+
+
+@functools.cache
+def _yaml(path: Path) -> Any:
+    """A config file as YAML reads it (parsed once: the catalog takes a while)."""
+    return yaml.safe_load(path.read_text())
+
+
+def _yaml_kpis(config: Path) -> list[dict[str, Any]]:
+    return list(_yaml(config / "kpis.yaml")["kpis"])
+
+
+def _sla_kpi(config: Path, outcome: str) -> dict[str, Any]:
+    """The catalog's one sla_experience KPI with this outcome, as its YAML spells it."""
+    [kpi] = [k for k in _yaml_kpis(config)
+             if k["kind"] == "sla_experience" and k.get("outcome") == outcome]
+    return kpi
+
+
+def _yaml_target(config: Path, partner: str, kpi_id: str) -> float:
+    """The partner's target: its own, else its tier's (an unlisted partner has the default
+    tier), else the catalog's."""
+    doc = _yaml(config / "partners.yaml")
+    spec: dict[str, Any] = next((p for p in doc["partners"] if p["id"] == partner), {})
+    if kpi_id in spec.get("targets", {}):
+        return float(spec["targets"][kpi_id])
+    tier = doc["tiers"][spec.get("tier", doc["default_tier"])]
+    default = next(k["target"] for k in _yaml_kpis(config) if k["id"] == kpi_id)
+    return float(tier.get("targets", {}).get(kpi_id, default))
+
+
+class _Ticket(NamedTuple):
+    """One surveyed ticket: answered at ``answered`` (ms), reached the customer ``contact_s``
+    and was resolved ``resolve_s`` after it opened, answered ``score`` (CSAT)."""
+
+    partner: str
+    answered: int
+    severity: str
+    contact_s: int
+    resolve_s: int
+    score: float
+
+
+def _sla_met(config: Path, t: _Ticket) -> bool:
+    """Open-to-status within target for a down_hard or service_affecting ticket, and time to
+    repair within target for any ticket (the sla parts of the shipped watermelon KPI)."""
+    ots = {"down_hard": "ots_down_hard", "service_affecting": "ots_service_affecting"}
+    if t.severity in ots and t.contact_s > _yaml_target(config, t.partner, ots[t.severity]):
+        return False
+    return t.resolve_s <= _yaml_target(config, t.partner, "mttr")
+
+
+def _ticket_events(t: _Ticket, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """Opened, contacted, resolved, then a CSAT answer carrying the ticket id 2 minutes later."""
+    tid = f"{t.partner}-t{n}"
+    opened = t.answered - 2 * MIN - t.resolve_s * 1000
+    base = {"partner_id": t.partner, "ticket_id": tid}
+    return [
+        ("tickets", {**base, "event_id": f"o{tid}", "type": "opened", "ts": opened,
+                     "severity": t.severity}),
+        ("tickets", {**base, "event_id": f"c{tid}", "type": "contacted",
+                     "ts": opened + t.contact_s * 1000}),
+        ("tickets", {**base, "event_id": f"r{tid}", "type": "resolved",
+                     "ts": opened + t.resolve_s * 1000}),
+        ("surveys", {**base, "event_id": f"s{tid}", "type": "response", "ts": t.answered,
+                     "kind": "csat", "score": t.score}),
+    ]
+
+
+def _melon_scenario(now: int) -> list[_Ticket]:
+    """Answers over the hour before ``now`` (all inside the wall's 1h window) from three partners:
+
+    * 'melon' meets every SLA (contact in 5 min, resolved in 20) and 4 of 6 customers answer
+      1 or 2: watermelon-shaped;
+    * 'plain' misses 12 SLAs (5 h to repair) answered poorly and meets 13, one answered 3: its
+      customers are unhappy where it failed them (rescued share 0), which is no watermelon;
+    * 'few' meets 6 SLAs all answered 1: too few tickets to say anything.
+    """
+    severities = ("down_hard", "service_affecting", "question")
+    start = now - 58 * MIN
+    melon = [_Ticket("melon", start + i * 100_000, severities[i % 3], 300, 1200,
+                     MELON_SCORES[i % len(MELON_SCORES)]) for i in range(30)]
+    plain = [_Ticket("plain", start + i * 120_000 + 30_000, severities[i % 3], 300,
+                     18_000 if i < 12 else 1200,
+                     (1.0, 2.0)[i % 2] if i < 12 else (3.0 if i == 20 else (4.0, 5.0)[i % 2]))
+             for i in range(25)]
+    few = [_Ticket("few", start + i * 300_000 + 50_000, "down_hard", 300, 1200, 1.0)
+           for i in range(6)]
+    return [*melon, *plain, *few]
+
+
+def _judged_engine(config: Path, tickets: list[_Ticket], now: int) -> tuple[Engine, Watch]:
+    """An event-clock engine fed the tickets in time order, judged at each partner's minute
+    boundaries as the worker does, then at ``now``."""
+    catalog, partners = load_config(config)
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    events = [e for n, t in enumerate(tickets) for e in _ticket_events(t, n)]
+    for topic, event in sorted(events, key=lambda te: te[1]["ts"]):
+        boundary = watch.due_for_event_clock(event["partner_id"], event["ts"])
+        if boundary is not None:
+            watch.judge_partner(event["partner_id"], boundary)
+        engine.ingest(topic, orjson.dumps(event), LATER)
+    watch.judge({t.partner for t in tickets}, now)
+    return engine, watch
+
+
+def _renamed_config(tmp_path: Path) -> Path:
+    """The shipped config with the watermelon KPI under another id: the wall must still find it."""
+    target = tmp_path / "renamed"
+    shutil.copytree(REPO / "config", target)
+    doc = yaml.safe_load((target / "kpis.yaml").read_text())
+    for kpi in doc["kpis"]:
+        if kpi["kind"] == "sla_experience" and kpi.get("outcome") == "watermelon":
+            kpi["id"] = "green_outside_red_inside"
+    (target / "kpis.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return target
+
+
+@pytest.mark.parametrize("renamed", [False, True], ids=["shipped", "renamed"])
+def test_snapshot_marks_the_watermelon_partner_only(tmp_path: Path, renamed: bool) -> None:
+    config = _renamed_config(tmp_path) if renamed else REPO / "config"
+    melon_kpi, rescued_kpi = _sla_kpi(config, "watermelon"), _sla_kpi(config, "rescued")
+    assert (melon_kpi["id"] == "green_outside_red_inside") is renamed
+    now = T0 + 8 * 60 * MIN
+    tickets = _melon_scenario(now)
+    engine, watch = _judged_engine(config, tickets, now)
+    snap = snapshot(engine, watch, ["plain", "few", "melon"], now, History())
+    json.dumps(snap, allow_nan=False)
+    tiles = {t["partner"]: t for t in snap["partners"]}
+
+    def expected(partner: str) -> tuple[float, int]:
+        met = [t for t in tickets if t.partner == partner and _sla_met(config, t)]
+        return sum(t.score < POOR_BELOW for t in met) / len(met), len(met)
+
+    def row(partner: str, kpi: str) -> dict[str, Any]:
+        return next(k for k in tiles[partner]["kpis"] if k["id"] == kpi)
+
+    # melon: one mark, its share of poor answers among the SLA-met tickets, against its target
+    share, met = expected("melon")
+    target = _yaml_target(config, "melon", melon_kpi["id"])
+    assert met == 30 and share > target  # the scenario is what it says
+    [mark] = tiles["melon"]["watermelon"]
+    assert mark == {"kpi": melon_kpi["id"], "title": melon_kpi["title"], "unit": "ratio",
+                    "better": "lower", "window": "1h", "state": "breach",
+                    "since_ms": mark["since_ms"], "value": pytest.approx(share), "target": target,
+                    "samples": met}
+    assert now - 60 * MIN < mark["since_ms"] <= now
+    # green outside: every SLA row on the card is ok (the mark is what tells the story)
+    sla_rows = {k["id"]: k["state"] for k in tiles["melon"]["kpis"] if k["id"] in melon_kpi["sla"]}
+    assert "mttr" in sla_rows and set(sla_rows.values()) == {"ok"}, sla_rows
+
+    # plain: unhappy customers where the SLA was missed; among the met ones few are, no mark,
+    # though its rescued share (the same kind, the other outcome) alerts
+    share, met = expected("plain")
+    assert met == 13 and share < _yaml_target(config, "plain", melon_kpi["id"])
+    plain = row("plain", melon_kpi["id"])
+    assert plain["value"] == pytest.approx(share) and plain["samples"] == met
+    assert plain["state"] == "ok" and tiles["plain"]["watermelon"] == []
+    assert (rescued_kpi["id"], "1h") in {(a["kpi"], a["window"]) for a in tiles["plain"]["alerts"]}
+
+    # few: every answer poor, but fewer tickets than the KPI's min_samples: no mark
+    share, met = expected("few")
+    assert share == 1.0 and met < melon_kpi["min_samples"]
+    assert row("few", melon_kpi["id"])["samples"] == met
+    assert tiles["few"]["watermelon"] == []
+
+
+def test_watermelon_mark_follows_the_judgement_of_the_window_shown() -> None:
+    """The mark reuses the wall's judgement in the tile's window: a breach in another window is
+    not shown, at risk is (so marked), and a judgement without min_samples now is not."""
+    config = REPO / "config"
+    melon_id = _sla_kpi(config, "watermelon")["id"]
+    now = T0 + 8 * 60 * MIN
+    engine, _ = _judged_engine(config, _melon_scenario(now), now)
+    watch = Watch(engine)  # judgements set by hand below, over the engine's real values
+    _judged(watch, "melon", {(melon_id, "1h"): State.OK, (melon_id, "24h"): State.BREACH}, T0)
+    _judged(watch, "few", {(melon_id, "1h"): State.BREACH}, T0)
+
+    def marks() -> dict[str, list[tuple[str, str, str]]]:
+        snap = snapshot(engine, watch, ["melon", "few"], now, History())
+        return {t["partner"]: [(m["kpi"], m["window"], m["state"]) for m in t["watermelon"]]
+                for t in snap["partners"]}
+
+    assert marks() == {"melon": [], "few": []}
+    _judged(watch, "melon", {(melon_id, "1h"): State.AT_RISK}, T0)
+    assert marks() == {"melon": [(melon_id, "1h", "at_risk")], "few": []}
+
+
 # --- a real browser on a real worker ---------------------------------------------------------------
 def _wall_config(tmp_path: Path) -> Path:
-    """The shipped config cut to the call KPIs in the 1h window, with display names."""
+    """The shipped config cut to the call KPIs and the watermelon KPI with its SLA parts in the
+    1h window, with display names."""
     target = tmp_path / "config"
     shutil.copytree(REPO / "config", target)
     keep = {"asa", "service_level", "abandon_rate"}
     catalog = yaml.safe_load((target / "kpis.yaml").read_text())
+    for kpi in catalog["kpis"]:
+        if kpi["kind"] == "sla_experience" and kpi.get("outcome") == "watermelon":
+            keep |= {kpi["id"], *kpi["sla"]}
     catalog["kpis"] = [dict(k, windows=["1h"]) for k in catalog["kpis"] if k["id"] in keep]
+    for kpi in catalog["kpis"]:
+        if kpi.get("start", {}).get("topic") == "tickets":
+            kpi["integrity"] = []  # the only integrity flag on the page below is the test's own
     (target / "kpis.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     partners = yaml.safe_load((target / "partners.yaml").read_text())
     for spec in [*partners["tiers"].values(), *partners["partners"]]:
@@ -231,7 +436,8 @@ def _wall_config(tmp_path: Path) -> Path:
     partners["partners"] += [{"id": "drifter", "tier": "authorized", "name": "Drifter Telecom"},
                              {"id": "wobbly", "tier": "business", "name": "Wobbly Voice"},
                              {"id": "steady", "tier": "business", "name": "Steady Networks"},
-                             {"id": "tiny", "tier": "select", "name": "Tiny Telco"}]
+                             {"id": "tiny", "tier": "select", "name": "Tiny Telco"},
+                             {"id": "melon", "tier": "business", "name": "Melon Mobile"}]
     (target / "partners.yaml").write_text(yaml.safe_dump(partners, sort_keys=False))
     return target
 
@@ -243,11 +449,36 @@ def _minutes(partner: str, minutes: range, mean_at: Any, t0: int) -> list[tuple[
     return events
 
 
+def _melon(minutes: range, t0: int) -> list[tuple[str, dict[str, Any]]]:
+    """'melon' opens a down_hard ticket a minute, reaches the customer 5 minutes later, resolves
+    it at 30 minutes (well inside its SLA) and its customer answers at 32 minutes: 4 of every 6
+    answers 1 or 2 (MELON_SCORES). Each event comes in the minute it happens, so a batch of
+    minutes never runs the event clock ahead of the other partners'."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for minute in minutes:
+        for after, topic, etype in ((0, "tickets", "opened"), (5, "tickets", "contacted"),
+                                    (30, "tickets", "resolved"), (32, "surveys", "response")):
+            n = minute - after
+            if n < 0:
+                continue
+            tid = f"melon-{n}"
+            event: dict[str, Any] = {"event_id": f"{etype}-{tid}", "type": etype,
+                                     "partner_id": "melon", "ticket_id": tid,
+                                     "ts": t0 + minute * MIN + 30_000}
+            if etype == "opened":
+                event["severity"] = "down_hard"
+            if etype == "response":
+                event.update(kind="csat", score=MELON_SCORES[n % len(MELON_SCORES)])
+            events.append((topic, event))
+    return events
+
+
 def _phase(minutes: range, t0: int) -> list[tuple[str, dict[str, Any]]]:
     """'drifter' answers in 40 s until minute 20, then creeps by 2 s a minute to 150 s;
     'steady' answers in 40 s throughout; 'wobbly' hovers just past its 60 s ASA and 80% service
     level targets without statistical support (4 calls a minute: 50, 50, 50, 95 s): at risk;
-    'tiny' has three calls in its first minute: too few to judge."""
+    'tiny' has three calls in its first minute: too few to judge; 'melon' is a watermelon
+    (:func:`_melon`)."""
     events = _minutes("drifter", minutes, lambda m: 40.0 if m < 20 else min(150.0, 40 + (m - 20) * 2),
                       t0)
     events += _minutes("steady", minutes, lambda m: 40.0, t0)
@@ -255,6 +486,7 @@ def _phase(minutes: range, t0: int) -> list[tuple[str, dict[str, Any]]]:
         events += _calls("wobbly", minute, [50.0, 50.0, 50.0, 95.0], t0)
     if 0 in minutes:
         events += _calls("tiny", 0, [30.0, 45.0, 200.0], t0)
+    events += _melon(minutes, t0)
     return sorted(events, key=lambda te: te[1]["ts"])
 
 
@@ -294,6 +526,7 @@ def chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path: Path) -> None:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -339,6 +572,11 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             wait = WebDriverWait(chrome, 60, poll_frequency=0.2)
             wait.until(lambda _: tile_state("drifter") == "ok" and tile_state("steady") == "ok")
             steady_at = time.monotonic()
+            # melon's first answers come at minute 32: no card has a watermelon mark yet (read
+            # in one script: the page redraws every poll)
+            assert chrome.execute_script(
+                "return [document.querySelectorAll('section.tile').length,"
+                "        document.querySelectorAll('.melon, [data-watermelon]').length];") == [5, 0]
 
             # the drift: ASA creeps from 40 s to 150 s, judged every event minute
             for start in range(20, 95, 5):
@@ -349,9 +587,42 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 By.CSS_SELECTOR, 'section.tile[data-partner="drifter"] .kpi[data-kpi="asa"]'
                                  '[data-state="breach"]'))
 
+            # the watermelon mark: on melon's card, and on no other. Every event is counted by
+            # now (play() waited), so the served mark is final; the page shows it once it polled.
+            melon_kpi = _sla_kpi(REPO / "config", "watermelon")
+            [mark] = next(t for t in api()["partners"] if t["partner"] == "melon")["watermelon"]
+            assert (mark["kpi"], mark["window"], mark["state"]) == (melon_kpi["id"], "1h", "breach")
+            # 4 of every 6 of melon's answers are poor, one ticket a minute: the window holds a
+            # run of consecutive tickets, whose share of poor answers is within 2 of 4 per 6
+            assert mark["samples"] >= 40 and abs(mark["value"] - 4 / 6) <= 2 / mark["samples"]
+            target = _yaml_target(REPO / "config", "melon", melon_kpi["id"])
+            assert mark["target"] == target
+            share = f"{mark['value'] * 100:.1f}%"
+            tooltip = (f"Watermelon: {share} of surveyed tickets that met the SLA were answered "
+                       f"poorly (target \u2264 {target * 100:.1f}%) \u00b7 breach \u00b7 "
+                       f"{mark['samples']} tickets")
+
+            def marks() -> list[list[Any]]:
+                """Every mark on the page with its card, read in one script (the page redraws
+                every poll)."""
+                return list(chrome.execute_script(
+                    "return [...document.querySelectorAll('main .melon')].map(m => ["
+                    "  m.closest('section.tile').getAttribute('data-partner'),"
+                    "  m.closest('section.tile').getAttribute('data-watermelon'),"
+                    "  m.getAttribute('data-kpi'), m.getAttribute('data-state'), m.textContent,"
+                    "  m.getAttribute('title'), m.offsetHeight > 0]);"))
+
+            expected = ["melon", "1", melon_kpi["id"], "breach",
+                        f"watermelon \u00b7 {share} answered poorly", tooltip, True]
+            try:
+                wait.until(lambda _: marks() == [expected])
+            except TimeoutException:
+                raise AssertionError(f"watermelon marks {marks()}, expected {[expected]}") from None
+            assert len(chrome.find_elements(By.CSS_SELECTOR, "section.tile[data-watermelon]")) == 1
+
             tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
             assert [(t.get_attribute("data-partner"), t.get_attribute("data-state")) for t in tiles] == [
-                ("drifter", "breach"), ("wobbly", "at_risk"), ("steady", "ok"),
+                ("drifter", "breach"), ("melon", "breach"), ("wobbly", "at_risk"), ("steady", "ok"),
                 ("tiny", "insufficient_data")]
             drifter = tiles[0]
             assert drifter.find_element(By.CSS_SELECTOR, ".name").text == "Drifter Telecom"
@@ -362,7 +633,7 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             points = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] polyline')
             assert len(points.get_attribute("points").split()) >= 10
             assert "%" in drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
-            assert tiles[3].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
+            assert tiles[4].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
             assert not chrome.find_elements(By.CSS_SELECTOR, "body.offline")
             # the inline style applies under the CSP too (the script does: it drew the tiles):
             # the page's --bg, #0a0e14, and nothing blocked in the console
@@ -399,7 +670,7 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             data = api()
             for tile in data["partners"]:
                 tile["name"], tile["tier"] = HOSTILE, HOSTILE
-                for row in [*tile["kpis"], *tile["alerts"]]:
+                for row in [*tile["kpis"], *tile["alerts"], *tile["watermelon"]]:
                     row["title"], row["window"] = HOSTILE, HOSTILE
                 tile["integrity"] = [{"kpi": HOSTILE, "title": HOSTILE, "signal": HOSTILE,
                                       "detail": HOSTILE, "since_ms": None, "score": 1.0}]
@@ -413,11 +684,13 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 "        document.querySelectorAll('main img').length,"
                 "        document.querySelector('section.tile .alerts').textContent,"
                 "        document.querySelector('section.tile .flag').textContent,"
-                "        document.querySelector('section.tile .flag').getAttribute('title')];",
+                "        document.querySelector('section.tile .flag').getAttribute('title'),"
+                "        document.querySelector('section.tile .melon').getAttribute('title')];",
                 data)
             assert shown[:4] == [HOSTILE, HOSTILE, HOSTILE, 0]
             assert HOSTILE in shown[4]
-            assert shown[5:] == [f"integrity: {HOSTILE} \u2014 {HOSTILE}", HOSTILE]
+            assert shown[5:7] == [f"integrity: {HOSTILE} \u2014 {HOSTILE}", HOSTILE]
+            assert f"last {HOSTILE}" in shown[7]  # the mark's window, as text in its tooltip
             assert chrome.execute_script("return window.pwned === undefined")
             print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
         finally:

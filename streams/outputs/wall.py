@@ -6,6 +6,11 @@ JSON-able dict (a tile per partner, worst first) and :class:`History` keeps the 
 behind each tile's sparklines. The Faust layer only decides when to feed the history and
 serves :data:`WALL_HTML` and the snapshot.
 
+A tile also carries its partner's *watermelon* marks: a KPI of kind ``sla_experience`` with
+``outcome: watermelon`` (the share of surveyed tickets that met their SLA yet were answered
+poorly) judged past its target in the window the tile shows. Green outside, red inside: the SLA
+rows of such a card can all be green while its customers are unhappy, so the card says so.
+
 The page is HTML, CSS and vanilla JavaScript in one file, ``wall.html`` beside this module
 (package data, read at import): no build step, no CDN, it works offline. Every piece of data
 reaches the DOM through ``textContent`` or ``setAttribute`` (never ``innerHTML``), so a partner
@@ -25,8 +30,8 @@ from importlib import resources
 from typing import Any, Final
 
 from streams.config.catalog import Kpi
-from streams.engine.core import Engine, attainment
-from streams.judgement.judge import State
+from streams.engine.core import Engine, KpiValue, attainment
+from streams.judgement.judge import Judgement, State
 from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
 
@@ -44,6 +49,16 @@ ALERTING: Final = (State.BREACH, State.AT_RISK)
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def watermelon_kpis(kpis: Iterable[Kpi]) -> tuple[Kpi, ...]:
+    """The watermelon KPIs of ``kpis``: kind ``sla_experience`` with ``outcome: watermelon``.
+
+    Found by what they count, never by id, so a catalog that renames the KPI or adds another
+    (say one per survey kind) is marked on the wall without a code change; the ``rescued``
+    outcome of the same kind is its mirror (SLA missed, answered well) and is no watermelon.
+    """
+    return tuple(k for k in kpis if k.kind == "sla_experience" and k.outcome == "watermelon")
 
 
 def window_of(engine: Engine, kpi: Kpi) -> str:
@@ -134,12 +149,13 @@ class History:
 
 
 def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: History,
-          flags: list[tuple[str, str, Held]]) -> dict[str, Any]:
+          flags: list[tuple[str, str, Held]], melons: frozenset[str]) -> dict[str, Any]:
     values = engine.evaluate(partner, now_ms)
     partners = engine.partners
     worst = State.INSUFFICIENT_DATA
     kpis: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
+    watermelon: list[dict[str, Any]] = []
     for kpi in engine.kpis:
         target = partners.target(partner, kpi)
         for window in kpi.windows:
@@ -162,6 +178,10 @@ def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: Hist
         points = history.points(partner, kpi.id, now_ms)
         spark = [v for _, v in points]
         alerting = bool(alerts) and alerts[-1]["kpi"] == kpi.id
+        if kpi.id in melons:
+            mark = _watermelon(kpi, shown, judgement, kv, target)
+            if mark is not None:
+                watermelon.append(mark)
         if kv is None and state is State.INSUFFICIENT_DATA and not alerting:
             continue  # nothing in the window and nothing to say: keep the tile short
         value = None if kv is None else _finite(kv.value)
@@ -184,7 +204,29 @@ def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: Hist
         "kpis": kpis,
         "alerts": alerts,
         "integrity": _integrity(engine, flags),
+        "watermelon": watermelon,
     }
+
+
+def _watermelon(kpi: Kpi, window: str, judgement: Judgement | None, kv: KpiValue | None,
+                target: float) -> dict[str, Any] | None:
+    """The watermelon mark of one watermelon KPI in the tile's window, or None.
+
+    The judgement decides, as it does for the tile's colour (breach, or at risk: the states the
+    wall raises an alert line for), so the mark never disagrees with the row below it. The
+    value must also hold ``min_samples`` now: a judgement held while a feed is stale may
+    outlive the samples, and a share of a handful of tickets is no evidence.
+    """
+    if judgement is None or judgement.state not in ALERTING:
+        return None
+    if kv is None or kv.samples < kpi.min_samples:
+        return None
+    value = _finite(kv.value)
+    if value is None:
+        return None
+    return {"kpi": kpi.id, "title": kpi.title, "unit": kpi.unit, "better": kpi.better,
+            "window": window, "state": judgement.state.value, "since_ms": judgement.since_ms,
+            "value": value, "target": target, "samples": kv.samples}
 
 
 def _flags(watch: Watch, owned: set[str]) -> dict[str, list[tuple[str, str, Held]]]:
@@ -225,8 +267,9 @@ def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms
     history.forget(owned)
     history.observe(engine, watch, owned, now_ms)
     flags = _flags(watch, set(owned))
-    tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, [])) for p in owned),
-                   key=_order)
+    melons = frozenset(k.id for k in watermelon_kpis(engine.kpis))
+    tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, []), melons)
+                    for p in owned), key=_order)
     counts = {s.value: 0 for s in sorted(RANK, key=RANK.__getitem__, reverse=True)}
     for tile in tiles:
         counts[tile["worst_state"]] += 1
@@ -265,4 +308,4 @@ WALL_CSP: Final[str] = (
 """The Content-Security-Policy /wall is served with."""
 
 __all__ = ["RANK", "SPAN_MS", "STEP_MS", "WALL_CSP", "WALL_HTML", "WINDOW", "History", "snapshot",
-           "window_of"]
+           "watermelon_kpis", "window_of"]
