@@ -425,3 +425,68 @@ def test_count_at_is_only_for_follow_ups(tmp_path: Path) -> None:
 """)
     with pytest.raises(ConfigError, match="count_at is only for follow_up KPIs"):
         load_config(config)
+
+
+_BY_CHANNEL = {
+    "asa_by_queue": ("duration", "start: {topic: calls, type: queued}\n"
+                     "    stop: {topic: calls, type: answered}", None),
+    "reopen_by_channel": ("ratio", "numerator: {topic: tickets, type: reopened, distinct: true}\n"
+                          "    denominator: {topic: tickets, type: resolved, distinct: true}", None),
+    "reopen_counted": ("ratio", "numerator: {topic: tickets, type: reopened}\n"
+                       "    denominator: {topic: tickets, type: resolved}", "by [channel] needs"),
+    "xla_by_channel": ("mean_field", "source: {topic: surveys, type: response}\n"
+                       "    field: score\n    link: ticket_id", None),
+    "xla_unlinked": ("mean_field", "source: {topic: surveys, type: response}\n    field: score",
+                     "by [channel] needs"),
+    "install_follow": ("follow_up", "start: {topic: orders, type: installed}\n"
+                       "    follow: {topic: tickets, type: opened}\n    link: order_id\n"
+                       "    horizon: 30d", "by [channel] needs"),
+    "order_lead": ("duration", "start: {topic: orders, type: scheduled}\n"
+                   "    stop: {topic: orders, type: installed}", "by [channel] needs"),
+}
+
+
+@pytest.mark.parametrize("kpi_id", sorted(_BY_CHANNEL))
+def test_by_channel_is_checked(tmp_path: Path, kpi_id: str) -> None:
+    """Durations and distinct ratios of tickets or calls, and a linked mean, can be kept per
+    channel (one KPI per channel of the topic's closed list); anything else is refused at its
+    ``by:`` line."""
+    kind, selectors, error = _BY_CHANNEL[kpi_id]
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    text = path.read_text() + f"""
+  - id: {kpi_id}
+    title: By channel
+    kind: {kind}
+    unit: {"seconds" if kind == "duration" else "ratio"}
+    better: lower
+    target: 0.5
+    min_samples: 5
+    {selectors}
+    by: [channel]
+"""
+    path.write_text(text)
+    if error is not None:
+        with pytest.raises(ConfigError) as err:
+            load_config(config)
+        line = len(text.splitlines())  # the by: line
+        assert f"kpis.yaml:{line}:" in str(err.value) and error in str(err.value)
+        return
+    catalog, _ = load_config(config)
+    split = [k for k in catalog.channel_kpis if k.base == kpi_id]
+    topic = "calls" if kpi_id == "asa_by_queue" else "tickets"
+    channels = {"calls": {"phone", "callback", "chat"},
+                "tickets": {"phone", "email", "chat", "chatbot", "portal", "self_service",
+                            "proactive"}}[topic]
+    assert {k.channel for k in split} == channels
+    assert all(k.windows == ("24h", "30d") and not k.integrity and not k.open_items
+               for k in split)
+
+
+def test_channel_windows_must_be_catalog_windows(tmp_path: Path) -> None:
+    config = _copy_config(tmp_path)
+    path = config / "kpis.yaml"
+    path.write_text(path.read_text().replace("channel_windows: [24h, 30d]",
+                                             "channel_windows: [24h, 90d]"))
+    with pytest.raises(ConfigError, match=r"unknown window '90d'"):
+        load_config(config)
