@@ -453,6 +453,7 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
     body = orjson.loads(done.stdout)
     assert body["month"] == "2026-09" and body["previous_month"] == "2026-08"
     months = reference.compute_months(events)
+    channel_months = reference.compute_channel_months(events)
     targets = reference.expected_targets(PARTNERS)
     policy = _policy()
     cards = {c["partner"]: c for c in body["partners"]}
@@ -480,10 +481,23 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
                                                for k, v in want.items()}, policy)
         assert cards[partner]["score"] == pytest.approx(score, rel=1e-12)
         assert (cards[partner]["band"] or {}).get("id") == band
-    assert checked >= 40
+        # the per-channel table: each by-channel KPI's month among each channel's tickets
+        want_channels = {(k, c): (r.value, r.samples)
+                         for (p, k, m, c), r in channel_months.items()
+                         if p == partner and m == "2026-09"}
+        got_channels = {(line["kpi"], line["channel"]): (line["value"], line["samples"])
+                        for line in cards[partner]["channels"]}
+        assert set(got_channels) == set(want_channels), partner
+        for (kpi, channel), (value, samples) in want_channels.items():
+            tolerance = 0.01 if kpi.endswith("_p90") else 1e-9
+            assert got_channels[(kpi, channel)][1] == samples, (partner, kpi, channel)
+            assert math.isclose(got_channels[(kpi, channel)][0], value, rel_tol=tolerance)
+            checked += 1
+    assert checked >= 40 + 3 * 12
     assert printed.returncode == 0, printed.stderr
     page = html_out.read_text()
     assert all(partner in page for partner in PARTNERS) and "2026-09" in page
+    assert page.count('<table class="channels">') == len(PARTNERS)
     assert bad.returncode == 1 and "not a month" in bad.stderr
     assert one.returncode == 0, one.stderr
     assert {r["partner"] for r in csv.DictReader(io.StringIO(one.stdout))} == {"acme"}

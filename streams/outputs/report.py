@@ -64,6 +64,19 @@ class KpiLine:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelLine:
+    """One ``by: [channel]`` KPI of one partner for the month, among the contacts of one channel
+    (shown beside the KPI line, not scored: no target is set per channel)."""
+
+    kpi: str
+    title: str
+    unit: str
+    channel: str
+    value: float
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
 class PartnerCard:
     """A partner's month: its KPI lines, score and band, and last month's for comparison."""
 
@@ -88,6 +101,9 @@ class PartnerCard:
     when nothing was withheld. ``band`` is then the best band not withheld."""
     band_withheld_by: tuple[str, ...] = ()
     """``kpi: signal`` of the flags that withheld ``withheld_band`` (empty when none was)."""
+    channels: tuple[ChannelLine, ...] = ()
+    """The month's per-channel values of the KPIs kept by channel, in catalog order (channels
+    without samples left out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,16 @@ def _line(kpi: Kpi, partners: Partners, partner: str, now: tuple[float, int] | N
     )
 
 
+def _channel_lines(catalog: Catalog, values: Mapping[str, tuple[float, int]],
+                   ) -> tuple[ChannelLine, ...]:
+    out = []
+    for kpi in catalog.channel_kpis:
+        got = values.get(kpi.id)
+        if got is not None and kpi.base is not None and kpi.channel is not None:
+            out.append(ChannelLine(kpi.base, kpi.title, kpi.unit, kpi.channel, got[0], got[1]))
+    return tuple(out)
+
+
 def flag_text(flag: Flag) -> str:
     """'escalation_rate: threshold_hugging'."""
     return f"{flag[0]}: {flag[1]}"
@@ -177,7 +203,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
             partner, partners.names.get(partner, partner), partners.tier(partner), lines, score,
             band, floored, prev_score, policy.withhold(prev_earned, bool(raised_before)),
             integrity=raised, previous_integrity=raised_before, withheld_band=withheld,
-            band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else ()))
+            band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else (),
+            channels=_channel_lines(catalog, now)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated, tuple(cards))
 

@@ -80,6 +80,23 @@ def _flagged(card: PartnerCard) -> str:
     return _flags(card.integrity) + held
 
 
+ChannelRow = tuple[str, str, str, list[tuple[float, int] | None]]
+"""(kpi id, title, unit, per channel (value, samples) or None)"""
+
+
+def _channel_grid(card: PartnerCard) -> tuple[list[str], list[ChannelRow]] | None:
+    """The card's per-channel values as (channels, rows): a row per KPI, a column per channel
+    with data (in first-seen, catalog order); None without any."""
+    if not card.channels:
+        return None
+    channels = list(dict.fromkeys(line.channel for line in card.channels))
+    rows: dict[str, ChannelRow] = {}
+    for line in card.channels:
+        row = rows.setdefault(line.kpi, (line.kpi, line.title, line.unit, [None] * len(channels)))
+        row[3][channels.index(line.channel)] = (line.value, line.samples)
+    return channels, list(rows.values())
+
+
 def render_json(report: Report) -> str:
     """The whole card as JSON (values in base units)."""
     def card(c: PartnerCard) -> dict[str, Any]:
@@ -182,6 +199,14 @@ def render_table(report: Report) -> str:
             rows.append([line.kpi, show(line.value, line.unit) + mark, str(line.samples),
                          show(line.target, line.unit), _pct(line.attainment), _change(line)])
         out += [_columns(rows) if len(rows) > 1 else "  no data this month", ""]
+        grid = _channel_grid(c)
+        if grid:
+            channels = grid[0]
+            rows = [["by channel", *channels]]
+            rows += [[kpi, *(show(cell[0], unit) + f" ({cell[1]})" if cell else "-"
+                             for cell in cells)]
+                     for kpi, _, unit, cells in grid[1]]
+            out += [_columns(rows), ""]
     out.append("* not counted in the score: fewer samples than the KPI's min_samples, or weight 0")
     return "\n".join(out) + "\n"
 
@@ -258,7 +283,19 @@ def render_html(report: Report) -> str:
                 f"<td>{line.samples}</td><td>{e(show(line.target, line.unit))}</td>"
                 f'<td class="{cls(line.attainment)}">{_pct(line.attainment)}</td>'
                 f"<td>{e(_change(line))}</td></tr>")
-        parts.append("</tbody></table></section>")
+        parts.append("</tbody></table>")
+        grid = _channel_grid(c)
+        if grid:
+            channels, rows = grid
+            parts.append('<table class="channels"><thead><tr><th>By channel</th>'
+                         + "".join(f"<th>{e(ch)}</th>" for ch in channels)
+                         + "</tr></thead><tbody>")
+            for _, title, unit, cells in rows:
+                parts.append(f"<tr><td>{e(title)}</td>" + "".join(
+                    f"<td>{e(show(cell[0], unit))} <span class=\"muted\">({cell[1]})</span></td>"
+                    if cell else '<td class="muted">-</td>' for cell in cells) + "</tr>")
+            parts.append("</tbody></table>")
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
