@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.tools.simulator.arrivals import Raw, Stream, replayed
 from streams.tools.simulator.profiles import (
+    CALL_CHANNEL_TABLE,
     CHANNEL_TABLE,
     DUE_OFFSETS_MIN,
     FAI_DELAY_MAX_MS,
@@ -165,7 +166,8 @@ class Lifecycles:
         mean = prm.asa + (prm.asa_end - prm.asa) * f
         p_abandon = prm.abandon + (prm.abandon_end - prm.abandon) * f
         raw.append((queued, len(raw), "calls", "queued", "call_id", cid,
-                    {"queue": QUEUES[int(u16(h, 1) * len(QUEUES))]}))
+                    {"queue": QUEUES[int(u16(h, 1) * len(QUEUES))],
+                     "channel": CALL_CHANNEL_TABLE[int(u16(h, 2) * len(CALL_CHANNEL_TABLE))]}))
         if st.u(k, C_AB) < p_abandon:
             wait = mean * 1.2 * LN_PATIENCE[int(st.u(k, C_PAT) * NZ)]
             typ = "abandoned"

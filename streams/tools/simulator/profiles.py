@@ -54,6 +54,8 @@ _CHANNELS: Final = (  # channel, share in 1/50
     ("self_service", 3), ("proactive", 3),
 )
 CHANNEL_TABLE: Final = tuple(name for name, n in _CHANNELS for _ in range(n))
+_CALL_CHANNELS: Final = (("phone", 14), ("callback", 3), ("chat", 3))  # queue, share in 1/20
+CALL_CHANNEL_TABLE: Final = tuple(name for name, n in _CALL_CHANNELS for _ in range(n))
 QUEUES: Final = ("repair", "billing", "provisioning", "general")
 DUE_OFFSETS_MIN: Final = (0, 0, 60, 120, -300, -240, 330, 540, -180, 600)
 
