@@ -328,3 +328,63 @@ def test_the_demos_gaming_partner_is_flagged_within_minutes_and_no_one_else() ->
     hugging = {(p, "escalation_rate", "threshold_hugging") for p in gaming}
     assert set(raised) == hugging, raised
     assert not cleared, cleared
+
+
+def selective_surveying(seed: int, partners: tuple[str, ...] = (GAMER, HONEST),
+                        gaming: str = GAMER) -> tuple[dict[tuple[str, str, str], int], int]:
+    """Partners resolving 80 tickets a day for 30 days, 60% of them answered within a day; from
+    day 21 ``gaming`` has only 20% answered. Through the real engine and watch, judged at every
+    hour of event time: the integrity flags raised (key -> when), and the change's time."""
+    import orjson
+
+    from streams.ingest.contract import decode
+
+    rng = random.Random(seed)
+    change = START + 21 * DAY
+    events: list[tuple[str, dict[str, Any]]] = []
+    for partner in partners:
+        for i in range(DAYS * TICKETS_A_DAY):
+            opened = START + rng.randrange(DAYS * DAY)
+            resolved = opened + rng.randrange(HOUR, 6 * HOUR)
+            tid = f"{partner}-{i}"
+            events.append(("tickets", {"event_id": f"o-{tid}", "type": "opened",
+                                       "partner_id": partner, "ticket_id": tid,
+                                       "severity": "question", "ts": opened}))
+            events.append(("tickets", {"event_id": f"r-{tid}", "type": "resolved",
+                                       "partner_id": partner, "ticket_id": tid, "ts": resolved}))
+            share = 0.2 if partner == gaming and resolved >= change else 0.6
+            if rng.random() < share:
+                events.append(("surveys", {"event_id": f"s-{tid}", "type": "response",
+                                           "partner_id": partner, "ticket_id": tid,
+                                           "kind": "csat", "score": rng.choice((4, 5)),
+                                           "ts": resolved + rng.randrange(HOUR, DAY)}))
+    events.sort(key=lambda te: te[1]["ts"])
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event", journal=False)
+    watch = Watch(engine)
+    raised: dict[tuple[str, str, str], int] = {}
+    hour = START // HOUR
+    for topic, event in events:
+        while event["ts"] // HOUR > hour:
+            hour += 1
+            for partner in engine.partner_ids():
+                watch.judge_partner(partner, hour * HOUR)
+            for found in watch.drain_integrity():
+                if found.held:
+                    raised.setdefault((found.partner, found.kpi, found.signal), hour * HOUR)
+        engine.apply(decode(topic, orjson.dumps(event), event["ts"]), event["ts"])
+    return raised, change
+
+
+def test_a_partner_that_starts_surveying_selectively_is_flagged_under_reporting() -> None:
+    """survey_coverage watches its answers for under-reporting: a partner that surveys 60% of its
+    resolved tickets for three weeks, then only 20% (the customers likely to be happy), is
+    flagged; one surveying 60% throughout is not. Answers count when decided (an unanswered
+    ticket's 0 is dated 7 days after its resolution), so the evidence builds over the horizon:
+    over 40 seeds (100-139) the flag came 8-10 days after the change, and the steady partner was
+    never flagged (README, Integrity)."""
+    raised, change = selective_surveying(17)
+    key = (GAMER, "survey_coverage", "under_reporting")
+    assert key in raised, raised
+    assert change < raised[key] <= change + 10 * DAY, (raised[key] - change) / DAY
+    assert not [k for k in raised if k[0] == HONEST], raised

@@ -36,8 +36,21 @@ def default_signals(kind: str, unit: str, statistic: str, stat_kind: str) -> tup
 
 
 def allowed_signals(kind: str, unit: str, statistic: str, stat_kind: str) -> tuple[str, ...]:
-    """The signals a KPI may list: its defaults, and under-reporting for count ratios."""
+    """The signals a KPI may list: its defaults, and under-reporting for count ratios and
+    follow-ups."""
     allowed = default_signals(kind, unit, statistic, stat_kind)
-    if kind == "ratio":
+    if kind in ("ratio", "follow_up"):
         allowed = (*allowed, UNDER_REPORTING)
     return allowed
+
+
+def vanishing_side(kind: str, better: str) -> str:
+    """Which events under-reporting watches vanish, in the terms of
+    :func:`streams.judgement.integrity.under_reporting`'s ``better``: ``"lower"`` for the
+    numerator's, ``"higher"`` for the complement's.
+
+    A ratio's events that count against the partner may stop being logged: the numerator of a
+    lower-is-better rate (escalations), the misses of a higher-is-better one. A follow-up's
+    events are the follows whatever its direction: a partner surveying only customers likely to
+    be happy makes answers vanish (survey_coverage, higher is better)."""
+    return "lower" if kind == "follow_up" else better

@@ -94,10 +94,8 @@ class EntityStore:
         if began == unset:
             waiting.pop(entity_id, None)
             return
-        if isinstance(ended, tuple):  # follow-up times: only one after the start closes it
-            closed = any(t > began for t in ended)
-        else:
-            closed = ended != unset
+        # follow-up times (a tuple): only one after the start closes it
+        closed = any(t > began for t in ended) if isinstance(ended, tuple) else ended != unset
         if closed:
             waiting.pop(entity_id, None)
         else:

@@ -29,7 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
-from streams.config.integrity import DEADLINE_BUNCHING, THRESHOLD_HUGGING, UNDER_REPORTING
+from streams.config.integrity import (
+    DEADLINE_BUNCHING,
+    THRESHOLD_HUGGING,
+    UNDER_REPORTING,
+    vanishing_side,
+)
 from streams.engine.core import Engine, KpiValue
 from streams.judgement.integrity import (
     Finding,
@@ -121,6 +126,7 @@ class IntegrityLens:
         self._asked: dict[tuple[str, str, str], _Asked] = {}
         """(partner, kpi, window) -> its last look."""
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
+        self._kinds = {kpi.id: kpi.kind for kpi in engine.kpis}
         self._every = {name: min(REVIEW_EVERY_MS, max(w.length_ms // LOOKS_PER_LENGTH, 1))
                        for name, w in engine.catalog.windows.items()}
         """Window name -> how often it is asked (ms)."""
@@ -195,7 +201,8 @@ class IntegrityLens:
                 if signal == THRESHOLD_HUGGING:
                     found.append((signal, threshold_hugging(buckets, target, better, level)))
                 elif signal == UNDER_REPORTING:
-                    found.append((signal, under_reporting(buckets, better, level)))
+                    side = vanishing_side(self._kinds[kpi_id], better)
+                    found.append((signal, under_reporting(buckets, side, level)))
                 elif signal == DEADLINE_BUNCHING:
                     found.append((signal, deadline_bunching(bins, target, better, level)))
             except ValueError as exc:
