@@ -19,6 +19,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from streams.config.catalog import Catalog, Kpi
 from streams.generators.promql import in_state
+from streams.outputs.series import PARTNER_INFO
 
 NOC_UID: Final = "partnerpulse-noc"
 ONCALL_UID: Final = "partnerpulse-oncall"
@@ -110,6 +111,14 @@ def kpi_panel_id(kpi: Kpi, base: int) -> int:
 def datasource_variable() -> dash.DatasourceVariable:
     return (dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
             .current(model.VariableOption(selected=True, text="Prometheus", value=DATASOURCE_UID)))
+
+
+def partner_variable() -> dash.QueryVariable:
+    """``$partner``: one of the partners the workers export (on-call, the NOC's channels)."""
+    return (dash.QueryVariable("partner").label("Partner").datasource(DS)
+            .query(f"label_values({PARTNER_INFO}, partner)")
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC))
 
 
 def new_dashboard(uid: str, title: str, description: str, refresh: str,

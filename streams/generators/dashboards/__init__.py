@@ -4,11 +4,13 @@ Three dashboards land in ``dashboards/`` as JSON (sorted keys, 2-space indent, t
 newline), committed and checked byte for byte against regeneration:
 
 * ``partnerpulse-noc``: the NOC wall. Partner x KPI state grids (1h, 24h), tickets aging
-  past their open-to-status target, pipeline health, breach and at-risk counts.
+  past their open-to-status target, pipeline health, breach and at-risk counts; one partner's
+  (``$partner``) ``by: [channel]`` KPIs per contact channel (value and samples, 24h).
 * ``partnerpulse-oncall``: one partner (``$partner``): each KPI's value against its target
   over time, samples, state history, events rate, open items.
 * ``partnerpulse-exec``: report cards (each KPI as % of goal, 7d and 30d), worst KPI per
-  partner, tier comparison, worst movers.
+  partner, tier comparison, worst movers, integrity; the SLA x experience quadrant per partner
+  (30d; watermelon partners, SLA met and experience below target, first and in red).
 
 Every dashboard has a ``${datasource}`` Prometheus variable; every dashboard and panel has an
 explicit, stable id (panels of per-KPI loops derive theirs from the KPI id, so adding a KPI

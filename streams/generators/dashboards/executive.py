@@ -1,19 +1,30 @@
 """The executive report card dashboard (``partnerpulse-exec``): attainment per partner, KPI and
-tier; worst movers; integrity flags. One function per panel."""
+tier; worst movers; integrity flags; the SLA x experience quadrant. One function per panel.
+
+SLA x experience: each ``sla_experience`` KPI of the catalog names its SLA (``sla``: the duration
+KPIs whose targets make a ticket's SLA) and the answers that make its experience good or poor.
+Its experience KPI is the ``mean_field`` KPI averaging those very answers: same topic and type,
+filtered by the conditions ``good`` and ``poor`` share (csat: ``kind: csat``), averaging the field
+they split on (``score``). The sla_experience KPIs with the same SLA and experience KPI (the
+watermelon and the rescued share) make one quadrant panel; one without an experience KPI has no
+y axis, and no panel.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders.common import (
     ReduceDataOptions,
+    TableSortByFieldState,
 )
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from streams.config.catalog import Catalog
+from streams.config.catalog import Catalog, Kpi
 from streams.generators.grafana import (
     ATTAINMENT_STEPS,
     DS,
@@ -36,6 +47,7 @@ from streams.outputs.series import (
     INTEGRITY_FLAG,
     INTEGRITY_SCORE,
     KPI_ATTAINMENT,
+    KPI_VALUE,
 )
 
 
@@ -169,6 +181,157 @@ def exec_integrity_evidence(pid: int, pos: model.GridPos) -> bargauge.Panel:
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
 
 
+# --- SLA x experience ---------------------------------------------------------------------------
+QUADRANT_WINDOW = "30d"
+QUADRANT_TITLE = f"SLA \N{MULTIPLICATION SIGN} experience ({QUADRANT_WINDOW})"
+
+
+@dataclass(frozen=True, slots=True)
+class Quadrant:
+    """One SLA x experience quadrant: the SLA's duration KPIs (x), the experience KPI (y) and the
+    sla_experience shares judged on them (watermelon, rescued)."""
+
+    sla: tuple[str, ...]
+    experience: Kpi
+    shares: tuple[Kpi, ...]
+
+
+def experience_kpi(kpi: Kpi, catalog: Catalog) -> Kpi | None:
+    """The mean_field KPI averaging the answers ``kpi`` (sla_experience) judges good or poor: the
+    same topic and type, filtered by the conditions good and poor share, averaging the field
+    they differ on (see the module docstring)."""
+    good, poor = kpi.good, kpi.poor
+    if good is None or poor is None or (good.topic, good.type) != (poor.topic, poor.type):
+        return None
+    shared = set(good.where) & set(poor.where)
+    split = {cond.field for cond in set(good.where) ^ set(poor.where)}
+    for candidate in catalog.kpis:
+        source = candidate.source
+        if (candidate.kind == "mean_field" and source is not None
+                and (source.topic, source.type) == (good.topic, good.type)
+                and set(source.where) == shared and split == {candidate.field}):
+            return candidate
+    return None
+
+
+def quadrants(catalog: Catalog) -> list[Quadrant]:
+    """The catalog's SLA x experience quadrants, in catalog order (see the module docstring)."""
+    found: dict[tuple[tuple[str, ...], str], list[Kpi]] = {}
+    experience: dict[str, Kpi] = {}
+    for kpi in catalog.kpis:
+        exp = experience_kpi(kpi, catalog) if kpi.kind == "sla_experience" and kpi.sla else None
+        if exp is not None:
+            experience[exp.id] = exp
+            found.setdefault((tuple(part.kpi for part in kpi.sla), exp.id), []).append(kpi)
+    return [Quadrant(sla, experience[exp], tuple(shares)) for (sla, exp), shares in found.items()]
+
+
+def kpi_selector(ids: tuple[str, ...]) -> str:
+    """``kpi="a"`` or ``kpi=~"a|b"`` (catalog ids are ``[a-z][a-z0-9_]*``: nothing to escape)."""
+    return f'kpi="{ids[0]}"' if len(ids) == 1 else f'kpi=~"{"|".join(ids)}"'
+
+
+def sufficient(ids: tuple[str, ...], how: str) -> str:
+    """Each partner's ``how`` (min, max) attainment of KPIs ``ids`` with enough samples."""
+    return (f"{how} by (partner) ({ATTAINMENT_SUFFICIENT}"
+            f'{{window="{QUADRANT_WINDOW}",{kpi_selector(ids)}}})')
+
+
+def share_value(kpi: Kpi) -> str:
+    """A share KPI's value per partner (as the report card, whatever its samples: the rescued
+    share has few, SLAs being mostly met)."""
+    return f'max by (partner) ({KPI_VALUE}{{window="{QUADRANT_WINDOW}",kpi="{kpi.id}"}})'
+
+
+def target_steps(kpi: Kpi) -> tuple[tuple[float | None, str], ...]:
+    """Colours of a share against the catalog target: ATTAINMENT_STEPS in the KPI's units."""
+    (_, low), (at_risk, mid), (_, high) = ATTAINMENT_STEPS
+    assert at_risk is not None
+    if kpi.lower_is_better:  # attainment = target / value
+        return ((None, high), (kpi.target, mid), (round(kpi.target / at_risk, 4), low))
+    return ((None, low), (kpi.target * at_risk, mid), (kpi.target, high))
+
+
+# Quadrant code: (SLA missed) + 2 * (experience met). Sorted ascending, watermelons come first.
+QUADRANT_LABELS: tuple[tuple[str, str], ...] = (
+    ("WATERMELON", "red"),      # 0: SLA met, experience below target: green outside, red inside
+    ("BOTH BELOW", "orange"),   # 1: SLA missed, experience below target
+    ("ON TARGET", "green"),     # 2: SLA met, experience met
+    ("RESCUED", "blue"),        # 3: SLA missed, experience met anyway
+)
+SLA_COLUMN = "SLA attainment"
+EXPERIENCE_COLUMN = "Experience attainment"
+QUADRANT_COLUMN = "Quadrant"
+
+
+def quadrant_code(quadrant: Quadrant) -> str:
+    """Each partner's quadrant as one number (QUADRANT_LABELS), where both axes are known."""
+    return (f"(\n  {sufficient(quadrant.sla, 'min')} < bool 1\n)\n+ 2 * (\n  "
+            f"{sufficient((quadrant.experience.id,), 'max')} >= bool 1\n)")
+
+
+def _cells(*props: model.DynamicConfigValue) -> list[model.DynamicConfigValue]:
+    return [model.DynamicConfigValue(id_val="custom.cellOptions",
+                                     value={"type": "color-background"}), *props]
+
+
+def _steps(steps: tuple[tuple[float | None, str], ...]) -> model.DynamicConfigValue:
+    return model.DynamicConfigValue(id_val="thresholds", value={
+        "mode": "absolute", "steps": [{"color": color, "value": value} for value, color in steps]})
+
+
+def exec_sla_experience(pid: int, pos: model.GridPos, quadrant: Quadrant) -> table.Panel:
+    """Each partner's SLA attainment (x: its worst SLA KPI), experience attainment (y) and
+    quadrant over 30d, with the sla_experience shares: watermelon partners (SLA met, experience
+    below target) first, in red. A table rather than an XY chart: every partner is named on
+    its row (an XY chart names a point only in its tooltip), watermelons sort to the top, and
+    each column is one instant query merged on ``partner``: plain table transformations, where
+    the xychart panel's series mapping was reworked within Grafana 11."""
+    exp = quadrant.experience
+    columns = [SLA_COLUMN, EXPERIENCE_COLUMN, *(k.title for k in quadrant.shares),
+               QUADRANT_COLUMN]
+    refs = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    rename = {f"Value #{refs[i]}": name for i, name in enumerate(columns)}
+    order = ["partner", QUADRANT_COLUMN, *columns[:-1]]
+    panel = (table.Panel().id(pid).title(QUADRANT_TITLE).datasource(DS)
+             .grid_pos(pos)
+             .description(
+                 f"Per partner over {QUADRANT_WINDOW}. {SLA_COLUMN}: the worst attainment of the "
+                 f"SLA's KPIs ({', '.join(quadrant.sla)}); {EXPERIENCE_COLUMN}: {exp.id} "
+                 f"({exp.title}); both of KPIs with enough samples only, and the quadrant of the "
+                 "two (100% = on target). Quadrant: WATERMELON = SLA met, "
+                 "experience below target (green outside, red inside); BOTH BELOW; ON TARGET; "
+                 "RESCUED = SLA missed, experience on target. "
+                 + " ".join(f"{k.title} ({k.id}): {k.description} Coloured against the catalog "
+                             f"target, {k.target:g} (a partner's own target may differ: see the "
+                             "report card)." for k in quadrant.shares))
+             .with_target(prom_query(sufficient(quadrant.sla, "min"), instant=True, fmt="table"))
+             .with_target(prom_query(sufficient((exp.id,), "max"), ref="B", instant=True,
+                                     fmt="table")))
+    for i, kpi in enumerate(quadrant.shares):
+        panel = panel.with_target(prom_query(share_value(kpi), ref=refs[2 + i], instant=True,
+                                             fmt="table"))
+    panel = (panel
+             .with_target(prom_query(quadrant_code(quadrant), ref=refs[len(columns) - 1],
+                                     instant=True, fmt="table"))
+             .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+             .with_transformation(model.DataTransformerConfig(id_val="organize", options={
+                 "excludeByName": {"Time": True},
+                 "indexByName": {name: i for i, name in enumerate(order)},
+                 "renameByName": rename}))
+             .unit("percentunit").decimals(0)
+             .sort_by([TableSortByFieldState().display_name(QUADRANT_COLUMN).desc(False)])
+             .override_by_name(SLA_COLUMN, _cells(_steps(ATTAINMENT_STEPS)))
+             .override_by_name(EXPERIENCE_COLUMN, _cells(_steps(ATTAINMENT_STEPS))))
+    for kpi in quadrant.shares:
+        panel = panel.override_by_name(kpi.title, _cells(_steps(target_steps(kpi))))
+    return panel.override_by_name(QUADRANT_COLUMN, _cells(
+        model.DynamicConfigValue(id_val="unit", value="none"),
+        model.DynamicConfigValue(id_val="mappings", value=[model.ValueMap(options={
+            str(code): model.ValueMappingResult(text=text, color=color, index=code)
+            for code, (text, color) in enumerate(QUADRANT_LABELS)})])))
+
+
 def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     """Executive report card: attainment per partner, KPI and tier; worst movers."""
     board = new_dashboard(EXEC_UID, "partnerpulse report card",
@@ -188,4 +351,7 @@ def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     if any(kpi.integrity for kpi in catalog.kpis):  # no series to show without a signal watched
         board = (board.with_panel(exec_integrity_flagged(40, grid(0, 42, 6, 8)))
                  .with_panel(exec_integrity_evidence(41, grid(6, 42, 18, 8))))
+    for i, quadrant in enumerate(quadrants(catalog)):
+        board = board.with_panel(exec_sla_experience(50 + i, grid(0, 50 + 12 * i, 24, 12),
+                                                     quadrant))
     return board

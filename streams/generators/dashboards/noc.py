@@ -1,5 +1,12 @@
 """The NOC wall dashboard (``partnerpulse-noc``): partner x KPI state grids, aging tickets,
-pipeline health. One function per panel."""
+pipeline health, and the selected partner's (``$partner``) KPIs per contact channel. One function
+per panel.
+
+Per channel: the ``by: [channel]`` KPIs of the catalog (``catalog.channel_kpis``), in the NOC's
+day (24h) when they are kept and exported in it, else in the first window they are (catalog
+order). Values are not judged per channel (no per-channel target): a cell shows the value in the
+KPI's unit; its samples sit next to it, in orange below the KPI's ``min_samples``.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +20,18 @@ from grafana_foundation_sdk.builders.common import (
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from streams.config.catalog import Catalog
+from streams.config.catalog import Catalog, Kpi
 from streams.generators.grafana import (
     DS,
     NOC_UID,
     STATE_MAPPINGS,
+    UNITS,
     big_stat,
     grid,
     kpi_glossary,
     matrix,
     new_dashboard,
+    partner_variable,
     prom_query,
     state_code,
     thresholds,
@@ -35,6 +44,8 @@ from streams.outputs.series import (
     CONSUMER_LAG,
     EVENTS_TOTAL,
     FEED_STALE_FLAG,
+    KPI_CHANNEL_SAMPLES,
+    KPI_CHANNEL_VALUE,
     LAST_EVENT_TIMESTAMP,
     OPEN_ITEMS,
     PARTNER_INFO,
@@ -153,6 +164,61 @@ def noc_rejected_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
             .unit("short").fill_opacity(10))
 
 
+# --- per channel: the selected partner ----------------------------------------------------------
+P = 'partner="$partner"'
+
+
+def channel_window(catalog: Catalog) -> str | None:
+    """The window of the per-channel panels: 24h when the per-channel KPIs are kept and exported
+    in it, else the first (catalog order) that is; None without any (no per-channel panels)."""
+    kept = {w for kpi in catalog.channel_kpis for w in kpi.windows}
+    usable = [w for w in catalog.windows if w in kept
+              and (not catalog.export_windows or w in catalog.export_windows)]
+    return "24h" if "24h" in usable else next(iter(usable), None)
+
+
+def channel_bases(catalog: Catalog) -> list[Kpi]:
+    """The catalog KPIs kept per channel (``by: [channel]``), in catalog order."""
+    bases = {kpi.base for kpi in catalog.channel_kpis}
+    return [kpi for kpi in catalog.kpis if kpi.id in bases]
+
+
+def noc_channel_values(pid: int, pos: model.GridPos, window: str, kpis: list[Kpi]) -> table.Panel:
+    """The partner's per-channel KPI values in ``window``: a row per channel, a column per KPI
+    (in its unit: durations in time units, ratios in percent, scores as numbers)."""
+    panel = (matrix(pid, f"$partner per channel ({window})",
+                    f'max by (channel, kpi) ({KPI_CHANNEL_VALUE}{{{P},window="{window}"}})', pos,
+                    rows="channel", columns="kpi",
+                    description=f"Each KPI kept by contact channel, over {window}, among the "
+                    "partner's contacts of that channel; not judged per channel (no per-channel "
+                    "target): compare with the State grids. "
+                    + "; ".join(f"{k.id}: {k.title} ({k.better} is better)" for k in kpis))
+             .cell_options(common.TableAutoCellOptions()))
+    for kpi in kpis:
+        decimals = 2 if kpi.unit == "score" else 0 if kpi.unit == "seconds" else 1
+        panel = panel.override_by_name(kpi.id, [
+            model.DynamicConfigValue(id_val="unit", value=UNITS[kpi.unit]),
+            model.DynamicConfigValue(id_val="decimals", value=decimals)])
+    return panel
+
+
+def noc_channel_samples(pid: int, pos: model.GridPos, window: str, kpis: list[Kpi]) -> table.Panel:
+    """The samples behind each per-channel value: orange below the KPI's ``min_samples``."""
+    panel = (matrix(pid, f"$partner samples per channel ({window})",
+                    f'max by (channel, kpi) ({KPI_CHANNEL_SAMPLES}{{{P},window="{window}"}})', pos,
+                    rows="channel", columns="kpi",
+                    description="Samples behind each per-channel value; orange: fewer than the "
+                    "KPI's min_samples (too few to judge it by, were it judged).")
+             .unit("short").decimals(0)
+             .cell_options(common.TableColorTextCellOptions()))
+    for kpi in kpis:
+        panel = panel.override_by_name(kpi.id, [model.DynamicConfigValue(
+            id_val="thresholds", value={"mode": "absolute", "steps": [
+                {"color": "orange", "value": None},
+                {"color": "green", "value": kpi.min_samples}]})])
+    return panel
+
+
 def noc_dashboard(catalog: Catalog) -> dash.Dashboard:
     """The NOC wall: big numbers, the partner x KPI state grids, open items, pipeline health."""
     board = new_dashboard(NOC_UID, "partnerpulse NOC", "Partner KPI states and pipeline health.",
@@ -162,11 +228,18 @@ def noc_dashboard(catalog: Catalog) -> dash.Dashboard:
         noc_lag, noc_partners]
     for i, build in enumerate(stats):
         board = board.with_panel(build(1 + i, grid(3 * i, 0, 3, 4)))
-    return (board
-            .with_panel(noc_state_grid(20, grid(0, 4, 12, 14), "1h", catalog))
-            .with_panel(noc_state_grid(21, grid(12, 4, 12, 14), "24h", catalog))
-            .with_panel(noc_open_items(30, grid(0, 18, 8, 10)))
-            .with_panel(noc_feeds(40, grid(8, 18, 8, 5)))
-            .with_panel(noc_event_age_by_topic(41, grid(8, 23, 8, 5)))
-            .with_panel(noc_lag_by_topic(42, grid(16, 18, 8, 5)))
-            .with_panel(noc_rejected_by_topic(43, grid(16, 23, 8, 5))))
+    board = (board
+             .with_panel(noc_state_grid(20, grid(0, 4, 12, 14), "1h", catalog))
+             .with_panel(noc_state_grid(21, grid(12, 4, 12, 14), "24h", catalog))
+             .with_panel(noc_open_items(30, grid(0, 18, 8, 10)))
+             .with_panel(noc_feeds(40, grid(8, 18, 8, 5)))
+             .with_panel(noc_event_age_by_topic(41, grid(8, 23, 8, 5)))
+             .with_panel(noc_lag_by_topic(42, grid(16, 18, 8, 5)))
+             .with_panel(noc_rejected_by_topic(43, grid(16, 23, 8, 5))))
+    window = channel_window(catalog)
+    if window is None:  # no by: [channel] KPI (or none exported): no $partner either
+        return board
+    kpis = channel_bases(catalog)
+    return (board.with_variable(partner_variable())
+            .with_panel(noc_channel_values(50, grid(0, 28, 14, 9), window, kpis))
+            .with_panel(noc_channel_samples(51, grid(14, 28, 10, 9), window, kpis)))

@@ -24,6 +24,7 @@ from streams.generators.grafana import (
     grid,
     kpi_panel_id,
     new_dashboard,
+    partner_variable,
     prom_query,
     state_code,
     thresholds,
@@ -135,10 +136,7 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
     default_window = "24h" if "24h" in windows else windows[0]
     board = (new_dashboard(ONCALL_UID, "partnerpulse on-call", "One partner: every KPI against its target.",
                         "1m", "now-6h")
-             .with_variable(dash.QueryVariable("partner").label("Partner").datasource(DS)
-                            .query(f"label_values({PARTNER_INFO}, partner)")
-                            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-                            .sort(model.VariableSort.ALPHABETICAL_ASC))
+             .with_variable(partner_variable())
              .with_variable(dash.CustomVariable("window").label("Window").values(",".join(windows))
                             .current(model.VariableOption(selected=True, text=default_window,
                                                           value=default_window))
