@@ -18,12 +18,13 @@ import platform
 import random
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from streams.config.catalog import load_config
 from streams.engine.core import Engine, PartnerState
+from streams.ingest.contract import CHANNELS
 from streams.tools.simulator import PROFILES, SimPartner, Simulator
 
 T0 = 1_788_000_000_000  # 2026-08-29T10:40:00Z: a fixed instant, no benchmark reads the clock
@@ -152,6 +153,10 @@ def sim_messages(partners: int, count: int, seed: int = 11, warm_start: bool = T
 # --- filled windows -------------------------------------------------------------------------
 
 
+TICKET_CHANNELS: Final = CHANNELS["tickets"][1]
+CALL_CHANNELS: Final = CHANNELS["calls"][1]
+
+
 def fill_events(partner: str, now_ms: int, rng: random.Random, serial: str = "") -> list[
         tuple[str, dict[str, Any]]]:
     """Contract events that put samples of every default KPI into every bucket of every window.
@@ -188,7 +193,10 @@ def fill_events(partner: str, now_ms: int, rng: random.Random, serial: str = "")
             return t0 + int(k * unit)
 
         d = min(20.0, rng.lognormvariate(1.5, 0.6))  # open -> contact, in units
-        emit("tickets", "opened", at(0), ticket_id=tid, severity="down_hard", channel="phone")
+        # the channels in turn, bucket by bucket: every by-channel KPI has every channel in its
+        # channel windows, as a partner taking contacts on all of them
+        emit("tickets", "opened", at(0), ticket_id=tid, severity="down_hard",
+             channel=TICKET_CHANNELS[i % len(TICKET_CHANNELS)])
         emit("tickets", "contacted", at(d), ticket_id=tid)
         emit("tickets", "escalated", at(d + 1), ticket_id=tid, documented=rng.random() < 0.8,
              kb_article=None)
@@ -198,10 +206,11 @@ def fill_events(partner: str, now_ms: int, rng: random.Random, serial: str = "")
         emit("tickets", "reopened", at(d + 4), ticket_id=tid)
         d2 = min(20.0, rng.lognormvariate(1.5, 0.6))
         emit("tickets", "opened", at(1), ticket_id=sid, severity="service_affecting",
-             channel="email")
+             channel=TICKET_CHANNELS[(i + 3) % len(TICKET_CHANNELS)])
         emit("tickets", "contacted", at(1 + d2), ticket_id=sid)
         emit("tickets", "resolved", at(2 + d2), ticket_id=sid, first_contact=False, truck_roll=True)
-        emit("calls", "queued", at(2), call_id=f"C{serial}{i}a")
+        emit("calls", "queued", at(2), call_id=f"C{serial}{i}a",
+             channel=CALL_CHANNELS[i % len(CALL_CHANNELS)])
         emit("calls", "answered", at(2 + rng.random() * 5), call_id=f"C{serial}{i}a")
         emit("calls", "queued", at(3), call_id=f"C{serial}{i}b")
         emit("calls", "abandoned", at(4), call_id=f"C{serial}{i}b")

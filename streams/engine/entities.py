@@ -64,6 +64,7 @@ class EntityStore:
             topic: (array.array("q", [UNSET]) if packed[topic] else [None]) * (n + 1)
             for topic, n in marks.items()}
         """Entity topic -> a record with every mark unset (copied for each new entity)."""
+        self._open_kpis = [(k, kpi) for k, kpi in enumerate(kpis) if kpi.open_items]
         self.open_slots: dict[int, tuple[int, int, Any]] = {
             k: (start, stop, UNSET if packed.get(topic) else None)
             for k, (start, stop, topic) in open_slots.items()}
@@ -106,12 +107,14 @@ class EntityStore:
         """(kpi id, stage) -> entities still waiting whose age passed ``stage`` x the target
         (a follow-up's horizon)."""
         out: dict[tuple[str, float], int] = {}
-        for k, kpi in enumerate(self.kpis):
-            if not kpi.open_items:
+        for k, kpi in self._open_kpis:
+            waiting = st.pending.get(k) if st is not None else None
+            if not waiting:  # most partners at most scrapes: no target to look up
+                for stage in stages:
+                    out[(kpi.id, stage)] = 0
                 continue
             target_ms = (kpi.horizon_ms if kpi.kind == "follow_up" and kpi.horizon_ms is not None
                          else self.partners.target(partner, kpi) * 1000)
-            waiting = st.pending.get(k, {}) if st is not None else {}
             for stage in stages:
                 limit = now_ms - stage * target_ms
                 out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)

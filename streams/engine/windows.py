@@ -68,7 +68,12 @@ class WindowStore:
             self._keep[spec.resolution_ms] = max(self._keep.get(spec.resolution_ms, 0),
                                                  spec.buckets)
         self.min_resolution = min(self.resolutions) if self.resolutions else 1
-        self._empty_bucket = array.array("d", [0.0]) * (3 * len(kpis))
+        # A bucket holds the KPIs up to the last one counted at its resolution: the per-channel
+        # KPIs come last and are counted in hour windows only, so the minute ring's buckets (and
+        # the 1 h window's totals, slid every minute) stop before them.
+        widths = [1 + max((k for spec in self.specs if spec.ring == ring for k in spec.kpis),
+                          default=-1) for ring in range(len(self.resolutions))]
+        self._empty_buckets = [array.array("d", [0.0]) * (3 * width) for width in widths]
 
     def fill(self, st: PartnerState) -> PartnerState:
         """``st`` with empty rings and window slots for this engine's windows."""
@@ -92,7 +97,7 @@ class WindowStore:
             ring = st.rings[ring_i]
             bucket = ring.get(idx)
             if bucket is None:
-                bucket = ring[idx] = self._empty_bucket[:]
+                bucket = ring[idx] = self._empty_buckets[ring_i][:]
             bucket[i] += n
             bucket[i + 1] += s
             bucket[i + 2] += s2
@@ -221,7 +226,7 @@ class WindowStore:
                     _merge(totals, bucket, hists.get(i), 1)
             totals.hi = hi
             return totals
-        totals = st.windows[w] = Totals(hi, [0.0] * len(self._empty_bucket))
+        totals = st.windows[w] = Totals(hi, [0.0] * len(self._empty_buckets[ring_i]))
         for i, bucket in ring.items():
             if hi - span < i < hi:
                 _merge(totals, bucket, hists.get(i), 1)

@@ -118,6 +118,8 @@ class IntegrityLens:
         self.engine = engine
         self.params = params or IntegrityParams()
         self.held: dict[FlagKey, Held] = {}
+        self.version = 0
+        """Bumped whenever ``held`` changes: what renders it may keep its text until then."""
         """Latest evidence per partner x KPI x signal that is not silent (enough volume)."""
         self.raised: dict[str, dict[str, set[tuple[str, str]]]] = {}
         """partner -> month (report time zone) -> (kpi, signal) flagged at some review in that
@@ -221,6 +223,7 @@ class IntegrityLens:
             if was is None:
                 return None
             del self.held[key]
+            self.version += 1
             if not was_flagged:
                 return None
             return IntegrityChange(partner, tier, kpi_id, signal, False, was.window, was.finding,
@@ -228,6 +231,7 @@ class IntegrityLens:
         window, finding = best
         since = (was.since_ms if was_flagged and was is not None else now_ms) if finding.flagged else None
         self.held[key] = Held(window, finding, since)
+        self.version += 1
         if finding.flagged:  # a flag held into a new month counts in that month too
             self._note(partner, kpi_id, signal, now_ms)
         if finding.flagged == was_flagged:
@@ -256,6 +260,7 @@ class IntegrityLens:
         """Drop what is held for partners this worker no longer owns."""
         for key in [k for k in self.held if k[0] not in keep]:
             del self.held[key]
+        self.version += 1
         for asked in [k for k in self._asked if k[0] not in keep]:
             del self._asked[asked]
         for partner in [p for p in self.raised if p not in keep]:
