@@ -67,6 +67,12 @@ def test_demo_shows_every_kpi_for_every_partner(tmp_path: Path) -> None:
         # the gaming partner's flag comes within minutes, later on a loaded machine (when it
         # rises is asserted on the event clock in test_integrity_lens.py); no one else's ever
         assert set(series.get("partnerpulse_integrity_flag", {})) <= hugging
+        # the per-channel view: every partner's tickets split by the channel they came on
+        split = series.get("partnerpulse_kpi_channel_value", {})
+        for partner in DEFAULT_PARTNERS:
+            channels = {c for (c, k, p, w) in split
+                        if p == partner.partner_id and k == "mttr" and w == "24h"}
+            assert {"phone", "chat", "email"} <= channels, (partner.partner_id, channels)
         tiers = {t for (_, t) in series["partnerpulse_partner_info"]}
         assert tiers == {"premier", "business", "select", "authorized"}
         proc.send_signal(signal.SIGINT)  # Ctrl-C
