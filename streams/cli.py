@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the worker's heavy imports stay out of `partnerpulse --help
 # no locals in tracebacks: they would print settings and client arguments, secrets included
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="partnerpulse: live support KPIs of channel partners, from Kafka to Prometheus.")
-console = Console(stderr=True)
+# soft_wrap: never break a line (a file:line in an error must stay one piece to copy)
+console = Console(stderr=True, soft_wrap=True)
 
 BrokerOpt = Annotated[str, typer.Option(help="Kafka bootstrap, kafka://host:port[,host:port].")]
 ConfigOpt = Annotated[Path, typer.Option("--config", help="Directory with kpis.yaml and partners.yaml.")]
