@@ -302,6 +302,7 @@ class PerChannel:
         topic = channel_topic(kpi)
         event_type, _ = CHANNELS[topic]
         channel_i = plan.mark(k, Match(topic, event_type), extra="channel")
+        plan.channel_marks[k] = (channel_i, kpi.channel)
         if kpi.kind == "mean_field":
             assert kpi.source and kpi.link and kpi.field
             values_i = plan.mark(k, kpi.source, topic, kpi.link, reducer="set", extra="value",

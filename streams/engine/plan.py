@@ -47,6 +47,14 @@ class Slot:
     """The record's unset mark: None, or :data:`UNSET` on a packed topic (set after compiling)."""
     deps: list[tuple[int, int]] = dataclass_field(default_factory=list)
     """(kpi index, position of the KPI's selector among the (topic, type) selectors)."""
+    gates: list[tuple[int, str] | None] = dataclass_field(default_factory=list)
+    """Per dep: a per-channel KPI's (channel slot index, channel), None for any other KPI (set
+    after compiling). A per-channel KPI has no sample on an entity of another channel, so a mark
+    moving on it need not ask (each of the 7 channels of a KPI would, at every mark change)."""
+    gated: bool = False
+    """Whether any dep is a per-channel KPI."""
+    gates_at: int = 0
+    """The index of the channel mark its gated deps read (in the same entity record)."""
 
 
 class MarkStep:
@@ -117,6 +125,8 @@ class PlanBuilder:
         self.per_topic: dict[str, int] = {}
         """Entity topic -> marks its records hold."""
         self.open_slots: dict[int, tuple[int, int, str]] = {}
+        self.channel_marks: dict[int, tuple[int, str]] = {}
+        """Per-channel KPIs: kpi index -> (the channel slot it reads, its channel)."""
         """open_items KPIs: kpi index -> (start slot, stop slot, entity topic)."""
         self._positions: dict[tuple[str, str], int] = {}
 
@@ -166,6 +176,12 @@ class PlanBuilder:
         A topic whose marks are all plain times keeps its records packed: an int64 array is
         8 B per mark against a list slot and an int object (8 + 32 B), for every entity of
         the retention (the largest share of a partner's memory)."""
+        for slot in self.slots.values():
+            slot.gates = [self.channel_marks.get(k) for k, _ in slot.deps]
+            at = {gate[0] for gate in slot.gates if gate is not None}
+            assert len(at) <= 1, "one entity record has one channel mark"
+            slot.gated = bool(at)
+            slot.gates_at = at.pop() if at else 0
         plain = {topic: all(not s.extra and s.reducer != "set"
                             for s in self.slots.values() if s.entity_topic == topic)
                  for topic in self.per_topic}

@@ -80,10 +80,18 @@ class SampleCounter:
             return
         samplers: Any = self._samplers
         limits = st.sla_limits  # the few samplers that read the partner's SLA targets
+        deps = slot.deps
+        if slot.gated:  # per-channel KPIs read this mark: only the entity's channel asks
+            channels = set()
+            for mark in (rec[i], new) if slot.extra == "channel" else (rec[slot.gates_at],):
+                if mark is not None:
+                    channels.add(mark[1])
+            deps = [dep for dep, gate in zip(slot.deps, slot.gates, strict=True)
+                    if gate is None or gate[1] in channels]
         before = [samplers[k](rec) if k not in limits else samplers[k](rec, limits[k])
-                  for k, _ in slot.deps]
+                  for k, _ in deps]
         rec[i] = new
-        for (k, pos), was in zip(slot.deps, before, strict=True):
+        for (k, pos), was in zip(deps, before, strict=True):
             now = samplers[k](rec) if k not in limits else samplers[k](rec, limits[k])
             if now != was:
                 self._resample(st, k, pos, was, now, warn)
