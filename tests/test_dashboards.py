@@ -1,10 +1,10 @@
 """The generated Grafana dashboards: committed bytes equal regeneration, and every panel query
 is valid PromQL that returns data from a real Prometheus scraping a real worker.
 
-The second test runs the embedded broker, a wall-clock worker, the simulator (live traffic plus
-its warm-start history, so every window has data) and Debian's ``prometheus`` (scraping every
-second, loading the generated rules), then queries each panel expression, ``$partner`` being the
-first simulated partner with every KPI of the catalog.
+The live check (:func:`assert_every_panel_has_data`) runs inside tests/test_demo.py: Debian's
+``prometheus`` (scraping every second, loading the generated rules) scrapes the demo's worker,
+fed by the simulator's warm-start history and live traffic so every window has data, and each
+panel expression is queried, ``$partner`` being the first simulated partner with every KPI.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,8 @@ import yaml
 
 from streams.config.catalog import load_catalog
 from streams.generators import dashboards
-from streams.ingest.topics import all_topics
-from streams.runtime.kafka_admin import ensure_topics
-from streams.tools.broker import EmbeddedBroker, free_port
-from tests.conftest import require_binary
-from tests.harness import REPO, Worker, poll
+from streams.tools.broker import free_port
+from tests.harness import REPO, poll
 
 DASHBOARDS = REPO / "dashboards"
 RULES = REPO / "config" / "rules" / "partnerpulse.rules.yml"
@@ -264,48 +259,12 @@ class Prometheus:
                 self.proc.wait()
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Prometheus]:
-    """Broker, wall-clock worker, simulator and Prometheus, all stopped afterwards.
-
-    The simulator runs as ``partnerpulse simulate`` (which calls ``run_simulator``) in a
-    subprocess rather than a thread: ``run_simulator`` installs a SIGTERM handler, which Python
-    allows only in the main thread, and a subprocess can be stopped as soon as the test is done.
-    The three start together: the worker reads the topics from their start (its consumer group
-    is new, offset reset earliest), so the simulator produces its warm-start history (~150,000
-    events, seconds of CPU) while the worker boots, and Prometheus starts meanwhile.
-    """
-    binary = require_binary("prometheus", "prometheus")
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        ensure_topics(broker.bootstrap, all_topics(4))
-        worker = Worker(broker.url, tmp_path, clock="wall", app_id="pp-dashboards").spawn()
-        sim: subprocess.Popen[bytes] | None = None
-        prom: Prometheus | None = None
-        try:
-            with (tmp_path / "simulator.log").open("ab") as sim_log:
-                sim = subprocess.Popen(
-                    [sys.executable, "-m", "streams", "simulate", "--broker", broker.url,
-                     "--rate", "50", "--seed", "7", "--drift-minutes", "10", "--duration", "200"],
-                    stdout=sim_log, stderr=subprocess.STDOUT, cwd=REPO)
-            prom = Prometheus(binary, tmp_path, worker.port).start()
-            worker.wait_ready()
-            yield prom
-        finally:
-            if prom is not None:
-                prom.stop()
-            if sim is not None:
-                sim.terminate()  # run_simulator flushes and returns on SIGTERM
-                try:
-                    sim.wait(30)
-                except subprocess.TimeoutExpired:
-                    sim.kill()
-                    sim.wait()
-            worker.stop()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(420)
-def test_every_panel_query_returns_data_from_prometheus(live: Prometheus) -> None:
+def assert_every_panel_has_data(live: Prometheus) -> None:
+    """Every panel expression of the committed dashboards is valid PromQL and returns data from
+    ``live``, a real Prometheus scraping a worker fed by the demo's simulator (history and live
+    traffic) with the generated rules loaded. Run by tests/test_demo.py on the demo it starts
+    (one worker reading the simulator's history serves both: this check had its own broker,
+    worker and simulator, two minutes of the suite)."""
     started = time.monotonic()
     poll(lambda: live.has_data('up{job="partnerpulse"} == 1'), 60, "the worker scraped (up == 1)")
     expressions = _expressions()
