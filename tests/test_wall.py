@@ -630,8 +630,30 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             assert "BREACH" in text and "Average speed of answer" in text and "1m 30s" in text
             value = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] .value').text
             assert re.fullmatch(r"\d+m \d+s", value), value
-            points = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] polyline')
-            assert len(points.get_attribute("points").split()) >= 10
+            # the history samples at most once per 10 s of wall time (on each read of the wall):
+            # how many points there are by now depends on the machine's pace, so wait for a few
+            # (the page keeps reading every few seconds)
+            def sparkline_points() -> int:
+                # read in one script: the page redraws its tiles on every poll
+                return int(chrome.execute_script(
+                    "const l = document.querySelector("
+                    "'section.tile[data-partner=\"drifter\"] .kpi[data-kpi=\"asa\"] polyline');"
+                    "return l ? l.getAttribute('points').trim().split(/\\s+/).length : 0;"))
+
+            def served_points() -> int:
+                tile = next(t for t in api()["partners"] if t["partner"] == "drifter")
+                return len(next(k for k in tile["kpis"] if k["id"] == "asa")["spark"])
+
+            # the history samples at most once per 10 s of wall time, on reads of the wall while
+            # values move: how many points there are depends on the machine's pace; the line
+            # draws every point the wall serves, and the drift gave it at least two
+            try:
+                wait.until(lambda _: sparkline_points() == served_points() >= 2)
+            except TimeoutException:
+                raise AssertionError(
+                    f"{sparkline_points()} sparkline points, {served_points()} served") from None
+            tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
+            drifter = tiles[0]
             assert "%" in drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
             assert tiles[4].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
             assert not chrome.find_elements(By.CSS_SELECTOR, "body.offline")
