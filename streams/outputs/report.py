@@ -14,15 +14,17 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from streams.config.catalog import Band, Catalog, Kpi, Partners
 from streams.engine.core import Engine, MonthCalendar, attainment
 
-MonthValues = dict[str, dict[str, tuple[float, int]]]
-"""partner -> kpi id -> (value in base units, samples) for one calendar month."""
+MonthValue = tuple[float, int] | tuple[float, int, float]
+"""(value in base units, samples[, total: the sum of the sample values])."""
+MonthValues = dict[str, dict[str, MonthValue]]
+"""partner -> kpi id -> its value for one calendar month."""
 Flag = tuple[str, str]
 """(kpi id, integrity signal)."""
 MonthFlags = dict[str, tuple[Flag, ...]]
@@ -48,12 +50,21 @@ class KpiLine:
     samples: int
     target: float
     attainment: float | None
-    """Value as a share of the goal (1.0 on target, above 1 better), None without data."""
+    """Value as a share of the goal (1.0 on target, above 1 better), capped at the policy's
+    ``attainment_cap`` as the score caps it; None without data."""
     counted: bool
-    """Whether it enters the score: it has at least the KPI's min_samples and a weight."""
+    """Whether it enters the score: it is measured (:attr:`not_measured`) and has a weight."""
     weight: float
     previous: float | None
     previous_attainment: float | None
+    """Last month's attainment, against last month's target and capped by last month's policy."""
+    capped: bool = False
+    """The attainment reached the cap (a lower-is-better KPI at 0 would otherwise read 1000%)."""
+    not_measured: str = ""
+    """Why the month's value is not scored ('' when it is): no samples, fewer than the KPI's
+    min_samples, or a ratio that reads as perfect where the target makes that implausible."""
+    target_source: str = "catalog"
+    """Where the month's target comes from: 'partner since 2026-07', 'tier premier', 'catalog'."""
 
     @property
     def change(self) -> float | None:
@@ -104,6 +115,10 @@ class PartnerCard:
     channels: tuple[ChannelLine, ...] = ()
     """The month's per-channel values of the KPIs kept by channel, in catalog order (channels
     without samples left out)."""
+    tier_since: str | None = None
+    """The month the partner's tier in force in the month took effect (None: undated)."""
+    policy_since: str | None = None
+    """The month the report policy (bands, weights, cap, floor) used took effect (None: undated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +137,49 @@ def previous_month(month: str) -> str:
     return MonthCalendar.name(MonthCalendar.parse(month) - 1)
 
 
+IMPLAUSIBLE: Final = 0.001
+"""A ratio reading as perfect is 'not measured' when the target rate gives it less than this
+chance: 0 escalations in 60 tickets at a 15% target (0.85^60 = 6e-5) says more about a source
+that does not report escalations than about the partner."""
+
+
+def not_measured(kpi: Kpi, got: tuple[float, int, float] | None, target: float) -> str:
+    """Why a month's value (value, samples, total) is not scored; '' when it is."""
+    if got is None or got[1] <= 0:
+        return "no samples in the month"
+    value, n, total = got
+    if n < kpi.min_samples:
+        return f"{n} samples, fewer than the {kpi.min_samples} it needs"
+    if kpi.stat_kind != "ratio" or not 0 < target < 1:
+        return ""
+    if kpi.lower_is_better and total <= 0:
+        chance = (1 - target) ** n
+    elif not kpi.lower_is_better and total >= n:
+        chance = target ** n
+    else:
+        return ""
+    if chance >= IMPLAUSIBLE:
+        return ""
+    what = (f"no '{kpi.numerator.type}' events" if kpi.numerator is not None and total <= 0
+            else f"every sample at {value:g}")
+    return (f"{what} in {n} samples: at the {target:g} target that happens with a chance of "
+            f"{chance:.0e}; the source may not report them")
+
+
 def _score(catalog: Catalog, partners: Partners, partner: str,
-           values: Mapping[str, tuple[float, int]]) -> tuple[float | None, Band | None,
-                                                                tuple[str, ...]]:
-    policy = partners.report
+           values: Mapping[str, MonthValue], month: int) -> tuple[float | None, Band | None,
+                                                                  tuple[str, ...]]:
+    """The month's score, band and floored KPIs, with the terms in force in ``month``."""
+    policy = partners.policy(month)
     total = weights = 0.0
     floored: list[str] = []
     for kpi in catalog.kpis:
         got = values.get(kpi.id)
-        weight = policy.weight(kpi.id)
-        if got is None or got[1] < kpi.min_samples or weight <= 0:
+        weight = policy.weight(kpi.id, month)
+        target = partners.target(partner, kpi, month)
+        if got is None or weight <= 0 or not_measured(kpi, _triple(got), target):
             continue
-        att = attainment(kpi, got[0], partners.target(partner, kpi))
+        att = attainment(kpi, got[0], target)
         total += weight * min(att, policy.attainment_cap)
         weights += weight
         if policy.floor is not None and att < policy.floor:
@@ -144,23 +190,39 @@ def _score(catalog: Catalog, partners: Partners, partner: str,
     return score, policy.band_for(score, bool(floored)), tuple(floored)
 
 
-def _line(kpi: Kpi, partners: Partners, partner: str, now: tuple[float, int] | None,
-          before: tuple[float, int] | None) -> KpiLine:
-    target = partners.target(partner, kpi)
-    weight = partners.report.weight(kpi.id)
+def _triple(got: MonthValue | None) -> tuple[float, int, float] | None:
+    """(value, samples, total) of a month value; total estimated as value x samples when the
+    worker served no total (an older worker)."""
+    if got is None:
+        return None
+    total = got[2] if len(got) > 2 else got[0] * got[1]
+    return got[0], got[1], total
+
+
+def _line(kpi: Kpi, partners: Partners, partner: str, now: MonthValue | None,
+          before: MonthValue | None, month: int) -> KpiLine:
+    source = partners.target_source(partner, kpi, month)
+    target = source.value
+    policy, policy_before = partners.policy(month), partners.policy(month - 1)
+    weight = policy.weight(kpi.id, month)
     value = now[0] if now is not None else None
     prev = before[0] if before is not None else None
+    why = not_measured(kpi, _triple(now), target)
+    raw = attainment(kpi, value, target) if value is not None else None
+    prev_target = partners.target(partner, kpi, month - 1)
     return KpiLine(
         kpi=kpi.id, title=kpi.title, unit=kpi.unit, better=kpi.better, value=value,
         samples=now[1] if now is not None else 0, target=target,
-        attainment=attainment(kpi, value, target) if value is not None else None,
-        counted=now is not None and now[1] >= kpi.min_samples and weight > 0, weight=weight,
-        previous=prev,
-        previous_attainment=attainment(kpi, prev, target) if prev is not None else None,
+        attainment=None if raw is None else min(raw, policy.attainment_cap),
+        counted=not why and weight > 0, weight=weight, previous=prev,
+        previous_attainment=(min(attainment(kpi, prev, prev_target), policy_before.attainment_cap)
+                             if prev is not None else None),
+        capped=raw is not None and raw >= policy.attainment_cap, not_measured=why,
+        target_source=source.describe(),
     )
 
 
-def _channel_lines(catalog: Catalog, values: Mapping[str, tuple[float, int]],
+def _channel_lines(catalog: Catalog, values: Mapping[str, MonthValue],
                    ) -> tuple[ChannelLine, ...]:
     out = []
     for kpi in catalog.channel_kpis:
@@ -187,24 +249,27 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
     """
     flags_now, flags_before = integrity or {}, previous_integrity or {}
     ids = sorted({*partners.partner_tier, *current, *previous, *flags_now, *flags_before})
-    policy = partners.report
+    m = MonthCalendar.parse(month)
+    policy, policy_before = partners.policy(m), partners.policy(m - 1)
     cards = []
     for partner in ids:
         now, before = current.get(partner, {}), previous.get(partner, {})
         raised = tuple(sorted(set(flags_now.get(partner, ()))))
         raised_before = tuple(sorted(set(flags_before.get(partner, ()))))
-        score, earned, floored = _score(catalog, partners, partner, now)
-        prev_score, prev_earned, _ = _score(catalog, partners, partner, before)
+        score, earned, floored = _score(catalog, partners, partner, now, m)
+        prev_score, prev_earned, _ = _score(catalog, partners, partner, before, m - 1)
         band = policy.withhold(earned, bool(raised))
         withheld = earned if band != earned else None
-        lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id))
+        lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id), m)
                       for k in catalog.kpis)
         cards.append(PartnerCard(
-            partner, partners.names.get(partner, partner), partners.tier(partner), lines, score,
-            band, floored, prev_score, policy.withhold(prev_earned, bool(raised_before)),
+            partner, partners.names.get(partner, partner), partners.tier(partner, m), lines,
+            score, band, floored, prev_score,
+            policy_before.withhold(prev_earned, bool(raised_before)),
             integrity=raised, previous_integrity=raised_before, withheld_band=withheld,
             band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else (),
-            channels=_channel_lines(catalog, now)))
+            channels=_channel_lines(catalog, now), tier_since=partners.tier_since(partner, m),
+            policy_since=partners.policy_since(m)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated, tuple(cards))
 
@@ -223,7 +288,7 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
         for name in (month, before):
             values = engine.evaluate_month(partner, name)
             if values:
-                months[name] = {k: [v.value, v.samples] for k, v in values.items()}
+                months[name] = {k: [v.value, v.samples, v.total] for k, v in values.items()}
             found = integrity(partner, name) if integrity is not None else ()
             if found:
                 raised[name] = [[kpi, signal] for kpi, signal in found]
@@ -272,7 +337,7 @@ def fetch(workers: list[str], month: str, partitions: int,
         for partner, months in body["partners"].items():
             for name, into in ((month, current), (before, previous)):
                 if name in months:
-                    into[partner] = {k: (float(v), int(n)) for k, (v, n) in months[name].items()}
+                    into[partner] = {k: _month_value(v) for k, v in months[name].items()}
         for partner, months in body["integrity"].items():
             for name, flags in ((month, flags_now), (before, flags_before)):
                 if months.get(name):
@@ -282,6 +347,13 @@ def fetch(workers: list[str], month: str, partitions: int,
         raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
                           f"every worker with --worker (a partial report would miss partners)")
     return Fetched(current, previous, flags_now, flags_before)
+
+
+def _month_value(raw: list[Any]) -> MonthValue:
+    """A served [value, samples, total] ([value, samples] from an older worker)."""
+    if len(raw) > 2:
+        return float(raw[0]), int(raw[1]), float(raw[2])
+    return float(raw[0]), int(raw[1])
 
 
 def _http_get(url: str) -> bytes:

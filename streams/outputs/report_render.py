@@ -42,6 +42,24 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
+def _of_goal(line: KpiLine) -> str:
+    """The attainment shown: '120%+' at the cap (the score counts no more), '-' unmeasured."""
+    if line.not_measured and line.value is not None and line.samples > 0:
+        return "not measured"
+    text = _pct(line.attainment)
+    return text + "+" if line.capped else text
+
+
+def _terms(card: PartnerCard) -> str:
+    """'tier premier since 2026-07; report policy since 2026-01', '' when nothing is dated."""
+    parts = []
+    if card.tier_since:
+        parts.append(f"tier {card.tier} since {card.tier_since}")
+    if card.policy_since:
+        parts.append(f"report policy since {card.policy_since}")
+    return "; ".join(parts)
+
+
 def _change(line: KpiLine) -> str:
     """'-30m better': the value's move since last month (ratios in percentage points)."""
     if line.change is None:
@@ -118,6 +136,7 @@ CSV_COLUMNS: Final = (
     "attainment", "counted", "weight", "previous_value", "previous_attainment", "change",
     "score", "band", "adjustment", "previous_score", "previous_band",
     "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
+    "capped", "not_measured", "target_source", "tier_since", "policy_since",
 )
 
 
@@ -160,7 +179,8 @@ def render_csv(report: Report) -> str:
                 num(c.band.adjustment if c.band else None), num(c.previous_score),
                 band(c.previous_band), _text(_flags(c.integrity)),
                 _text(_flags(c.previous_integrity)), band(c.withheld_band),
-                _text(", ".join(c.band_withheld_by)),
+                _text(", ".join(c.band_withheld_by)), int(line.capped), _text(line.not_measured),
+                _text(line.target_source), c.tier_since or "", c.policy_since or "",
             ])
     return out.getvalue()
 
@@ -187,18 +207,24 @@ def render_table(report: Report) -> str:
     for c in report.cards:
         out.append(f"{c.name} [{c.partner}] tier {c.tier}: score {_pct(c.score)}, band "
                    f"{c.band.label if c.band else '-'}")
+        if _terms(c):
+            out.append(f"terms: {_terms(c)}")
         if c.integrity or c.previous_integrity:
             held = (f" (band {c.withheld_band.id} withheld for them)" if c.withheld_band else "")
             out.append(f"integrity flags {report.month}: {_flags(c.integrity)}{held}; "
                        f"{report.previous_month}: {_flags(c.previous_integrity)}")
-        rows = [["kpi", "value", "samples", "target", "of goal", "change"]]
+        rows = [["kpi", "value", "samples", "target", "target from", "of goal", "change"]]
+        why = []
         for line in c.lines:
             if line.value is None and line.previous is None:
                 continue
             mark = "" if line.counted else " *"
             rows.append([line.kpi, show(line.value, line.unit) + mark, str(line.samples),
-                         show(line.target, line.unit), _pct(line.attainment), _change(line)])
-        out += [_columns(rows) if len(rows) > 1 else "  no data this month", ""]
+                         show(line.target, line.unit), line.target_source, _of_goal(line),
+                         _change(line)])
+            if line.not_measured and line.value is not None:
+                why.append(f"  * {line.kpi}: not measured: {line.not_measured}")
+        out += [_columns(rows) if len(rows) > 1 else "  no data this month", *why, ""]
         grid = _channel_grid(c)
         if grid:
             channels = grid[0]
@@ -207,7 +233,8 @@ def render_table(report: Report) -> str:
                              for cell in cells)]
                      for kpi, _, unit, cells in grid[1]]
             out += [_columns(rows), ""]
-    out.append("* not counted in the score: fewer samples than the KPI's min_samples, or weight 0")
+    out.append("* not counted in the score: not measured (the reason is under the table), or "
+               "weight 0; '120%+': attainment at the policy's cap, which is all the score counts")
     return "\n".join(out) + "\n"
 
 
@@ -260,6 +287,8 @@ def render_html(report: Report) -> str:
     for c in report.cards:
         parts.append(f'<section id="p-{e(c.partner)}"><h2>{e(c.name)} <span class="muted">'
                      f"({e(c.partner)}, tier {e(c.tier)})</span></h2>")
+        if _terms(c):
+            parts.append(f'<p class="terms muted">Terms in force: {e(_terms(c))}.</p>')
         if c.integrity or c.previous_integrity:
             held = (f" (band <strong>{e(c.withheld_band.label)}</strong> withheld for them)"
                     if c.withheld_band else "")
@@ -277,12 +306,15 @@ def render_html(report: Report) -> str:
             ".</p><table><thead><tr><th>KPI</th><th>Value</th><th>Samples</th><th>Target</th>"
             "<th>Of goal</th><th>Change</th></tr></thead><tbody>")
         for line in shown:
-            note = "" if line.counted else ' <span class="muted">(not counted)</span>'
+            why = f"not counted: {line.not_measured}" if line.not_measured else "not counted"
+            note = "" if line.counted else f' <span class="muted">({e(why)})</span>'
+            measured = not (line.not_measured and line.samples > 0)
             parts.append(
                 f"<tr><td>{e(line.title)}</td><td>{e(show(line.value, line.unit))}{note}</td>"
-                f"<td>{line.samples}</td><td>{e(show(line.target, line.unit))}</td>"
-                f'<td class="{cls(line.attainment)}">{_pct(line.attainment)}</td>'
-                f"<td>{e(_change(line))}</td></tr>")
+                f"<td>{line.samples}</td><td>{e(show(line.target, line.unit))}"
+                f' <span class="muted">({e(line.target_source)})</span></td>'
+                f'<td class="{cls(line.attainment) if measured else "muted"}">'
+                f"{e(_of_goal(line))}</td><td>{e(_change(line))}</td></tr>")
         parts.append("</tbody></table>")
         grid = _channel_grid(c)
         if grid:

@@ -1,0 +1,218 @@
+"""Report card terms as they were: dated targets, tiers, weights and policies (each month scored
+with the versions in force in it), and attainment that cannot mislead (capped as scored; a KPI
+with too few samples, or a ratio implausibly perfect at its target, shown as not measured).
+
+Expected scores and bands are computed here from the YAML written by the test."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.config.catalog import ConfigError, load_catalog, load_config, load_partners
+from streams.outputs.report import build_report
+from streams.outputs.report_render import render_csv, render_html, render_json, render_table
+from tests.harness import REPO
+
+T0 = 1_796_000_000_000
+CATALOG_ASA_TARGET = 60.0  # kpis.yaml's asa target, for a tier that sets none
+CATALOG_ESCALATION_TARGET = 0.15
+
+DATED = """\
+version: 1
+default_tier: authorized
+tiers:
+  premier:
+    targets:
+      asa: [{value: 60}, {value: 45, effective: 2026-07}]
+partners:
+  - id: acme
+    tier: [{value: business}, {value: premier, effective: "2026-07"}]
+  - id: beta
+    tier: business
+    targets:
+      escalation_rate: [{value: 0.2}, {value: 0.15, effective: 2026-09-01}]
+report:
+  - bands: [{id: good, min_score: 1.0}, {id: poor, min_score: 0}]
+  - effective: 2026-08
+    attainment_cap: 1.1
+    weights:
+      asa: [{value: 1}, {value: 3, effective: 2026-10}]
+    bands: [{id: top, min_score: 1.05}, {id: good, min_score: 0.95}, {id: poor, min_score: 0}]
+"""
+
+VALUES = {"acme": {"asa": (50.0, 100), "escalation_rate": (0.16, 200)},
+          "beta": {"asa": (50.0, 100), "escalation_rate": (0.16, 200)}}
+
+
+def _config(tmp_path: Path, partners_yaml: str) -> Path:
+    shutil.copy(REPO / "config" / "kpis.yaml", tmp_path / "kpis.yaml")
+    (tmp_path / "partners.yaml").write_text(partners_yaml)
+    return tmp_path
+
+
+def _expected(asa_target: float, esc_target: float, asa_weight: float, cap: float,
+              bands: list[tuple[str, float]]) -> tuple[float, str]:
+    """Score and band of a month with these terms, on VALUES (the same for both partners)."""
+    asa = min(asa_target / 50.0, cap)
+    esc = min(esc_target / 0.16, cap)
+    score = (asa_weight * asa + esc) / (asa_weight + 1)
+    return score, next(band for band, floor in bands if score >= floor)
+
+
+OLD_BANDS = [("good", 1.0), ("poor", 0.0)]
+NEW_BANDS = [("top", 1.05), ("good", 0.95), ("poor", 0.0)]
+
+
+@pytest.mark.parametrize(("month", "acme", "beta"), [
+    # month: (asa target, escalation target, asa weight, cap, bands) for acme, then for beta
+    ("2026-06", (CATALOG_ASA_TARGET, CATALOG_ESCALATION_TARGET, 1, 1.2, OLD_BANDS),
+     (CATALOG_ASA_TARGET, 0.2, 1, 1.2, OLD_BANDS)),
+    # acme premier from July: premier's asa target (45 from July)
+    ("2026-07", (45.0, CATALOG_ESCALATION_TARGET, 1, 1.2, OLD_BANDS),
+     (CATALOG_ASA_TARGET, 0.2, 1, 1.2, OLD_BANDS)),
+    # the second policy from August: cap 1.1, three bands
+    ("2026-08", (45.0, CATALOG_ESCALATION_TARGET, 1, 1.1, NEW_BANDS),
+     (CATALOG_ASA_TARGET, 0.2, 1, 1.1, NEW_BANDS)),
+    # beta's own escalation target tightened from September
+    ("2026-09", (45.0, CATALOG_ESCALATION_TARGET, 1, 1.1, NEW_BANDS),
+     (CATALOG_ASA_TARGET, 0.15, 1, 1.1, NEW_BANDS)),
+    # asa weighs 3 from October (a dated weight inside the second policy)
+    ("2026-10", (45.0, CATALOG_ESCALATION_TARGET, 3, 1.1, NEW_BANDS),
+     (CATALOG_ASA_TARGET, 0.15, 3, 1.1, NEW_BANDS)),
+])
+def test_each_month_is_scored_with_the_terms_in_force_in_it(
+        tmp_path: Path, month: str, acme: tuple[float, float, float, float, list[tuple[str, float]]],
+        beta: tuple[float, float, float, float, list[tuple[str, float]]]) -> None:
+    catalog, partners = load_config(_config(tmp_path, DATED))
+    report = build_report(catalog, partners, month, VALUES, {}, T0)
+    cards = {c.partner: c for c in report.cards}
+    for partner, terms in (("acme", acme), ("beta", beta)):
+        score, band = _expected(*terms)
+        card = cards[partner]
+        assert card.score is not None and math.isclose(card.score, score, rel_tol=1e-12), partner
+        assert card.band is not None and card.band.id == band, (partner, card.score)
+        lines = {line.kpi: line for line in card.lines}
+        assert lines["asa"].target == terms[0] and lines["escalation_rate"].target == terms[1]
+        assert lines["asa"].weight == terms[2]
+    # the card says which versions it used
+    acme_card, beta_card = cards["acme"], cards["beta"]
+    july_on = month >= "2026-07"
+    assert acme_card.tier == ("premier" if july_on else "business")
+    assert acme_card.tier_since == ("2026-07" if july_on else None)
+    assert acme_card.policy_since == ("2026-08" if month >= "2026-08" else None)
+    asa_source = {line.kpi: line.target_source for line in acme_card.lines}["asa"]
+    assert asa_source == ("tier premier since 2026-07" if july_on else "catalog")
+    esc_source = {line.kpi: line.target_source for line in beta_card.lines}["escalation_rate"]
+    assert esc_source == ("partner since 2026-09" if month >= "2026-09" else "partner")
+
+
+def test_a_new_version_never_changes_a_month_before_it(tmp_path: Path) -> None:
+    """Adding next year's terms to the file leaves every month scored before it as it was."""
+    catalog, partners = load_config(_config(tmp_path, DATED))
+    later = DATED.replace("      asa: [{value: 1}, {value: 3, effective: 2026-10}]",
+                          "      asa: [{value: 1}, {value: 3, effective: 2026-10}, "
+                          "{value: 0, effective: 2027-01}]")
+    later = later.replace("effective: 2026-09-01}]", "effective: 2026-09-01}, "
+                                                     "{value: 0.05, effective: 2027-01}]")
+    assert later != DATED
+    (tmp_path / "later").mkdir()
+    _, partners_later = load_config(_config(tmp_path / "later", later))
+    for month in ("2026-06", "2026-09", "2026-12"):
+        before = render_json(build_report(catalog, partners, month, VALUES, VALUES, T0))
+        after = render_json(build_report(catalog, partners_later, month, VALUES, VALUES, T0))
+        assert before == after, month
+    changed = build_report(catalog, partners_later, "2027-01", VALUES, {}, T0)
+    beta = {c.partner: c for c in changed.cards}["beta"]
+    assert {line.kpi: line.target for line in beta.lines}["escalation_rate"] == 0.05
+
+
+def test_live_judging_uses_the_versions_in_force_when_loaded(tmp_path: Path) -> None:
+    path = _config(tmp_path, DATED)
+    catalog = load_catalog(path / "kpis.yaml")
+    asa = next(k for k in catalog.kpis if k.id == "asa")
+    escalation = next(k for k in catalog.kpis if k.id == "escalation_rate")
+    june = load_partners(path / "partners.yaml", catalog, today=date(2026, 6, 15))
+    assert june.tier("acme") == "business" and june.target("acme", asa) == CATALOG_ASA_TARGET
+    assert june.target("beta", escalation) == 0.2 and june.report.attainment_cap == 1.2
+    november = load_partners(path / "partners.yaml", catalog, today=date(2026, 11, 2))
+    assert november.tier("acme") == "premier" and november.target("acme", asa) == 45.0
+    assert november.target("beta", escalation) == 0.15
+    assert november.report.attainment_cap == 1.1 and november.report.weight("asa") == 3
+
+
+@pytest.mark.parametrize(("fragment", "replacement", "problem"), [
+    ("{value: 45, effective: 2026-07}", "{value: 45}", "needs an 'effective' month"),
+    ("{value: 45, effective: 2026-07}", "{value: 45, effective: 2026-07-15}",
+     "from a month's first day"),
+    ("{value: 45, effective: 2026-07}", "{value: 45, effective: July}", "not a month like"),
+    ("asa: [{value: 60}, {value: 45, effective: 2026-07}]",
+     "asa: [{value: 60, effective: 2026-08}, {value: 45, effective: 2026-07}]", "oldest first"),
+    ("{value: premier, effective: \"2026-07\"}", "{value: gold, effective: \"2026-07\"}",
+     "unknown tier 'gold'"),
+    ("      asa: [{value: 60}, {value: 45, effective: 2026-07}]", "      asa: []",
+     "an empty list of versions"),
+])
+def test_bad_dated_terms_are_named(tmp_path: Path, fragment: str, replacement: str,
+                                   problem: str) -> None:
+    assert fragment in DATED
+    with pytest.raises(ConfigError, match=problem):
+        load_config(_config(tmp_path, DATED.replace(fragment, replacement, 1)))
+
+
+def test_attainment_is_capped_as_scored_and_unmeasured_months_say_why() -> None:
+    catalog, partners = load_config()
+    policy = partners.report
+    cap = policy.attainment_cap
+    esc_target = 0.20  # acme is not listed: the default tier, authorized, sets 0.20
+    current = {
+        # 0 escalations in 100 tickets at a 20% target: 0.8^100 = 2e-10, not measured
+        "acme": {"escalation_rate": (0.0, 100), "asa": (0.0, 50), "abandon_rate": (0.02, 300)},
+        # 0 in 20: 0.8^20 = 1.2% -- plausible, so measured, and capped at the policy's cap
+        "zeta": {"escalation_rate": (0.0, 20), "asa": (120.0, 5)},  # asa: 5 < 20 min_samples
+    }
+    report = build_report(catalog, partners, "2026-10", current, {}, T0)
+    cards = {c.partner: c for c in report.cards}
+    acme = {line.kpi: line for line in cards["acme"].lines}
+    assert (1 - esc_target) ** 100 < 0.001 <= (1 - esc_target) ** 20
+    assert not acme["escalation_rate"].counted
+    assert "no 'escalated' events in 100 samples" in acme["escalation_rate"].not_measured
+    # a lower-is-better KPI at 0: shown at the cap the score counts, not at 1000%
+    assert acme["asa"].attainment == cap and acme["asa"].capped and acme["asa"].counted
+    abandon = min(0.05 / 0.02, cap)
+    weights = policy.weight("asa") + policy.weight("abandon_rate")
+    want = (policy.weight("asa") * cap + policy.weight("abandon_rate") * abandon) / weights
+    assert cards["acme"].score is not None and math.isclose(cards["acme"].score, want)
+    zeta = {line.kpi: line for line in cards["zeta"].lines}
+    assert zeta["escalation_rate"].counted and zeta["escalation_rate"].attainment == cap
+    assert not zeta["asa"].counted and "5 samples, fewer than the 20" in zeta["asa"].not_measured
+    assert cards["zeta"].score == cap
+    # every rendering says it: the terminal and HTML name the reason, the CSV carries it
+    table = render_table(report)
+    assert "escalation_rate: not measured: no 'escalated' events" in table
+    assert "not measured" in render_html(report) and "120%+" in table
+    rows = [r for r in render_csv(report).splitlines() if r.startswith("2026-10,acme,")]
+    assert any("no 'escalated' events" in r for r in rows)
+    body = orjson.loads(render_json(report))
+    acme_json = next(p for p in body["partners"] if p["partner"] == "acme")
+    assert {line["kpi"]: line["capped"] for line in acme_json["lines"]}["asa"] is True
+
+
+def test_a_perfect_month_of_a_higher_is_better_ratio_is_also_checked() -> None:
+    catalog, partners = load_config()
+    # service_level target 0.8: 40 of 40 calls answered in time is 0.8^40 = 1.3e-4
+    current = {"acme": {"service_level": (1.0, 40)},
+               "zeta": {"service_level": (1.0, 20)}}  # 0.8^20 = 1.2%: plausible
+    cards = {c.partner: c for c in build_report(catalog, partners, "2026-10", current, {}, T0).cards}
+    level = {p: {line.kpi: line for line in cards[p].lines}["service_level"]
+             for p in ("acme", "zeta")}
+    assert 0.8 ** 40 < 0.001 <= 0.8 ** 20
+    assert not level["acme"].counted and "every sample at 1 in 40" in level["acme"].not_measured
+    assert level["zeta"].counted and level["zeta"].not_measured == ""
+    assert dataclasses.asdict(level["zeta"])["attainment"] == pytest.approx(min(1 / 0.8, 1.2))
