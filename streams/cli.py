@@ -205,8 +205,11 @@ class ReportFormat(enum.StrEnum):
 
 @app.command()
 def report(
-    month: Annotated[str, typer.Option(help="Calendar month, e.g. 2026-10 (in the catalog's "
-                                             "report_timezone).")],
+    month: Annotated[str | None, typer.Option(help="Calendar month, e.g. 2026-10 (in the "
+                                                    "catalog's report_timezone).")] = None,
+    year: Annotated[str | None, typer.Option(help="A year at a glance, e.g. 2026: every KPI "
+                                                   "month by month and for the year.")] = None,
+    quarter: Annotated[str | None, typer.Option(help="A quarter, e.g. 2026-Q3.")] = None,
     format: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
         ReportFormat.table),
     worker: Annotated[list[str] | None, typer.Option(
@@ -220,37 +223,70 @@ def report(
         "--partner", help="Only this partner (repeatable); default every partner.")] = None,
     config: ConfigOpt = DEFAULT_CONFIG_DIR,
 ) -> None:
-    """The monthly partner report card: each KPI against its goal, month over month, reward band.
+    """The partner report card: each KPI against its goal, month over month, reward band; or a
+    year (--year) or quarter (--quarter) at a glance, month by month.
 
-    The numbers are the workers' own calendar-month state (kept 13 months), read over HTTP, with
+    The numbers are the workers' own calendar-month state (kept 25 months), read over HTTP, with
     the integrity flags each worker's lens raised in the month (they can withhold bands:
     ``integrity_withholds`` in partners.yaml).
     """
     from streams.engine.core import MonthCalendar
+    from streams.outputs.period import build_period, fetch_period, period_months
+    from streams.outputs.period_render import PERIOD_RENDERERS
     from streams.outputs.report import ReportError, build_report, fetch
     from streams.outputs.report_render import RENDERERS
 
+    chosen = [x for x in (month, year, quarter) if x]
+    if len(chosen) != 1:
+        console.print("[red]report:[/red] give one of --month, --year or --quarter")
+        raise typer.Exit(2)
+    workers = worker or ["http://127.0.0.1:6066"]
+    now = int(time.time() * 1000)
     try:
-        MonthCalendar.parse(month)
         catalog, partners = load_config(config)
-        got = fetch(worker or ["http://127.0.0.1:6066"], month, partitions)
+        if month:
+            MonthCalendar.parse(month)
+            got = fetch(workers, month, partitions)
+        else:
+            period, months = period_months(year or f"{quarter}")
+            if year and "-" in year:
+                raise ValueError(f"--year {year!r}: give a year like 2026 (or --quarter)")
+            if quarter and "-Q" not in quarter:
+                raise ValueError(f"--quarter {quarter!r}: give a quarter like 2026-Q3")
+            fetched = fetch_period(workers, period, partitions)
     except (ValueError, ConfigError, ReportError) as exc:
         console.print(f"[red]report:[/red] {exc}")
         raise typer.Exit(1) from None
-    card = build_report(catalog, partners, month, got.current, got.previous,
-                        int(time.time() * 1000), got.integrity, got.previous_integrity)
+    if month:
+        card = build_report(catalog, partners, month, got.current, got.previous, now,
+                            got.integrity, got.previous_integrity)
+        known = {c.partner for c in card.cards}
+    else:
+        whole = build_period(catalog, partners, period, months, fetched.values, fetched.totals,
+                             fetched.flags, now)
+        known = {c.partner for c in whole.cards}
     if partner:
-        unknown = sorted(set(partner) - {c.partner for c in card.cards})
+        unknown = sorted(set(partner) - known)
         if unknown:
             console.print(f"[red]report:[/red] no such partner: {', '.join(unknown)}")
             raise typer.Exit(1)
-        card = dataclasses.replace(card, cards=tuple(c for c in card.cards if c.partner in partner))
-    text = RENDERERS[format.value](card)
+    if month:
+        if partner:
+            card = dataclasses.replace(card, cards=tuple(c for c in card.cards
+                                                         if c.partner in partner))
+        text = RENDERERS[format.value](card)
+        count = len(card.cards)
+    else:
+        if partner:
+            whole = dataclasses.replace(whole, cards=tuple(c for c in whole.cards
+                                                           if c.partner in partner))
+        text = PERIOD_RENDERERS[format.value](whole)
+        count = len(whole.cards)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output} ({len(card.cards)} partners)")
+        console.print(f"wrote {output} ({count} partners)")
 
 
 @app.command()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -664,24 +664,37 @@ def compute_months(
 
     A sample counts in the month of its time (the same instant that places it in a window).
     """
+    return compute_groups(events, lambda month: month, zone)
+
+
+def compute_groups(
+    events: list[TopicEvent], group: Callable[[str], str | None], zone: str = "UTC",
+) -> dict[tuple[str, str, str], KpiResult]:
+    """Every default KPI per partner over groups of calendar months: (partner, kpi, group), where
+    ``group`` names the group of a month ('YYYY-MM'; None leaves its samples out). A quarter's
+    value is then its samples together, as a year card's period value must be."""
     accepted = accepted_events(events)
     results: dict[tuple[str, str, str], KpiResult] = {}
     for kpi_id, (stat, per_partner) in _sample_kpis(accepted).items():
         for partner, samples in per_partner.items():
-            by_month: dict[str, list[float]] = {}
+            by_group: dict[str, list[float]] = {}
             for t, v in samples:
-                by_month.setdefault(month_of(t, zone), []).append(v)
-            for month, values in by_month.items():
+                name = group(month_of(t, zone))
+                if name is not None:
+                    by_group.setdefault(name, []).append(v)
+            for name, values in by_group.items():
                 value = p90_nearest_rank(values) if stat == "p90" else sum(values) / len(values)
-                results[(partner, kpi_id, month)] = KpiResult(value, len(values))
+                results[(partner, kpi_id, name)] = KpiResult(value, len(values))
     for kpi_id, (num, den) in _ratio_kpis(accepted).items():
         for partner, den_times in den.items():
             dens: dict[str, int] = {}
             for t in den_times:
-                dens[month_of(t, zone)] = dens.get(month_of(t, zone), 0) + 1
-            for month, d in dens.items():
-                n = sum(1 for t in num.get(partner, []) if month_of(t, zone) == month)
-                results[(partner, kpi_id, month)] = KpiResult(n / d, d)
+                name = group(month_of(t, zone))
+                if name is not None:
+                    dens[name] = dens.get(name, 0) + 1
+            for name, d in dens.items():
+                n = sum(1 for t in num.get(partner, []) if group(month_of(t, zone)) == name)
+                results[(partner, kpi_id, name)] = KpiResult(n / d, d)
     return results
 
 

@@ -256,13 +256,13 @@ def test_months_past_the_report_horizon_are_forgotten() -> None:
     catalog, partners = load_config()
     engine = Engine(catalog, partners, clock="event")
     base = {"type": "response", "partner_id": "acme", "kind": "csat", "score": 5}
-    month_starts = [datetime(2025 + (7 + i) // 12, (7 + i) % 12 + 1, 2, tzinfo=UTC)
-                    for i in range(17)]  # 2025-08 .. 2026-12
+    month_starts = [datetime(2024 + (7 + i) // 12, (7 + i) % 12 + 1, 2, tzinfo=UTC)
+                    for i in range(29)]  # 2024-08 .. 2026-12
     _feed(engine, [("surveys", {**base, "event_id": f"e{i}", "ts": int(t.timestamp() * 1000)})
                    for i, t in enumerate(month_starts)])
-    # the current month (2026-12) and the 13 before it
-    assert engine.months_held("acme")[0] == "2025-11"
-    assert len(engine.months_held("acme")) == 14
+    # the current month (2026-12) and the 25 before it: a year and the year before, whole
+    assert engine.months_held("acme")[0] == "2024-11"
+    assert len(engine.months_held("acme")) == 26
 
 
 def test_rejections_carry_reasons() -> None:

@@ -29,6 +29,10 @@ from streams.tools.broker import EmbeddedBroker
 from streams.tools.replay import Mapping, Skip, load_mapping, map_rows, read_file, rows_from_text
 from tests.harness import REPO, Worker, kpi_series, poll
 
+# CPU-bound (each replays a real log through a worker): kept on one xdist worker in the slow
+# phase, beside the fault tests, which mostly wait (scripts/test.sh)
+pytestmark = pytest.mark.xdist_group("cpu")
+
 DATASETS = (REPO / "../shared/datasets").resolve()
 MAPPINGS = REPO / "config" / "mappings"
 HOUR_MS = 3_600_000
@@ -355,8 +359,9 @@ def _month_values(worker: Worker, month: str) -> dict[tuple[str, str], tuple[flo
     with urllib.request.urlopen(
             f"http://127.0.0.1:{worker.port}/api/report?month={month}", timeout=30) as r:
         body = orjson.loads(r.read())
-    return {(kpi, partner): (value, n) for partner, months in body["partners"].items()
-            for kpi, (value, n) in months.get(month, {}).items()}
+    # each KPI is [value, samples, sum, sum of squares]: the sums are for the league table
+    return {(kpi, partner): (got[0], got[1]) for partner, months in body["partners"].items()
+            for kpi, got in months.get(month, {}).items()}
 
 
 def _replay_and_compare(broker: EmbeddedBroker, tmp_path: Path, file: Path, mapping: str,

@@ -457,10 +457,33 @@ def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 def _report(worker: Worker, month: str, fmt: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _cli(worker, "--month", month, "--format", fmt, *extra)
+
+
+def _cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams", "report", "--month", month, "--format", fmt,
-         "--worker", f"http://127.0.0.1:{worker.port}", "--partitions", "4", *extra],
+        [sys.executable, "-m", "streams", "report", *args,
+         "--worker", f"http://127.0.0.1:{worker.port}", "--partitions", "4"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+
+
+DATED_ASA = {"2026-08": 45.0, "2026-09": 20.0}
+"""northwind-telecom (premier) in the dated copy of partners.yaml: its own asa target, tightened
+from 45 s to 20 s in September."""
+
+
+def _dated_config(tmp_path: Path) -> Path:
+    """The default config with northwind-telecom's asa target dated (DATED_ASA)."""
+    out = tmp_path / "dated"
+    out.mkdir()
+    shutil.copy(CONFIG / "kpis.yaml", out / "kpis.yaml")
+    text = (CONFIG / "partners.yaml").read_text()
+    line = "  - {id: northwind-telecom, tier: premier, name: Northwind Telecom}"
+    assert line in text
+    dated = ("  - id: northwind-telecom\n    tier: premier\n    name: Northwind Telecom\n"
+             "    targets:\n      asa: [{value: 45}, {value: 20, effective: 2026-09}]")
+    (out / "partners.yaml").write_text(text.replace(line, dated))
+    return out
 
 
 @pytest.mark.slow
@@ -478,6 +501,9 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
         printed = _report(worker, "2026-09", "html", "--output", str(html_out))
         one = _report(worker, "2026-09", "csv", "--partner", "acme")
         bad = _report(worker, "2026-13", "json")
+        quarter = _cli(worker, "--quarter", "2026-Q3", "--format", "json")
+        dated_dir = _dated_config(tmp_path)
+        dated = {m: _report(worker, m, "json", "--config", str(dated_dir)) for m in DATED_ASA}
     finally:
         worker.stop()
     assert done.returncode == 0, done.stderr
@@ -531,4 +557,38 @@ def test_report_from_a_worker_matches_the_events(fresh_broker: EmbeddedBroker,
     assert page.count('<table class="channels">') == len(PARTNERS)
     assert bad.returncode == 1 and "not a month" in bad.stderr
     assert one.returncode == 0, one.stderr
+    # the quarter: July (no events), August's last 3 days, September; the period's values are
+    # the samples of its months together, each month's band the monthly card's
+    assert quarter.returncode == 0, quarter.stderr
+    q3 = orjson.loads(quarter.stdout)
+    assert q3["months"] == ["2026-07", "2026-08", "2026-09"]
+    whole = reference.compute_groups(events, lambda m: "Q3" if m.startswith("2026-0") else None)
+    for partner_card in q3["partners"]:
+        partner = partner_card["partner"]
+        if partner not in PARTNERS:
+            continue
+        for line in partner_card["lines"]:
+            want = whole.get((partner, line["kpi"], "Q3"))
+            assert (line["value"] is None) == (want is None), (partner, line["kpi"])
+            if want is not None:
+                assert line["samples"] == want.samples, (partner, line["kpi"])
+                assert math.isclose(line["value"], want.value, rel_tol=0.01
+                                    if line["kpi"].endswith("_p90") else 1e-9), (partner, line)
+        assert partner_card["bands"][2] == (cards[partner]["band"] or {}).get("id")
+    # terms as they were: the dated copy scores August and September each by its own target
+    for month, target in DATED_ASA.items():
+        assert dated[month].returncode == 0, dated[month].stderr
+        nw = next(c for c in orjson.loads(dated[month].stdout)["partners"]
+                  if c["partner"] == "northwind-telecom")
+        asa = next(line for line in nw["lines"] if line["kpi"] == "asa")
+        assert asa["target"] == target
+        assert asa["target_source"] == ("partner since 2026-09" if month == "2026-09"
+                                        else "partner")
+        values = {k: (r.value, r.samples) for (p, k, m), r in months.items()
+                  if p == "northwind-telecom" and m == month}
+        own = {**reference.expected_targets(["northwind-telecom"]),
+               ("northwind-telecom", "asa"): target}
+        score, band = _expected_card("northwind-telecom", values, policy, own)
+        assert nw["score"] == pytest.approx(score, rel=1e-12)
+        assert (nw["band"] or {}).get("id") == band
     assert {r["partner"] for r in csv.DictReader(io.StringIO(one.stdout))} == {"acme"}

@@ -57,7 +57,7 @@ class _Settings(msgspec.Struct, forbid_unknown_fields=True):
     export_windows: list[str] | None = None
     channel_windows: list[str] | None = None
     report_timezone: str = "UTC"
-    report_months: int = 13
+    report_months: int = 25
 
 
 class _Catalog(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,8 +95,9 @@ class Catalog:
     """Windows exported on /metrics (all when empty): large fleets export fewer."""
     report_timezone: str = "UTC"
     """Time zone whose calendar months the report card counts (IANA name)."""
-    report_months: int = 13
-    """Complete calendar months kept per partner and KPI besides the current one."""
+    report_months: int = 25
+    """Complete calendar months kept per partner and KPI besides the current one: 25, so a
+    year's card can be set beside the year before it, month by month."""
     channel_kpis: tuple[Kpi, ...] = ()
     """One KPI per channel of each ``by: [channel]`` KPI (:func:`streams.config.kpis.channel_kpis`):
     counted by the engine beside ``kpis``, exported as the per-channel series, never judged."""

@@ -301,6 +301,12 @@ class Engine:
         st = self.state.get(partner)
         return self._months.evaluate(st, month) if st is not None else {}
 
+    def evaluate_period(self, partner: str, months: list[str]) -> dict[str, KpiValue]:
+        """Each KPI's value over several calendar months together (a quarter, a year): from the
+        months' aggregates merged, not an average of the monthly values."""
+        st = self.state.get(partner)
+        return self._months.evaluate_many(st, months) if st is not None else {}
+
     def months_held(self, partner: str) -> list[str]:
         """Calendar months with state for the partner, oldest first."""
         st = self.state.get(partner)

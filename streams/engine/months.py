@@ -144,6 +144,19 @@ class MonthStore:
                 out[self.kpis[k].id] = value
         return out
 
+    def evaluate_many(self, st: PartnerState, months: list[str]) -> dict[str, KpiValue]:
+        """Each KPI's value over the months together (their aggregates merged)."""
+        per_kpi: dict[int, list[Agg]] = {}
+        for name in months:
+            for k, agg in st.months.get(self.calendar.parse(name), {}).items():
+                per_kpi.setdefault(k, []).append(agg)
+        out: dict[str, KpiValue] = {}
+        for k, aggs in sorted(per_kpi.items()):
+            value = value_of(self.kpis[k], aggs)
+            if value is not None:
+                out[self.kpis[k].id] = value
+        return out
+
     def held(self, st: PartnerState) -> list[str]:
         """Calendar months with state, oldest first."""
         return [self.calendar.name(m) for m in sorted(st.months)]

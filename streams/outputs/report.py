@@ -12,17 +12,19 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 import orjson
 
-from streams.config.catalog import Band, Catalog, Kpi, Partners
+from streams.config.catalog import Band, Catalog, Kpi, Partners, ReportPolicy
 from streams.engine.core import Engine, MonthCalendar, attainment
+from streams.judgement.league import MIN_PARTNERS, Funnel, Observed, funnel, shrink
 
-MonthValue = tuple[float, int] | tuple[float, int, float]
-"""(value in base units, samples[, total: the sum of the sample values])."""
+MonthValue = tuple[float, int] | tuple[float, int, float] | tuple[float, int, float, float]
+"""(value in base units, samples[, total: the sum of the sample values[, squares: the sum of
+their squares]]): the sums let the card shrink a month toward the fleet's (:mod:`league`)."""
 MonthValues = dict[str, dict[str, MonthValue]]
 """partner -> kpi id -> its value for one calendar month."""
 Flag = tuple[str, str]
@@ -65,6 +67,11 @@ class KpiLine:
     min_samples, or a ratio that reads as perfect where the target makes that implausible."""
     target_source: str = "catalog"
     """Where the month's target comes from: 'partner since 2026-07', 'tier premier', 'catalog'."""
+    shrunk: float | None = None
+    """The month's value shrunk toward the fleet's for its volume (empirical Bayes, :mod:`league`);
+    the raw value for a percentile KPI or a fleet too small to shrink toward; None without data."""
+    shrunk_attainment: float | None = None
+    """``shrunk`` against the target, capped as ``attainment``."""
 
     @property
     def change(self) -> float | None:
@@ -119,6 +126,24 @@ class PartnerCard:
     """The month the partner's tier in force in the month took effect (None: undated)."""
     policy_since: str | None = None
     """The month the report policy (bands, weights, cap, floor) used took effect (None: undated)."""
+    fair_score: float | None = None
+    """The score from the shrunk values (same KPIs and weights as ``score``): what the league
+    table ranks on, so a small partner tops or bottoms it only when its evidence says so."""
+    rank: int | None = None
+    """Place in the league table by ``fair_score`` (1 = best); None without a score."""
+    raw_rank: int | None = None
+    """Place by the raw ``score``, for comparison."""
+
+
+@dataclass(frozen=True, slots=True)
+class KpiFunnel:
+    """One KPI's funnel plot for the month: every partner's value against its volume, with the
+    fleet's control limits (:func:`streams.judgement.league.funnel`)."""
+
+    kpi: str
+    title: str
+    unit: str
+    funnel: Funnel
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +155,8 @@ class Report:
     timezone: str
     generated_at: str
     cards: tuple[PartnerCard, ...]
+    funnels: tuple[KpiFunnel, ...] = ()
+    """Per KPI (means and ratios with at least three partners measured), in catalog order."""
 
 
 def previous_month(month: str) -> str:
@@ -200,7 +227,7 @@ def _triple(got: MonthValue | None) -> tuple[float, int, float] | None:
 
 
 def _line(kpi: Kpi, partners: Partners, partner: str, now: MonthValue | None,
-          before: MonthValue | None, month: int) -> KpiLine:
+          before: MonthValue | None, month: int, shrunk: float | None = None) -> KpiLine:
     source = partners.target_source(partner, kpi, month)
     target = source.value
     policy, policy_before = partners.policy(month), partners.policy(month - 1)
@@ -219,6 +246,10 @@ def _line(kpi: Kpi, partners: Partners, partner: str, now: MonthValue | None,
                              if prev is not None else None),
         capped=raw is not None and raw >= policy.attainment_cap, not_measured=why,
         target_source=source.describe(),
+        shrunk=shrunk if shrunk is not None else value,
+        shrunk_attainment=None if value is None else min(
+            attainment(kpi, shrunk if shrunk is not None else value, target),
+            policy.attainment_cap),
     )
 
 
@@ -251,6 +282,7 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
     ids = sorted({*partners.partner_tier, *current, *previous, *flags_now, *flags_before})
     m = MonthCalendar.parse(month)
     policy, policy_before = partners.policy(m), partners.policy(m - 1)
+    shrunk, funnels = _league(catalog, partners, current, m)
     cards = []
     for partner in ids:
         now, before = current.get(partner, {}), previous.get(partner, {})
@@ -260,7 +292,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
         prev_score, prev_earned, _ = _score(catalog, partners, partner, before, m - 1)
         band = policy.withhold(earned, bool(raised))
         withheld = earned if band != earned else None
-        lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id), m)
+        lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id), m,
+                            shrunk.get((partner, k.id)))
                       for k in catalog.kpis)
         cards.append(PartnerCard(
             partner, partners.names.get(partner, partner), partners.tier(partner, m), lines,
@@ -271,7 +304,59 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
             channels=_channel_lines(catalog, now), tier_since=partners.tier_since(partner, m),
             policy_since=partners.policy_since(m)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
-    return Report(month, previous_month(month), catalog.report_timezone, generated, tuple(cards))
+    return Report(month, previous_month(month), catalog.report_timezone, generated,
+                  _ranked(cards, policy), funnels)
+
+
+def _league(catalog: Catalog, partners: Partners, current: MonthValues, month: int,
+            ) -> tuple[dict[tuple[str, str], float], tuple[KpiFunnel, ...]]:
+    """(partner, kpi) -> the month's value shrunk toward the fleet's, and the funnel plots.
+
+    Only measured values take part (a month not measured is not evidence about the fleet); a
+    served value without its sums (an older worker) is left raw."""
+    out: dict[tuple[str, str], float] = {}
+    funnels = []
+    for kpi in catalog.kpis:
+        if kpi.stat_kind == "quantile":
+            continue
+        observed = []
+        for partner, values in current.items():
+            got = values.get(kpi.id)
+            if got is None or len(got) < 4:
+                continue
+            if not_measured(kpi, _triple(got), partners.target(partner, kpi, month)):
+                continue
+            observed.append(Observed(partner, got[1], got[2], got[3]))
+        if len(observed) < MIN_PARTNERS:
+            continue
+        _, rows = shrink(kpi.stat_kind, observed)
+        out.update({(partner, kpi.id): row.shrunk for partner, row in rows.items()})
+        funnels.append(KpiFunnel(kpi.id, kpi.title, kpi.unit, funnel(kpi.stat_kind, observed)))
+    return out, tuple(funnels)
+
+
+def _ranked(cards: list[PartnerCard], policy: ReportPolicy) -> tuple[PartnerCard, ...]:
+    """The cards with their fair score and their places by it and by the raw score."""
+    fair = {c.partner: _fair_score(c, policy) for c in cards}
+    by_fair = sorted((c.partner for c in cards if fair[c.partner] is not None),
+                     key=lambda p: -(fair[p] or 0.0))
+    by_raw = sorted((c.partner for c in cards if c.score is not None), key=lambda p: -next(
+        c.score or 0.0 for c in cards if c.partner == p))
+    return tuple(replace(c, fair_score=fair[c.partner],
+                         rank=by_fair.index(c.partner) + 1 if c.partner in by_fair else None,
+                         raw_rank=by_raw.index(c.partner) + 1 if c.partner in by_raw else None)
+                 for c in cards)
+
+
+def _fair_score(card: PartnerCard, policy: ReportPolicy) -> float | None:
+    """The weighted mean of the counted KPIs' capped shrunk attainments (raw where not shrunk)."""
+    total = weights = 0.0
+    for line in card.lines:
+        if not line.counted or line.shrunk_attainment is None:
+            continue
+        total += line.weight * line.shrunk_attainment
+        weights += line.weight
+    return total / weights if weights else None
 
 
 # --- where the numbers come from -----------------------------------------------------------
@@ -288,7 +373,8 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
         for name in (month, before):
             values = engine.evaluate_month(partner, name)
             if values:
-                months[name] = {k: [v.value, v.samples, v.total] for k, v in values.items()}
+                months[name] = {k: [v.value, v.samples, v.total, v.squares]
+                                for k, v in values.items()}
             found = integrity(partner, name) if integrity is not None else ()
             if found:
                 raised[name] = [[kpi, signal] for kpi, signal in found]
@@ -312,7 +398,7 @@ class Fetched(NamedTuple):
 def fetch(workers: list[str], month: str, partitions: int,
           opener: Callable[[str], bytes] | None = None) -> Fetched:
     """Ask every worker for its partners' month; fail unless together they own every partition."""
-    get = opener or _http_get
+    get = opener or http_get
     current: MonthValues = {}
     previous: MonthValues = {}
     flags_now: MonthFlags = {}
@@ -337,7 +423,7 @@ def fetch(workers: list[str], month: str, partitions: int,
         for partner, months in body["partners"].items():
             for name, into in ((month, current), (before, previous)):
                 if name in months:
-                    into[partner] = {k: _month_value(v) for k, v in months[name].items()}
+                    into[partner] = {k: month_value(v) for k, v in months[name].items()}
         for partner, months in body["integrity"].items():
             for name, flags in ((month, flags_now), (before, flags_before)):
                 if months.get(name):
@@ -349,14 +435,16 @@ def fetch(workers: list[str], month: str, partitions: int,
     return Fetched(current, previous, flags_now, flags_before)
 
 
-def _month_value(raw: list[Any]) -> MonthValue:
-    """A served [value, samples, total] ([value, samples] from an older worker)."""
+def month_value(raw: list[Any]) -> MonthValue:
+    """A served [value, samples, total, squares] ([value, samples] from an older worker)."""
+    if len(raw) > 3:
+        return float(raw[0]), int(raw[1]), float(raw[2]), float(raw[3])
     if len(raw) > 2:
         return float(raw[0]), int(raw[1]), float(raw[2])
     return float(raw[0]), int(raw[1])
 
 
-def _http_get(url: str) -> bytes:
+def http_get(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             body: bytes = response.read()

@@ -13,6 +13,7 @@ from typing import Any, Final
 import orjson
 
 from streams.config.catalog import Band
+from streams.outputs.charts import ChartPoint, funnel_svg
 from streams.outputs.report import Flag, KpiLine, PartnerCard, Report, flag_text
 
 
@@ -83,6 +84,15 @@ def _floored(card: PartnerCard, most: int = 3) -> str:
     return shown + (f" +{more} more" if more > 0 else "")
 
 
+def _rank(card: PartnerCard) -> str:
+    """'3 (raw 1)': the place by the fair score, and by the raw score when it differs."""
+    if card.rank is None:
+        return "-"
+    if card.raw_rank is not None and card.raw_rank != card.rank:
+        return f"{card.rank} (raw {card.raw_rank})"
+    return str(card.rank)
+
+
 def _band(band: Band | None) -> str:
     return band.id if band is not None else "-"
 
@@ -137,6 +147,7 @@ CSV_COLUMNS: Final = (
     "score", "band", "adjustment", "previous_score", "previous_band",
     "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
     "capped", "not_measured", "target_source", "tier_since", "policy_since",
+    "shrunk_value", "shrunk_attainment", "fair_score", "rank", "raw_rank",
 )
 
 
@@ -144,7 +155,7 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 """What makes a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
 
 
-def _text(value: str) -> str:
+def csv_text(value: str) -> str:
     """A text cell a spreadsheet will not run: a leading ' makes a would-be formula plain text.
 
     Why: display names, tiers and titles come from configuration and exports that others
@@ -166,21 +177,23 @@ def render_csv(report: Report) -> str:
         return "" if x is None else repr(x)
 
     def band(b: Band | None) -> str:
-        return "" if b is None else _text(b.id)  # empty like a missing number (not "-")
+        return "" if b is None else csv_text(b.id)  # empty like a missing number (not "-")
 
     for c in report.cards:
         for line in c.lines:
             writer.writerow([
-                *map(_text, (report.month, c.partner, c.name, c.tier, line.kpi, line.title,
+                *map(csv_text, (report.month, c.partner, c.name, c.tier, line.kpi, line.title,
                              line.unit)),
                 num(line.value), line.samples, num(line.target), num(line.attainment),
                 int(line.counted), num(line.weight), num(line.previous),
                 num(line.previous_attainment), num(line.change), num(c.score), band(c.band),
                 num(c.band.adjustment if c.band else None), num(c.previous_score),
-                band(c.previous_band), _text(_flags(c.integrity)),
-                _text(_flags(c.previous_integrity)), band(c.withheld_band),
-                _text(", ".join(c.band_withheld_by)), int(line.capped), _text(line.not_measured),
-                _text(line.target_source), c.tier_since or "", c.policy_since or "",
+                band(c.previous_band), csv_text(_flags(c.integrity)),
+                csv_text(_flags(c.previous_integrity)), band(c.withheld_band),
+                csv_text(", ".join(c.band_withheld_by)), int(line.capped), csv_text(line.not_measured),
+                csv_text(line.target_source), c.tier_since or "", c.policy_since or "",
+                num(line.shrunk), num(line.shrunk_attainment), num(c.fair_score),
+                c.rank or "", c.raw_rank or "",
             ])
     return out.getvalue()
 
@@ -197,11 +210,11 @@ def render_table(report: Report) -> str:
     """A summary of every partner, then each partner's KPI lines (for a terminal)."""
     out = [f"Partner report card {report.month} ({report.timezone}), "
            f"compared with {report.previous_month}", ""]
-    summary = [["partner", "tier", "score", "band", f"{report.previous_month}", "floored by",
-                "integrity flags"]]
+    summary = [["partner", "tier", "score", "band", "fair score", "rank", f"{report.previous_month}",
+                "floored by", "integrity flags"]]
     for c in report.cards:
-        summary.append([c.name, c.tier, _pct(c.score), _band(c.band),
-                        f"{_pct(c.previous_score)} {_band(c.previous_band)}",
+        summary.append([c.name, c.tier, _pct(c.score), _band(c.band), _pct(c.fair_score),
+                        _rank(c), f"{_pct(c.previous_score)} {_band(c.previous_band)}",
                         _floored(c), _flagged(c)])
     out += [_columns(summary), ""]
     for c in report.cards:
@@ -235,10 +248,12 @@ def render_table(report: Report) -> str:
             out += [_columns(rows), ""]
     out.append("* not counted in the score: not measured (the reason is under the table), or "
                "weight 0; '120%+': attainment at the policy's cap, which is all the score counts")
+    out.append("fair score: the score with each KPI's month shrunk toward the fleet's for its "
+               "volume (README: a fair league table); rank is by it")
     return "\n".join(out) + "\n"
 
 
-_CSS: Final = """
+CSS: Final = """
 body { font: 11pt/1.35 system-ui, sans-serif; color: #111; margin: 2em; }
 h1 { font-size: 18pt; margin: 0 0 .2em; } h2 { font-size: 13pt; margin: 1.4em 0 .3em; }
 .meta { color: #555; margin-bottom: 1em; }
@@ -249,6 +264,8 @@ th { background: #eee; } .muted { color: #888; }
 .good { color: #0a6b2a; } .bad { color: #a0161b; font-weight: 600; }
 .flag { color: #7a3e00; font-weight: 600; }
 section { break-inside: avoid; page-break-inside: avoid; }
+figure.funnel { display: inline-block; margin: .4em 1em .4em 0; }
+figure.funnel figcaption { font-size: 9pt; color: #555; max-width: 480px; }
 @media print { body { margin: 0; } section { break-before: auto; } a { color: inherit; } }
 @page { size: A4 landscape; margin: 12mm; }
 """
@@ -266,7 +283,7 @@ def render_html(report: Report) -> str:
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Partner report card {e(report.month)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         f"<h1>Partner report card {e(report.month)}</h1>",
         f'<div class="meta">Calendar month in {e(report.timezone)}, compared with '
         f"{e(report.previous_month)}. Generated {e(report.generated_at)} from the pipeline's "
@@ -284,6 +301,7 @@ def render_html(report: Report) -> str:
             f"<td>{e(_floored(c))}</td>"
             f'<td class="{"flag" if c.integrity else "muted"}">{e(_flagged(c))}</td></tr>')
     parts.append("</tbody></table></section>")
+    parts += _league_html(report)
     for c in report.cards:
         parts.append(f'<section id="p-{e(c.partner)}"><h2>{e(c.name)} <span class="muted">'
                      f"({e(c.partner)}, tier {e(c.tier)})</span></h2>")
@@ -330,6 +348,39 @@ def render_html(report: Report) -> str:
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _league_html(report: Report) -> list[str]:
+    """The league table by fair score, then a funnel plot per KPI."""
+    e = html.escape
+    ranked = sorted((c for c in report.cards if c.rank is not None), key=lambda c: c.rank or 0)
+    if not ranked:
+        return []
+    parts = ['<section class="league"><h2>League table</h2><p class="muted">Ranked by the fair '
+             "score: each KPI's month shrunk toward the fleet's by as much as the partner's "
+             "volume leaves room for, so a small partner is above or below the fleet only when "
+             "its evidence says so.</p><table><thead><tr><th>Rank</th><th>Partner</th>"
+             "<th>Fair score</th><th>Score</th><th>Rank by score</th></tr></thead><tbody>"]
+    for c in ranked:
+        parts.append(f"<tr><td>{c.rank}</td><td>{e(c.name)}</td><td>{_pct(c.fair_score)}</td>"
+                     f"<td>{_pct(c.score)}</td><td>{c.raw_rank or '-'}</td></tr>")
+    parts.append("</tbody></table>")
+    for f in report.funnels:
+        points = [ChartPoint(p.partner, p.samples, p.value,
+                             "out998" if p.outside_998 else "out95" if p.outside_95 else "in")
+                  for p in f.funnel.points]
+        unit = f.unit
+
+        def fmt(value: float, unit: str = unit) -> str:
+            return show(value, unit)
+
+        parts.append(f'<figure class="funnel"><figcaption>{e(f.title)}: partners against their '
+                     "volume, inside the fleet's 95% and 99.8% limits</figcaption>"
+                     + funnel_svg(points, f.funnel.centre, f.funnel.limits,
+                                  title=f"{f.title} funnel plot", fmt=fmt,
+                                  y_label=f.title) + "</figure>")
+    parts.append("</section>")
+    return parts
 
 
 RENDERERS: Final[dict[str, Callable[[Report], str]]] = {

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.engine.core import Engine, MonthCalendar
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
+from streams.outputs.period import period_months, period_state
 from streams.outputs.report import month_state
 from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
 from streams.runtime.health import wall_ms
@@ -90,19 +91,24 @@ class WallApi(_PipelineView):
 
 class ReportApi(_PipelineView):
     """Calendar-month KPI values and integrity flags of the owned partners (``?month=2026-10``),
-    for the report card; says which partitions they cover so a report can tell it is whole."""
+    or of every month of a year or quarter and the period as a whole (``?period=2026-Q3``), for
+    the report card; says which partitions they cover so a report can tell it is whole."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
-        month = request.query.get("month", "")
+        month, period = request.query.get("month", ""), request.query.get("period", "")
         try:
-            MonthCalendar.parse(month)
+            months = period_months(period)[1] if period else [MonthCalendar.name(
+                MonthCalendar.parse(month))]
         except ValueError as exc:
             return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
                               headers=security_headers(JSON_TYPE))
         pipeline = self.pipeline
         engine, ownership = pipeline.engine, pipeline.ownership
         owned = [p for p in engine.partner_ids() if ownership.owns(p)]
-        body = {**month_state(engine, owned, month, pipeline.watch.lens.raised_in),
+        raised_in = pipeline.watch.lens.raised_in
+        state = (period_state(engine, owned, months, raised_in) if period else
+                 month_state(engine, owned, month, raised_in))
+        body = {**state,
                 "ready": ownership.ready,
                 "partitions": pipeline.partitions,
                 "owned_partitions": sorted(ownership.owned) if ownership.ready else []}
