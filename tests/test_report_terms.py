@@ -287,3 +287,31 @@ def test_league_ranks_on_values_shrunk_toward_the_fleet_for_their_volume() -> No
     assert page.count('<figure class="funnel">') == len(report.funnels) >= 2
     assert all(len(f.funnel.points) == 12 for f in report.funnels)
     assert "League table" in page and "1 (raw" not in render_table(report).split("\n")[3]
+
+
+# --- the month in progress -----------------------------------------------------------------------
+def test_the_month_in_progress_carries_its_forecast_and_slack() -> None:
+    """A card made on 2026-10-11 12:00 UTC: a third of October gone. One KPI, escalations 30 of
+    200 against the default tier's 20%: 120% of goal (capped), platinum; 8 more escalations take
+    the rate past 0.2 / 1.10 and the band below platinum (the least k, found here by counting)."""
+    catalog, partners = load_config()
+    now = 1_791_720_000_000  # 2026-10-11 12:00 UTC
+    start, end = 1_790_812_800_000, 1_793_491_200_000  # 2026-10-01, 2026-11-01 (UTC)
+    current = {"acme": {"escalation_rate": (0.15, 200, 30.0, 30.0)}}
+    report = build_report(catalog, partners, "2026-10", current, {}, now)
+    card = {c.partner: c for c in report.cards}["acme"]
+    assert card.band is not None and card.band.id == "platinum"
+    p = card.projection
+    assert p is not None
+    assert p.elapsed == pytest.approx((now - start) / (end - start))
+    assert sum(p.probabilities.values()) == pytest.approx(1.0)
+    assert p.likely == max(p.probabilities, key=lambda b: p.probabilities[b])
+    assert set(p.probabilities) <= {b.id for b in partners.report.bands}
+    k = 0
+    while 0.20 / ((30 + k) / (200 + k)) >= 1.10:
+        k += 1
+    assert k == 8 and p.slack_kpi == "escalation_rate" and p.slack_misses == k
+    assert "8 more escalation_rate misses" in render_table(report)
+    # a past month has no forecast
+    past = build_report(catalog, partners, "2026-09", current, {}, now)
+    assert all(c.projection is None for c in past.cards)

@@ -20,11 +20,14 @@ import orjson
 
 from streams.config.catalog import Band, Catalog, Kpi, Partners, ReportPolicy
 from streams.engine.core import Engine, MonthCalendar, attainment
+from streams.judgement.forecast import KpiModel, MonthToDate, forecast, slack
 from streams.judgement.league import MIN_PARTNERS, Funnel, Observed, funnel, shrink
 
-MonthValue = tuple[float, int] | tuple[float, int, float] | tuple[float, int, float, float]
+MonthValue = (tuple[float, int] | tuple[float, int, float] | tuple[float, int, float, float]
+              | tuple[float, int, float, float, dict[int, int]])
 """(value in base units, samples[, total: the sum of the sample values[, squares: the sum of
-their squares]]): the sums let the card shrink a month toward the fleet's (:mod:`league`)."""
+their squares[, the log-histogram of a percentile KPI]]]): the sums let the card shrink a month
+toward the fleet's (:mod:`league`) and forecast the current month's end (:mod:`forecast`)."""
 MonthValues = dict[str, dict[str, MonthValue]]
 """partner -> kpi id -> its value for one calendar month."""
 Flag = tuple[str, str]
@@ -95,6 +98,24 @@ class ChannelLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Projection:
+    """Where the current month is heading: the band at month end with its probability, from the
+    month-to-date aggregates, their spread and the share of the month left
+    (:func:`streams.judgement.forecast.forecast`), and the slack on the weakest KPI."""
+
+    elapsed: float
+    """Share of the month gone when the card was made."""
+    probabilities: dict[str, float]
+    """Band id -> probability at month end ('' for no band), most probable first."""
+    likely: str
+    slack_kpi: str | None = None
+    """The counted KPI furthest below (or least above) its goal."""
+    slack_misses: int | None = None
+    """How many more misses of ``slack_kpi`` (samples at its miss value: README) drop the band
+    earned so far; None when none up to 10,000 would."""
+
+
+@dataclass(frozen=True, slots=True)
 class PartnerCard:
     """A partner's month: its KPI lines, score and band, and last month's for comparison."""
 
@@ -133,6 +154,8 @@ class PartnerCard:
     """Place in the league table by ``fair_score`` (1 = best); None without a score."""
     raw_rank: int | None = None
     """Place by the raw ``score``, for comparison."""
+    projection: Projection | None = None
+    """For the month in progress: the band it is heading for (None for a past month)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +306,9 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
     m = MonthCalendar.parse(month)
     policy, policy_before = partners.policy(m), partners.policy(m - 1)
     shrunk, funnels = _league(catalog, partners, current, m)
+    calendar = MonthCalendar(catalog.report_timezone)
+    start = calendar.start_ms(m)
+    elapsed = (generated_ms - start) / (calendar.start_ms(m + 1) - start)
     cards = []
     for partner in ids:
         now, before = current.get(partner, {}), previous.get(partner, {})
@@ -302,10 +328,62 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
             integrity=raised, previous_integrity=raised_before, withheld_band=withheld,
             band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else (),
             channels=_channel_lines(catalog, now), tier_since=partners.tier_since(partner, m),
-            policy_since=partners.policy_since(m)))
+            policy_since=partners.policy_since(m),
+            projection=(_projection(catalog, partners, partner, now, m, elapsed, bool(raised),
+                                    lines) if 0 < elapsed < 1 and now else None)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated,
                   _ranked(cards, policy), funnels)
+
+
+FORECAST_DRAWS: Final = 1000
+"""Monte Carlo draws per partner: a band probability to about +-1.6 points (one standard error
+at 50%), at about 50 ms a partner here."""
+
+
+def _models(catalog: Catalog, partners: Partners, partner: str, month: int) -> dict[str, KpiModel]:
+    """How each KPI's rest of the month is drawn, and what one miss is (for the slack): a bad
+    outcome for a ratio; for a mean or percentile, a sample at twice the target (lower is
+    better) or half of it (higher is better)."""
+    out = {}
+    for kpi in catalog.kpis:
+        target = partners.target(partner, kpi, month)
+        if kpi.stat_kind == "ratio":
+            miss = 1.0 if kpi.lower_is_better else 0.0
+        else:
+            miss = target * 2 if kpi.lower_is_better else target / 2
+        out[kpi.id] = KpiModel(kpi.stat_kind, kpi.quantile, miss)
+    return out
+
+
+def _projection(catalog: Catalog, partners: Partners, partner: str,
+                values: Mapping[str, MonthValue], month: int, elapsed: float, flagged: bool,
+                lines: Sequence[KpiLine]) -> Projection:
+    """The month-end band forecast of a month in progress, and the slack on its weakest KPI."""
+    policy = partners.policy(month)
+    models = _models(catalog, partners, partner, month)
+    mtd = {}
+    for kpi_id, got in values.items():
+        model = models.get(kpi_id)
+        if model is None or len(got) < 4:
+            continue  # a per-channel KPI, or an older worker without the sums
+        hist = got[4] if len(got) > 4 else None
+        if model.kind == "quantile" and hist is None:
+            continue
+        mtd[kpi_id] = MonthToDate(got[1], got[2], got[3], hist)
+
+    def band_of(drawn: Mapping[str, tuple[float, int]]) -> str | None:
+        band = policy.withhold(_score(catalog, partners, partner, drawn, month)[1], flagged)
+        return band.id if band is not None else None
+
+    order = [b.id for b in policy.bands]
+    ahead = forecast(mtd, models, elapsed, band_of, draws=FORECAST_DRAWS, order=order)
+    counted = [x for x in lines if x.counted and x.attainment is not None and x.kpi in mtd]
+    weakest = min(counted, key=lambda x: x.attainment or 0.0, default=None)
+    room = (slack(mtd, models, band_of, weakest.kpi, order) if weakest is not None else None)
+    return Projection(elapsed, ahead.probabilities, ahead.likely,
+                      weakest.kpi if weakest is not None else None,
+                      room.misses if room is not None else None)
 
 
 def _league(catalog: Catalog, partners: Partners, current: MonthValues, month: int,
@@ -374,6 +452,7 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
             values = engine.evaluate_month(partner, name)
             if values:
                 months[name] = {k: [v.value, v.samples, v.total, v.squares]
+                                + ([v.hist] if v.hist is not None else [])
                                 for k, v in values.items()}
             found = integrity(partner, name) if integrity is not None else ()
             if found:
@@ -436,7 +515,11 @@ def fetch(workers: list[str], month: str, partitions: int,
 
 
 def month_value(raw: list[Any]) -> MonthValue:
-    """A served [value, samples, total, squares] ([value, samples] from an older worker)."""
+    """A served [value, samples, total, squares[, histogram]] ([value, samples] from an older
+    worker)."""
+    if len(raw) > 4:
+        hist = {int(key): int(count) for key, count in raw[4].items()}
+        return float(raw[0]), int(raw[1]), float(raw[2]), float(raw[3]), hist
     if len(raw) > 3:
         return float(raw[0]), int(raw[1]), float(raw[2]), float(raw[3])
     if len(raw) > 2:

@@ -84,6 +84,22 @@ def _floored(card: PartnerCard, most: int = 3) -> str:
     return shown + (f" +{more} more" if more > 0 else "")
 
 
+def _projection(card: PartnerCard) -> str:
+    """'month end: gold 72%, standard 25%, watch 3% (41% of the month gone); 3 more
+    escalation_rate misses drop the band earned so far', '' for a past month."""
+    p = card.projection
+    if p is None:
+        return ""
+    odds = ", ".join(f"{band or 'no band'} {share * 100:.0f}%"
+                     for band, share in list(p.probabilities.items())[:4])
+    text = f"month end: {odds} ({p.elapsed * 100:.0f}% of the month gone)"
+    if p.slack_kpi is not None:
+        text += ("; " + (f"{p.slack_misses} more {p.slack_kpi} misses drop the band earned so far"
+                         if p.slack_misses is not None else
+                         f"no number of {p.slack_kpi} misses drops the band earned so far"))
+    return text
+
+
 def _rank(card: PartnerCard) -> str:
     """'3 (raw 1)': the place by the fair score, and by the raw score when it differs."""
     if card.rank is None:
@@ -222,6 +238,8 @@ def render_table(report: Report) -> str:
                    f"{c.band.label if c.band else '-'}")
         if _terms(c):
             out.append(f"terms: {_terms(c)}")
+        if c.projection is not None:
+            out.append(_projection(c))
         if c.integrity or c.previous_integrity:
             held = (f" (band {c.withheld_band.id} withheld for them)" if c.withheld_band else "")
             out.append(f"integrity flags {report.month}: {_flags(c.integrity)}{held}; "
@@ -307,6 +325,8 @@ def render_html(report: Report) -> str:
                      f"({e(c.partner)}, tier {e(c.tier)})</span></h2>")
         if _terms(c):
             parts.append(f'<p class="terms muted">Terms in force: {e(_terms(c))}.</p>')
+        if c.projection is not None:
+            parts.append(f'<p class="projection">Forecast for the {e(_projection(c))}.</p>')
         if c.integrity or c.previous_integrity:
             held = (f" (band <strong>{e(c.withheld_band.label)}</strong> withheld for them)"
                     if c.withheld_band else "")
