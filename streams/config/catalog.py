@@ -58,6 +58,7 @@ class _Settings(msgspec.Struct, forbid_unknown_fields=True):
     channel_windows: list[str] | None = None
     report_timezone: str = "UTC"
     report_months: int = 25
+    month_close: str | int = "5d"
 
 
 class _Catalog(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,6 +105,9 @@ class Catalog:
     channel_windows: tuple[str, ...] = ()
     """Windows the per-channel KPIs are counted in (all of their KPI's when empty): each costs
     two series per partner, KPI and channel with samples."""
+    month_close_ms: int | None = 5 * 86_400_000
+    """A calendar month closes this long after its end: its card is frozen (what is paid on),
+    and later events for it are restatements beside it, never silent edits (None: never)."""
 
     @property
     def counted(self) -> tuple[Kpi, ...]:
@@ -181,9 +185,16 @@ def _catalog(doc: YamlFile, raw: _Catalog) -> Catalog:
     if settings.report_months < 13:
         raise fail(["settings", "report_months"],
                    "report_months must be at least 13 (a year and its month over month)")
+    try:
+        close = duration_ms(settings.month_close)
+    except ValueError as exc:
+        raise fail(["settings", "month_close"], str(exc)) from None
+    if not 0 < close <= 28 * 86_400_000:
+        raise fail(["settings", "month_close"], "month_close must be more than 0 and at most "
+                                                "28d (the grace period after a month's end)")
     return Catalog(windows, kpis, retention, str(doc.path), exported,
                    settings.report_timezone, settings.report_months,
-                   channel_kpis(kpis, by_channel or None), by_channel)
+                   channel_kpis(kpis, by_channel or None), by_channel, close)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -42,11 +42,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from streams.config.catalog import Catalog, Kpi, Partners
 from streams.engine.bins import TargetBins
 from streams.engine.entities import EntityStore
-from streams.engine.journal import SEP, Write, encode_record, id_hash, read_journal, record_key
+from streams.engine.journal import (
+    CLOSED_PREFIX,
+    SEP,
+    Write,
+    encode_record,
+    id_hash,
+    read_journal,
+    record_key,
+)
 from streams.engine.kinds import compile_kpis
 from streams.engine.model import (
     NO_VALUES,
     OPEN_ITEM_STAGES,
+    ClosedMonth,
     KpiValue,
     Outcome,
     PartnerState,
@@ -109,7 +118,8 @@ class Engine:
         self._routes = plan.routes
         self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, counted, partners)
         self.months = MonthCalendar(catalog.report_timezone)
-        self._months = MonthStore(counted, self.months, catalog.report_months, self._scale)
+        self._months = MonthStore(counted, self.months, catalog.report_months, self._scale,
+                                  catalog.month_close_ms)
         self._bins = TargetBins(counted, partners, self._scale, largest.length_ms)
         self._samples = SampleCounter(counted, self._scale, self._windows, self._months,
                                       self._entities, samplers, self._bins, partners)
@@ -178,6 +188,10 @@ class Engine:
         st.seq += 1
         if self._journal is not None:
             self._journal.append((record_key(partner, h), encode_record(parsed, st.seq)))
+        now = st.last_ms if self._replaying or self.clock == "event" else wall_ms
+        if not self._replaying:
+            # months due to close are frozen before this event counts (it may be a late one)
+            self._months.close_due(partner, st, max(now, ts), self._journal)
         if self.event_clock_ms is None or ts > self.event_clock_ms:
             self.event_clock_ms = ts
         if ts > st.last_ms:
@@ -202,6 +216,8 @@ class Engine:
                     warn.append((step.position, k, float(value)))
         if warn:
             self._warning.feed(partner, st, warn)
+        if st.closed_touched and not self._replaying:
+            self._months.restate(partner, st, max(now, ts), self._journal)
         st.version += 1
         # Eviction runs on the clock lateness is judged by: on the event clock the partner's
         # own newest event (a partner far behind the others on this worker keeps its ids and
@@ -307,6 +323,18 @@ class Engine:
         st = self.state.get(partner)
         return self._months.evaluate_many(st, months) if st is not None else {}
 
+    def closed_month(self, partner: str, month: str) -> ClosedMonth | None:
+        """The month's frozen values and restatements, None while it is open."""
+        st = self.state.get(partner)
+        return st.closed.get(MonthCalendar.parse(month)) if st is not None else None
+
+    def restatements(self, partner: str) -> int | None:
+        """Restatements of the partner's closed months kept; None while no month has closed."""
+        st = self.state.get(partner)
+        if st is None or not st.closed:
+            return None
+        return sum(len(c.restatements) for c in st.closed.values())
+
     def months_held(self, partner: str) -> list[str]:
         """Calendar months with state for the partner, oldest first."""
         st = self.state.get(partner)
@@ -362,8 +390,12 @@ class Engine:
         stop between steps (the state is then partial and must be dropped).
         """
         snapshots, events = read_journal(records)
-        for partner, month, raw in snapshots:
-            self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
+        for partner, name, raw in snapshots:
+            prefix, _, month = name.rpartition(":")
+            if prefix + ":" == CLOSED_PREFIX:
+                self._months.load_closed(self._held(partner), MonthCalendar.parse(month), raw)
+            else:
+                self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
         applied = 0
         for start in range(0, len(events), chunk):
             applied += self._replay(events[start:start + chunk])

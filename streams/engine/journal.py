@@ -22,6 +22,8 @@ SEP: Final = "\x1f"
 
 MONTH_PREFIX: Final = "#month:"
 """Journal keys of month snapshots: '#' never starts an event id, so they cannot collide."""
+CLOSED_PREFIX: Final = "#closed:"
+"""Journal keys of closed months: the values frozen at the close and the restatements since."""
 
 Write = tuple[bytes, bytes | None]
 """A journal write: (key, record), or (key, None) to delete."""
@@ -29,6 +31,9 @@ Write = tuple[bytes, bytes | None]
 ENCODER: Final = msgspec.msgpack.Encoder()
 _RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event, int])
 MONTH_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, dict[str, list[Any]]])
+CLOSED_DECODER: Final = msgspec.msgpack.Decoder(
+    tuple[int, str, dict[str, list[float]], list[tuple[int, str, float | None, float | None,
+                                                       int, int]]])
 
 
 def id_hash(event_id: str) -> int:
@@ -53,12 +58,19 @@ def month_key(partner: str, month_name: str) -> bytes:
     return f"{partner}{SEP}{MONTH_PREFIX}{month_name}".encode()
 
 
-def split_key(key: bytes) -> tuple[str, str | None]:
-    """(partner, month name) of a month snapshot's key, (partner, None) of an event's."""
+def closed_key(partner: str, month_name: str) -> bytes:
+    """The journal key of a closed month (``month_name`` like '2026-10')."""
+    return f"{partner}{SEP}{CLOSED_PREFIX}{month_name}".encode()
+
+
+def split_key(key: bytes) -> tuple[str, str | None, str]:
+    """(partner, month name, prefix) of a month record's key ('#month:' or '#closed:'),
+    (partner, None, '') of an event's."""
     partner, _, rest = key.decode().partition(SEP)
-    if rest.startswith(MONTH_PREFIX):
-        return partner, rest[len(MONTH_PREFIX):]
-    return partner, None
+    for prefix in (MONTH_PREFIX, CLOSED_PREFIX):
+        if rest.startswith(prefix):
+            return partner, rest[len(prefix):], prefix
+    return partner, None, ""
 
 
 def encode_record(parsed: Parsed, seq: int) -> bytes:
@@ -73,15 +85,16 @@ def decode_record(raw: bytes) -> tuple[int, Parsed]:
 
 def read_journal(records: Iterable[tuple[bytes, bytes]],
                  ) -> tuple[list[tuple[str, str, bytes]], list[tuple[int, Parsed]]]:
-    """Journal (key, record) pairs in any order, sorted out: the month snapshots as (partner,
-    month name, record) in the order read, and the events as (sequence number, event) in the
-    order they were accepted (by partner, then sequence number)."""
+    """Journal (key, record) pairs in any order, sorted out: the month records as (partner,
+    prefix + month name, e.g. '#closed:2026-10', record) in the order read, and the events as
+    (sequence number, event) in the order they were accepted (by partner, then sequence
+    number)."""
     snapshots: list[tuple[str, str, bytes]] = []
     events: list[tuple[int, Parsed]] = []
     for key, raw in records:
-        partner, month = split_key(key)
+        partner, month, prefix = split_key(key)
         if month is not None:
-            snapshots.append((partner, month, raw))
+            snapshots.append((partner, prefix + month, raw))
         else:
             events.append(decode_record(raw))
     events.sort(key=lambda e: (e[1].event.partner_id, e[0]))

@@ -159,6 +159,32 @@ class Evaluated(NamedTuple):
     """``PartnerState.changes`` then: which KPIs moved since is which differ now."""
 
 
+@dataclass(frozen=True, slots=True)
+class Restatement:
+    """A closed month's KPI value changed by events that came after the close."""
+
+    at_ms: int
+    """Engine time when the change was recorded."""
+    kpi: str
+    old_value: float | None
+    """The value stated last (the frozen card's, or the previous restatement's)."""
+    new_value: float | None
+    old_samples: int
+    new_samples: int
+
+
+@dataclass(slots=True)
+class ClosedMonth:
+    """A calendar month's values as frozen at its close, and every restatement since."""
+
+    closed_at_ms: int
+    values: dict[str, list[float]]
+    """kpi id -> [value, samples, sum, sum of squares] at the close: the card as paid."""
+    digest: str
+    """SHA-256 of the frozen values (:func:`streams.engine.months.digest`)."""
+    restatements: list[Restatement] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class PartnerState:
     """Everything the engine keeps for one partner."""
@@ -199,6 +225,12 @@ class PartnerState:
     """Month -> ``seq`` of its last persisted snapshot (-1 while it has none)."""
     months_dirty: set[int] = field(default_factory=set)
     """Months changed since their last snapshot."""
+    closed: dict[int, ClosedMonth] = field(default_factory=dict)
+    """Closed months (their grace period over): the values frozen then, and restatements."""
+    closed_touched: set[int] = field(default_factory=set)
+    """Closed months a late event changed, until their restatement is recorded."""
+    close_due_ms: int = -1
+    """When the oldest open month with data is due to close (-1: work it out)."""
     version: int = 0
     """Bumped by every accepted event: with the minute, it keys the cached evaluation."""
     uid: int = field(default_factory=lambda: next(_STATE_UIDS))

@@ -8,15 +8,31 @@ only those after a month's snapshot touch that month.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from streams.config.catalog import Kpi
 from streams.engine import sketch
-from streams.engine.journal import ENCODER, MONTH_DECODER, Write, month_key
-from streams.engine.model import Agg, KpiValue, PartnerState
+from streams.engine.journal import (
+    CLOSED_DECODER,
+    ENCODER,
+    MONTH_DECODER,
+    Write,
+    closed_key,
+    month_key,
+)
+from streams.engine.model import Agg, ClosedMonth, KpiValue, PartnerState, Restatement
+
+
+def digest(values: dict[str, list[float]]) -> str:
+    """SHA-256 (hex) of a closed month's frozen values: JSON with sorted keys, each KPI as
+    [value, samples, sum, sum of squares], so anyone can recompute it from the served card."""
+    return hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class MonthCalendar:
@@ -67,8 +83,10 @@ class MonthStore:
     ``months_dirty``): counted into, snapshotted to the journal, loaded back, read."""
 
     def __init__(self, kpis: tuple[Kpi, ...], calendar: MonthCalendar, report_months: int,
-                 scale: list[int]) -> None:
+                 scale: list[int], close_ms: int | None = None) -> None:
         self.kpis = kpis
+        self.close_ms = close_ms
+        """A month closes this long after its end (None: months never close)."""
         self._kpi_index = {k.id: i for i, k in enumerate(kpis)}
         self.calendar = calendar
         self._report_months = report_months
@@ -102,6 +120,8 @@ class MonthStore:
             if hist_key is not None:
                 sketch.bump_hist(agg[3], hist_key, sign)
             st.months_dirty.add(month)
+            if month in st.closed and not replaying:
+                st.closed_touched.add(month)
 
     def snapshot(self, partner: str, st: PartnerState, now: int,
                  journal: list[Write] | None) -> None:
@@ -112,6 +132,10 @@ class MonthStore:
             st.months_dirty.discard(month)
             if st.month_seq.pop(month, None) is not None and journal is not None:
                 journal.append((month_key(partner, MonthCalendar.name(month)), None))
+        for month in [m for m in st.closed if m < horizon]:
+            del st.closed[month]
+            if journal is not None:
+                journal.append((closed_key(partner, MonthCalendar.name(month)), None))
         for month in sorted(st.months_dirty):
             st.month_seq[month] = st.seq
             if journal is not None:
@@ -119,6 +143,71 @@ class MonthStore:
                 journal.append((month_key(partner, MonthCalendar.name(month)),
                                 ENCODER.encode((st.seq, aggs))))
         st.months_dirty.clear()
+
+    # --- closing -----------------------------------------------------------------------
+    def close_due(self, partner: str, st: PartnerState, now: int,
+                  journal: list[Write] | None) -> None:
+        """Close every month with data whose grace period ended by ``now``: freeze its values
+        (the card as paid) and journal them. Called before an event's samples are counted, so a
+        late event is never part of the values it restates."""
+        if self.close_ms is None or 0 <= now < st.close_due_ms:
+            return
+        due = -1
+        for month in sorted(st.months):
+            if month in st.closed:
+                continue
+            closes = self.calendar.start_ms(month + 1) + self.close_ms
+            if closes > now:
+                due = closes
+                break
+            values = self.frozen(st, month)
+            closed = st.closed[month] = ClosedMonth(now, values, digest(values))
+            if journal is not None:
+                journal.append(self._closed_record(partner, month, closed))
+        st.close_due_ms = due if due >= 0 else self.calendar.start_ms(
+            self.calendar.index(now) + 1) + self.close_ms
+
+    def frozen(self, st: PartnerState, month: int) -> dict[str, list[float]]:
+        """kpi id -> [value, samples, sum, sum of squares] of the month as it stands."""
+        out: dict[str, list[float]] = {}
+        for k, agg in sorted(st.months.get(month, {}).items()):
+            value = value_of(self.kpis[k], [agg])
+            if value is not None:
+                out[self.kpis[k].id] = [value.value, value.samples, value.total, value.squares]
+        return out
+
+    def restate(self, partner: str, st: PartnerState, now: int,
+                journal: list[Write] | None) -> None:
+        """Record what late events changed in closed months since their last statement."""
+        for month in sorted(st.closed_touched):
+            closed = st.closed[month]
+            stated: dict[str, tuple[float | None, int]] = {
+                k: (v[0], int(v[1])) for k, v in closed.values.items()}
+            for r in closed.restatements:  # the latest statement of each KPI
+                stated[r.kpi] = (r.new_value, r.new_samples)
+            live = {k: (v[0], int(v[1])) for k, v in self.frozen(st, month).items()}
+            changed = False
+            for kpi in sorted(set(stated) | set(live)):
+                old, new = stated.get(kpi, (None, 0)), live.get(kpi, (None, 0))
+                if old != new:
+                    closed.restatements.append(Restatement(now, kpi, old[0], new[0], old[1],
+                                                           new[1]))
+                    changed = True
+            if changed and journal is not None:
+                journal.append(self._closed_record(partner, month, closed))
+        st.closed_touched.clear()
+
+    def _closed_record(self, partner: str, month: int, closed: ClosedMonth) -> Write:
+        return (closed_key(partner, MonthCalendar.name(month)), ENCODER.encode((
+            closed.closed_at_ms, closed.digest, closed.values,
+            [(r.at_ms, r.kpi, r.old_value, r.new_value, r.old_samples, r.new_samples)
+             for r in closed.restatements])))
+
+    def load_closed(self, st: PartnerState, month: int, raw: bytes) -> None:
+        """Take a closed month's record back."""
+        at, sha, values, restatements = CLOSED_DECODER.decode(raw)
+        st.closed[month] = ClosedMonth(at, values, sha, [Restatement(*r) for r in restatements])
+        st.close_due_ms = -1
 
     def load(self, st: PartnerState, month: int, raw: bytes) -> None:
         """Take a month's snapshot record back."""

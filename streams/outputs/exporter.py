@@ -51,6 +51,8 @@ from streams.outputs.series import (
     LAST_EVENT_TIMESTAMP,
     OPEN_ITEMS,
     PARTNER_INFO,
+    REPORT_RESTATEMENTS,
+    REPORT_RESTATEMENTS_TOTAL,
 )
 
 
@@ -234,6 +236,7 @@ class KpiCollector(Collector):
         versions = watch.versions if watch else {}
         partners = engine.partners
         items: list[str] = []
+        restatements: list[str] = []
         last, rendered = self._rendered, {}
         for partner in engine.partner_ids():
             if not self.owned(partner):
@@ -251,6 +254,9 @@ class KpiCollector(Collector):
                     r.chunks[i] = (self._window(p, i, values, r.goals)
                                    if values is not None else _NO_SERIES)
             rendered[partner] = r
+            restated = engine.restatements(partner)
+            if restated is not None:
+                restatements.append(f"{REPORT_RESTATEMENTS_TOTAL}{p}}} {restated}.0\n")
             if watch is not None:
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
                     items.append(f"{OPEN_ITEMS}{p}{self._stage_tails[kpi_id, stage]}"
@@ -266,6 +272,9 @@ class KpiCollector(Collector):
                 break  # no judgements: no state series
             text.append(_header(name, "gauge", HELP[name]).encode())
             text += [r.head[f] for r in records]
+        if restatements:
+            text.append(_header(REPORT_RESTATEMENTS, "counter", HELP[REPORT_RESTATEMENTS]).encode())
+            text += [line.encode() for line in restatements]
         text.append(self._pipeline(items).encode())
         return b"".join(text)
 

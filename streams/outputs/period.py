@@ -242,7 +242,9 @@ def _programme_kpi(kpi: str, title: str, cards: Iterable[PeriodCard]) -> Program
 def period_state(engine: Engine, partner_ids: Iterable[str], months: list[str],
                  integrity: RaisedIn | None = None) -> dict[str, Any]:
     """What a worker serves at /api/report?period=: its partners' values in each month of the
-    period and over the period (aggregates merged), and the integrity flags raised per month."""
+    period (a closed month's frozen values, as its monthly card) and over the period (the
+    months' aggregates merged: restatements included), and the integrity flags raised per
+    month."""
     before = MonthCalendar.name(MonthCalendar.parse(months[0]) - 1)
     out: dict[str, Any] = {}
     flags: dict[str, dict[str, list[list[str]]]] = {}
@@ -250,7 +252,12 @@ def period_state(engine: Engine, partner_ids: Iterable[str], months: list[str],
         per_month: dict[str, Any] = {}
         raised: dict[str, list[list[str]]] = {}
         for name in [before, *months]:
-            got = engine.evaluate_month(partner, name)
+            frozen = engine.closed_month(partner, name)
+            if frozen is not None:  # a closed month as its monthly card has it: frozen
+                per_month[name] = dict(frozen.values)
+                got = {}
+            else:
+                got = engine.evaluate_month(partner, name)
             if got:
                 per_month[name] = {k: [v.value, v.samples, v.total, v.squares]
                                    for k, v in got.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
@@ -20,6 +20,7 @@ import orjson
 
 from streams.config.catalog import Band, Catalog, Kpi, Partners, ReportPolicy
 from streams.engine.core import Engine, MonthCalendar, attainment
+from streams.engine.model import Restatement
 from streams.judgement.forecast import KpiModel, MonthToDate, forecast, slack
 from streams.judgement.league import MIN_PARTNERS, Funnel, Observed, funnel, shrink
 
@@ -98,6 +99,21 @@ class ChannelLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Closing:
+    """A partner's closed month as its worker froze it: when, the digest of the frozen values,
+    and the restatements late events made since (the card shows the frozen values)."""
+
+    closed_at_ms: int
+    digest: str
+    restatements: tuple[Restatement, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """'closed', or 'restated' once a late event changed a value."""
+        return "restated" if self.restatements else "closed"
+
+
+@dataclass(frozen=True, slots=True)
 class Projection:
     """Where the current month is heading: the band at month end with its probability, from the
     month-to-date aggregates, their spread and the share of the month left
@@ -156,6 +172,13 @@ class PartnerCard:
     """Place by the raw ``score``, for comparison."""
     projection: Projection | None = None
     """For the month in progress: the band it is heading for (None for a past month)."""
+    closing: Closing | None = None
+    """The month's close (None while it is open): the values above are the frozen ones."""
+
+    @property
+    def status(self) -> str:
+        """'open', 'closed' or 'restated'."""
+        return self.closing.status if self.closing is not None else "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +317,8 @@ def flag_text(flag: Flag) -> str:
 def build_report(catalog: Catalog, partners: Partners, month: str, current: MonthValues,
                  previous: MonthValues, generated_ms: int,
                  integrity: Mapping[str, Iterable[Flag]] | None = None,
-                 previous_integrity: Mapping[str, Iterable[Flag]] | None = None) -> Report:
+                 previous_integrity: Mapping[str, Iterable[Flag]] | None = None,
+                 closed: Mapping[str, Closing] | None = None) -> Report:
     """Cards for every listed partner and every partner with data or flags in either month.
 
     ``integrity`` (``previous_integrity``): partner -> integrity flags raised in the month (the
@@ -330,7 +354,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
             channels=_channel_lines(catalog, now), tier_since=partners.tier_since(partner, m),
             policy_since=partners.policy_since(m),
             projection=(_projection(catalog, partners, partner, now, m, elapsed, bool(raised),
-                                    lines) if 0 < elapsed < 1 and now else None)))
+                                    lines) if 0 < elapsed < 1 and now else None),
+            closing=(closed or {}).get(partner)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated,
                   _ranked(cards, policy), funnels)
@@ -445,12 +470,19 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
     before = previous_month(month)
     out: dict[str, Any] = {}
     flags: dict[str, dict[str, list[list[str]]]] = {}
+    closed: dict[str, dict[str, Any]] = {}
     for partner in partner_ids:
-        months = {}
+        months: dict[str, Any] = {}
         raised = {}
         for name in (month, before):
-            values = engine.evaluate_month(partner, name)
-            if values:
+            frozen = engine.closed_month(partner, name)
+            values = engine.evaluate_month(partner, name) if frozen is None else {}
+            if frozen is not None:  # served as frozen: what was paid on
+                months[name] = dict(frozen.values)
+                closed.setdefault(partner, {})[name] = {
+                    "closed_at_ms": frozen.closed_at_ms, "digest": frozen.digest,
+                    "restatements": [asdict(r) for r in frozen.restatements]}
+            elif values:
                 months[name] = {k: [v.value, v.samples, v.total, v.squares]
                                 + ([v.hist] if v.hist is not None else [])
                                 for k, v in values.items()}
@@ -462,16 +494,18 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
         if raised:
             flags[partner] = raised
     return {"month": month, "previous_month": before, "timezone": engine.catalog.report_timezone,
-            "partners": out, "integrity": flags}
+            "partners": out, "integrity": flags, "closed": closed}
 
 
 class Fetched(NamedTuple):
-    """What the workers serve for a month: values and integrity flags, this month and the last."""
+    """What the workers serve for a month: values and integrity flags, this month and the last,
+    and which partners' month is closed (with its digest and restatements)."""
 
     current: MonthValues
     previous: MonthValues
     integrity: MonthFlags
     previous_integrity: MonthFlags
+    closed: dict[str, Closing] = {}  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 def fetch(workers: list[str], month: str, partitions: int,
@@ -483,6 +517,7 @@ def fetch(workers: list[str], month: str, partitions: int,
     flags_now: MonthFlags = {}
     flags_before: MonthFlags = {}
     covered: set[int] = set()
+    closings: dict[str, Closing] = {}
     before = previous_month(month)
     for base in workers:
         url = f"{base.rstrip('/')}/api/report?month={month}"
@@ -507,11 +542,17 @@ def fetch(workers: list[str], month: str, partitions: int,
             for name, flags in ((month, flags_now), (before, flags_before)):
                 if months.get(name):
                     flags[partner] = tuple(sorted((str(k), str(s)) for k, s in months[name]))
+        for partner, months in body.get("closed", {}).items():
+            got = months.get(month)
+            if got is not None:
+                closings[partner] = Closing(
+                    int(got["closed_at_ms"]), str(got["digest"]),
+                    tuple(Restatement(**r) for r in got["restatements"]))
     missing = sorted(set(range(partitions)) - covered)
     if missing:
         raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
                           f"every worker with --worker (a partial report would miss partners)")
-    return Fetched(current, previous, flags_now, flags_before)
+    return Fetched(current, previous, flags_now, flags_before, closings)
 
 
 def month_value(raw: list[Any]) -> MonthValue:

@@ -8,6 +8,7 @@ import html
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -100,6 +101,26 @@ def _projection(card: PartnerCard) -> str:
     return text
 
 
+def _units(card: PartnerCard) -> Callable[[str], str]:
+    units = {line.kpi: line.unit for line in card.lines}
+    return lambda kpi: units.get(kpi, "")
+
+
+def _closing(card: PartnerCard, unit_of: Callable[[str], str]) -> list[str]:
+    """'closed 2026-11-05 12:00 UTC, digest 3f2a...; ' and one line per restatement."""
+    c = card.closing
+    if c is None:
+        return []
+    at = datetime.fromtimestamp(c.closed_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"{c.status}: frozen {at}, sha256 {c.digest}"]
+    for r in c.restatements:
+        when = datetime.fromtimestamp(r.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        unit = unit_of(r.kpi)
+        out.append(f"restated {when}: {r.kpi} {show(r.old_value, unit)} ({r.old_samples}) -> "
+                   f"{show(r.new_value, unit)} ({r.new_samples})")
+    return out
+
+
 def _rank(card: PartnerCard) -> str:
     """'3 (raw 1)': the place by the fair score, and by the raw score when it differs."""
     if card.rank is None:
@@ -149,6 +170,7 @@ def render_json(report: Report) -> str:
         for field in ("integrity", "previous_integrity"):
             out[field] = [{"kpi": kpi, "signal": signal} for kpi, signal in getattr(c, field)]
         out["band_withheld_by"] = list(c.band_withheld_by)
+        out["status"] = c.status
         return out
 
     body = {"month": report.month, "previous_month": report.previous_month,
@@ -163,7 +185,8 @@ CSV_COLUMNS: Final = (
     "score", "band", "adjustment", "previous_score", "previous_band",
     "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
     "capped", "not_measured", "target_source", "tier_since", "policy_since",
-    "shrunk_value", "shrunk_attainment", "fair_score", "rank", "raw_rank",
+    "shrunk_value", "shrunk_attainment", "fair_score", "rank", "raw_rank", "status",
+    "digest",
 )
 
 
@@ -209,7 +232,8 @@ def render_csv(report: Report) -> str:
                 csv_text(", ".join(c.band_withheld_by)), int(line.capped), csv_text(line.not_measured),
                 csv_text(line.target_source), c.tier_since or "", c.policy_since or "",
                 num(line.shrunk), num(line.shrunk_attainment), num(c.fair_score),
-                c.rank or "", c.raw_rank or "",
+                c.rank or "", c.raw_rank or "", c.status,
+                c.closing.digest if c.closing is not None else "",
             ])
     return out.getvalue()
 
@@ -226,11 +250,12 @@ def render_table(report: Report) -> str:
     """A summary of every partner, then each partner's KPI lines (for a terminal)."""
     out = [f"Partner report card {report.month} ({report.timezone}), "
            f"compared with {report.previous_month}", ""]
-    summary = [["partner", "tier", "score", "band", "fair score", "rank", f"{report.previous_month}",
-                "floored by", "integrity flags"]]
+    summary = [["partner", "tier", "month", "score", "band", "fair score", "rank",
+                f"{report.previous_month}", "floored by", "integrity flags"]]
     for c in report.cards:
-        summary.append([c.name, c.tier, _pct(c.score), _band(c.band), _pct(c.fair_score),
-                        _rank(c), f"{_pct(c.previous_score)} {_band(c.previous_band)}",
+        summary.append([c.name, c.tier, c.status, _pct(c.score), _band(c.band),
+                        _pct(c.fair_score), _rank(c),
+                        f"{_pct(c.previous_score)} {_band(c.previous_band)}",
                         _floored(c), _flagged(c)])
     out += [_columns(summary), ""]
     for c in report.cards:
@@ -240,6 +265,7 @@ def render_table(report: Report) -> str:
             out.append(f"terms: {_terms(c)}")
         if c.projection is not None:
             out.append(_projection(c))
+        out += _closing(c, _units(c))
         if c.integrity or c.previous_integrity:
             held = (f" (band {c.withheld_band.id} withheld for them)" if c.withheld_band else "")
             out.append(f"integrity flags {report.month}: {_flags(c.integrity)}{held}; "
@@ -327,6 +353,12 @@ def render_html(report: Report) -> str:
             parts.append(f'<p class="terms muted">Terms in force: {e(_terms(c))}.</p>')
         if c.projection is not None:
             parts.append(f'<p class="projection">Forecast for the {e(_projection(c))}.</p>')
+        closing = _closing(c, _units(c))
+        if closing:
+            parts.append(f'<p class="closing">{e(closing[0])}</p>')
+            if closing[1:]:
+                parts.append('<ul class="restatements">' + "".join(
+                    f"<li>{e(x)}</li>" for x in closing[1:]) + "</ul>")
         if c.integrity or c.previous_integrity:
             held = (f" (band <strong>{e(c.withheld_band.label)}</strong> withheld for them)"
                     if c.withheld_band else "")

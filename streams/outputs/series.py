@@ -23,6 +23,9 @@ KPI_STATE_SINCE: Final = "partnerpulse_kpi_state_since_timestamp_seconds"
 OPEN_ITEMS: Final = "partnerpulse_open_items"
 INTEGRITY_FLAG: Final = "partnerpulse_integrity_flag"
 INTEGRITY_SCORE: Final = "partnerpulse_integrity_score"
+REPORT_RESTATEMENTS: Final = "partnerpulse_report_restatements"
+"""A counter family (sample ``..._total``): KPI values of closed months changed by late events."""
+REPORT_RESTATEMENTS_TOTAL: Final = f"{REPORT_RESTATEMENTS}_total"
 EVENTS: Final = "partnerpulse_events"
 """A counter family: its sample is :data:`EVENTS_TOTAL` (the text format adds ``_total``)."""
 EVENTS_TOTAL: Final = f"{EVENTS}_total"
@@ -56,6 +59,9 @@ HELP: Final = {
         "Evidence of the integrity signal: -log10 of its p-value (higher is stronger), for every "
         "partner x KPI x signal with enough volume to be tested.",
     EVENTS: "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
+    REPORT_RESTATEMENTS:
+        "Restatements of the partner's closed months kept (a KPI value of a frozen month card "
+        "changed by events that came after its close); exported once a month has closed.",
     LAST_EVENT_TIMESTAMP: "Event time of the newest accepted event per topic.",
     FEED_STALE_FLAG: "1 while the topic's feed is stale (its partner alerts are held).",
     CONSUMER_LAG: "Messages on the partition not yet processed by this worker.",
