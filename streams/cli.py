@@ -259,7 +259,7 @@ def report(
         raise typer.Exit(1) from None
     if month:
         card = build_report(catalog, partners, month, got.current, got.previous, now,
-                            got.integrity, got.previous_integrity, got.closed)
+                            got.integrity, got.previous_integrity, got.closed, got.evidence)
         known = {c.partner for c in card.cards}
     else:
         whole = build_period(catalog, partners, period, months, fetched.values, fetched.totals,

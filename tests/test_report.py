@@ -248,8 +248,9 @@ def test_fetch_refuses_a_partial_report() -> None:
 
     answers = {"http://a/api/report?month=2026-10": worker([0, 1]),
                "http://b/api/report?month=2026-10": worker([2, 3])}
+    # values, previous values, flags, previous flags, closings, evidence: all empty
     assert tuple(fetch(["http://a", "http://b"], "2026-10", 4, answers.__getitem__)) == (
-        {}, {}, {}, {})
+        {}, {}, {}, {}, {}, {})
     with pytest.raises(ReportError, match=r"partitions \[2, 3\]"):
         fetch(["http://a"], "2026-10", 4, answers.__getitem__)
     # a worker that does not say which flags it holds could get a withheld band paid

@@ -217,3 +217,76 @@ def _card(worker: Worker) -> dict[str, Any]:
         check=False)
     assert done.returncode == 0, done.stderr
     return dict(orjson.loads(done.stdout)["partners"][0])
+
+
+# --- evidence for disputes ------------------------------------------------------------------------
+def _evidence_events() -> list[tuple[str, dict[str, Any]]]:
+    """acme in October: down-hard tickets first contacted after 1 to 5 hours, escalations, and
+    installs against their due dates; t2's first contact comes in two events, the later-dated
+    one first (a miss that the earlier one takes back)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    hours = {"t0": 1, "t1": 3, "t2": 4, "t3": 1.5, "t4": 5, "t5": 2}
+    for i, (tid, h) in enumerate(hours.items()):
+        opened = _ms(2026, 10, 5 + i, 9, 0)
+        out.append(("tickets", {"event_id": f"{tid}-o", "type": "opened", "partner_id": "acme",
+                                "ticket_id": tid, "ts": opened, "severity": "down_hard"}))
+        out.append(("tickets", {"event_id": f"{tid}-c", "type": "contacted",
+                                "partner_id": "acme", "ticket_id": tid,
+                                "ts": opened + int(h * 3_600_000)}))
+    out.append(("tickets", {"event_id": "t2-c0", "type": "contacted", "partner_id": "acme",
+                            "ticket_id": "t2", "ts": _ms(2026, 10, 7, 10, 0)}))  # 1 h after
+    for tid in ("t3", "t5"):
+        out.append(("tickets", {"event_id": f"{tid}-e", "type": "escalated",
+                                "partner_id": "acme", "ticket_id": tid,
+                                "ts": _ms(2026, 10, 20, 9, 0)}))
+    for oid, due, day in (("o1", "2026-10-10", 12), ("o2", "2026-10-10", 9),
+                          ("o3", "2026-10-15", 16)):
+        out.append(("orders", {"event_id": f"{oid}-s", "type": "scheduled", "partner_id": "acme",
+                               "order_id": oid, "ts": _ms(2026, 10, 1, 9, 0), "due_date": due}))
+        out.append(("orders", {"event_id": f"{oid}-i", "type": "installed", "partner_id": "acme",
+                               "order_id": oid, "ts": _ms(2026, 10, day, 12, 0)}))
+    return out
+
+
+def test_the_card_names_the_entities_behind_each_kpis_misses() -> None:
+    """Expected ids from the events, by the test: tickets whose first contact came after the
+    partner's target (its tier's), escalated tickets, installs after their due date."""
+    catalog, partners = load_config()
+    events = _evidence_events()
+    targets = reference.expected_targets(["acme"])
+    first_contact: dict[str, int] = {}
+    opened: dict[str, int] = {}
+    for topic, e in events:
+        if topic == "tickets" and e["type"] == "opened":
+            opened[e["ticket_id"]] = e["ts"]
+        if topic == "tickets" and e["type"] == "contacted":
+            first_contact[e["ticket_id"]] = min(e["ts"], first_contact.get(e["ticket_id"], e["ts"]))
+    took = {t: (first_contact[t] - opened[t]) / 1000 for t in opened}
+    want = {
+        "ots_down_hard": {t for t, s in took.items() if s > targets[("acme", "ots_down_hard")]},
+        "ots_down_hard_p90": {t for t, s in took.items()
+                              if s > targets[("acme", "ots_down_hard_p90")]},
+        "escalation_rate": {"t3", "t5"},
+        "on_time_install": {"o1", "o3"},
+    }
+    assert want["ots_down_hard"] and "t2" not in want["ots_down_hard"]
+    for order in (events, list(reversed(events))):  # arrival order changes nothing
+        engine = Engine(catalog, partners, clock="event")
+        journal: dict[bytes, bytes] = {}
+        for topic, event in order:
+            engine.ingest(topic, orjson.dumps(event), WALL)
+            journal.update((k, v) for k, v in engine.drain() if v is not None)
+        got = {k: set(v) for k, v in engine.evidence("acme", "2026-10").items()}
+        assert {k: got.get(k, set()) for k in want} == want
+        assert set(got) <= {k.id for k in catalog.kpis}  # no per-channel copies
+        again = Engine(catalog, partners, clock="event")
+        again.restore(journal.items())
+        assert {k: set(v) for k, v in again.evidence("acme", "2026-10").items()} == got
+    state = month_state(engine, ["acme"], "2026-10")
+    body = orjson.dumps({**state, "ready": True, "partitions": 1, "owned_partitions": [0]})
+    fetched = fetch(["http://w"], "2026-10", 1, lambda _: body)
+    card = build_report(catalog, partners, "2026-10", fetched.current, fetched.previous, WALL,
+                        evidence=fetched.evidence)
+    lines = {x.kpi: x for x in {c.partner: c for c in card.cards}["acme"].lines}
+    assert set(lines["escalation_rate"].evidence) == {"t3", "t5"}
+    assert set(lines["on_time_install"].evidence) == {"o1", "o3"}

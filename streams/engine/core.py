@@ -69,7 +69,7 @@ from streams.engine.plan import COUNT, MARK
 from streams.engine.samples import SampleCounter
 from streams.engine.warning import EarlyWarning
 from streams.engine.windows import WindowStore
-from streams.ingest.contract import ContractError, Parsed, decode
+from streams.ingest.contract import ENTITY_FIELD, ContractError, Parsed, decode
 
 HOUR_MS = 3_600_000
 
@@ -199,6 +199,8 @@ class Engine:
         # early-warning updates of this event, applied in catalog order at the end
         warn: list[Warn] = []
         samples = self._samples
+        field = ENTITY_FIELD.get(parsed.topic)
+        entity = getattr(ev, field, None) if field is not None else getattr(ev, "ticket_id", None)
         for step in self._routes.get((parsed.topic, type(ev).__struct_config__.tag), ()):
             if step.where and not step.matches(ev):
                 continue
@@ -206,13 +208,13 @@ class Engine:
                 samples.on_mark(st, step.slot, parsed, warn)
             elif step.kind == COUNT:
                 k, n = step.kpi, step.n
-                samples.add(st, k, ts, n, step.s, None, 1)
+                samples.add(st, k, ts, n, step.s, None, 1, entity)
                 warn.append((step.position, k, None if n else 1.0))
             else:
                 value = getattr(ev, step.field, None)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     k = step.kpi
-                    samples.add(st, k, ts, 1, float(value), None, 1)
+                    samples.add(st, k, ts, 1, float(value), None, 1, entity or ev.event_id)
                     warn.append((step.position, k, float(value)))
         if warn:
             self._warning.feed(partner, st, warn)
@@ -327,6 +329,11 @@ class Engine:
         """The month's frozen values and restatements, None while it is open."""
         st = self.state.get(partner)
         return st.closed.get(MonthCalendar.parse(month)) if st is not None else None
+
+    def evidence(self, partner: str, month: str) -> dict[str, list[str]]:
+        """kpi id -> ids of the entities behind the month's misses (at most EVIDENCE_CAP)."""
+        st = self.state.get(partner)
+        return self._months.evidence_of(st, month) if st is not None else {}
 
     def restatements(self, partner: str) -> int | None:
         """Restatements of the partner's closed months kept; None while no month has closed."""

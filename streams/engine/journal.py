@@ -30,7 +30,9 @@ Write = tuple[bytes, bytes | None]
 
 ENCODER: Final = msgspec.msgpack.Encoder()
 _RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event, int])
-MONTH_DECODER: Final = msgspec.msgpack.Decoder(tuple[int, dict[str, list[Any]]])
+MONTH_DECODER: Final = msgspec.msgpack.Decoder(list[Any])
+"""A month snapshot: [seq, {kpi: aggregate}] or, since evidence, [seq, {kpi: aggregate},
+{kpi: [entity ids behind misses]}]."""
 CLOSED_DECODER: Final = msgspec.msgpack.Decoder(
     tuple[int, str, dict[str, list[float]], list[tuple[int, str, float | None, float | None,
                                                        int, int]]])

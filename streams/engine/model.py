@@ -159,6 +159,11 @@ class Evaluated(NamedTuple):
     """``PartnerState.changes`` then: which KPIs moved since is which differ now."""
 
 
+EVIDENCE_CAP: Final = 20
+"""Entity ids kept per partner, KPI and month behind its misses: enough to answer "which
+tickets?" in a dispute, bounded whatever arrives."""
+
+
 @dataclass(frozen=True, slots=True)
 class Restatement:
     """A closed month's KPI value changed by events that came after the close."""
@@ -231,6 +236,12 @@ class PartnerState:
     """Closed months a late event changed, until their restatement is recorded."""
     close_due_ms: int = -1
     """When the oldest open month with data is due to close (-1: work it out)."""
+    evidence: dict[int, dict[int, list[str]]] = field(default_factory=dict)
+    """Month -> kpi index -> ids of the entities behind its misses (a ticket over its OTS
+    target, a late install, an escalated ticket), first come, at most ``EVIDENCE_CAP``."""
+    miss_limits: list[float] = field(default_factory=list)
+    """Per KPI index: the partner's target in the units samples are counted in (a sample on
+    the wrong side of it is a miss)."""
     version: int = 0
     """Bumped by every accepted event: with the minute, it keys the cached evaluation."""
     uid: int = field(default_factory=lambda: next(_STATE_UIDS))

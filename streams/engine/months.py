@@ -26,7 +26,14 @@ from streams.engine.journal import (
     closed_key,
     month_key,
 )
-from streams.engine.model import Agg, ClosedMonth, KpiValue, PartnerState, Restatement
+from streams.engine.model import (
+    EVIDENCE_CAP,
+    Agg,
+    ClosedMonth,
+    KpiValue,
+    PartnerState,
+    Restatement,
+)
 
 
 def digest(values: dict[str, list[float]]) -> str:
@@ -127,6 +134,8 @@ class MonthStore:
                  journal: list[Write] | None) -> None:
         """Drop the months past the report horizon; snapshot the ones changed since last time."""
         horizon = self.calendar.index(now) - self._report_months
+        for month in [m for m in st.evidence if m < horizon]:
+            del st.evidence[month]
         for month in [m for m in st.months if m < horizon]:
             del st.months[month]
             st.months_dirty.discard(month)
@@ -139,10 +148,45 @@ class MonthStore:
         for month in sorted(st.months_dirty):
             st.month_seq[month] = st.seq
             if journal is not None:
-                aggs = {self.kpis[k].id: agg for k, agg in st.months[month].items()}
+                aggs = {self.kpis[k].id: agg for k, agg in st.months.get(month, {}).items()}
+                found = {self.kpis[k].id: ids
+                         for k, ids in st.evidence.get(month, {}).items() if ids}
                 journal.append((month_key(partner, MonthCalendar.name(month)),
-                                ENCODER.encode((st.seq, aggs))))
+                                ENCODER.encode((st.seq, aggs, found))))
         st.months_dirty.clear()
+
+    def _month_of(self, ts: int) -> int:
+        lo, hi, month = self._month
+        if not lo <= ts < hi:
+            calendar = self.calendar
+            month = calendar.index(ts)
+            self._month = (calendar.start_ms(month), calendar.start_ms(month + 1), month)
+        return month
+
+    # --- evidence ----------------------------------------------------------------------
+    def evidence(self, st: PartnerState, k: int, ts: int, entity: str, sign: int,
+                 replaying: bool) -> None:
+        """Keep (sign 1) or drop (sign -1) an entity behind a miss of KPI ``k`` in its month,
+        as :meth:`add` counts: a replayed event already in the month's snapshot leaves it."""
+        month = self._month_of(ts)
+        if replaying and st.seq <= st.month_seq.get(month, -1):
+            return
+        per_kpi = st.evidence.setdefault(month, {})
+        ids = per_kpi.get(k)
+        if sign > 0:
+            if ids is None:
+                ids = per_kpi[k] = []
+            if len(ids) < EVIDENCE_CAP and entity not in ids:
+                ids.append(entity)
+                st.months_dirty.add(month)
+        elif ids is not None and entity in ids:
+            ids.remove(entity)
+            st.months_dirty.add(month)
+
+    def evidence_of(self, st: PartnerState, month: str) -> dict[str, list[str]]:
+        """kpi id -> the month's evidence ids."""
+        got = st.evidence.get(self.calendar.parse(month), {})
+        return {self.kpis[k].id: list(ids) for k, ids in sorted(got.items()) if ids}
 
     # --- closing -----------------------------------------------------------------------
     def close_due(self, partner: str, st: PartnerState, now: int,
@@ -211,7 +255,10 @@ class MonthStore:
 
     def load(self, st: PartnerState, month: int, raw: bytes) -> None:
         """Take a month's snapshot record back."""
-        seq, saved = MONTH_DECODER.decode(raw)
+        seq, saved, *rest = MONTH_DECODER.decode(raw)  # (seq, aggregates[, evidence])
+        found: dict[str, list[str]] = rest[0] if rest else {}
+        st.evidence[month] = {self._kpi_index[k]: list(ids) for k, ids in found.items()
+                              if k in self._kpi_index}
         aggs: dict[int, Agg] = {}
         for kpi_id, agg in saved.items():
             k = self._kpi_index.get(kpi_id)

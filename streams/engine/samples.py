@@ -30,6 +30,11 @@ class SampleCounter:
                  samplers: Sequence[Sampler | LimitedSampler],
                  bins: TargetBins, partners: Partners) -> None:
         self._ratio = [k.kind == "ratio" for k in kpis]
+        self._kpis = tuple(kpis)
+        self._lower = [k.lower_is_better for k in kpis]
+        self._evidenced = [k.channel is None for k in kpis]
+        """KPIs whose misses keep evidence: the catalog's (a per-channel KPI's misses are its
+        base KPI's too)."""
         self._warned = [k.count_at != "decision" and k.channel is None for k in kpis]
         """KPIs whose new samples feed the early warning: not those counted when decided (a
         start's sample is born as the 0 it becomes only if its horizon passes unfollowed), nor
@@ -52,21 +57,38 @@ class SampleCounter:
         """Set while a restore replays the journal: months then rebuild without snapshots."""
 
     def add(self, st: PartnerState, k: int, ts: int, n: int, s: Any, hist_key: int | None,
-            sign: int) -> None:
+            sign: int, entity: str | None = None) -> None:
         """Add (sign 1) or retract (sign -1) one sample of KPI ``k`` at time ``ts``: into its
-        window buckets and its calendar month (and the bins around its target, if watched)."""
+        window buckets and its calendar month (and the bins around its target, if watched). A
+        miss of the partner's target keeps ``entity`` as evidence in the month."""
         if k in self._binned:
             self._bins.add(st, k, ts, s, sign)
+        if entity is not None and self._evidenced[k] and self._is_miss(st, k, n, s):
+            self._months.evidence(st, k, ts, entity, sign, self.replaying)
         if sign < 0:
             n, s = -n, -s
         s2 = s * s * sign
         self._windows.add(st, k, ts, n, s, s2, hist_key, sign)
         self._months.add(st, k, ts, n, s, s2, hist_key, sign, self.replaying)
 
+    def _is_miss(self, st: PartnerState, k: int, n: int, s: Any) -> bool:
+        """Whether a sample misses the partner's target: for a counted ratio, a numerator
+        event of a lower-is-better ratio (an escalation); otherwise a sample on the wrong side
+        of the target (a duration over it, a late install's 0, a detractor's score)."""
+        if self._ratio[k]:
+            return n == 0 and self._lower[k] and s > 0
+        if n != 1 or not st.miss_limits:
+            return False
+        limit = st.miss_limits[k]
+        return bool(s > limit) if self._lower[k] else bool(s < limit)
+
     def fill(self, st: PartnerState, partner: str) -> None:
-        """Give a new partner state the limits of its SLA parts (the partner's targets, in ms)."""
+        """Give a new partner state the limits of its SLA parts (the partner's targets, in ms),
+        and each KPI's target in sample units (the evidence of misses)."""
         st.sla_limits = {k: tuple(round(self._partners.target(partner, part) * 1000)
                                   for part in parts) for k, parts in self._sla_parts.items()}
+        st.miss_limits = [self._partners.target(partner, kpi) * self._scale[k]
+                          for k, kpi in enumerate(self._kpis)]
 
     def on_mark(self, st: PartnerState, slot: Slot, parsed: Parsed, warn: list[Warn]) -> None:
         """Move the mark ``slot`` of the event's entity; re-derive the samples reading it."""
@@ -94,12 +116,12 @@ class SampleCounter:
         for (k, pos), was in zip(deps, before, strict=True):
             now = samplers[k](rec) if k not in limits else samplers[k](rec, limits[k])
             if now != was:
-                self._resample(st, k, pos, was, now, warn)
+                self._resample(st, k, pos, was, now, warn, entity_id)
             if k in self._open_slots:
                 self._entities.track_open(st, k, entity_id, rec)
 
     def _resample(self, st: PartnerState, k: int, pos: int, was: tuple[Sample, ...],
-                  now: tuple[Sample, ...], warn: list[Warn]) -> None:
+                  now: tuple[Sample, ...], warn: list[Warn], entity: str | None = None) -> None:
         """Retract the samples the entity no longer gives, add the new ones (as multisets: a
         mean of a field kept on an entity may give one sample twice, two answers alike)."""
         if len(was) <= 1 and len(now) <= 1:  # nearly always: one sample or none
@@ -116,10 +138,10 @@ class SampleCounter:
             gone, added = tuple(taken), tuple(left)
         for sample in gone:
             _, ts, n, s, key = sample
-            self.add(st, k, ts, n, s, key, -1)
+            self.add(st, k, ts, n, s, key, -1, entity)
         for sample in added:
             role, ts, n, s, key = sample
-            self.add(st, k, ts, n, s, key, 1)
+            self.add(st, k, ts, n, s, key, 1, entity)
             if self._warned[k] and not any(old[0] == role for old in was):  # new, not a correction
                 if self._ratio[k]:
                     warn.append((pos, k, None if role else 1.0))

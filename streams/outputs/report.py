@@ -76,6 +76,9 @@ class KpiLine:
     the raw value for a percentile KPI or a fleet too small to shrink toward; None without data."""
     shrunk_attainment: float | None = None
     """``shrunk`` against the target, capped as ``attainment``."""
+    evidence: tuple[str, ...] = ()
+    """Ids of the entities behind the month's misses (tickets over the target, late installs,
+    escalated tickets, detractors' tickets), first come, at most 20: for disputes."""
 
     @property
     def change(self) -> float | None:
@@ -273,7 +276,8 @@ def _triple(got: MonthValue | None) -> tuple[float, int, float] | None:
 
 
 def _line(kpi: Kpi, partners: Partners, partner: str, now: MonthValue | None,
-          before: MonthValue | None, month: int, shrunk: float | None = None) -> KpiLine:
+          before: MonthValue | None, month: int, shrunk: float | None = None,
+          evidence: tuple[str, ...] = ()) -> KpiLine:
     source = partners.target_source(partner, kpi, month)
     target = source.value
     policy, policy_before = partners.policy(month), partners.policy(month - 1)
@@ -296,6 +300,7 @@ def _line(kpi: Kpi, partners: Partners, partner: str, now: MonthValue | None,
         shrunk_attainment=None if value is None else min(
             attainment(kpi, shrunk if shrunk is not None else value, target),
             policy.attainment_cap),
+        evidence=evidence,
     )
 
 
@@ -318,7 +323,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
                  previous: MonthValues, generated_ms: int,
                  integrity: Mapping[str, Iterable[Flag]] | None = None,
                  previous_integrity: Mapping[str, Iterable[Flag]] | None = None,
-                 closed: Mapping[str, Closing] | None = None) -> Report:
+                 closed: Mapping[str, Closing] | None = None,
+                 evidence: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None) -> Report:
     """Cards for every listed partner and every partner with data or flags in either month.
 
     ``integrity`` (``previous_integrity``): partner -> integrity flags raised in the month (the
@@ -342,8 +348,9 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
         prev_score, prev_earned, _ = _score(catalog, partners, partner, before, m - 1)
         band = policy.withhold(earned, bool(raised))
         withheld = earned if band != earned else None
+        found = (evidence or {}).get(partner, {})
         lines = tuple(_line(k, partners, partner, now.get(k.id), before.get(k.id), m,
-                            shrunk.get((partner, k.id)))
+                            shrunk.get((partner, k.id)), found.get(k.id, ()))
                       for k in catalog.kpis)
         cards.append(PartnerCard(
             partner, partners.names.get(partner, partner), partners.tier(partner, m), lines,
@@ -471,9 +478,13 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
     out: dict[str, Any] = {}
     flags: dict[str, dict[str, list[list[str]]]] = {}
     closed: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, dict[str, Any]] = {}
     for partner in partner_ids:
         months: dict[str, Any] = {}
         raised = {}
+        behind = engine.evidence(partner, month)
+        if behind:
+            evidence[partner] = {month: behind}
         for name in (month, before):
             frozen = engine.closed_month(partner, name)
             values = engine.evaluate_month(partner, name) if frozen is None else {}
@@ -484,7 +495,8 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
                     "restatements": [asdict(r) for r in frozen.restatements]}
             elif values:
                 months[name] = {k: [v.value, v.samples, v.total, v.squares]
-                                + ([v.hist] if v.hist is not None else [])
+                                + ([{str(b): c for b, c in v.hist.items()}]
+                                   if v.hist is not None else [])
                                 for k, v in values.items()}
             found = integrity(partner, name) if integrity is not None else ()
             if found:
@@ -494,7 +506,7 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
         if raised:
             flags[partner] = raised
     return {"month": month, "previous_month": before, "timezone": engine.catalog.report_timezone,
-            "partners": out, "integrity": flags, "closed": closed}
+            "partners": out, "integrity": flags, "closed": closed, "evidence": evidence}
 
 
 class Fetched(NamedTuple):
@@ -506,6 +518,8 @@ class Fetched(NamedTuple):
     integrity: MonthFlags
     previous_integrity: MonthFlags
     closed: dict[str, Closing] = {}  # noqa: RUF012 - a NamedTuple default, never mutated
+    evidence: dict[str, dict[str, tuple[str, ...]]] = {}  # noqa: RUF012 - as above
+    """partner -> kpi -> entity ids behind the month's misses."""
 
 
 def fetch(workers: list[str], month: str, partitions: int,
@@ -518,6 +532,7 @@ def fetch(workers: list[str], month: str, partitions: int,
     flags_before: MonthFlags = {}
     covered: set[int] = set()
     closings: dict[str, Closing] = {}
+    evidence: dict[str, dict[str, tuple[str, ...]]] = {}
     before = previous_month(month)
     for base in workers:
         url = f"{base.rstrip('/')}/api/report?month={month}"
@@ -542,6 +557,10 @@ def fetch(workers: list[str], month: str, partitions: int,
             for name, flags in ((month, flags_now), (before, flags_before)):
                 if months.get(name):
                     flags[partner] = tuple(sorted((str(k), str(s)) for k, s in months[name]))
+        for partner, months in body.get("evidence", {}).items():
+            if months.get(month):
+                evidence[partner] = {str(k): tuple(map(str, ids))
+                                     for k, ids in months[month].items()}
         for partner, months in body.get("closed", {}).items():
             got = months.get(month)
             if got is not None:
@@ -552,7 +571,7 @@ def fetch(workers: list[str], month: str, partitions: int,
     if missing:
         raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
                           f"every worker with --worker (a partial report would miss partners)")
-    return Fetched(current, previous, flags_now, flags_before, closings)
+    return Fetched(current, previous, flags_now, flags_before, closings, evidence)
 
 
 def month_value(raw: list[Any]) -> MonthValue:

@@ -186,7 +186,7 @@ CSV_COLUMNS: Final = (
     "integrity_flags", "previous_integrity_flags", "band_withheld", "band_withheld_by",
     "capped", "not_measured", "target_source", "tier_since", "policy_since",
     "shrunk_value", "shrunk_attainment", "fair_score", "rank", "raw_rank", "status",
-    "digest",
+    "digest", "evidence",
 )
 
 
@@ -234,6 +234,7 @@ def render_csv(report: Report) -> str:
                 num(line.shrunk), num(line.shrunk_attainment), num(c.fair_score),
                 c.rank or "", c.raw_rank or "", c.status,
                 c.closing.digest if c.closing is not None else "",
+                csv_text(" ".join(line.evidence)),
             ])
     return out.getvalue()
 
@@ -379,8 +380,12 @@ def render_html(report: Report) -> str:
             why = f"not counted: {line.not_measured}" if line.not_measured else "not counted"
             note = "" if line.counted else f' <span class="muted">({e(why)})</span>'
             measured = not (line.not_measured and line.samples > 0)
+            behind = ("" if not line.evidence else
+                      f'<details><summary>{len(line.evidence)} misses</summary>'
+                      f'<span class="muted">{e(", ".join(line.evidence))}</span></details>')
             parts.append(
-                f"<tr><td>{e(line.title)}</td><td>{e(show(line.value, line.unit))}{note}</td>"
+                f"<tr><td>{e(line.title)}{behind}</td>"
+                f"<td>{e(show(line.value, line.unit))}{note}</td>"
                 f"<td>{line.samples}</td><td>{e(show(line.target, line.unit))}"
                 f' <span class="muted">({e(line.target_source)})</span></td>'
                 f'<td class="{cls(line.attainment) if measured else "muted"}">'
