@@ -62,6 +62,8 @@ DEFAULT_KPIS: dict[str, dict[str, Any]] = {
     "mttr": {"direction": "lower", "target": 14400.0, "min_samples": 5},
     "fai_rate": {"direction": "lower", "target": 0.05, "min_samples": 10},
     "on_time_install": {"direction": "higher", "target": 0.90, "min_samples": 10},
+    "order_to_install": {"direction": "lower", "target": 604800.0, "min_samples": 10},
+    "scheduled_to_install": {"direction": "lower", "target": 259200.0, "min_samples": 10},
     "escalation_rate": {"direction": "lower", "target": 0.15, "min_samples": 20},
     "good_escalation_ratio": {"direction": "higher", "target": 0.85, "min_samples": 10},
     "escalation_review_agreement": {"direction": "higher", "target": 0.90, "min_samples": 10},
@@ -550,6 +552,15 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
         "mttr": (
             "mean",
             _duration_samples(accepted, "tickets", "ticket_id", "opened", _always, ("resolved",)),
+        ),
+        "order_to_install": (
+            "mean",
+            _duration_samples(accepted, "orders", "order_id", "ordered", _always, ("installed",)),
+        ),
+        "scheduled_to_install": (
+            "mean",
+            _duration_samples(accepted, "orders", "order_id", "scheduled", _always,
+                              ("installed",)),
         ),
         "fai_rate": ("mean", _follow_up_samples(accepted)),
         "on_time_install": ("mean", _deadline_samples(accepted)),

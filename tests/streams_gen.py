@@ -89,6 +89,11 @@ def random_events(
             due: str = (rfc3339(due_ms, rng.choice((0, 2)))[:10] if rng.random() < 0.5
                         else rfc3339(due_ms, rng.choice((-3, 0, 1))))
             emit("orders", partner, "scheduled", sched, order_id=oid, due_date=due)
+            if extra_rng.random() < 0.8:  # the customer's order, days before the booking
+                # (within the span: a stream of one window's length has no late events)
+                emit("orders", partner, "ordered",
+                     sched - extra_rng.randrange(min(4 * DAY, sched - start_ms + 1)),
+                     order_id=oid)
             if rng.random() < 0.2:  # a reschedule
                 emit("orders", partner, "scheduled", sched + rng.randrange(HOUR), order_id=oid,
                      due_date=rfc3339(due_ms + DAY, 0)[:10])

@@ -83,7 +83,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(CONFIG)],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert "22 KPIs" in ok.stderr
+    assert "24 KPIs" in ok.stderr
     config = _copy_config(tmp_path)
     (config / "kpis.yaml").write_text("version: 2\n")
     bad = subprocess.run([sys.executable, "-m", "streams", "check-config", "--config", str(config)],

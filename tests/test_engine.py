@@ -26,6 +26,12 @@ WALL = T0 + 120 * DAY  # a wall clock after every generated event (the future ch
 PARTNERS = ["acme", "bluefiber", "cedar-networks"]
 
 
+
+def _month_record(key: bytes) -> bool:
+    """A month's snapshot ('#month:') or closed month ('#closed:') in the journal, not an event:
+    their keys are partner, separator, '#'; an event's is partner, separator, hex."""
+    return b"\x1f#" in key
+
 def _engine(clock: str = "event") -> Engine:
     catalog, partners = load_config()
     return Engine(catalog, partners, clock=clock)
@@ -131,7 +137,7 @@ def test_duplicates_never_change_a_kpi_even_after_restore() -> None:
     _feed(engine, events)
     journal = {k: v for k, v in engine.drain() if v is not None}
     restored = _engine()
-    events_kept = [k for k in journal if b"#month:" not in k]
+    events_kept = [k for k in journal if not _month_record(k)]
     assert restored.restore(journal.items()) == len(events_kept)
     now = engine.now(WALL)
     assert restored.now(WALL) == now
@@ -152,14 +158,14 @@ def test_journal_deletes_events_past_retention() -> None:
     first = {"event_id": "a", "type": "queued", "partner_id": "acme", "call_id": "c", "ts": T0}
     later = {**first, "event_id": "b", "call_id": "d", "ts": T0 + 91 * DAY}
     _feed(engine, [("calls", first)])
-    [(key, record)] = [(k, v) for k, v in engine.drain() if b"#month:" not in k]
+    [(key, record)] = [(k, v) for k, v in engine.drain() if not _month_record(k)]
     assert key.startswith(b"acme\x1f") and record is not None
     _feed(engine, [("calls", later)])
     writes = engine.drain()
     # a's record is deleted by the key it was written under; b's record is written
     assert (key, None) in writes
     assert [_decode_record(v)[1].event.event_id for k, v in writes
-            if v is not None and b"#month:" not in k] == ["b"]
+            if v is not None and not _month_record(k)] == ["b"]
 
 
 def test_packed_ids_tell_an_id_from_ids_that_contain_it() -> None:
@@ -184,7 +190,7 @@ def test_packed_ids_tell_an_id_from_ids_that_contain_it() -> None:
     assert outcomes == [Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.DUPLICATE]
     # every record written so far, by the event id inside it
     written = {_decode_record(v)[1].event.event_id: k for k, v in engine.drain()
-               if v is not None and b"#month:" not in k}
+               if v is not None and not _month_record(k)}
     assert set(written) == {*first, *filler, "c-1"}
     _feed(engine, [call("much-later", hour + 91 * DAY)])
     deleted = {k for k, v in engine.drain() if v is None}
@@ -238,7 +244,7 @@ def test_months_survive_restore_after_their_events_left_the_journal() -> None:
             journal.pop(key, None)
         else:
             journal[key] = value
-    oldest = min(msgspec.msgpack.decode(v)[1] for k, v in journal.items() if b"#month:" not in k)
+    oldest = min(msgspec.msgpack.decode(v)[1] for k, v in journal.items() if not _month_record(k))
     assert oldest > datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000  # Aug, Sep gone
     snapshots = {k.split(b"#month:")[1].decode() for k in journal if b"#month:" in k}
     assert {"2026-08", "2026-09", "2026-10"} <= snapshots, snapshots

@@ -75,7 +75,7 @@ def test_windows_and_catalog() -> None:
         "7d": (604800 * S, 3600 * S),
         "30d": (2592000 * S, 3600 * S),
     }
-    assert len(ref.DEFAULT_KPIS) == 22
+    assert len(ref.DEFAULT_KPIS) == 24
 
 
 def test_attainment() -> None:

@@ -539,3 +539,37 @@ def test_helpdesk_end_to_end(fresh_broker: EmbeddedBroker, tmp_path: Path) -> No
     figures = _replay_and_compare(fresh_broker, tmp_path, source, "helpdesk.yaml", tickets,
                                   ("mttr", "ots_service_affecting"), min_checked=2)
     print(f"helpdesk (full): {figures}, test {time.monotonic() - started:.1f} s")
+
+
+def test_an_order_export_derives_the_order_placed_from_each_orders_first_row(
+        tmp_path: Path) -> None:
+    """Order systems export status rows; the first row of an order is when it was placed
+    (`ordered`, the start of order_to_install), a `Booked` row its scheduling (with the due
+    date), a `Done` row its install."""
+    mapping = _mapping(tmp_path, """\
+version: 1
+topic: orders
+entity: order
+partner: {constant: fibreco}
+time: {column: at}
+status: {columns: [state], table: {Booked: scheduled, Done: installed}}
+derive: {first_row: ordered}
+fields:
+  scheduled:
+    due_date: {column: due}
+""")
+    rows = ("order,at,state,due\n"
+            "O1,2026-03-02T10:00:00+00:00,New,\n"
+            "O1,2026-03-04T09:00:00+00:00,Booked,2026-03-09\n"
+            "O1,2026-03-09T15:00:00+00:00,Done,\n"
+            "O2,2026-03-03T08:00:00+00:00,Booked,2026-03-05\n")
+    events, skips = _split(map_rows(rows_from_text(rows), mapping))
+    assert skips == []
+    assert [(e["order_id"], e["type"], e["ts"]) for e in events] == [
+        ("O1", "ordered", "2026-03-02T10:00:00+00:00"),
+        ("O2", "ordered", "2026-03-03T08:00:00+00:00"),
+        ("O2", "scheduled", "2026-03-03T08:00:00+00:00"),
+        ("O1", "scheduled", "2026-03-04T09:00:00+00:00"),
+        ("O1", "installed", "2026-03-09T15:00:00+00:00"),
+    ]
+    assert events[3]["due_date"] == "2026-03-09"

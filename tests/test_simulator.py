@@ -31,7 +31,7 @@ TYPES = {
     "tickets": {"opened", "contacted", "escalated", "escalation_reviewed", "resolved", "closed",
                 "reopened", "follow_up"},
     "calls": {"queued", "answered", "abandoned"},
-    "orders": {"scheduled", "installed", "cancelled"},
+    "orders": {"ordered", "scheduled", "installed", "cancelled"},
     "surveys": {"response"},
 }
 ENTITY = {"tickets": "ticket_id", "calls": "call_id", "orders": "order_id"}

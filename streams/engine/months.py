@@ -115,6 +115,7 @@ class MonthStore:
             per_kpi = st.months.get(month)
             if per_kpi is None:
                 per_kpi = st.months[month] = {}
+                st.close_due_ms = -1  # a month with data now: when is the next close due
             scale = self._scale[k]
             if scale != 1:
                 s, s2 = s / scale, s2 / (scale * scale)

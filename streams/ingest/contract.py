@@ -153,6 +153,10 @@ class _Order(_Event, kw_only=True, frozen=True):
     order_id: EntityId
 
 
+class OrderPlaced(_Order, tag="ordered", frozen=True):
+    """The customer's order was placed (the start of order-to-install)."""
+
+
 class OrderScheduled(_Order, tag="scheduled", frozen=True):
     # A date (local calendar day) or an instant; validated further in decode().
     due_date: Annotated[str, msgspec.Meta(min_length=10, max_length=40)]
@@ -166,7 +170,7 @@ class OrderCancelled(_Order, tag="cancelled", frozen=True):
     pass
 
 
-OrderEvent = OrderScheduled | OrderInstalled | OrderCancelled
+OrderEvent = OrderPlaced | OrderScheduled | OrderInstalled | OrderCancelled
 
 
 # --- surveys -----------------------------------------------------------------

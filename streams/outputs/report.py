@@ -448,14 +448,16 @@ def _league(catalog: Catalog, partners: Partners, current: MonthValues, month: i
 def _ranked(cards: list[PartnerCard], policy: ReportPolicy) -> tuple[PartnerCard, ...]:
     """The cards with their fair score and their places by it and by the raw score."""
     fair = {c.partner: _fair_score(c, policy) for c in cards}
-    by_fair = sorted((c.partner for c in cards if fair[c.partner] is not None),
-                     key=lambda p: -(fair[p] or 0.0))
-    by_raw = sorted((c.partner for c in cards if c.score is not None), key=lambda p: -next(
-        c.score or 0.0 for c in cards if c.partner == p))
-    return tuple(replace(c, fair_score=fair[c.partner],
-                         rank=by_fair.index(c.partner) + 1 if c.partner in by_fair else None,
-                         raw_rank=by_raw.index(c.partner) + 1 if c.partner in by_raw else None)
-                 for c in cards)
+    raw = {c.partner: c.score for c in cards}
+
+    def places(scores: dict[str, float | None]) -> dict[str, int]:
+        ranked = sorted((p for p, v in scores.items() if v is not None),
+                        key=lambda p: -(scores[p] or 0.0))
+        return {p: i + 1 for i, p in enumerate(ranked)}
+
+    by_fair, by_raw = places(fair), places(raw)
+    return tuple(replace(c, fair_score=fair[c.partner], rank=by_fair.get(c.partner),
+                         raw_rank=by_raw.get(c.partner)) for c in cards)
 
 
 def _fair_score(card: PartnerCard, policy: ReportPolicy) -> float | None:

@@ -6,6 +6,7 @@ import math
 from typing import Any, Final
 
 from streams.tools.simulator.profiles import (
+    BOOKING_MAX_MS,
     CAP_FCR,
     CAP_LEAD,
     CAP_OTS,
@@ -134,7 +135,7 @@ class Stream:
             self.after_ms = int(max(prm.asa, prm.asa_end) * 1.2 * CAP_PATIENCE * S) + 1
         else:
             self.before_ms = 0
-            self.after_ms = int(LEAD_S * CAP_LEAD * S + FAI_DELAY_MAX_MS
+            self.after_ms = int(BOOKING_MAX_MS + LEAD_S * CAP_LEAD * S + FAI_DELAY_MAX_MS
                                 + ots_max * SEV_MULT["service_affecting"] * CAP_OTS * S
                                 + ticket_after) + 1
         # The earliest arrival whose lifecycle can reach start_ms (ids count from there).
@@ -173,7 +174,7 @@ class Stream:
                     keep.append(k)
                 k += 1
             return keep, k
-        short = (LEAD_S * CAP_LEAD * S) if self.kind == "orders" else self.after_ms
+        short = (BOOKING_MAX_MS + LEAD_S * CAP_LEAD * S) if self.kind == "orders" else self.after_ms
         while k < 0 and start + (k - 0.5) * sp < limit:
             reach = short
             if self.kind == "orders" and self.u(k, O_FAI) < prm.fai:

@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.tools.simulator.arrivals import Raw, Stream, replayed
 from streams.tools.simulator.profiles import (
+    BOOKING_MAX_MS,
     CALL_CHANNEL_TABLE,
     CHANNEL_TABLE,
     DUE_OFFSETS_MIN,
@@ -177,11 +178,16 @@ class Lifecycles:
         ts = queued + max(S, int(wait * S))
         raw.append((ts, len(raw), "calls", typ, "call_id", cid, None))
 
-    def _order(self, raw: list[Raw], st: Stream, k: int, h: int, scheduled: int,
+    def _order(self, raw: list[Raw], st: Stream, k: int, h: int, placed: int,
                n: int) -> None:
         prm = st.prm
         pid = st.partner.partner_id
         oid = f"OR-{self.tag}-{pid}-{n}"
+        # the customer's order at the arrival; the install booked minutes to hours later (its
+        # own hash: the rest of the order's draws stay as they were)
+        booking = u16(mix(h ^ 0x5BD1E995), 0)
+        scheduled = placed + int(MIN + (BOOKING_MAX_MS - MIN) * booking)
+        raw.append((placed, len(raw), "orders", "ordered", "order_id", oid, None))
         lead_ms = max(60 * S, int(LEAD_S * LN_LEAD[int(st.u(k, O_LEAD) * NZ)] * S))
         done = scheduled + lead_ms
         on_time = st.u(k, O_ONTIME) < prm.on_time

@@ -70,6 +70,9 @@ SIG_LEAD, CAP_LEAD = 0.5, 3.0
 FCR_WORK_S: Final = 900.0  # a first-contact resolution is resolved during that contact
 LEAD_S: Final = 480.0  # scheduled -> installed (compressed from days to minutes)
 FAI_DELAY_MAX_MS: Final = 25 * MIN  # install -> follow-up ticket (compressed)
+BOOKING_MAX_MS: Final = 15 * MIN
+"""An install is booked (scheduled) 1 to 15 minutes after the customer's order (compressed
+from hours, as the lead to the install is from days)."""
 # Escalations: 3..5 hops, the first 14..16 min after first contact, then every 20..30 min;
 # an escalated ticket is resolved at least 20 min after its last hop.
 ESC_SPAN_MAX_MS: Final = (16 + 4 * 30 + 20) * MIN
