@@ -290,3 +290,42 @@ def test_the_card_names_the_entities_behind_each_kpis_misses() -> None:
     lines = {x.kpi: x for x in {c.partner: c for c in card.cards}["acme"].lines}
     assert set(lines["escalation_rate"].evidence) == {"t3", "t5"}
     assert set(lines["on_time_install"].evidence) == {"o1", "o3"}
+
+
+# --- the month-end forecast on /metrics ------------------------------------------------------
+def test_metrics_carry_each_partners_month_end_band_chances_refreshed_within_a_budget() -> None:
+    """Three partners with October to date (the event clock on 2026-10-20): every band of the
+    policy gets a probability, they sum to 1 and equal the forecast made directly; at most
+    ``budget`` partners are forecast per scrape, so the third appears on the second scrape."""
+    from streams.outputs.report import month_values, project
+
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    for who in ("acme", "beta", "gamma"):
+        for topic, event in _october():
+            if event["ts"] < _ms(2026, 10, 20, 12, 0):
+                engine.ingest(topic, orjson.dumps({**event, "partner_id": who}), WALL)
+    now = engine.now(WALL)
+    collector = KpiCollector(engine, lambda _: True, lambda: WALL)
+    collector.forecasts.budget = 2
+    first = _bands(collector.exposition().decode())
+    assert set(first) == {"acme", "beta"}
+    both = _bands(collector.exposition().decode())
+    assert set(both) == {"acme", "beta", "gamma"}
+    start, end = _ms(2026, 10, 1, 0, 0), _ms(2026, 11, 1, 0, 0)
+    direct = project(catalog, partners, "gamma", month_values(engine, "gamma", "2026-10"),
+                     2026 * 12 + 9, (now - start) / (end - start), False, draws=300)
+    assert set(both["gamma"]) == {b.id for b in partners.report.bands}
+    assert sum(both["gamma"].values()) == pytest.approx(1.0)
+    assert both["gamma"] == {b.id: direct.probabilities.get(b.id, 0.0)
+                             for b in partners.report.bands}
+
+
+def _bands(text: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("partnerpulse_report_projected_band{"):
+            labels, value = line.rsplit(" ", 1)
+            fields = dict(part.split("=", 1) for part in labels[labels.index("{") + 1:-1].split(","))
+            out.setdefault(fields["partner"].strip('"'), {})[fields["band"].strip('"')] = float(value)
+    return out

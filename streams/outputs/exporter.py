@@ -32,6 +32,7 @@ from streams.engine.core import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, att
 from streams.ingest.contract import TOPICS
 from streams.judgement.judge import Judgement, State
 from streams.judgement.watch import Watch
+from streams.outputs.forecasts import MonthEndForecasts
 from streams.outputs.series import (
     CONSUMER_LAG,
     EVENTS,
@@ -51,6 +52,7 @@ from streams.outputs.series import (
     LAST_EVENT_TIMESTAMP,
     OPEN_ITEMS,
     PARTNER_INFO,
+    REPORT_PROJECTED_BAND,
     REPORT_RESTATEMENTS,
     REPORT_RESTATEMENTS_TOTAL,
 )
@@ -129,6 +131,7 @@ class KpiCollector(Collector):
         self.engine = engine
         self.owned = owned
         self.wall_ms = wall_ms
+        self.forecasts = MonthEndForecasts(engine)
         self.watch = watch
         self.health = health
         catalog = engine.catalog
@@ -275,6 +278,14 @@ class KpiCollector(Collector):
         if restatements:
             text.append(_header(REPORT_RESTATEMENTS, "counter", HELP[REPORT_RESTATEMENTS]).encode())
             text += [line.encode() for line in restatements]
+        kept = self.forecasts.bands(rendered, now)
+        if kept:
+            text.append(_header(REPORT_PROJECTED_BAND, "gauge",
+                                HELP[REPORT_PROJECTED_BAND]).encode())
+            text += [f'{REPORT_PROJECTED_BAND}{self._partner(partner)},band="{_label(band)}"}} '
+                     f"{share!r}\n".encode()
+                     for partner, forecast in sorted(kept.items())
+                     for band, share in forecast.bands]
         text.append(self._pipeline(items).encode())
         return b"".join(text)
 

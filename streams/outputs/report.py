@@ -360,8 +360,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
             band_withheld_by=tuple(map(flag_text, raised)) if withheld is not None else (),
             channels=_channel_lines(catalog, now), tier_since=partners.tier_since(partner, m),
             policy_since=partners.policy_since(m),
-            projection=(_projection(catalog, partners, partner, now, m, elapsed, bool(raised),
-                                    lines) if 0 < elapsed < 1 and now else None),
+            projection=(project(catalog, partners, partner, now, m, elapsed, bool(raised),
+                                lines) if 0 < elapsed < 1 and now else None),
             closing=(closed or {}).get(partner)))
     generated = datetime.fromtimestamp(generated_ms / 1000, UTC).isoformat(timespec="seconds")
     return Report(month, previous_month(month), catalog.report_timezone, generated,
@@ -388,10 +388,11 @@ def _models(catalog: Catalog, partners: Partners, partner: str, month: int) -> d
     return out
 
 
-def _projection(catalog: Catalog, partners: Partners, partner: str,
-                values: Mapping[str, MonthValue], month: int, elapsed: float, flagged: bool,
-                lines: Sequence[KpiLine]) -> Projection:
-    """The month-end band forecast of a month in progress, and the slack on its weakest KPI."""
+def project(catalog: Catalog, partners: Partners, partner: str,
+            values: Mapping[str, MonthValue], month: int, elapsed: float, flagged: bool,
+            lines: Sequence[KpiLine] = (), draws: int = FORECAST_DRAWS) -> Projection:
+    """The month-end band forecast of a month in progress, and the slack on its weakest KPI
+    (of ``lines``: none without them)."""
     policy = partners.policy(month)
     models = _models(catalog, partners, partner, month)
     mtd = {}
@@ -409,7 +410,7 @@ def _projection(catalog: Catalog, partners: Partners, partner: str,
         return band.id if band is not None else None
 
     order = [b.id for b in policy.bands]
-    ahead = forecast(mtd, models, elapsed, band_of, draws=FORECAST_DRAWS, order=order)
+    ahead = forecast(mtd, models, elapsed, band_of, draws=draws, order=order)
     counted = [x for x in lines if x.counted and x.attainment is not None and x.kpi in mtd]
     weakest = min(counted, key=lambda x: x.attainment or 0.0, default=None)
     room = (slack(mtd, models, band_of, weakest.kpi, order) if weakest is not None else None)
@@ -472,6 +473,13 @@ def _fair_score(card: PartnerCard, policy: ReportPolicy) -> float | None:
 
 
 # --- where the numbers come from -----------------------------------------------------------
+def month_values(engine: Engine, partner: str, month: str) -> dict[str, MonthValue]:
+    """The partner's live month as the card reads it: value, samples, sums, histogram."""
+    return {k: (v.value, v.samples, v.total, v.squares, dict(v.hist)) if v.hist is not None
+            else (v.value, v.samples, v.total, v.squares)
+            for k, v in engine.evaluate_month(partner, month).items()}
+
+
 def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
                 integrity: RaisedIn | None = None) -> dict[str, Any]:
     """What a worker serves at /api/report: its partners' values for the month and the one before,

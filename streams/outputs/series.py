@@ -26,6 +26,8 @@ INTEGRITY_SCORE: Final = "partnerpulse_integrity_score"
 REPORT_RESTATEMENTS: Final = "partnerpulse_report_restatements"
 """A counter family (sample ``..._total``): KPI values of closed months changed by late events."""
 REPORT_RESTATEMENTS_TOTAL: Final = f"{REPORT_RESTATEMENTS}_total"
+REPORT_PROJECTED_BAND: Final = "partnerpulse_report_projected_band"
+"""The probability of each reward band at the end of the month in progress."""
 EVENTS: Final = "partnerpulse_events"
 """A counter family: its sample is :data:`EVENTS_TOTAL` (the text format adds ``_total``)."""
 EVENTS_TOTAL: Final = f"{EVENTS}_total"
@@ -59,6 +61,9 @@ HELP: Final = {
         "Evidence of the integrity signal: -log10 of its p-value (higher is stronger), for every "
         "partner x KPI x signal with enough volume to be tested.",
     EVENTS: "Input messages by topic and outcome (accepted, duplicate, late, rejected).",
+    REPORT_PROJECTED_BAND:
+        "Probability that the partner's month in progress ends in the band (month-end "
+        "forecast from the month to date; refreshed every 15 minutes).",
     REPORT_RESTATEMENTS:
         "Restatements of the partner's closed months kept (a KPI value of a frozen month card "
         "changed by events that came after its close); exported once a month has closed.",

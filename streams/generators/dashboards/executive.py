@@ -48,6 +48,7 @@ from streams.outputs.series import (
     INTEGRITY_SCORE,
     KPI_ATTAINMENT,
     KPI_VALUE,
+    REPORT_PROJECTED_BAND,
 )
 
 
@@ -332,6 +333,17 @@ def exec_sla_experience(pid: int, pos: model.GridPos, quadrant: Quadrant) -> tab
             for code, (text, color) in enumerate(QUADRANT_LABELS)})])))
 
 
+def exec_month_end(pid: int, pos: model.GridPos) -> table.Panel:
+    """Each partner's chance of ending the month in progress in each band."""
+    return (matrix(pid, "Month-end band forecast (chance)",
+                   f"max by (partner, band) ({REPORT_PROJECTED_BAND})", pos, rows="partner",
+                   columns="band",
+                   description="Where each partner's month in progress is heading: the chance "
+                   "of each reward band at month end, from the month to date (README: the "
+                   "month in progress). Refreshed every 15 minutes per partner.")
+            .unit("percentunit").decimals(0))
+
+
 def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     """Executive report card: attainment per partner, KPI and tier; worst movers."""
     board = new_dashboard(EXEC_UID, "partnerpulse report card",
@@ -351,7 +363,8 @@ def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     if any(kpi.integrity for kpi in catalog.kpis):  # no series to show without a signal watched
         board = (board.with_panel(exec_integrity_flagged(40, grid(0, 42, 6, 8)))
                  .with_panel(exec_integrity_evidence(41, grid(6, 42, 18, 8))))
-    for i, quadrant in enumerate(quadrants(catalog)):
+    shown = quadrants(catalog)
+    for i, quadrant in enumerate(shown):
         board = board.with_panel(exec_sla_experience(50 + i, grid(0, 50 + 12 * i, 24, 12),
                                                      quadrant))
-    return board
+    return board.with_panel(exec_month_end(60, grid(0, 50 + 12 * len(shown), 24, 10)))
