@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from streams.tools.broker import EmbeddedBroker
+from streams.tools.broker import PORT_RANGE_ENV, EmbeddedBroker
 from streams.tools.broker import free_port as _free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker process its own range of ports (inherited by the
+    brokers, workers and demos it starts): see ``PORT_RANGE_ENV`` in streams/tools/broker.py."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        slot = int(worker[2:]) % 4
+        os.environ[PORT_RANGE_ENV] = f"{10_000 + 5_000 * slot}-{14_999 + 5_000 * slot}"
 
 
 def on_ci() -> bool:

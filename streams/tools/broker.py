@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,11 +34,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from streams.runtime.kafka_admin import POLL_S, BrokerError, admin_client, parse_broker_url
 
 __all__ = [
+    "PORT_RANGE_ENV",
     "BrokerError",
     "EmbeddedBroker",
     "free_port",
@@ -55,8 +57,26 @@ _TANSU_ENV = (
 )
 
 
+PORT_RANGE_ENV: Final = "PARTNERPULSE_FREE_PORTS"
+"""``low-high``: :func:`free_port` picks from this range instead of the kernel's ephemeral
+ports. Why: the kernel may hand a port just released by one process to the next that asks, so
+two processes each starting brokers and workers (the test suite on two cores) could be given
+the same port a moment apart, and a worker restarted on its port could find it taken. Disjoint
+ranges per process (below the ephemeral range) make that impossible between them."""
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    low, _, high = os.environ.get(PORT_RANGE_ENV, "").partition("-")
+    if low.isdigit() and high.isdigit() and int(low) < int(high):
+        for _ in range(200):
+            port = random.randint(int(low), int(high))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
