@@ -122,6 +122,20 @@ def test_snapshot_orders_tiles_worst_first_with_alerts() -> None:
     assert snap["partners"][-1]["kpis"] == [] and snap["partners"][-1]["alerts"] == []
 
 
+def test_snapshot_puts_the_month_end_forecast_on_its_partners_tiles() -> None:
+    """The bands with a chance, likeliest first; a tile without a forecast has none."""
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    chances = {"a": [("platinum", 0.0), ("gold", 0.25), ("standard", 0.7), ("watch", 0.05)]}
+    snap = snapshot(engine, watch, ["a", "b"], T0, History(), month_end=chances)
+    tiles = {t["partner"]: t for t in snap["partners"]}
+    assert tiles["a"]["month_end"] == [{"band": "standard", "chance": 0.7},
+                                       {"band": "gold", "chance": 0.25},
+                                       {"band": "watch", "chance": 0.05}]
+    assert "month_end" not in tiles["b"]
+
+
 def test_snapshot_of_a_real_drift_with_values_targets_and_sparklines() -> None:
     catalog, partners = load_config(REPO / "config")
     engine = Engine(catalog, partners, clock="event")
@@ -572,6 +586,12 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             wait = WebDriverWait(chrome, 60, poll_frequency=0.2)
             wait.until(lambda _: tile_state("drifter") == "ok" and tile_state("steady") == "ok")
             steady_at = time.monotonic()
+            # each tile with a month to date says where it is heading: its likeliest bands
+            wait.until(lambda _: len(chrome.find_elements(
+                By.CSS_SELECTOR, 'section.tile[data-partner="steady"] .month-end[data-band]')) == 1)
+            ahead = chrome.find_element(
+                By.CSS_SELECTOR, 'section.tile[data-partner="steady"] .month-end').text
+            assert ahead.startswith("month end: ") and ahead.endswith("%"), ahead
             # melon's first answers come at minute 32: no card has a watermelon mark yet (read
             # in one script: the page redraws every poll)
             assert chrome.execute_script(

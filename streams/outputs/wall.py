@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Final
 
@@ -256,11 +256,13 @@ def _order(tile: dict[str, Any]) -> tuple[int, int, int, str]:
 
 
 def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
-             history: History, *, generated_at_ms: int | None = None) -> dict[str, Any]:
+             history: History, *, generated_at_ms: int | None = None,
+             month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None) -> dict[str, Any]:
     """What ``/api/wall`` returns: a tile per owned partner, worst first.
 
     ``now_ms`` is the clock the windows are read at (``engine.now(wall_ms)``: the event clock in
-    event mode); ``generated_at_ms`` is the wall clock (defaults to now). The history is fed
+    event mode); ``generated_at_ms`` is the wall clock (defaults to now); ``month_end``: partner
+    -> (band, chance) of its month-end forecast, shown on its tile. The history is fed
     lazily here too and forgets partners no longer owned.
     """
     owned = sorted(set(owned_partners))
@@ -270,6 +272,11 @@ def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms
     melons = frozenset(k.id for k in watermelon_kpis(engine.kpis))
     tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, []), melons)
                     for p in owned), key=_order)
+    for tile in tiles:  # the month-end band forecast, most likely band first
+        chances = (month_end or {}).get(tile["partner"])
+        if chances:
+            tile["month_end"] = [{"band": band, "chance": chance} for band, chance in
+                                 sorted(chances, key=lambda bc: -bc[1]) if chance > 0]
     counts = {s.value: 0 for s in sorted(RANK, key=RANK.__getitem__, reverse=True)}
     for tile in tiles:
         counts[tile["worst_state"]] += 1

@@ -84,7 +84,11 @@ class WallApi(_PipelineView):
         pipeline = self.pipeline
         engine = pipeline.engine
         owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
-        body = snapshot(engine, pipeline.watch, owned, engine.now(wall_ms()), pipeline.history)
+        now = engine.now(wall_ms())
+        # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest)
+        kept = pipeline.collector.forecasts.bands(owned, now)
+        body = snapshot(engine, pipeline.watch, owned, now, pipeline.history,
+                        month_end={p: f.bands for p, f in kept.items()})
         return self.bytes(orjson.dumps(body),
                           headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
 
