@@ -236,8 +236,11 @@ def not_measured(kpi: Kpi, got: tuple[float, int, float] | None, target: float) 
         return ""
     if chance >= IMPLAUSIBLE:
         return ""
-    what = (f"no '{kpi.numerator.type}' events" if kpi.numerator is not None and total <= 0
-            else f"every sample at {value:g}")
+    if kpi.numerator is not None and total <= 0:
+        where = ", ".join(f"{c.field} {c.op} {c.value}" for c in kpi.numerator.where)
+        what = f"no '{kpi.numerator.type}' events" + (f" with {where}" if where else "")
+    else:
+        what = f"every sample at {value:g}"
     return (f"{what} in {n} samples: at the {target:g} target that happens with a chance of "
             f"{chance:.0e}; the source may not report them")
 
