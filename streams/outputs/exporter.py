@@ -278,7 +278,7 @@ class KpiCollector(Collector):
         if restatements:
             text.append(_header(REPORT_RESTATEMENTS, "counter", HELP[REPORT_RESTATEMENTS]).encode())
             text += [line.encode() for line in restatements]
-        kept = self.forecasts.bands(rendered, now)
+        kept = self.forecasts.bands(rendered, now, self.wall_ms())
         if kept:
             text.append(_header(REPORT_PROJECTED_BAND, "gauge",
                                 HELP[REPORT_PROJECTED_BAND]).encode())

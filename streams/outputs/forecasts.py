@@ -42,16 +42,22 @@ class MonthEndForecasts:
         self.calendar = MonthCalendar(engine.catalog.report_timezone)
         self.kept: dict[str, Kept] = {}
 
-    def bands(self, partners: Iterable[str], now_ms: int) -> dict[str, Kept]:
+    def bands(self, partners: Iterable[str], now_ms: int,
+              wall_ms: int | None = None) -> dict[str, Kept]:
         """partner -> its forecast (the partners with a month in progress), refreshing up to
-        ``budget`` of the stalest; partners not asked for are let go."""
+        ``budget`` of the stalest; partners not asked for are let go.
+
+        ``now_ms`` is the clock the month is read at (the event clock in event mode);
+        ``wall_ms`` (default ``now_ms``) the one a forecast ages by: a worker catching up a
+        backlog moves its event clock by days a second, and must not redo forecasts for it."""
+        wall = now_ms if wall_ms is None else wall_ms
         month = self.calendar.index(now_ms)
         start = self.calendar.start_ms(month)
         elapsed = (now_ms - start) / (self.calendar.start_ms(month + 1) - start)
         asked = list(partners)
         kept = {p: self.kept[p] for p in asked if p in self.kept}
         due = sorted((p for p in asked if p not in kept or kept[p].month != month
-                      or now_ms - kept[p].at_ms >= self.refresh_ms),
+                      or wall - kept[p].at_ms >= self.refresh_ms),
                      key=lambda p: kept[p].at_ms if p in kept else -1)
         engine, name = self.engine, MonthCalendar.name(month)
         partners_file = engine.partners
@@ -63,7 +69,7 @@ class MonthEndForecasts:
                 continue
             ahead = project(engine.catalog, partners_file, partner, values, month,
                             min(elapsed, 1.0), False, draws=DRAWS)
-            kept[partner] = Kept(month, now_ms, tuple(
+            kept[partner] = Kept(month, wall, tuple(
                 (band.id, ahead.probabilities.get(band.id, 0.0)) for band in policy.bands))
         self.kept = kept
         return kept

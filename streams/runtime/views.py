@@ -84,9 +84,10 @@ class WallApi(_PipelineView):
         pipeline = self.pipeline
         engine = pipeline.engine
         owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
-        now = engine.now(wall_ms())
+        wall = wall_ms()
+        now = engine.now(wall)
         # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest)
-        kept = pipeline.collector.forecasts.bands(owned, now)
+        kept = pipeline.collector.forecasts.bands(owned, now, wall)
         body = snapshot(engine, pipeline.watch, owned, now, pipeline.history,
                         month_end={p: f.bands for p, f in kept.items()})
         return self.bytes(orjson.dumps(body),
