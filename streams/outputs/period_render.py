@@ -14,7 +14,7 @@ import orjson
 
 from streams.outputs.charts import sparkline_svg
 from streams.outputs.period import PeriodCard, PeriodLine, PeriodReport
-from streams.outputs.report_render import CSS, csv_text, show
+from streams.outputs.report_render import CSS, columns, csv_text, show
 
 TREND: Final = {"up": "▲", "down": "▼", "": "="}
 """Trend marks: improving, worsening, steady (or too few months to say)."""
@@ -78,14 +78,6 @@ def render_period_csv(report: PeriodReport) -> str:
     return out.getvalue()
 
 
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def render_period_table(report: PeriodReport) -> str:
     """The programme's rows, then each partner's KPIs as % of goal month by month (terminal)."""
     labels = [_month_label(m) for m in report.months]
@@ -98,7 +90,7 @@ def render_period_table(report: PeriodReport) -> str:
     for p in report.programme:
         if any(x is not None for x in p.on_target):
             rows.append([f"  {p.kpi}", *(_pct(x) for x in p.on_target)])
-    out += [_columns(rows), ""]
+    out += [columns(rows), ""]
     for c in report.cards:
         out.append(f"{c.name} [{c.partner}] tier {c.tier}")
         rows = [["kpi", *labels, report.period, "value", "trend"]]
@@ -108,7 +100,7 @@ def render_period_table(report: PeriodReport) -> str:
                          _pct(line.attainment) + ("*" if line.not_measured else ""),
                          show(line.value, line.unit), TREND[line.trend]])
         rows.append(["band", *(b or "-" for b in c.bands), "", "", ""])
-        out += [_columns(rows), ""]
+        out += [columns(rows), ""]
     out.append("* not counted (not measured, or weight 0: see the month's card); "
                "▲ improving, ▼ worsening, = steady or fewer than 3 months")
     return "\n".join(out) + "\n"

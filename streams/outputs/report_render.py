@@ -239,7 +239,8 @@ def render_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def _columns(rows: list[list[str]]) -> str:
+def columns(rows: list[list[str]]) -> str:
+    """Rows as aligned text columns, a dashed rule under the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
@@ -258,7 +259,7 @@ def render_table(report: Report) -> str:
                         _pct(c.fair_score), _rank(c),
                         f"{_pct(c.previous_score)} {_band(c.previous_band)}",
                         _floored(c), _flagged(c)])
-    out += [_columns(summary), ""]
+    out += [columns(summary), ""]
     for c in report.cards:
         out.append(f"{c.name} [{c.partner}] tier {c.tier}: score {_pct(c.score)}, band "
                    f"{c.band.label if c.band else '-'}")
@@ -282,7 +283,7 @@ def render_table(report: Report) -> str:
                          _change(line)])
             if line.not_measured and line.value is not None:
                 why.append(f"  * {line.kpi}: not measured: {line.not_measured}")
-        out += [_columns(rows) if len(rows) > 1 else "  no data this month", *why, ""]
+        out += [columns(rows) if len(rows) > 1 else "  no data this month", *why, ""]
         grid = _channel_grid(c)
         if grid:
             channels = grid[0]
@@ -290,7 +291,7 @@ def render_table(report: Report) -> str:
             rows += [[kpi, *(show(cell[0], unit) + f" ({cell[1]})" if cell else "-"
                              for cell in cells)]
                      for kpi, _, unit, cells in grid[1]]
-            out += [_columns(rows), ""]
+            out += [columns(rows), ""]
     out.append("* not counted in the score: not measured (the reason is under the table), or "
                "weight 0; '120%+': attainment at the policy's cap, which is all the score counts")
     out.append("fair score: the score with each KPI's month shrunk toward the fleet's for its "
