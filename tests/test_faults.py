@@ -45,13 +45,13 @@ TopicEvents = list[tuple[str, dict[str, Any]]]
 Expected = dict[tuple[str, str, str], reference.KpiResult]
 
 
-@pytest.fixture
-
 def _month_record(key: bytes) -> bool:
     """A month's snapshot ('#month:') or closed month ('#closed:') in the journal, not an event:
     their keys are partner, separator, '#'; an event's is partner, separator, hex."""
     return b"\x1f#" in key
 
+
+@pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A broker of the test's own: these tests freeze it, and topics must not carry over."""
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
