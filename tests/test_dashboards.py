@@ -175,6 +175,52 @@ def test_exec_has_an_sla_experience_quadrant_from_the_catalog() -> None:
     assert QUADRANT_TITLE not in titles and "Report card 30d (% of goal)" in titles
 
 
+# (partner, kpi) -> (rate, samples) exported over 30d; escalation_rate is lower-is-better
+FUNNEL_INPUT = {
+    ("big", "service_level"): (0.80, 2000), ("small", "service_level"): (0.40, 20),
+    ("mid", "service_level"): (0.90, 400), ("idle", "service_level"): (0.0, 0),
+    ("big", "escalation_rate"): (0.18, 2000), ("small", "escalation_rate"): (0.30, 20),
+    ("mid", "escalation_rate"): (0.05, 400),
+    # the whole fleet at 100%: no spread, no cells
+    ("big", "first_contact_resolution"): (1.0, 50), ("mid", "first_contact_resolution"): (1.0, 9),
+}
+
+
+def test_exec_funnel_cells_are_standard_errors_from_the_pooled_fleet_rate(
+        promtool: str, tmp_path: Path) -> None:
+    """The funnel panel's query, run by promtool on hand-made series (``big`` exported twice, as
+    by two workers during a rebalance), equals z computed here: the fleet's pooled rate over
+    partners with samples, the partner's distance from it in binomial standard errors at its
+    volume, signed by the KPI's direction; a KPI the whole fleet has at 100% gives no cell."""
+    from streams.generators.dashboards.executive import FUNNEL_TITLE, FUNNEL_Z
+    from streams.outputs.series import KPI_SAMPLES, KPI_VALUE
+
+    assert [round(z, 2) for z in FUNNEL_Z] == [1.96, 3.09]
+    [expr] = [t["expr"] for t in _panel(_load("partnerpulse-exec.json"), FUNNEL_TITLE)["targets"]]
+    series = []
+    for (partner, kpi), (rate, samples) in FUNNEL_INPUT.items():
+        for instance in ("w1", "w2") if partner == "big" else ("w1",):
+            labels = f'partner="{partner}",kpi="{kpi}",window="30d",instance="{instance}"'
+            series.append({"series": f"{KPI_VALUE}{{{labels}}}", "values": repr(rate)})
+            series.append({"series": f"{KPI_SAMPLES}{{{labels}}}", "values": str(samples)})
+    want = []
+    for kpi, lower in (("service_level", False), ("escalation_rate", True)):
+        rows = {p: v for (p, k), v in FUNNEL_INPUT.items() if k == kpi and v[1] > 0}
+        centre = sum(r * n for r, n in rows.values()) / sum(n for _, n in rows.values())
+        for partner, (rate, n) in rows.items():
+            z = (rate - centre) / (centre * (1 - centre) / n) ** 0.5
+            want.append({"labels": f'{{partner="{partner}",kpi="{kpi}"}}',
+                         "value": -z if lower else z})
+    assert any(abs(w["value"]) > 3.09 for w in want)  # the input does reach the limits
+    spec = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{"expr": expr, "eval_time": "0m", "exp_samples": want}]}]}
+    (tmp_path / "funnel.yml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", "funnel.yml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_noc_breaks_the_selected_partner_down_by_channel() -> None:
     from streams.outputs.series import KPI_CHANNEL_SAMPLES, KPI_CHANNEL_VALUE
 

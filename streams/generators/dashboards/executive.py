@@ -23,6 +23,7 @@ from grafana_foundation_sdk.builders.common import (
 )
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from scipy import stats
 
 from streams.config.catalog import Catalog, Kpi
 from streams.generators.grafana import (
@@ -43,10 +44,12 @@ from streams.generators.promql import (
     TIER_ATTAINMENT_MIN,
     TIER_JOIN,
 )
+from streams.judgement.league import COVERAGES
 from streams.outputs.series import (
     INTEGRITY_FLAG,
     INTEGRITY_SCORE,
     KPI_ATTAINMENT,
+    KPI_SAMPLES,
     KPI_VALUE,
     REPORT_PROJECTED_BAND,
 )
@@ -344,6 +347,59 @@ def exec_month_end(pid: int, pos: model.GridPos) -> table.Panel:
             .unit("percentunit").decimals(0))
 
 
+# --- funnel: who is distinguishable from the fleet ---------------------------------------------
+FUNNEL_WINDOW = "30d"
+FUNNEL_TITLE = f"Funnel {FUNNEL_WINDOW}: distance from the fleet in standard errors (+ better)"
+FUNNEL_Z: tuple[float, ...] = tuple(float(stats.norm.ppf(0.5 + c / 2)) for c in COVERAGES)
+"""The funnel's limits as z: 1.96 (95%) and 3.09 (99.8%), the report card's two limit pairs."""
+
+
+def funnel_kpis(catalog: Catalog) -> list[Kpi]:
+    """The ratio KPIs: those whose funnel the exported series give (a 0/1 sample's spread is
+    fixed by its rate; a mean KPI's would need the samples' spread, which is not exported)."""
+    return [k for k in catalog.kpis if k.stat_kind == "ratio"]
+
+
+def funnel_z(kpis: list[Kpi], window: str = FUNNEL_WINDOW) -> str:
+    """Each partner x ratio KPI as standard errors from the fleet's rate at the partner's volume,
+    signed so that positive is better: ``(p - c) / sqrt(c (1 - c) / n)``, ``c`` the fleet's
+    pooled rate (sum of successes over sum of samples, as the card's funnel centre). The normal
+    form of the card's exact binomial limits: a partner past +-1.96 is outside the 95% funnel,
+    past +-3.09 outside the 99.8% one. A KPI the whole fleet has at 0 or 1 has no spread, and
+    no cells."""
+    parts = []
+    for lower, sign in ((False, ""), (True, "-")):
+        ids = "|".join(k.id for k in kpis if k.lower_is_better == lower)
+        if not ids:
+            continue
+        sel = f'window="{window}",kpi=~"{ids}"'
+        value = f"max by (partner, kpi) ({KPI_VALUE}{{{sel}}})"
+        samples = f"(max by (partner, kpi) ({KPI_SAMPLES}{{{sel}}}) > 0)"
+        centre = f"(sum by (kpi) ({value} * {samples}) / sum by (kpi) ({samples}))"
+        error = f"sqrt(({centre} * (1 - {centre}) > 0) / on (kpi) group_right () {samples})"
+        parts.append(f"{sign}(\n  ({value} - on (kpi) group_left () {centre})\n  / {error}\n)")
+    return "\nor\n".join(parts)
+
+
+def exec_funnel(pid: int, pos: model.GridPos, catalog: Catalog) -> table.Panel:
+    """The card's funnel plot as a matrix: each partner x ratio KPI, in standard errors from
+    the fleet, coloured outside the 95% and 99.8% limits."""
+    inner, outer = FUNNEL_Z
+    kpis = funnel_kpis(catalog)
+    return (matrix(pid, FUNNEL_TITLE, funnel_z(kpis), pos, rows="partner", columns="kpi",
+                   description=f"Over {FUNNEL_WINDOW}: how far each partner's rate is from the "
+                   "fleet's, in standard errors at its own volume (the funnel plot of the report "
+                   "card, read as numbers). Positive is better than the fleet. Past "
+                   f"{inner:.2f} either way a partner is outside the 95% funnel, past "
+                   f"{outer:.2f} outside the 99.8% one: distinguishable from the fleet whatever "
+                   "its volume. Inside, its difference from the fleet may be luck, however its "
+                   "raw value ranks. Ratio KPIs: "
+                   + ", ".join(k.id for k in kpis) + ".")
+            .unit("none").decimals(1)
+            .thresholds(thresholds((None, "red"), (-outer, "orange"), (-inner, "transparent"),
+                                   (inner, "green"))))
+
+
 def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     """Executive report card: attainment per partner, KPI and tier; worst movers."""
     board = new_dashboard(EXEC_UID, "partnerpulse report card",
@@ -367,4 +423,8 @@ def exec_dashboard(catalog: Catalog) -> dash.Dashboard:
     for i, quadrant in enumerate(shown):
         board = board.with_panel(exec_sla_experience(50 + i, grid(0, 50 + 12 * i, 24, 12),
                                                      quadrant))
-    return board.with_panel(exec_month_end(60, grid(0, 50 + 12 * len(shown), 24, 10)))
+    below = 50 + 12 * len(shown)
+    board = board.with_panel(exec_month_end(60, grid(0, below, 24, 10)))
+    if funnel_kpis(catalog):
+        board = board.with_panel(exec_funnel(61, grid(0, below + 10, 24, 12), catalog))
+    return board
