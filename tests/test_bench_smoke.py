@@ -13,7 +13,7 @@ import pytest
 from bench import report
 from tests.harness import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cpu")]
 BENCHMARKS = ("engine", "metrics", "memory", "percentile", "e2e")
 """The benchmarks smoke-tested here. latency and recovery (75 s together at --quick) are left
 to `python -m bench`: the suite's 30-minute budget; their subject is tested by the alerting and

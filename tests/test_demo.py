@@ -17,7 +17,7 @@ from tests.conftest import require_binary
 from tests.harness import REPO, kpi_series, poll
 from tests.test_dashboards import Prometheus, assert_every_panel_has_data
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cpu")]
 KPI_WINDOWS = [(kpi.id, window) for kpi in load_config()[0].kpis for window in kpi.windows]
 GAMING = [p.partner_id for p in DEFAULT_PARTNERS if p.profile == "gaming"]
 CONDITIONAL = {"rescued_share", "detractor_follow_up"}

@@ -29,6 +29,10 @@ from streams.tools.broker import EmbeddedBroker
 from streams.tools.replay import Mapping, Skip, load_mapping, map_rows, read_file, rows_from_text
 from tests.harness import REPO, Worker, kpi_series, poll
 
+# CPU-bound (each replays a real log through a worker): kept on one xdist worker in the slow
+# phase, beside the fault tests, which mostly wait (scripts/test.sh)
+pytestmark = pytest.mark.xdist_group("cpu")
+
 DATASETS = (REPO / "../shared/datasets").resolve()
 MAPPINGS = REPO / "config" / "mappings"
 HOUR_MS = 3_600_000
