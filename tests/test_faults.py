@@ -813,8 +813,8 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
     that, its lag gauge shows the thousands
     (PartnerpulseConsumerLagHigh in config/rules judges it: 10,000 for 10 minutes,
     promtool-tested). Unthrottled, the worker catches up to lag 0 with values equal to the
-    reference. Its RSS grows by less than the bytes of the messages it had not processed at the
-    lag's peak: a worker that read the backlog into memory without limit would hold them all."""
+    reference. Its RSS grows by less than the burst's bytes, all unprocessed when it resumed: a
+    worker that read the backlog into memory without limit would hold them all."""
     import contextlib
     import threading
 
@@ -881,7 +881,11 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
         worker.stop()
     growth_mb = (peak_kb - baseline_kb) / 1024
     unprocessed_mb = lag_peak * len(pad) / 2**20
-    assert growth_mb < unprocessed_mb, (growth_mb, unprocessed_mb)
+    # Every message of the burst was unprocessed when the worker resumed (it was stopped through
+    # all of it): its RSS must grow by less than the burst. (The scraped lag peak is no bound: a
+    # scrape lands only in the throttle's running slices, and beside another test on two cores
+    # it saw 4,281 of ~7,300 messages while the worker's buffers had grown by 82 MiB.)
+    assert growth_mb < backlog_mb, (growth_mb, backlog_mb, unprocessed_mb)
     record("slow_consumer", events=len(messages), backlog_mb=round(backlog_mb),
            lag_peak=int(lag_peak), lag_scrapes=len(lags), caught_up_after_throttle_s=round(caught_up_s, 1),
            unprocessed_at_peak_mb=round(unprocessed_mb),
