@@ -57,6 +57,7 @@ from streams.engine.model import (
     OPEN_ITEM_STAGES,
     ClosedMonth,
     KpiValue,
+    OpenItem,
     Outcome,
     PartnerState,
     Record,
@@ -354,6 +355,14 @@ class Engine:
         Cumulative, like histogram buckets: an item past 100% also counts at 50% and 75%.
         """
         return self._entities.open_items(self.state.get(partner), partner, now_ms, stages)
+
+    def open_list(self, partner: str, now_ms: int) -> list[OpenItem]:
+        """The partner's entities still waiting (the ledger's rows), unsorted."""
+        return self._entities.open_list(self.state.get(partner), partner, now_ms)
+
+    def oldest_open(self, partner: str, now_ms: int) -> dict[str, int]:
+        """open_items KPI id -> age in ms of the partner's oldest waiting entity."""
+        return self._entities.oldest(self.state.get(partner), now_ms)
 
     def has_room_for(self, partner: str) -> bool:
         """Whether live traffic of ``partner`` may be kept: held already, or within the cap."""

@@ -13,7 +13,7 @@ import array
 from typing import Any, Final
 
 from streams.config.catalog import Kpi, Partners
-from streams.engine.model import UNSET, PartnerState, Record
+from streams.engine.model import AT_RISK_SHARE, UNSET, OpenItem, PartnerState, Record
 from streams.engine.plan import Slot
 from streams.ingest.contract import Parsed
 
@@ -120,6 +120,39 @@ class EntityStore:
                 out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
         return out
 
+    def _target_ms(self, partner: str, kpi: Kpi) -> int:
+        """What an open item of ``kpi`` ages against: a follow-up's horizon, else the target."""
+        if kpi.kind == "follow_up" and kpi.horizon_ms is not None:
+            return kpi.horizon_ms
+        return round(self.partners.target(partner, kpi) * 1000)
+
+    def open_list(self, st: PartnerState | None, partner: str, now_ms: int) -> list[OpenItem]:
+        """Every entity still waiting, of every open_items KPI, with its age and state
+        (unsorted: the caller sorts and cuts, often across partners)."""
+        out: list[OpenItem] = []
+        if st is None:
+            return out
+        for k, kpi in self._open_kpis:
+            waiting = st.pending.get(k)
+            if not waiting:
+                continue
+            target = self._target_ms(partner, kpi)
+            severity = _severity(kpi)
+            for entity_id, opened in waiting.items():
+                age = now_ms - opened
+                state = ("breached" if age >= target else
+                         "at_risk" if age >= AT_RISK_SHARE * target else "ok")
+                out.append(OpenItem(partner, kpi.id, entity_id, severity, opened, age, target,
+                                    state))
+        return out
+
+    def oldest(self, st: PartnerState | None, now_ms: int) -> dict[str, int]:
+        """open_items KPI id -> age of its oldest waiting entity (KPIs with one waiting only)."""
+        if st is None:
+            return {}
+        return {kpi.id: now_ms - min(waiting.values())
+                for k, kpi in self._open_kpis if (waiting := st.pending.get(k))}
+
     def evict(self, st: PartnerState, oldest: int) -> None:
         """Forget the entities without an event since ``oldest``."""
         for entities in st.entities.values():
@@ -127,3 +160,14 @@ class EntityStore:
                 del entities[entity_id]
                 for waiting in st.pending.values():
                     waiting.pop(entity_id, None)
+
+
+def _severity(kpi: Kpi) -> str | None:
+    """The severity a KPI selects its starts by (``where: {severity: x}``), else None."""
+    start = kpi.start
+    if start is None:
+        return None
+    for cond in start.where:
+        if cond.field == "severity" and cond.op == "eq":
+            return str(cond.value)
+    return None

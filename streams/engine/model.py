@@ -58,6 +58,40 @@ class KpiValue:
 OPEN_ITEM_STAGES: Final = (0.5, 0.75, 1.0)
 """Shares of the target at which a waiting item counts in ``open_items`` (cumulative)."""
 
+AT_RISK_SHARE: Final = 0.75
+"""An open item whose age passed this share of its target is ``at_risk`` in the ledger
+(``/api/open``); past the whole target it is ``breached``. The middle stage of
+:data:`OPEN_ITEM_STAGES`: the wall's and the rules' amber."""
+
+OPEN_STATES: Final = ("breached", "at_risk", "ok")
+"""An open item's states in the ledger, most urgent first."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenItem:
+    """One entity still waiting for its stop (a ticket without first contact, a detractor not
+    called back), against the partner's target: a row of the ledger (``/api/open``)."""
+
+    partner: str
+    kpi: str
+    entity_id: str
+    severity: str | None
+    """The severity the KPI selects its starts by (``where: {severity: ...}``), else None."""
+    opened_ms: int
+    """Event time of the start (the ticket's first ``opened`` of the KPI's filter)."""
+    age_ms: int
+    """``now - opened_ms`` on the clock the ledger was read at."""
+    target_ms: int
+    """The partner's target for the KPI (a follow-up's horizon)."""
+    state: str
+    """One of :data:`OPEN_STATES`."""
+
+    @property
+    def left_ms(self) -> int:
+        """Time left before the target is passed; negative once it is."""
+        return self.target_ms - self.age_ms
+
+
 NO_VALUES: Final[Mapping[tuple[str, str], KpiValue]] = types.MappingProxyType({})
 """The values of a window without samples (one shared, read-only object)."""
 

@@ -51,6 +51,7 @@ from streams.outputs.series import (
     KPI_VALUE,
     LAST_EVENT_TIMESTAMP,
     OPEN_ITEMS,
+    OPEN_OLDEST_AGE,
     PARTNER_INFO,
     REPORT_PROJECTED_BAND,
     REPORT_RESTATEMENTS,
@@ -239,6 +240,7 @@ class KpiCollector(Collector):
         versions = watch.versions if watch else {}
         partners = engine.partners
         items: list[str] = []
+        oldest: list[str] = []
         restatements: list[str] = []
         last, rendered = self._rendered, {}
         for partner in engine.partner_ids():
@@ -264,6 +266,9 @@ class KpiCollector(Collector):
                 for (kpi_id, stage), count in engine.open_items(partner, now).items():
                     items.append(f"{OPEN_ITEMS}{p}{self._stage_tails[kpi_id, stage]}"
                                  f"{count}.0\n")
+                for kpi_id, age_ms in sorted(engine.oldest_open(partner, now).items()):
+                    oldest.append(f'{OPEN_OLDEST_AGE}{p},kpi="{_label(kpi_id)}"}} '
+                                  f"{_num(max(age_ms, 0) / 1000.0)}\n")
         self._rendered = rendered  # partners no longer exported are let go
         records = list(rendered.values())
         text: list[bytes] = []
@@ -286,10 +291,10 @@ class KpiCollector(Collector):
                      f"{share!r}\n".encode()
                      for partner, forecast in sorted(kept.items())
                      for band, share in forecast.bands]
-        text.append(self._pipeline(items).encode())
+        text.append(self._pipeline(items, oldest).encode())
         return b"".join(text)
 
-    def _pipeline(self, items: list[str]) -> str:
+    def _pipeline(self, items: list[str], oldest: list[str]) -> str:
         """The families beyond the partners: open items, feeds, lag, events, delivery."""
         engine = self.engine
         watch = self.watch
@@ -299,6 +304,7 @@ class KpiCollector(Collector):
             flags, scores = self._integrity(watch)
             out += [
                 (OPEN_ITEMS, "gauge", items),
+                (OPEN_OLDEST_AGE, "gauge", oldest),
                 (INTEGRITY_FLAG, "gauge", flags),
                 (INTEGRITY_SCORE, "gauge", scores),
                 (FEED_STALE_FLAG, "gauge", [

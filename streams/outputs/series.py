@@ -21,6 +21,8 @@ PARTNER_INFO: Final = "partnerpulse_partner_info"
 KPI_STATE: Final = "partnerpulse_kpi_state"
 KPI_STATE_SINCE: Final = "partnerpulse_kpi_state_since_timestamp_seconds"
 OPEN_ITEMS: Final = "partnerpulse_open_items"
+OPEN_OLDEST_AGE: Final = "partnerpulse_open_oldest_age_seconds"
+"""The age of a partner's oldest entity still waiting, per open_items KPI (absent when none)."""
 INTEGRITY_FLAG: Final = "partnerpulse_integrity_flag"
 INTEGRITY_SCORE: Final = "partnerpulse_integrity_score"
 REPORT_RESTATEMENTS: Final = "partnerpulse_report_restatements"
@@ -54,6 +56,9 @@ HELP: Final = {
     OPEN_ITEMS:
         "Items still waiting whose age passed 50/75/100% of the target (cumulative): tickets "
         "without first contact, or for follow-up KPIs starts not followed yet (of the horizon).",
+    OPEN_OLDEST_AGE:
+        "Age of the partner's oldest item still waiting (ticket without first contact, "
+        "detractor not called back); absent while none waits.",
     INTEGRITY_FLAG:
         "1 while an integrity signal holds for the partner's KPI (threshold_hugging, "
         "deadline_bunching, under_reporting); absent otherwise.",
