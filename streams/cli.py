@@ -289,6 +289,48 @@ def report(
         console.print(f"wrote {output} ({count} partners)")
 
 
+class OpenFormat(enum.StrEnum):
+    """Output of the ledger of open items."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command("open")
+def open_items(
+    partner: Annotated[str | None, typer.Option(help="Only this partner.")] = None,
+    kpi: Annotated[str | None, typer.Option(help="Only this KPI, e.g. ots_down_hard.")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="breached, at_risk, ok, or urgent (at risk or breached); default every state.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows, most urgent first.")] = 50,
+    format: Annotated[OpenFormat, typer.Option("--format", help="Output format.")] = (
+        OpenFormat.table),
+    worker: Annotated[list[str] | None, typer.Option(
+        "--worker", help="A running worker's web address; repeat for every worker of the app "
+                         "(default http://127.0.0.1:6066).")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topics (as the "
+                                                 "workers were started with).")] = 4,
+) -> None:
+    """The ledger: tickets still waiting for first contact (and detractors not called back),
+    least time left first, gathered from every worker.
+
+    Each row is an entity of an open_items KPI with its age, the partner's target and the time
+    left (negative once breached), read on each worker's clock (the event clock by default).
+    """
+    from streams.outputs.ledger import RENDERERS, LedgerQuery, fetch_open
+    from streams.outputs.report import ReportError
+
+    try:
+        query = LedgerQuery.parse({"partner": partner or "", "kpi": kpi or "",
+                                   "state": state or "", "limit": str(limit)})
+        got = fetch_open(worker or ["http://127.0.0.1:6066"], query, partitions)
+    except (ValueError, ReportError) as exc:
+        console.print(f"[red]open:[/red] {exc}")
+        raise typer.Exit(1) from None
+    sys.stdout.write(RENDERERS[format.value](got))
+
+
 @app.command()
 def dashboards(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if dashboards/ is stale.")] = False,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -870,4 +870,47 @@ def compute_flat(events: list[TopicEvent], now_ms: int | None = None,
     out = dict(compute(events, now_ms))
     for (partner, kpi, window, channel), result in compute_channels(events, now_ms).items():
         out[(partner, f"{kpi}@{channel}", window)] = result
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger of open tickets (/api/open)
+# --------------------------------------------------------------------------------------------
+
+class OpenRow(NamedTuple):
+    """A ledger row as the reference derives it."""
+
+    severity: str
+    opened_ms: int
+    age_ms: int
+    target_ms: int
+    state: str
+
+
+OPEN_TICKET_KPIS = {"ots_down_hard": "down_hard", "ots_service_affecting": "service_affecting"}
+"""The open-to-status KPIs the ledger lists tickets of, and their severity."""
+
+
+def open_tickets(events: list[TopicEvent], now_ms: int) -> dict[tuple[str, str, str], OpenRow]:
+    """(partner, kpi, ticket) -> the ledger's row for every ticket still waiting for its first
+    contact: its earliest ``opened`` of the KPI's severity, and no ``contacted`` at all (one
+    stamped before the opening closes it too). State: breached once its age reaches the
+    partner's target, at risk from 75% of it."""
+    accepted = accepted_events(events)
+    out: dict[tuple[str, str, str], OpenRow] = {}
+    tickets = _group(_select(accepted, "tickets", ("opened", "contacted")), "ticket_id")
+    for (partner, ticket), group in tickets.items():
+        if any(e["type"] == "contacted" for e in group):
+            continue
+        for kpi, severity in OPEN_TICKET_KPIS.items():
+            start = _earliest([e for e in group
+                               if e["type"] == "opened" and e.get("severity") == severity])
+            if start is None:
+                continue
+            opened = to_ms(start["ts"])
+            target_ms = round(partner_target(partner, kpi) * 1000)
+            age = now_ms - opened
+            state = ("breached" if age >= target_ms
+                     else "at_risk" if age * 4 >= target_ms * 3 else "ok")
+            out[(partner, kpi, ticket)] = OpenRow(severity, opened, age, target_ms, state)
     return out

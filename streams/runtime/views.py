@@ -1,5 +1,6 @@
-"""The worker's web views: /metrics, /ready, the live wall (/wall, /api/wall) and the report
-card's data (/api/report), each answering with the same browser security headers.
+"""The worker's web views: /metrics, /ready, the live wall (/wall, /api/wall), the report
+card's data (/api/report) and the ledger of open items (/api/open), each answering with the
+same browser security headers.
 
 Faust creates a view from its class, so :func:`add_views` gives each pipeline its own
 subclasses that know it; the views read only what :class:`Served` names.
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.engine.core import Engine, MonthCalendar
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
+from streams.outputs.ledger import LedgerQuery, select, to_json
 from streams.outputs.period import period_months, period_state
 from streams.outputs.report import month_state
 from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
@@ -94,6 +96,32 @@ class WallApi(_PipelineView):
                           headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
 
 
+class OpenApi(_PipelineView):
+    """The ledger: the owned partners' open items (tickets without first contact, detractors
+    not called back), most urgent first (``?partner=&kpi=&state=&limit=``,
+    :mod:`streams.outputs.ledger`)."""
+
+    async def get(self, request: faust.web.Request) -> faust.web.Response:
+        try:
+            query = LedgerQuery.parse(request.query)
+        except ValueError as exc:
+            return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
+                              headers=security_headers(JSON_TYPE))
+        pipeline = self.pipeline
+        engine, ownership = pipeline.engine, pipeline.ownership
+        now = engine.now(wall_ms())
+        owned = ([query.partner] if query.partner is not None else engine.partner_ids())
+        items = [item for partner in owned if ownership.owns(partner)
+                 for item in engine.open_list(partner, now) if query.keeps(item)]
+        body = {"items": [to_json(item) for item in select(items, query)],
+                "matched": len(items), "now_ms": now,
+                "ready": ownership.ready,
+                "partitions": pipeline.partitions,
+                "owned_partitions": sorted(ownership.owned) if ownership.ready else []}
+        return self.bytes(orjson.dumps(body), status=200 if ownership.ready else 503,
+                          headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
+
+
 class ReportApi(_PipelineView):
     """Calendar-month KPI values and integrity flags of the owned partners (``?month=2026-10``),
     or of every month of a year or quarter and the period as a whole (``?period=2026-Q3``), for
@@ -127,6 +155,7 @@ ROUTES: dict[str, type[_PipelineView]] = {
     "/wall": Wall,
     "/api/wall": WallApi,
     "/api/report": ReportApi,
+    "/api/open": OpenApi,
 }
 """Path -> view, in the order they are added."""
 

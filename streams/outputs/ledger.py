@@ -1,0 +1,183 @@
+"""The ledger of open items: which tickets are about to breach, most urgent first.
+
+NOC staff act on tickets, not on averages. For every ``open_items`` KPI (open-to-status per
+severity, detractors to call back) the engine keeps each entity still waiting for its stop and
+when it started (:meth:`streams.engine.core.Engine.open_list`); this module selects, sorts and
+serialises them for ``GET /api/open`` on each worker, and gathers every worker's answer for
+``partnerpulse open``, as ``report`` does for the card.
+
+Ages are read on the engine's clock (the event clock by default): "time left" is what the
+target leaves at the newest event time the worker has seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from streams.engine.model import OPEN_STATES, OpenItem
+from streams.outputs.report import ReportError, http_get
+
+DEFAULT_LIMIT: Final = 100
+"""Rows a ledger request returns unless it asks for another number."""
+MAX_LIMIT: Final = 5000
+"""The most rows one request may ask for: the answer stays small whatever the backlog."""
+STATE_FILTERS: Final = (*OPEN_STATES, "urgent")
+"""What ``state=`` may ask for: one state, or ``urgent`` (at risk or breached)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    """Which open items to list: each filter None for all."""
+
+    partner: str | None = None
+    kpi: str | None = None
+    state: str | None = None
+    """One of :data:`STATE_FILTERS`."""
+    limit: int = DEFAULT_LIMIT
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str]) -> LedgerQuery:
+        """From a request's query string; ValueError says what is wrong."""
+        state = args.get("state") or None
+        if state is not None and state not in STATE_FILTERS:
+            raise ValueError(f"state={state!r}: one of {', '.join(STATE_FILTERS)}")
+        raw = args.get("limit") or str(DEFAULT_LIMIT)
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise ValueError(f"limit={raw!r}: a whole number from 1 to {MAX_LIMIT}")
+        return cls(args.get("partner") or None, args.get("kpi") or None, state, int(raw))
+
+    def params(self) -> str:
+        """The query string asking a worker for these items."""
+        return urllib.parse.urlencode([(name, value) for name, value in (
+            ("partner", self.partner), ("kpi", self.kpi), ("state", self.state),
+            ("limit", str(self.limit))) if value])
+
+    def keeps(self, item: OpenItem) -> bool:
+        """Whether ``item`` passes the filters (the limit aside)."""
+        if self.partner is not None and item.partner != self.partner:
+            return False
+        if self.kpi is not None and item.kpi != self.kpi:
+            return False
+        if self.state == "urgent":
+            return item.state != "ok"
+        return self.state is None or item.state == self.state
+
+
+def urgency(item: OpenItem) -> tuple[int, str, str, str]:
+    """Sort key: least time left first (the most overdue at the top), ties by name."""
+    return item.left_ms, item.partner, item.kpi, item.entity_id
+
+
+def select(items: Iterable[OpenItem], query: LedgerQuery) -> list[OpenItem]:
+    """The items the query keeps, most urgent first, at most ``query.limit``."""
+    return sorted((i for i in items if query.keeps(i)), key=urgency)[:query.limit]
+
+
+def to_json(item: OpenItem) -> dict[str, Any]:
+    """One row, in base units (seconds; times in epoch milliseconds)."""
+    return {"partner": item.partner, "kpi": item.kpi, "entity_id": item.entity_id,
+            "severity": item.severity, "opened_ms": item.opened_ms,
+            "age_seconds": item.age_ms / 1000, "target_seconds": item.target_ms / 1000,
+            "left_seconds": item.left_ms / 1000, "state": item.state}
+
+
+def from_json(row: Mapping[str, Any]) -> OpenItem:
+    """A row as served by :func:`to_json`."""
+    return OpenItem(str(row["partner"]), str(row["kpi"]), str(row["entity_id"]),
+                    None if row.get("severity") is None else str(row["severity"]),
+                    int(row["opened_ms"]), round(float(row["age_seconds"]) * 1000),
+                    round(float(row["target_seconds"]) * 1000), str(row["state"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """Every worker's open items, merged: the rows, and how many matched before the limit."""
+
+    items: list[OpenItem]
+    matched: int
+    now_ms: dict[str, int]
+    """Worker -> the clock its ages were read at."""
+
+
+def fetch_open(workers: list[str], query: LedgerQuery, partitions: int,
+               opener: Callable[[str], bytes] | None = None) -> Gathered:
+    """Ask every worker for its open items; fail unless together they own every partition
+    (a ledger missing a partition would hide its tickets)."""
+    get = opener or http_get
+    rows: list[OpenItem] = []
+    matched = 0
+    covered: set[int] = set()
+    clocks: dict[str, int] = {}
+    for base in workers:
+        url = f"{base.rstrip('/')}/api/open?{query.params()}"
+        try:
+            body = orjson.loads(get(url))
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"cannot read {url}: {exc}") from None
+        if "error" in body:
+            raise ReportError(f"{base}: {body['error']}")
+        if not body.get("ready"):
+            raise ReportError(f"{base} is not ready (still recovering its state); try again")
+        if body.get("partitions") != partitions:
+            raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
+                              f"{partitions}")
+        covered.update(body.get("owned_partitions", []))
+        rows += [from_json(row) for row in body["items"]]
+        matched += int(body["matched"])
+        clocks[base] = int(body["now_ms"])
+    missing = sorted(set(range(partitions)) - covered)
+    if missing:
+        raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
+                          f"every worker with --worker")
+    return Gathered(select(rows, query), matched, clocks)
+
+
+# --- rendering ----------------------------------------------------------------------------
+COLUMNS: Final = ("partner", "kpi", "entity_id", "severity", "state", "age_seconds",
+                  "target_seconds", "left_seconds", "opened_ms")
+
+
+def _clock(seconds: float) -> str:
+    """``-1h05m`` / ``42m10s``: a duration as the NOC reads it."""
+    sign, s = ("-" if seconds < 0 else ""), int(abs(seconds))
+    hours, rest = divmod(s, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{sign}{hours}h{minutes:02d}m" if hours else f"{sign}{minutes}m{secs:02d}s"
+
+
+def render_table(got: Gathered) -> str:
+    """Fixed-width columns, most urgent first, and how many matched beyond the shown rows."""
+    head = ("partner", "kpi", "ticket", "severity", "state", "age", "target", "left")
+    rows = [(i.partner, i.kpi, i.entity_id, i.severity or "-", i.state, _clock(i.age_ms / 1000),
+             _clock(i.target_ms / 1000), _clock(i.left_ms / 1000)) for i in got.items]
+    widths = [max(len(str(r[c])) for r in (head, *rows)) for c in range(len(head))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+             for r in (head, *rows)]
+    lines.append(f"{len(got.items)} of {got.matched} open items")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(got: Gathered) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for item in got.items:
+        row = to_json(item)
+        writer.writerow([row[c] if row[c] is not None else "" for c in COLUMNS])
+    return out.getvalue()
+
+
+def render_json(got: Gathered) -> str:
+    return orjson.dumps({"items": [to_json(i) for i in got.items], "matched": got.matched,
+                         "now_ms": got.now_ms}, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+RENDERERS: Final[dict[str, Callable[[Gathered], str]]] = {
+    "table": render_table, "csv": render_csv, "json": render_json}

@@ -1,0 +1,260 @@
+"""The ledger of open items (issue 19, part 1): the engine's open tickets against the independent
+reference (tests/reference.py ``open_tickets``), the query and gathering rules, and end to end
+on the real broker: ``/api/open``, ``partnerpulse open`` and the oldest-age series at two points
+in event time and across a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.config.catalog import load_config
+from streams.engine.core import Engine
+from streams.engine.model import OpenItem
+from streams.ingest.topics import all_topics
+from streams.outputs.ledger import (
+    MAX_LIMIT,
+    LedgerQuery,
+    fetch_open,
+    render_csv,
+    render_table,
+    select,
+    to_json,
+)
+from streams.outputs.report import ReportError
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from tests import reference
+from tests.harness import REPO, Worker, as_messages, kpi_series, poll, produce
+from tests.streams_gen import DAY, HOUR, _ms, random_events
+
+PARTNERS = ["acme", "bluefiber", "northwind-telecom"]
+T0 = 1_788_000_000_000  # 2026-08-29: no test here depends on the real clock
+WALL = T0 + 120 * DAY
+Rows = dict[tuple[str, str, str], reference.OpenRow]
+
+
+def _engine() -> Engine:
+    catalog, partners = load_config()
+    return Engine(catalog, partners, clock="event")
+
+
+def _rows(items: list[OpenItem]) -> Rows:
+    """The OTS rows of the engine's ledger, in the reference's shape."""
+    return {(i.partner, i.kpi, i.entity_id): reference.OpenRow(
+        i.severity or "", i.opened_ms, i.age_ms, i.target_ms, i.state)
+        for i in items if i.kpi in reference.OPEN_TICKET_KPIS}
+
+
+def _stream(seed: int, end: int) -> list[tuple[str, dict[str, Any]]]:
+    """Ten days of random traffic ending at ``end``, denser in the last six hours (tickets
+    still waiting at every age)."""
+    events = random_events(seed, PARTNERS, end - 10 * DAY, 10 * DAY - 6 * HOUR)
+    events += random_events(seed, PARTNERS, end - 6 * HOUR, 6 * HOUR, prefix="b-")
+    return [(t, e) for t, e in events if _ms(e["ts"]) <= end]
+
+
+# --- the engine against the reference --------------------------------------------------------
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_open_tickets_equal_the_reference_at_several_instants(seed: int) -> None:
+    events = _stream(seed, T0)
+    engine = _engine()
+    for topic, event in events:
+        engine.ingest(topic, orjson.dumps(event), WALL)
+    states = set()
+    for now in (T0, T0 + 90 * 60_000, T0 + 2 * DAY):
+        got = _rows([i for p in PARTNERS for i in engine.open_list(p, now)])
+        want = reference.open_tickets(events, now)
+        assert got == want
+        states |= {row.state for row in want.values()}
+        for partner in PARTNERS:  # the oldest-age series' numbers
+            oldest = engine.oldest_open(partner, now)
+            for kpi in reference.OPEN_TICKET_KPIS:
+                ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
+                assert oldest.get(kpi) == (max(ages) if ages else None)
+    assert states == {"ok", "at_risk", "breached"}  # every state was compared
+
+
+def test_open_detractors_age_against_the_horizon() -> None:
+    """A poor answer waits for a follow-up after it; its target is the KPI's 24 h horizon."""
+    engine = _engine()
+    now = T0
+    answers = {"t1": 30, "t2": 19, "t3": 2, "t4": 5}  # hours before now
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("surveys", {"event_id": f"s-{t}", "type": "response", "partner_id": "acme",
+                     "kind": "csat", "score": 2, "ticket_id": t, "ts": now - h * HOUR})
+        for t, h in answers.items()]
+    events.append(("tickets", {"event_id": "f-t4", "type": "follow_up", "partner_id": "acme",
+                               "ticket_id": "t4", "ts": now - HOUR}))
+    for topic, event in events:
+        engine.ingest(topic, orjson.dumps(event), WALL)
+    rows = {i.entity_id: i for i in engine.open_list("acme", now)
+            if i.kpi == "detractor_follow_up"}
+    assert set(rows) == {"t1", "t2", "t3"}
+    horizon = 24 * HOUR
+    for ticket, item in rows.items():
+        age = answers[ticket] * HOUR
+        assert (item.age_ms, item.target_ms, item.left_ms) == (age, horizon, horizon - age)
+        assert item.severity is None
+    assert [rows[t].state for t in ("t1", "t2", "t3")] == ["breached", "at_risk", "ok"]
+
+
+# --- query, sorting, gathering ---------------------------------------------------------------
+def _item(partner: str, entity: str, age_s: int, target_s: int = 7200,
+          kpi: str = "ots_down_hard") -> OpenItem:
+    state = ("breached" if age_s >= target_s else
+             "at_risk" if age_s >= 0.75 * target_s else "ok")
+    return OpenItem(partner, kpi, entity, "down_hard", T0 - age_s * 1000, age_s * 1000,
+                    target_s * 1000, state)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"state": "late"}, "state='late'"),
+    ({"limit": "0"}, "limit='0'"),
+    ({"limit": str(MAX_LIMIT + 1)}, f"1 to {MAX_LIMIT}"),
+    ({"limit": "ten"}, "limit='ten'"),
+])
+def test_a_bad_query_says_what_is_wrong(args: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LedgerQuery.parse(args)
+
+
+def test_least_time_left_first_filtered_and_cut() -> None:
+    items = [_item("acme", "a", 100), _item("acme", "b", 9000), _item("zeta", "c", 6000),
+             _item("zeta", "d", 5500), _item("acme", "e", 8000, 10_000, "mttr")]
+    assert [i.entity_id for i in select(items, LedgerQuery())] == ["b", "c", "d", "e", "a"]
+    urgent = select(items, LedgerQuery(state="urgent", limit=3))
+    assert [i.entity_id for i in urgent] == ["b", "c", "d"]
+    # d: 5,500 s of 7,200 s is 76%, at risk
+    assert [i.entity_id for i in select(items, LedgerQuery(partner="zeta", state="at_risk"))] \
+        == ["c", "d"]
+    assert [i.entity_id for i in select(items, LedgerQuery(kpi="mttr"))] == ["e"]
+    csv_lines = render_csv(fetch_like(items)).splitlines()
+    assert csv_lines[0].startswith("partner,kpi,entity_id,severity,state,")
+    assert csv_lines[1].startswith("acme,ots_down_hard,b,down_hard,breached,9000.0,7200.0,-1800.0,")
+    table = render_table(fetch_like(items))
+    assert "-30m00s" in table and "5 of 5 open items" in table  # b: 9000 s against 7200 s
+
+
+def fetch_like(items: list[OpenItem]) -> Any:
+    from streams.outputs.ledger import Gathered
+
+    return Gathered(select(items, LedgerQuery()), len(items), {})
+
+
+def test_gathering_merges_every_worker_and_needs_every_partition() -> None:
+    served = {
+        "http://w1": [_item("acme", "a", 7000), _item("acme", "b", 100)],
+        "http://w2": [_item("zeta", "c", 8000), _item("zeta", "d", 50)],
+    }
+    owned = {"http://w1": [0, 1], "http://w2": [2, 3]}
+
+    def opener(url: str) -> bytes:
+        base = url.split("/api/")[0]
+        assert "limit=3" in url and "state=" not in url
+        return orjson.dumps({"items": [to_json(i) for i in served[base]][:3], "matched": 2,
+                             "now_ms": T0, "ready": True, "partitions": 4,
+                             "owned_partitions": owned[base]})
+
+    got = fetch_open(list(served), LedgerQuery(limit=3), 4, opener)
+    assert [i.entity_id for i in got.items] == ["c", "a", "b"]
+    assert got.items[0] == served["http://w2"][0]  # a row survives the JSON round trip
+    assert got.matched == 4
+    with pytest.raises(ReportError, match=r"partitions \[2, 3\]"):
+        fetch_open(["http://w1"], LedgerQuery(limit=3), 4, opener)
+
+
+# --- end to end ------------------------------------------------------------------------------
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own: topics and groups never leak between tests."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+        ensure_topics(running.bootstrap, all_topics(4))
+        yield running
+
+
+def _served(worker: Worker, query: str = f"limit={MAX_LIMIT}") -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/api/open?{query}",
+                                timeout=10) as r:
+        return dict(orjson.loads(r.read()))
+
+
+def _caught_up(worker: Worker, events: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Every accepted event is in the worker's state (its event counts say so)."""
+    want = len(reference.accepted_events(events))
+    return sum(v for k, v in worker.counts().items() if k.endswith(":accepted")) >= want
+
+
+def _assert_ledger(worker: Worker, events: list[tuple[str, dict[str, Any]]]) -> int:
+    """/api/open, its filters, ``partnerpulse open`` and the oldest-age series equal the
+    reference at the worker's clock; returns the rows compared."""
+    body = _served(worker)
+    now = body["now_ms"]
+    want = reference.open_tickets(events, now)
+    items = [OpenItem(r["partner"], r["kpi"], r["entity_id"], r["severity"], r["opened_ms"],
+                      round(r["age_seconds"] * 1000), round(r["target_seconds"] * 1000),
+                      r["state"]) for r in body["items"]]
+    assert _rows(items) == want
+    lefts = [r["left_seconds"] for r in body["items"]]
+    assert lefts == sorted(lefts)
+    # a partner's breached tickets only
+    breached = _served(worker, "partner=acme&state=breached&limit=5000")
+    assert {r["entity_id"] for r in breached["items"] if r["kpi"] in reference.OPEN_TICKET_KPIS} \
+        == {t for (p, _, t), row in want.items() if p == "acme" and row.state == "breached"}
+    # the command gathers the same rows
+    cli = subprocess.run(
+        [sys.executable, "-m", "streams", "open", "--worker", f"http://127.0.0.1:{worker.port}",
+         "--limit", str(MAX_LIMIT), "--format", "json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    gathered = orjson.loads(cli.stdout)["items"]
+    assert {(r["partner"], r["kpi"], r["entity_id"]) for r in gathered} \
+        == {(r["partner"], r["kpi"], r["entity_id"]) for r in body["items"]}
+    oldest = kpi_series(worker.metrics_text()).get("partnerpulse_open_oldest_age_seconds", {})
+    for (partner, kpi, _), row in want.items():
+        ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
+        if row.age_ms == max(ages):
+            assert oldest[(kpi, partner)] == pytest.approx(row.age_ms / 1000, abs=0.001)
+    return len(want)
+
+
+@pytest.mark.slow
+def test_the_ledger_end_to_end_at_two_instants_and_across_a_restart(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    end = int(time.time() * 1000) - 60_000
+    events = _stream(41, end - 3 * HOUR)
+    worker = Worker(broker.url, tmp_path).start()
+    try:
+        produce(broker.bootstrap, as_messages(events))
+        poll(lambda: _caught_up(worker, events), 120, "the first part counted")
+        first = reference.open_tickets(events, _served(worker)["now_ms"])
+        assert {r.state for r in first.values()} == {"ok", "at_risk", "breached"}
+        assert _assert_ledger(worker, events) == len(first)
+        # three hours later: the oldest open tickets get their first contact, new ones open
+        waiting = sorted(first, key=lambda k: first[k].opened_ms)[:10]
+        later = [("tickets", {"event_id": f"contact-{n}", "type": "contacted",
+                              "partner_id": partner, "ticket_id": ticket,
+                              "ts": end - 2 * HOUR + n * 1000})
+                 for n, (partner, _, ticket) in enumerate(waiting)]
+        later += random_events(42, PARTNERS, end - 3 * HOUR, 3 * HOUR, prefix="c-")
+        later = [(t, e) for t, e in later if _ms(e["ts"]) <= end]
+        events += later
+        produce(broker.bootstrap, as_messages(later))
+        poll(lambda: _caught_up(worker, events), 120, "the second part counted")
+        rows = _assert_ledger(worker, events)
+        assert not {(p, t) for p, _, t in waiting} & {
+            (p, t) for p, _, t in reference.open_tickets(events, end)}
+        worker.stop()
+        # restarted: the waiting tickets come back with the state (changelog), not from input
+        worker = Worker(broker.url, tmp_path).start()
+        assert _assert_ledger(worker, events) == rows
+    finally:
+        worker.stop()
