@@ -136,6 +136,38 @@ def test_snapshot_puts_the_month_end_forecast_on_its_partners_tiles() -> None:
     assert "month_end" not in tiles["b"]
 
 
+def test_a_tile_names_its_most_urgent_tickets_and_counts_the_rest() -> None:
+    """Down-hard tickets still without first contact, aged against the partner's target from
+    partners.yaml (read here, not through the engine): the three with least time left that are
+    at risk (75%) or breached, most overdue first; the other urgent ones counted; a contacted
+    ticket and an ok one not named."""
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    target_s = _yaml_target(REPO / "config", "acme", "ots_down_hard")
+    shares = {"t1": 0.2, "t2": 0.8, "t3": 1.5, "t4": 0.95, "t5": 3.0, "t6": 2.0}
+    now = T0 + 10 * 24 * 60 * MIN
+    events = [("tickets", {"event_id": f"o-{t}", "type": "opened", "partner_id": "acme",
+                           "ticket_id": t, "severity": "down_hard",
+                           "ts": now - round(share * target_s * 1000)})
+              for t, share in shares.items()]
+    events.append(("tickets", {"event_id": "c-t6", "type": "contacted", "partner_id": "acme",
+                               "ticket_id": "t6", "ts": now - MIN}))
+    for topic, event in events:
+        engine.ingest(topic, orjson.dumps(event), LATER)
+    [tile] = snapshot(engine, watch, ["acme"], now, History())["partners"]
+    urgent = sorted((t for t, share in shares.items() if share >= 0.75 and t != "t6"),
+                    key=lambda t: -shares[t])
+    assert [(r["entity_id"], r["kpi"]) for r in tile["tickets"]] == [
+        (t, "ots_down_hard") for t in urgent[:3]]
+    assert tile["tickets_more"] == len(urgent) - 3 == 1
+    t5 = tile["tickets"][0]
+    assert t5["state"] == "breached" and t5["left_seconds"] == pytest.approx(-2 * target_s)
+    assert t5["title"] == next(k["title"] for k in _yaml_kpis(REPO / "config")
+                               if k["id"] == "ots_down_hard")
+    assert [r["state"] for r in tile["tickets"]] == ["breached", "breached", "at_risk"]
+
+
 def test_snapshot_of_a_real_drift_with_values_targets_and_sparklines() -> None:
     catalog, partners = load_config(REPO / "config")
     engine = Engine(catalog, partners, clock="event")
@@ -716,6 +748,9 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                     row["title"], row["window"] = HOSTILE, HOSTILE
                 tile["integrity"] = [{"kpi": HOSTILE, "title": HOSTILE, "signal": HOSTILE,
                                       "detail": HOSTILE, "since_ms": None, "score": 1.0}]
+                tile["tickets"] = [{"kpi": HOSTILE, "title": HOSTILE, "entity_id": HOSTILE,
+                                    "state": "breached", "left_seconds": -754.0}]
+                tile["tickets_more"] = 2
             # read in the same script as the render: the page's own refresh may render the real
             # data again before a later call looks (seen on a loaded machine)
             shown = chrome.execute_script(
@@ -727,12 +762,17 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 "        document.querySelector('section.tile .alerts').textContent,"
                 "        document.querySelector('section.tile .flag').textContent,"
                 "        document.querySelector('section.tile .flag').getAttribute('title'),"
-                "        document.querySelector('section.tile .melon').getAttribute('title')];",
+                "        document.querySelector('section.tile .melon').getAttribute('title'),"
+                "        [...document.querySelector('section.tile .tickets').children]"
+                "            .map(li => li.textContent)];",
                 data)
             assert shown[:4] == [HOSTILE, HOSTILE, HOSTILE, 0]
             assert HOSTILE in shown[4]
             assert shown[5:7] == [f"integrity: {HOSTILE} \u2014 {HOSTILE}", HOSTILE]
             assert f"last {HOSTILE}" in shown[7]  # the mark's window, as text in its tooltip
+            # a tile's urgent tickets: the id and title as text, the time over target in words
+            assert shown[8] == [f"ticket {HOSTILE} \u00b7 {HOSTILE} 12m 34s over target",
+                                "+2 more urgent tickets"]
             assert chrome.execute_script("return window.pwned === undefined")
             print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
         finally:

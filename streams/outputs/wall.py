@@ -34,6 +34,7 @@ from streams.engine.core import Engine, KpiValue, attainment
 from streams.judgement.judge import Judgement, State
 from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
+from streams.outputs.ledger import LedgerQuery, select
 
 SPAN_MS: Final = 3_600_000
 """How far back a sparkline reaches."""
@@ -255,6 +256,21 @@ def _order(tile: dict[str, Any]) -> tuple[int, int, int, str]:
             -states.count(State.AT_RISK.value), tile["partner"])
 
 
+TICKETS_PER_TILE: Final = 3
+"""The most urgent open items (at risk or breached) a tile names, least time left first; the
+rest are counted (the whole list: ``/api/open``)."""
+
+
+def _tickets(engine: Engine, partner: str, now_ms: int) -> tuple[list[dict[str, Any]], int]:
+    """The partner's most urgent open items for its tile, and how many more are urgent."""
+    urgent = select(engine.open_list(partner, now_ms), LedgerQuery(state="urgent", limit=10**9))
+    titles = {k.id: k.title for k in engine.kpis}
+    shown = [{"kpi": i.kpi, "title": titles.get(i.kpi, i.kpi), "entity_id": i.entity_id,
+              "state": i.state, "left_seconds": i.left_ms / 1000}
+             for i in urgent[:TICKETS_PER_TILE]]
+    return shown, len(urgent) - len(shown)
+
+
 def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
              history: History, *, generated_at_ms: int | None = None,
              month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None) -> dict[str, Any]:
@@ -272,6 +288,10 @@ def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms
     melons = frozenset(k.id for k in watermelon_kpis(engine.kpis))
     tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, []), melons)
                     for p in owned), key=_order)
+    for tile in tiles:  # the tickets about to breach, or past it
+        tickets, more = _tickets(engine, tile["partner"], now_ms)
+        if tickets:
+            tile["tickets"], tile["tickets_more"] = tickets, more
     for tile in tiles:  # the month-end band forecast, most likely band first
         chances = (month_end or {}).get(tile["partner"])
         if chances:
