@@ -111,8 +111,12 @@ def test_workers_and_simulator_commands() -> None:
         assert cmd[cmd.index("--broker") + 1] == "kafka://kafka:9092"
         assert cmd[cmd.index("--web-port") + 1] == "6066"
         assert cmd[cmd.index("--web-bind") + 1] == "0.0.0.0"
-    volumes = {v for w in ("worker-1", "worker-2") for v in services[w]["volumes"]}
-    assert len(volumes) == 2, "each worker needs its own data volume"
+    data = {v for w in ("worker-1", "worker-2") for v in services[w]["volumes"]
+            if v.endswith(":/data")}
+    assert len(data) == 2, "each worker needs its own data volume"
+    for w in ("worker-1", "worker-2"):  # and reads the shipped token file (read-only)
+        env = services[w]["environment"]["PARTNERPULSE_ACCESS_TOKENS_FILE"]
+        assert f"./config/access-tokens.yaml:{env}:ro" in services[w]["volumes"]
     sim = _command(services["simulator"])
     assert sim[0] == "simulate" and sim[sim.index("--broker") + 1] == "kafka://kafka:9092"
 
@@ -227,7 +231,9 @@ DEPLOYMENT_OPTIONS = frozenset({
     "--broker", "--web-port", "--web-bind", "--data-dir", "--alertmanager", "--app-id",
     "--partitions", "--rebalance-timeout", "--log-level", "--clock", "--config",
 })
-DEPLOYMENT_ENV = frozenset({"PARTNERPULSE_DATA_DIR"})
+# the token file decides who may read the data views, not what a worker computes; the access
+# tests (tests/test_access.py) run a worker with one
+DEPLOYMENT_ENV = frozenset({"PARTNERPULSE_DATA_DIR", "PARTNERPULSE_ACCESS_TOKENS_FILE"})
 
 
 def _options(cmd: list[str]) -> set[str]:

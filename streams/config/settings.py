@@ -130,6 +130,12 @@ class Settings(KafkaClientSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     """Port of the HTTP endpoint."""
 
+    access_tokens_file: Path | None = None
+    """YAML file of access-token hashes, each opening one partner's data or every partner's
+    (streams/config/access.py; ``partnerpulse token`` makes one). With it, /api/wall, /api/open
+    and /api/report need ``Authorization: Bearer <token>``; without it they answer only while
+    ``web_bind`` is loopback. /metrics, /ready and the wall page stay open either way."""
+
     store: Literal["memory", "rocksdb"] = "memory"
     """Local table store. 'memory' (the default, and what every end-to-end and fault test runs):
     the journal lives in memory and is loaded from its changelog topic in bulk at each start.

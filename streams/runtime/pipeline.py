@@ -30,6 +30,7 @@ import faust
 import mode
 from faust.types import TP, EventT
 
+from streams.config.access import check_tokens_file
 from streams.config.catalog import load_config
 from streams.config.settings import Settings
 from streams.engine.core import Engine, Outcome
@@ -87,6 +88,9 @@ class Pipeline:
                             "(`partnerpulse check-config` names them)", window)
         self.engine = Engine(catalog, partners, clock=settings.clock,
                              max_partners=settings.max_partners)
+        # read at start: a token file that cannot be used stops the worker, never opens it
+        self.access_tokens = check_tokens_file(settings.access_tokens_file)
+        self.web_bind = settings.web_bind
         self.app = worker_app(settings)
         self.partitions = settings.partitions
         self.source = self._raw_topic(*TOPICS, REPARTITION)

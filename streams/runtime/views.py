@@ -14,6 +14,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streams.config.access import AccessTokens, Scope, decide
 from streams.engine.core import Engine, MonthCalendar
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
@@ -39,6 +40,8 @@ def security_headers(content_type: str, csp: str = DATA_CSP) -> dict[str, str]:
 class Served(Protocol):
     """What the views read of the pipeline."""
 
+    access_tokens: AccessTokens | None
+    web_bind: str
     engine: Engine
     watch: Watch
     history: History
@@ -52,6 +55,20 @@ class Served(Protocol):
 
 class _PipelineView(faust.web.View):
     pipeline: ClassVar[Served]
+
+    def scope(self, request: faust.web.Request) -> Scope | faust.web.Response:
+        """What a data request may read, or the response refusing it (streams/config/access.py).
+        The token is never logged: it lives in the header, and is only hashed here."""
+        pipeline = self.pipeline
+        got = decide(pipeline.access_tokens, pipeline.web_bind,
+                     request.headers.get("Authorization"))
+        if isinstance(got, Scope):
+            return got
+        headers = security_headers(JSON_TYPE)
+        if got.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="partnerpulse"'
+        return self.bytes(orjson.dumps({"error": got.reason}), status=got.status,
+                          headers=headers)
 
 
 class Metrics(_PipelineView):
@@ -83,9 +100,13 @@ class WallApi(_PipelineView):
     """The wall's data: a tile per owned partner, worst first."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
+        scope = self.scope(request)
+        if not isinstance(scope, Scope):
+            return scope
         pipeline = self.pipeline
         engine = pipeline.engine
-        owned = [p for p in engine.partner_ids() if pipeline.ownership.owns(p)]
+        owned = [p for p in engine.partner_ids()
+                 if pipeline.ownership.owns(p) and scope.allows(p)]
         wall = wall_ms()
         now = engine.now(wall)
         # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest)
@@ -102,6 +123,9 @@ class OpenApi(_PipelineView):
     :mod:`streams.outputs.ledger`)."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
+        scope = self.scope(request)
+        if not isinstance(scope, Scope):
+            return scope
         try:
             query = LedgerQuery.parse(request.query)
         except ValueError as exc:
@@ -111,7 +135,7 @@ class OpenApi(_PipelineView):
         engine, ownership = pipeline.engine, pipeline.ownership
         now = engine.now(wall_ms())
         owned = ([query.partner] if query.partner is not None else engine.partner_ids())
-        items = [item for partner in owned if ownership.owns(partner)
+        items = [item for partner in owned if ownership.owns(partner) and scope.allows(partner)
                  for item in engine.open_list(partner, now) if query.keeps(item)]
         body = {"items": [to_json(item) for item in select(items, query)],
                 "matched": len(items), "now_ms": now,
@@ -128,6 +152,9 @@ class ReportApi(_PipelineView):
     the report card; says which partitions they cover so a report can tell it is whole."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
+        scope = self.scope(request)
+        if not isinstance(scope, Scope):
+            return scope
         month, period = request.query.get("month", ""), request.query.get("period", "")
         try:
             months = period_months(period)[1] if period else [MonthCalendar.name(
@@ -137,7 +164,7 @@ class ReportApi(_PipelineView):
                               headers=security_headers(JSON_TYPE))
         pipeline = self.pipeline
         engine, ownership = pipeline.engine, pipeline.ownership
-        owned = [p for p in engine.partner_ids() if ownership.owns(p)]
+        owned = [p for p in engine.partner_ids() if ownership.owns(p) and scope.allows(p)]
         raised_in = pipeline.watch.lens.raised_in
         state = (period_state(engine, owned, months, raised_in) if period else
                  month_state(engine, owned, month, raised_in))
