@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -194,6 +196,39 @@ def embedded_broker(
             pass
 
 
+def access_token() -> str | None:
+    """The access token ``report`` and ``open`` send to workers with a token file: from
+    PARTNERPULSE_TOKEN, or the file PARTNERPULSE_TOKEN_FILE names (never a flag: a command
+    line is visible to every user of the machine)."""
+    token = os.environ.get("PARTNERPULSE_TOKEN", "").strip()
+    path = os.environ.get("PARTNERPULSE_TOKEN_FILE", "").strip()
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            console.print(f"[red]PARTNERPULSE_TOKEN_FILE:[/red] cannot read {path}: {exc.strerror}")
+            raise typer.Exit(1) from None
+    return token or None
+
+
+@app.command()
+def token(
+    partner: Annotated[str | None, typer.Option(help="A token for this partner's data only.")] = None,
+    operator: Annotated[bool, typer.Option("--operator", help="A token for every partner.")] = False,
+) -> None:
+    """Make an access token: the token on standard output (give it to its holder), and the
+    entry for the access token file (settings.access_tokens_file) on standard error."""
+    from streams.config.access import hash_token, new_token
+
+    if (partner is None) == (not operator):
+        console.print("[red]token:[/red] give --partner ID or --operator")
+        raise typer.Exit(2)
+    made = new_token()
+    scope = f"partner: {partner}" if partner is not None else "operator: true"
+    sys.stderr.write(f"  - sha256: {hash_token(made)}\n    {scope}\n")
+    sys.stdout.write(made + "\n")
+
+
 class ReportFormat(enum.StrEnum):
     """Output of the report card."""
 
@@ -233,7 +268,7 @@ def report(
     from streams.engine.core import MonthCalendar
     from streams.outputs.period import build_period, fetch_period, period_months
     from streams.outputs.period_render import PERIOD_RENDERERS
-    from streams.outputs.report import ReportError, build_report, fetch
+    from streams.outputs.report import ReportError, build_report, fetch, http_get
     from streams.outputs.report_render import RENDERERS
 
     chosen = [x for x in (month, year, quarter) if x]
@@ -246,14 +281,15 @@ def report(
         catalog, partners = load_config(config)
         if month:
             MonthCalendar.parse(month)
-            got = fetch(workers, month, partitions)
+            got = fetch(workers, month, partitions, functools.partial(http_get, token=access_token()))
         else:
             period, months = period_months(year or f"{quarter}")
             if year and "-" in year:
                 raise ValueError(f"--year {year!r}: give a year like 2026 (or --quarter)")
             if quarter and "-Q" not in quarter:
                 raise ValueError(f"--quarter {quarter!r}: give a quarter like 2026-Q3")
-            fetched = fetch_period(workers, period, partitions)
+            fetched = fetch_period(workers, period, partitions,
+                                   functools.partial(http_get, token=access_token()))
     except (ValueError, ConfigError, ReportError) as exc:
         console.print(f"[red]report:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -319,12 +355,13 @@ def open_items(
     left (negative once breached), read on each worker's clock (the event clock by default).
     """
     from streams.outputs.ledger import RENDERERS, LedgerQuery, fetch_open
-    from streams.outputs.report import ReportError
+    from streams.outputs.report import ReportError, http_get
 
     try:
         query = LedgerQuery.parse({"partner": partner or "", "kpi": kpi or "",
                                    "state": state or "", "limit": str(limit)})
-        got = fetch_open(worker or ["http://127.0.0.1:6066"], query, partitions)
+        got = fetch_open(worker or ["http://127.0.0.1:6066"], query, partitions,
+                         functools.partial(http_get, token=access_token()))
     except (ValueError, ReportError) as exc:
         console.print(f"[red]open:[/red] {exc}")
         raise typer.Exit(1) from None

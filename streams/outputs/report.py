@@ -553,6 +553,8 @@ def fetch(workers: list[str], month: str, partitions: int,
             body = orjson.loads(get(url))
         except (OSError, ValueError) as exc:
             raise ReportError(f"cannot read {url}: {exc}") from None
+        if "error" in body:  # refused (a token missing or another partner's), a bad month
+            raise ReportError(f"{base}: {body['error']}")
         if not body.get("ready"):
             raise ReportError(f"{base} is not ready (still recovering its state); try again")
         if body.get("partitions") != partitions:
@@ -600,9 +602,14 @@ def month_value(raw: list[Any]) -> MonthValue:
     return float(raw[0]), int(raw[1])
 
 
-def http_get(url: str) -> bytes:
+def http_get(url: str, token: str | None = None) -> bytes:
+    """The body of a GET (an error status's too: its JSON says why), with ``token`` as the
+    bearer token when given."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             body: bytes = response.read()
             return body
     except urllib.error.HTTPError as exc:  # 503 while recovering still carries the JSON body
