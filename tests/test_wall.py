@@ -30,6 +30,7 @@ from streams.judgement.watch import Watch
 from streams.outputs.wall import STEP_MS, WALL_HTML, History, snapshot
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
+from tests import reference
 from tests.conftest import on_ci
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.test_watch import T0, _calls
@@ -775,5 +776,104 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                                 "+2 more urgent tickets"]
             assert chrome.execute_script("return window.pwned === undefined")
             print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
+        finally:
+            worker.stop()
+
+
+@pytest.mark.slow
+def test_a_fleet_of_200_partners_fits_one_1080p_screen(chrome: Any, tmp_path: Path) -> None:
+    """200 simulated partners through a real worker: the wall switches to its fleet view, every
+    partner's cell is on screen at 1920x1080 without scrolling, the partners in breach are named
+    at the top in the order the worker ranks them, the side panel lists the most urgent tickets
+    least time left first, and a click opens one partner's card."""
+    from collections import Counter
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.streams_gen import random_events
+
+    partners = [f"fleet-{i:03d}" for i in range(200)]
+    end = int(time.time() * 1000) - 60_000
+    # 24 busy partners (judged: enough samples in the hour) and 176 quiet ones (no data)
+    events = random_events(5, partners[:24], end - 60 * MIN, 60 * MIN, n_tickets=30,
+                           n_calls=60, n_orders=2, n_surveys=20)
+    events += random_events(6, partners[24:], end - 2 * 60 * MIN, 2 * 60 * MIN, n_tickets=4,
+                            n_calls=6, n_orders=1, n_surveys=2, prefix="q-")
+    events = [(t, e) for t, e in events if reference.to_ms(e["ts"]) <= end]
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        ensure_topics(broker.bootstrap, all_topics(4))
+        worker = Worker(broker.url, tmp_path).start()
+        try:
+            base = f"http://127.0.0.1:{worker.port}"
+            sent = produce(broker.bootstrap, as_messages(events, unkeyed_every=0))
+            poll(lambda: worker.processed() >= sent, 120, "every event processed")
+
+            def api() -> dict[str, Any]:
+                with urllib.request.urlopen(f"{base}/api/wall", timeout=20) as r:
+                    return dict(orjson.loads(r.read()))
+
+            # the screen itself, 1920x1080 (a headless window's viewport is that less its chrome)
+            chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": False})
+            chrome.get(f"{base}/wall")
+            wait = WebDriverWait(chrome, 60, poll_frequency=0.3)
+            wait.until(lambda _: len(chrome.find_elements(By.CSS_SELECTOR, ".fleet .cell")) == 200)
+            # the page as it is, and then as it renders one snapshot read here (in one script:
+            # the page redraws every poll)
+            data = api()
+            got = chrome.execute_script(
+                "render(arguments[0]);"
+                "const r = document.documentElement;"
+                "const cells = [...document.querySelectorAll('.cell')];"
+                "return [r.scrollHeight, r.scrollWidth, innerHeight, innerWidth,"
+                "  cells.map(c => c.getAttribute('data-partner')),"
+                "  cells.every(c => { const b = c.getBoundingClientRect();"
+                "                     return b.top >= 0 && b.bottom <= innerHeight + 0.5"
+                "                            && b.right <= innerWidth + 0.5 && b.height > 10; }),"
+                "  [...document.querySelectorAll('.attention li[data-partner]')]"
+                "     .map(li => li.getAttribute('data-partner')),"
+                "  [...document.querySelectorAll('.side li[data-ticket]')]"
+                "     .map(li => li.getAttribute('data-ticket')),"
+                "  document.querySelectorAll('.cell:first-child .sq').length,"
+                "  [...document.querySelectorAll('.attention li')].map(li => li.textContent)];",
+                data)
+            height, width, inner_h, inner_w, order, on_screen, named, tickets, squares, said = got
+            artifacts = REPO / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            assert chrome.save_screenshot(str(artifacts / "wall-fleet.png"))
+            if os.environ.get("PARTNERPULSE_UPDATE_SCREENSHOT") == "1":
+                assert chrome.save_screenshot(str(REPO / "docs" / "wall-fleet.png"))
+            assert (inner_w, inner_h) == (1920, 1080)
+            assert height <= inner_h and width <= inner_w, (height, width, inner_h, inner_w)
+            assert on_screen
+            tiles = data["partners"]
+            assert order == [t["partner"] for t in tiles] and sorted(order) == partners
+            wrong = [t["partner"] for t in tiles
+                     if t["worst_state"] == "breach" or t.get("integrity")]
+            assert named == wrong[:4]
+            # in words: the partner's worst alert (the worker sorts them worst first)
+            first = next(t for t in tiles if t["partner"] == wrong[0])
+            if first["worst_state"] == "breach":
+                alert = first["alerts"][0]
+                assert said[0].startswith(f"{first['name']} \u00b7 {alert['title']} "
+                                          f"{alert['window']} "), said[0]
+            if len(wrong) > 4:
+                assert said[-1] == f"+{len(wrong) - 4} more partners in breach or flagged"
+            assert wrong, ("the random fleet has partners in breach (or the band is not tested)",
+                           Counter(t["worst_state"] for t in tiles))
+            kpi_ids = {k["id"] for t in tiles for k in t["kpis"]}
+            assert squares == len(kpi_ids)
+            urgent = sorted(((tk["left_seconds"], tk["entity_id"]) for t in tiles
+                             for tk in t.get("tickets", [])), key=lambda x: x[0])
+            # the side list: the most urgent first, as many as fit on the screen (its rows are
+            # checked on screen above with the rest: the page does not scroll)
+            assert len(tickets) >= 5 and tickets == [e for _, e in urgent[:len(tickets)]]
+            # a click opens one partner's card
+            first_id = order[0]
+            chrome.find_element(By.CSS_SELECTOR, f'.cell[data-partner="{first_id}"]').click()
+            wait.until(lambda _: [t.get_attribute("data-partner") for t in chrome.find_elements(
+                By.CSS_SELECTOR, "section.tile")] == [first_id])
+            assert f"partner={first_id}" in chrome.current_url
         finally:
             worker.stop()
