@@ -880,31 +880,36 @@ def compute_flat(events: list[TopicEvent], now_ms: int | None = None,
 class OpenRow(NamedTuple):
     """A ledger row as the reference derives it."""
 
-    severity: str
+    severity: str | None
     opened_ms: int
     age_ms: int
     target_ms: int
     state: str
 
 
-OPEN_TICKET_KPIS = {"ots_down_hard": "down_hard", "ots_service_affecting": "service_affecting"}
-"""The open-to-status KPIs the ledger lists tickets of, and their severity."""
+OPEN_TICKET_KPIS = {"ots_down_hard": "down_hard", "ots_service_affecting": "service_affecting",
+                    "mttr": None}
+"""The ticket KPIs the ledger lists tickets of, and the severity their start selects (None:
+any): the open-to-status ones end at the first contact, mttr at the resolution."""
+OPEN_TICKET_STOPS = {"ots_down_hard": "contacted", "ots_service_affecting": "contacted",
+                     "mttr": "resolved"}
 
 
 def open_tickets(events: list[TopicEvent], now_ms: int) -> dict[tuple[str, str, str], OpenRow]:
-    """(partner, kpi, ticket) -> the ledger's row for every ticket still waiting for its first
-    contact: its earliest ``opened`` of the KPI's severity, and no ``contacted`` at all (one
-    stamped before the opening closes it too). State: breached once its age reaches the
-    partner's target, at risk from 75% of it."""
+    """(partner, kpi, ticket) -> the ledger's row for every ticket still waiting for the stop of
+    a ticket KPI (first contact; resolution for mttr): its earliest ``opened`` of the KPI's
+    severity, and no stop event at all (one stamped before the opening closes it too). State:
+    breached once its age reaches the partner's target, at risk from 75% of it."""
     accepted = accepted_events(events)
     out: dict[tuple[str, str, str], OpenRow] = {}
-    tickets = _group(_select(accepted, "tickets", ("opened", "contacted")), "ticket_id")
+    tickets = _group(_select(accepted, "tickets", ("opened", "contacted", "resolved")),
+                     "ticket_id")
     for (partner, ticket), group in tickets.items():
-        if any(e["type"] == "contacted" for e in group):
-            continue
         for kpi, severity in OPEN_TICKET_KPIS.items():
-            start = _earliest([e for e in group
-                               if e["type"] == "opened" and e.get("severity") == severity])
+            if any(e["type"] == OPEN_TICKET_STOPS[kpi] for e in group):
+                continue
+            start = _earliest([e for e in group if e["type"] == "opened"
+                               and (severity is None or e.get("severity") == severity)])
             if start is None:
                 continue
             opened = to_ms(start["ts"])

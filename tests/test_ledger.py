@@ -49,7 +49,7 @@ def _engine() -> Engine:
 def _rows(items: list[OpenItem]) -> Rows:
     """The OTS rows of the engine's ledger, in the reference's shape."""
     return {(i.partner, i.kpi, i.entity_id): reference.OpenRow(
-        i.severity or "", i.opened_ms, i.age_ms, i.target_ms, i.state)
+        i.severity, i.opened_ms, i.age_ms, i.target_ms, i.state)
         for i in items if i.kpi in reference.OPEN_TICKET_KPIS}
 
 
@@ -238,8 +238,9 @@ def test_the_ledger_end_to_end_at_two_instants_and_across_a_restart(
         first = reference.open_tickets(events, _served(worker)["now_ms"])
         assert {r.state for r in first.values()} == {"ok", "at_risk", "breached"}
         assert _assert_ledger(worker, events) == len(first)
-        # three hours later: the oldest open tickets get their first contact, new ones open
-        waiting = sorted(first, key=lambda k: first[k].opened_ms)[:10]
+        # three hours later: the oldest tickets waiting for a first contact get one, new open
+        waiting = sorted((k for k in first if k[1] != "mttr"),
+                         key=lambda k: first[k].opened_ms)[:10]
         later = [("tickets", {"event_id": f"contact-{n}", "type": "contacted",
                               "partner_id": partner, "ticket_id": ticket,
                               "ts": end - 2 * HOUR + n * 1000})
@@ -250,8 +251,9 @@ def test_the_ledger_end_to_end_at_two_instants_and_across_a_restart(
         produce(broker.bootstrap, as_messages(later))
         poll(lambda: _caught_up(worker, events), 120, "the second part counted")
         rows = _assert_ledger(worker, events)
+        # contacted: off the open-to-status lists (a repair time still waits for resolution)
         assert not {(p, t) for p, _, t in waiting} & {
-            (p, t) for p, _, t in reference.open_tickets(events, end)}
+            (p, t) for p, k, t in reference.open_tickets(events, end) if k != "mttr"}
         worker.stop()
         # restarted: the waiting tickets come back with the state (changelog), not from input
         worker = Worker(broker.url, tmp_path).start()

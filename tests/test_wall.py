@@ -154,6 +154,9 @@ def test_a_tile_names_its_most_urgent_tickets_and_counts_the_rest() -> None:
               for t, share in shares.items()]
     events.append(("tickets", {"event_id": "c-t6", "type": "contacted", "partner_id": "acme",
                                "ticket_id": "t6", "ts": now - MIN}))
+    # resolved (without a first contact: the NOC still owes it one): no repair time waiting
+    events += [("tickets", {"event_id": f"r-{t}", "type": "resolved", "partner_id": "acme",
+                            "ticket_id": t, "ts": now - MIN}) for t in shares]
     for topic, event in events:
         engine.ingest(topic, orjson.dumps(event), LATER)
     [tile] = snapshot(engine, watch, ["acme"], now, History())["partners"]

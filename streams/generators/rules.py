@@ -223,11 +223,11 @@ def _open_items_alert(kpis: Iterable[Kpi]) -> dict[str, Any]:
         "labels": {"severity": WARNING, **PARTNER_LABELS},
         "annotations": {
             "summary": ("{{ $labels.partner }} ({{ $labels.tier }}) has {{ $value }} tickets past "
-                        "the {{ $labels.kpi }} target without a first contact"),
-            "description": ("Tickets still waiting for their first contact do not count in the "
-                            "open-to-status mean until they get one: {{ $value }} of "
-                            "{{ $labels.partner }}'s tickets are older than the {{ $labels.kpi }} "
-                            "target."),
+                        "the {{ $labels.kpi }} target still open"),
+            "description": ("Tickets still waiting for the event that ends {{ $labels.kpi }} (a "
+                            "first contact, a resolution) do not count in its mean until they "
+                            "get it: {{ $value }} of {{ $labels.partner }}'s tickets are older "
+                            "than the target. Which ones: GET /api/open or partnerpulse open."),
             "dashboard": (f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}"
                           "&var-kpi={{ $labels.kpi }}"),
             "runbook_url": f"{RUNBOOK_URL}/open-items",

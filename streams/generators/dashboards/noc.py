@@ -68,11 +68,14 @@ def noc_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
 
 
 def noc_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
-    """Tickets without a first contact older than their OTS target."""
+    """Open items (per KPI) older than their target."""
     return big_stat(pid, "Overdue tickets",
                      f'sum(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}})) or vector(0)',
                      pos, steps=((None, "green"), (1, "orange"), (10, "red")),
-                     description="Tickets still without a first contact, older than the OTS target.")
+                     description="Items still open past their KPI's target, per KPI: tickets "
+                     "without a first contact (open to status) or not resolved (repair time), "
+                     "detractors not called back. A ticket late on both counts twice; the list: "
+                     "/api/open.")
 
 
 def noc_stale_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
@@ -118,9 +121,10 @@ def noc_state_grid(pid: int, pos: model.GridPos, window: str, catalog: Catalog) 
 
 
 def noc_open_items(pid: int, pos: model.GridPos) -> bargauge.Panel:
-    """Tickets aging past their OTS target, per partner and severity KPI."""
-    return (bargauge.Panel().id(pid).title("Tickets past OTS target").datasource(DS).grid_pos(pos)
-            .description("Tickets without a first contact older than 100% of the target.")
+    """Open items aging past their target, per partner and KPI."""
+    return (bargauge.Panel().id(pid).title("Tickets past target").datasource(DS).grid_pos(pos)
+            .description("Items still open past 100% of their KPI's target, per partner and "
+                         "KPI (first contact, resolution, call-back); the list: /api/open.")
             .with_target(prom_query(f'sort_desc(max by (partner, kpi) ({OPEN_ITEMS}{{stage="100"}}))',
                             "{{partner}} {{kpi}}", instant=True))
             .thresholds(thresholds((None, "green"), (1, "orange"), (10, "red")))

@@ -68,7 +68,7 @@ def oncall_at_risk(pid: int, pos: model.GridPos) -> stat.Panel:
 
 
 def oncall_overdue(pid: int, pos: model.GridPos) -> stat.Panel:
-    """The partner's tickets past the OTS target without a first contact."""
+    """The partner's open items past their target (per KPI)."""
     return big_stat(pid, "Overdue tickets",
                      f'sum(max by (kpi) ({OPEN_ITEMS}{{{P},stage="100"}})) or vector(0)', pos,
                      steps=((None, "green"), (1, "orange"), (10, "red")))
