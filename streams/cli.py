@@ -27,6 +27,11 @@ console = Console(stderr=True, soft_wrap=True)
 
 BrokerOpt = Annotated[str, typer.Option(help="Kafka bootstrap, kafka://host:port[,host:port].")]
 ConfigOpt = Annotated[Path, typer.Option("--config", help="Directory with kpis.yaml and partners.yaml.")]
+WorkersOpt = Annotated[list[str] | None, typer.Option(
+    "--worker", help="A running worker's web address; repeat for every worker of the app "
+                     "(default http://127.0.0.1:6066).")]
+PartitionsOpt = Annotated[int, typer.Option(help="Partitions of the input topics (as the "
+                                                 "workers were started with).")]
 
 
 class Clock(enum.StrEnum):
@@ -247,11 +252,8 @@ def report(
     quarter: Annotated[str | None, typer.Option(help="A quarter, e.g. 2026-Q3.")] = None,
     format: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
         ReportFormat.table),
-    worker: Annotated[list[str] | None, typer.Option(
-        "--worker", help="A running worker's web address; repeat for every worker of the app "
-                         "(default http://127.0.0.1:6066).")] = None,
-    partitions: Annotated[int, typer.Option(help="Partitions of the input topics (as the "
-                                                 "workers were started with).")] = 4,
+    worker: WorkersOpt = None,
+    partitions: PartitionsOpt = 4,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
                                                 "instead of standard output.")] = None,
     partner: Annotated[list[str] | None, typer.Option(
@@ -342,14 +344,11 @@ def open_items(
     limit: Annotated[int, typer.Option(help="At most this many rows, most urgent first.")] = 50,
     format: Annotated[OpenFormat, typer.Option("--format", help="Output format.")] = (
         OpenFormat.table),
-    worker: Annotated[list[str] | None, typer.Option(
-        "--worker", help="A running worker's web address; repeat for every worker of the app "
-                         "(default http://127.0.0.1:6066).")] = None,
-    partitions: Annotated[int, typer.Option(help="Partitions of the input topics (as the "
-                                                 "workers were started with).")] = 4,
+    worker: WorkersOpt = None,
+    partitions: PartitionsOpt = 4,
 ) -> None:
-    """The ledger: tickets still waiting for first contact (and detractors not called back),
-    least time left first, gathered from every worker.
+    """The ledger: tickets still waiting for first contact or resolution (and detractors not
+    called back), least time left first, gathered from every worker.
 
     Each row is an entity of an open_items KPI with its age, the partner's target and the time
     left (negative once breached), read on each worker's clock (the event clock by default).

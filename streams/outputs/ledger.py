@@ -22,7 +22,7 @@ from typing import Any, Final
 import orjson
 
 from streams.engine.model import OPEN_STATES, OpenItem
-from streams.outputs.report import ReportError, http_get
+from streams.outputs.report import ask_workers, http_get
 
 DEFAULT_LIMIT: Final = 100
 """Rows a ledger request returns unless it asks for another number."""
@@ -113,29 +113,11 @@ def fetch_open(workers: list[str], query: LedgerQuery, partitions: int,
     get = opener or http_get
     rows: list[OpenItem] = []
     matched = 0
-    covered: set[int] = set()
     clocks: dict[str, int] = {}
-    for base in workers:
-        url = f"{base.rstrip('/')}/api/open?{query.params()}"
-        try:
-            body = orjson.loads(get(url))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"cannot read {url}: {exc}") from None
-        if "error" in body:
-            raise ReportError(f"{base}: {body['error']}")
-        if not body.get("ready"):
-            raise ReportError(f"{base} is not ready (still recovering its state); try again")
-        if body.get("partitions") != partitions:
-            raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
-                              f"{partitions}")
-        covered.update(body.get("owned_partitions", []))
+    for base, body in ask_workers(workers, f"/api/open?{query.params()}", partitions, get):
         rows += [from_json(row) for row in body["items"]]
         matched += int(body["matched"])
         clocks[base] = int(body["now_ms"])
-    missing = sorted(set(range(partitions)) - covered)
-    if missing:
-        raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
-                          f"every worker with --worker")
     return Gathered(select(rows, query), matched, clocks)
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
-import orjson
-
 from streams.config.catalog import Catalog, Partners
 from streams.engine.core import Engine, MonthCalendar, attainment
 from streams.outputs.report import (
@@ -27,7 +25,7 @@ from streams.outputs.report import (
     MonthValues,
     RaisedIn,
     Report,
-    ReportError,
+    ask_workers,
     build_report,
     http_get,
     month_value,
@@ -291,21 +289,7 @@ def fetch_period(workers: list[str], period: str, partitions: int,
     values: dict[str, MonthValues] = {}
     totals: MonthValues = {}
     flags: dict[str, MonthFlags] = {}
-    covered: set[int] = set()
-    for base in workers:
-        url = f"{base.rstrip('/')}/api/report?period={period}"
-        try:
-            body = orjson.loads(get(url))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"cannot read {url}: {exc}") from None
-        if "error" in body:
-            raise ReportError(f"{base}: {body['error']}")
-        if not body.get("ready"):
-            raise ReportError(f"{base} is not ready (still recovering its state); try again")
-        if body.get("partitions") != partitions:
-            raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
-                              f"{partitions}")
-        covered.update(body.get("owned_partitions", []))
+    for _, body in ask_workers(workers, f"/api/report?period={period}", partitions, get):
         for partner, got in body["partners"].items():
             for name, kpis in got["months"].items():
                 values.setdefault(name, {})[partner] = {
@@ -315,8 +299,4 @@ def fetch_period(workers: list[str], period: str, partitions: int,
             for name, raised in months.items():
                 flags.setdefault(name, {})[partner] = tuple(
                     sorted((str(k), str(s)) for k, s in raised))
-    missing = sorted(set(range(partitions)) - covered)
-    if missing:
-        raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
-                          f"every worker with --worker (a partial report would miss partners)")
     return PeriodFetched(values, totals, flags)

@@ -535,6 +535,35 @@ class Fetched(NamedTuple):
     """partner -> kpi -> entity ids behind the month's misses."""
 
 
+def ask_workers(workers: list[str], path: str, partitions: int,
+                get: Callable[[str], bytes]) -> list[tuple[str, dict[str, Any]]]:
+    """(worker, its JSON answer) for ``path`` (``/api/...?query``) from every worker; fail on a
+    refusal, a worker still recovering or with another partition count, and unless together
+    they own every partition (an answer missing one would miss its partners)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    covered: set[int] = set()
+    for base in workers:
+        url = f"{base.rstrip('/')}{path}"
+        try:
+            body = orjson.loads(get(url))
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"cannot read {url}: {exc}") from None
+        if "error" in body:  # refused (a token missing or another partner's), a bad query
+            raise ReportError(f"{base}: {body['error']}")
+        if not body.get("ready"):
+            raise ReportError(f"{base} is not ready (still recovering its state); try again")
+        if body.get("partitions") != partitions:
+            raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
+                              f"{partitions}")
+        covered.update(body.get("owned_partitions", []))
+        out.append((base, body))
+    missing = sorted(set(range(partitions)) - covered)
+    if missing:
+        raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
+                          f"every worker with --worker (a partial answer would miss partners)")
+    return out
+
+
 def fetch(workers: list[str], month: str, partitions: int,
           opener: Callable[[str], bytes] | None = None) -> Fetched:
     """Ask every worker for its partners' month; fail unless together they own every partition."""
@@ -543,27 +572,13 @@ def fetch(workers: list[str], month: str, partitions: int,
     previous: MonthValues = {}
     flags_now: MonthFlags = {}
     flags_before: MonthFlags = {}
-    covered: set[int] = set()
     closings: dict[str, Closing] = {}
     evidence: dict[str, dict[str, tuple[str, ...]]] = {}
     before = previous_month(month)
-    for base in workers:
-        url = f"{base.rstrip('/')}/api/report?month={month}"
-        try:
-            body = orjson.loads(get(url))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"cannot read {url}: {exc}") from None
-        if "error" in body:  # refused (a token missing or another partner's), a bad month
-            raise ReportError(f"{base}: {body['error']}")
-        if not body.get("ready"):
-            raise ReportError(f"{base} is not ready (still recovering its state); try again")
-        if body.get("partitions") != partitions:
-            raise ReportError(f"{base} has {body.get('partitions')} partitions, expected "
-                              f"{partitions}")
+    for base, body in ask_workers(workers, f"/api/report?month={month}", partitions, get):
         if "integrity" not in body:  # a band withheld on flags must not be paid for want of them
             raise ReportError(f"{base} does not serve integrity flags (an older version?): "
                               "upgrade every worker")
-        covered.update(body.get("owned_partitions", []))
         for partner, months in body["partners"].items():
             for name, into in ((month, current), (before, previous)):
                 if name in months:
@@ -582,10 +597,6 @@ def fetch(workers: list[str], month: str, partitions: int,
                 closings[partner] = Closing(
                     int(got["closed_at_ms"]), str(got["digest"]),
                     tuple(Restatement(**r) for r in got["restatements"]))
-    missing = sorted(set(range(partitions)) - covered)
-    if missing:
-        raise ReportError(f"partitions {missing} are owned by none of the workers asked: pass "
-                          f"every worker with --worker (a partial report would miss partners)")
     return Fetched(current, previous, flags_now, flags_before, closings, evidence)
 
 
