@@ -83,6 +83,9 @@ def _run(proc: subprocess.Popen[bytes], url: str, bootstrap: str, duration: floa
                   soft_wrap=True)
     console.print(f"       metrics: http://127.0.0.1:{web_port}/metrics   "
                   f"status: http://127.0.0.1:{web_port}/ready", soft_wrap=True)
+    console.print(f"       fleet view: http://127.0.0.1:{web_port}/wall?view=fleet   "
+                  f"tickets about to breach: partnerpulse open --state urgent --worker "
+                  f"http://127.0.0.1:{web_port}", soft_wrap=True)
     console.print("simulator: 12 partners, 'summit-broadband' drifting past ASA/OTS, "
                   "'vertex-outsourcing' gaming escalations; Ctrl-C to stop")
     stop_at = time.monotonic() + duration if duration > 0 else None
