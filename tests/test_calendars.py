@@ -104,6 +104,28 @@ def test_random_instants_to_the_second() -> None:
     assert calendar.working_ms(base, base) == 0 and calendar.working_ms(base + 5, base) == 0
 
 
+def test_back_finds_the_latest_start_that_has_aged_that_much() -> None:
+    """``back(end, w)``: the latest instant from which ``w`` of working time has passed by
+    ``end`` (what the ledger's counts compare each opening with): checked with the minute count,
+    a minute later must be short of ``w``; across the spring clock change and a weekend."""
+    calendar = calendar_from_yaml(ROME)
+    rng = random.Random(7)
+    floor = _ms("2026-01-01T00:00:00+01:00")
+    for end_text in ("2026-03-30T10:17:00+02:00", "2026-08-17T09:00:00+02:00",
+                     "2026-10-26T08:30:00+01:00"):
+        end = _ms(end_text)
+        for working in (0, 60_000, 2 * 3_600_000, 10 * 3_600_000, 31 * 3_600_000,
+                        rng.randrange(1, 40) * 600_000):
+            s = calendar.back(end, working, floor)
+            # every instant here is on a whole minute (ends, spans, workings): a minute later
+            # must be short of the working time asked for
+            assert s % 60_000 == 0
+            assert brute_force(s, end) >= working
+            assert working == 0 or brute_force(s + 60_000, end) < working
+    # nothing to find past the floor: the floor comes back
+    assert calendar.back(floor + 3_600_000, 100 * 3_600_000, floor) == floor
+
+
 def test_a_whole_day_across_the_clock_change_is_23_and_25_hours() -> None:
     every_day = calendar_from_yaml({"timezone": "Europe/Rome",
                                     "hours": {d: "00:00-24:00" for d in WEEKDAYS}})

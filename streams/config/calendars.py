@@ -99,23 +99,66 @@ class BusinessCalendar:
                 lo = mid
         return hi
 
+    def day_spans(self, day: date) -> tuple[tuple[int, int], ...]:
+        """The working intervals of local ``day`` in epoch ms, ``(start, end)``: none on a
+        holiday. Cached per calendar: a ledger read asks the same few days for every ticket."""
+        return _day_spans_ms(self, day)
+
+    def _local_date(self, ms: int) -> date:
+        return datetime.fromtimestamp(ms / 1000, self._tz).date()
+
     def working_ms(self, start_ms: int, end_ms: int) -> int:
         """Working milliseconds from ``start_ms`` to ``end_ms`` (0 when the end is not later)."""
         if end_ms <= start_ms:
             return 0
-        first = datetime.fromtimestamp(start_ms / 1000, self._tz).date() - timedelta(days=1)
-        last = datetime.fromtimestamp(end_ms / 1000, self._tz).date()
+        # a day's spans may begin before its local midnight in UTC terms only through the zone
+        # offset, which the local dates already account for: from the start's local day on
+        day = self._local_date(start_ms)
+        last = self._local_date(end_ms)
         total = 0
-        day = first
         while day <= last:
-            if not self.is_holiday(day):
-                for span in self.hours[day.weekday()]:
-                    lo = max(start_ms, self._instant(day, span.start, False))
-                    hi = min(end_ms, self._instant(day, span.end, True))
-                    if hi > lo:
-                        total += hi - lo
-            day += timedelta(days=1)
+            for lo, hi in self.day_spans(day):
+                lo, hi = max(start_ms, lo), min(end_ms, hi)
+                if hi > lo:
+                    total += hi - lo
+            day += _ONE_DAY
         return total
+
+    def back(self, end_ms: int, working: int, floor_ms: int) -> int:
+        """The latest instant ``s`` with ``working_ms(s, end_ms) >= working``: an item opened
+        at or before it has aged ``working`` by ``end_ms``. ``floor_ms`` (returned when even
+        that much earlier has less) bounds the walk; ``working <= 0`` gives ``end_ms``."""
+        if working <= 0:
+            return end_ms
+        need = working
+        day = self._local_date(end_ms)
+        stop = self._local_date(floor_ms)
+        while day >= stop:
+            for lo, hi in reversed(self.day_spans(day)):
+                hi = min(hi, end_ms)
+                if hi <= lo:
+                    continue
+                if hi - lo >= need:
+                    return hi - need
+                need -= hi - lo
+            day -= _ONE_DAY
+        return floor_ms
+
+
+_ONE_DAY: Final = timedelta(days=1)
+
+
+@lru_cache(maxsize=65_536)
+def _day_spans_ms(calendar: BusinessCalendar, day: date) -> tuple[tuple[int, int], ...]:
+    if calendar.is_holiday(day):
+        return ()
+    out = []
+    for span in calendar.hours[day.weekday()]:
+        lo = calendar._instant(day, span.start, False)
+        hi = calendar._instant(day, span.end, True)
+        if hi > lo:
+            out.append((lo, hi))
+    return tuple(out)
 
 
 @lru_cache(maxsize=256)
