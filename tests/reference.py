@@ -18,6 +18,7 @@ Tie-breaking rules that the spec leaves open (the engine must match them):
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -233,6 +234,114 @@ Sample = tuple[int, float]
 PartnerSamples = dict[str, list[Sample]]
 
 
+# --------------------------------------------------------------------------------------------
+# Business hours and pauses (catalogs with ``clock: business`` / ``pause_on``)
+# --------------------------------------------------------------------------------------------
+
+QUARTER_MS = 15 * MINUTE_MS
+
+
+@dataclass(frozen=True)
+class RefCalendar:
+    """Working hours as a test writes them down: per weekday (Monday 0) the working minutes
+    after local midnight as ``(from, to)`` pairs, on quarter hours, and the holidays by date.
+
+    Its working time is counted a quarter of an hour at a time: every UTC quarter hour lies
+    wholly inside or outside working time (zone offsets and the test's spans are whole quarter
+    hours, clocks change on whole hours), so asking the local time at each quarter's start is
+    exact; the partial quarters at both ends count by the same rule."""
+
+    zone: str
+    spans: dict[int, list[tuple[int, int]]]
+    holidays: frozenset[date]
+
+    def working(self, at_ms: int) -> bool:
+        local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(self.zone))
+        minute = local.hour * 60 + local.minute
+        return local.date() not in self.holidays and any(
+            a <= minute < b for a, b in self.spans.get(local.weekday(), []))
+
+    def working_ms(self, start_ms: int, end_ms: int) -> int:
+        total = 0
+        t = start_ms
+        while t < end_ms:
+            block_end = min(end_ms, (t // QUARTER_MS + 1) * QUARTER_MS)
+            if self.working(t):
+                total += block_end - t
+            t = block_end
+        return total
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """Which ticket KPIs count business time (each partner's calendar) and which pause while a
+    ticket is ``pending`` until a later ``resumed``. Empty: the default catalog (calendar time,
+    no pauses)."""
+
+    business: frozenset[str] = frozenset()
+    paused: frozenset[str] = frozenset()
+    calendars: dict[str, RefCalendar] | None = None
+    """partner -> its calendar (every partner of a test with business KPIs has one)."""
+
+
+CLOCKS = Clocks()
+"""The clocks the reference computes with: set by the tests of a business-hours catalog (and
+put back) through :func:`using_clocks`."""
+
+
+class using_clocks:  # a lower-case name: read as ``with using_clocks(...):``
+    def __init__(self, clocks: Clocks) -> None:
+        self.clocks = clocks
+
+    def __enter__(self) -> Clocks:
+        global CLOCKS
+        self.saved, CLOCKS = CLOCKS, self.clocks
+        return self.clocks
+
+    def __exit__(self, *exc: object) -> None:
+        global CLOCKS
+        CLOCKS = self.saved
+
+
+def _waits(accepted: list[TopicEvent]) -> dict[tuple[str, str], list[tuple[int, str]]]:
+    """(partner, ticket) -> its pending and resumed events as (time, type)."""
+    out: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for ev in _select(accepted, "tickets", ("pending", "resumed")):
+        out.setdefault((ev["partner_id"], ev["ticket_id"]), []).append((to_ms(ev["ts"]), ev["type"]))
+    return out
+
+
+def _is_paused(waits: list[tuple[int, str]], at_ms: int) -> bool:
+    """Whether the clock stands at ``at_ms``: some pending at or before it with no resumed
+    after that pending and at or before ``at_ms``."""
+    return any(kind == "pending" and p <= at_ms
+               and not any(k == "resumed" and p < r <= at_ms for r, k in waits)
+               for p, kind in waits)
+
+
+def ticket_clock_ms(kpi_id: str, partner: str, waits: list[tuple[int, str]], start_ms: int,
+                    end_ms: int) -> tuple[int, int]:
+    """(counted, paused) ms of a ticket KPI's duration from ``start_ms`` to ``end_ms``, on its
+    clock: the pieces between consecutive wait events are each paused or not throughout."""
+    calendar = (CLOCKS.calendars or {}).get(partner) if kpi_id in CLOCKS.business else None
+
+    def clock(a: int, b: int) -> int:
+        return calendar.working_ms(a, b) if calendar is not None else b - a
+
+    if end_ms <= start_ms:
+        return 0, 0
+    if kpi_id not in CLOCKS.paused or not waits:
+        return clock(start_ms, end_ms), 0
+    cuts = sorted({start_ms, end_ms, *(t for t, _ in waits if start_ms < t < end_ms)})
+    counted = paused = 0
+    for a, b in itertools.pairwise(cuts):
+        if _is_paused(waits, a):
+            paused += clock(a, b)
+        else:
+            counted += clock(a, b)
+    return counted, paused
+
+
 def _duration_samples(
     accepted: list[TopicEvent],
     topic: str,
@@ -242,6 +351,7 @@ def _duration_samples(
     stop_types: tuple[str, ...],
     success_type: str | None = None,
     within_s: float | None = None,
+    kpi_id: str | None = None,
 ) -> PartnerSamples:
     """Duration samples per partner.
 
@@ -251,7 +361,8 @@ def _duration_samples(
     """
     out: PartnerSamples = {}
     evs = _select(accepted, topic, (start_type, *stop_types))
-    for (partner, _entity), group in _group(evs, id_field).items():
+    waits = _waits(accepted) if kpi_id is not None else {}
+    for (partner, entity), group in _group(evs, id_field).items():
         start = _earliest([e for e in group if e["type"] == start_type and start_filter(e)])
         stop = _earliest([e for e in group if e["type"] in stop_types])
         if start is None or stop is None:
@@ -260,6 +371,9 @@ def _duration_samples(
         if stop_ts < start_ts:
             continue
         seconds = (stop_ts - start_ts) / 1000
+        if kpi_id is not None:  # a ticket KPI: on its clock, less its pauses
+            seconds = ticket_clock_ms(kpi_id, partner, waits.get((partner, entity), []),
+                                      start_ts, stop_ts)[0] / 1000
         if within_s is None:
             value = seconds
         else:
@@ -393,6 +507,7 @@ def _sla_experience_samples(accepted: list[TopicEvent]) -> tuple[PartnerSamples,
               "ots_service_affecting": ("opened", _severity("service_affecting"), ("contacted",)),
               "mttr": ("opened", _always, ("resolved",))}
     tickets = _group(_select(accepted, "tickets", ("opened", "contacted", "resolved")), "ticket_id")
+    waits = _waits(accepted)
     melon: PartnerSamples = {}
     rescued: PartnerSamples = {}
     for (partner, tid), given in answers.items():
@@ -412,7 +527,9 @@ def _sla_experience_samples(accepted: list[TopicEvent]) -> tuple[PartnerSamples,
                 break
             if to_ms(stop["ts"]) < to_ms(start["ts"]):
                 continue
-            durations.append((kpi_id, (to_ms(stop["ts"]) - to_ms(start["ts"])) / 1000))
+            durations.append((kpi_id, ticket_clock_ms(
+                kpi_id, partner, waits.get((partner, tid), []), to_ms(start["ts"]),
+                to_ms(stop["ts"]))[0] / 1000))
         if not known or not durations:
             continue
         met = all(seconds <= partner_target(partner, kpi_id) for kpi_id, seconds in durations)
@@ -508,7 +625,8 @@ def _escalation_reviews(accepted: list[TopicEvent]) -> tuple[PartnerSamples, Par
 def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamples]]:
     """kpi id -> (statistic, samples per partner) for every non-ratio default KPI."""
     ots_dh = _duration_samples(
-        accepted, "tickets", "ticket_id", "opened", _severity("down_hard"), ("contacted",)
+        accepted, "tickets", "ticket_id", "opened", _severity("down_hard"), ("contacted",),
+        kpi_id="ots_down_hard",
     )
     good_escalation, review_agreement = _escalation_reviews(accepted)
     melon, rescued = _sla_experience_samples(accepted)
@@ -529,6 +647,7 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
                 "opened",
                 _severity("service_affecting"),
                 ("contacted",),
+                kpi_id="ots_service_affecting",
             ),
         ),
         "ots_down_hard_p90": ("p90", ots_dh),
@@ -551,7 +670,8 @@ def _sample_kpis(accepted: list[TopicEvent]) -> dict[str, tuple[str, PartnerSamp
         ),
         "mttr": (
             "mean",
-            _duration_samples(accepted, "tickets", "ticket_id", "opened", _always, ("resolved",)),
+            _duration_samples(accepted, "tickets", "ticket_id", "opened", _always, ("resolved",),
+                              kpi_id="mttr"),
         ),
         "order_to_install": (
             "mean",
@@ -761,17 +881,20 @@ def _ticket_channels(accepted: list[TopicEvent]) -> dict[tuple[str, str], str]:
 
 
 def _ticket_durations(accepted: list[TopicEvent], start_filter: Any, stop_type: str,
-                      ) -> dict[tuple[str, str], Sample]:
-    """(partner, ticket) -> (stop time, seconds) from its earliest matching opened event to its
-    earliest ``stop_type`` event, where stop >= start."""
+                      kpi_id: str) -> dict[tuple[str, str], Sample]:
+    """(partner, ticket) -> (stop time, seconds on the KPI's clock) from its earliest matching
+    opened event to its earliest ``stop_type`` event, where stop >= start."""
     out: dict[tuple[str, str], Sample] = {}
     evs = _select(accepted, "tickets", ("opened", stop_type))
+    waits = _waits(accepted)
     for key, group in _group(evs, "ticket_id").items():
         start = _earliest([e for e in group if e["type"] == "opened" and start_filter(e)])
         stop = _earliest([e for e in group if e["type"] == stop_type])
         if start is None or stop is None or to_ms(stop["ts"]) < to_ms(start["ts"]):
             continue
-        out[key] = (to_ms(stop["ts"]), (to_ms(stop["ts"]) - to_ms(start["ts"])) / 1000)
+        ms = ticket_clock_ms(kpi_id, key[0], waits.get(key, []), to_ms(start["ts"]),
+                             to_ms(stop["ts"]))[0]
+        out[key] = (to_ms(stop["ts"]), ms / 1000)
     return out
 
 
@@ -789,9 +912,10 @@ def _channel_samples(accepted: list[TopicEvent]) -> dict[str, tuple[str, dict[Ch
     """kpi id -> (statistic, samples per (partner, channel)): each ticket's samples under the
     channel of its ticket; csat answers under the channel of the ticket their ticket_id names."""
     channels = _ticket_channels(accepted)
-    dh = _ticket_durations(accepted, _severity("down_hard"), "contacted")
-    sa = _ticket_durations(accepted, _severity("service_affecting"), "contacted")
-    repair = _ticket_durations(accepted, _always, "resolved")
+    dh = _ticket_durations(accepted, _severity("down_hard"), "contacted", "ots_down_hard")
+    sa = _ticket_durations(accepted, _severity("service_affecting"), "contacted",
+                           "ots_service_affecting")
+    repair = _ticket_durations(accepted, _always, "resolved", "mttr")
     # first-contact resolution: per resolved ticket (its earliest resolution), 1 iff it has a
     # resolved event with first_contact true, counted at the earliest such event; the
     # denominator at the earliest resolution (a ratio of distinct tickets)
@@ -885,6 +1009,7 @@ class OpenRow(NamedTuple):
     age_ms: int
     target_ms: int
     state: str
+    paused_ms: int = 0
 
 
 OPEN_TICKET_KPIS = {"ots_down_hard": "down_hard", "ots_service_affecting": "service_affecting",
@@ -904,6 +1029,7 @@ def open_tickets(events: list[TopicEvent], now_ms: int) -> dict[tuple[str, str, 
     out: dict[tuple[str, str, str], OpenRow] = {}
     tickets = _group(_select(accepted, "tickets", ("opened", "contacted", "resolved")),
                      "ticket_id")
+    waits = _waits(accepted)
     for (partner, ticket), group in tickets.items():
         for kpi, severity in OPEN_TICKET_KPIS.items():
             if any(e["type"] == OPEN_TICKET_STOPS[kpi] for e in group):
@@ -914,8 +1040,9 @@ def open_tickets(events: list[TopicEvent], now_ms: int) -> dict[tuple[str, str, 
                 continue
             opened = to_ms(start["ts"])
             target_ms = round(partner_target(partner, kpi) * 1000)
-            age = now_ms - opened
+            age, paused = ticket_clock_ms(kpi, partner, waits.get((partner, ticket), []), opened,
+                                          now_ms)
             state = ("breached" if age >= target_ms
                      else "at_risk" if age * 4 >= target_ms * 3 else "ok")
-            out[(partner, kpi, ticket)] = OpenRow(severity, opened, age, target_ms, state)
+            out[(partner, kpi, ticket)] = OpenRow(severity, opened, age, target_ms, state, paused)
     return out

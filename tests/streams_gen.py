@@ -59,12 +59,31 @@ def _surveys_and_follow_ups(rng: random.Random, emit: Any, partner: str, tid: st
              answered + rng.choice((-HOUR, 0, 2 * HOUR, DAY, DAY + 1, 3 * DAY)), ticket_id=tid)
 
 
+def _waits(rng: random.Random, emit: Any, partner: str, tid: str, opened: int) -> None:
+    """A ticket waiting on its customer: none, one or several ``pending`` events (one stamped
+    before the opening, some at the instant of a ``resumed``), each ``resumed`` later, at once,
+    before it (a skewed clock), or never; over nights and weekends."""
+    if rng.random() < 0.45:
+        return
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        pending = opened + rng.choice((-HOUR, 0, 20 * MINUTE, 3 * HOUR, 9 * HOUR,
+                                       rng.randrange(2 * DAY)))
+        fields: dict[str, Any] = {"reason": "customer"} if rng.random() < 0.5 else {}
+        emit("tickets", partner, "pending", pending, ticket_id=tid, **fields)
+        resume = rng.choice((None, 0, -MINUTE, 30 * MINUTE, 5 * HOUR, DAY + 7 * HOUR))
+        if resume is not None:
+            emit("tickets", partner, "resumed", pending + resume, ticket_id=tid)
+
+
 def random_events(
     seed: int, partners: list[str], start_ms: int, span_ms: int, n_tickets: int = 60,
     n_calls: int = 80, n_orders: int = 25, n_surveys: int = 40, prefix: str = "",
+    pauses: bool = False,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """A shuffled-ish stream of events over ``span_ms`` starting at ``start_ms``."""
+    """A shuffled-ish stream of events over ``span_ms`` starting at ``start_ms``; with
+    ``pauses``, tickets also wait on their customers (``pending`` and ``resumed`` events)."""
     rng = random.Random(seed)
+    pause_rng = random.Random(f"{seed}/pauses")  # the other events stay the same with pauses
     # its own generator, so the events drawn before reviews and follow-ups existed stay the same
     extra_rng = random.Random(f"{seed}/reviews")
     out: list[tuple[str, dict[str, Any]]] = []
@@ -135,6 +154,8 @@ def random_events(
             elif extra_rng.random() < 0.03:  # a review of an escalation never seen
                 _hops_and_reviews(extra_rng, emit, partner, tid, opened, hops=False)
             _surveys_and_follow_ups(extra_rng, emit, partner, tid, opened)
+            if pauses:
+                _waits(pause_rng, emit, partner, tid, opened)
             if rng.random() < 0.8:
                 res: dict[str, Any] = {}
                 if rng.random() < 0.8:

@@ -125,6 +125,9 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     outcome: Literal["watermelon", "rescued"] | None = None
     count_at: Literal["start", "decision"] = "start"
     open_items: bool = False
+    clock: Literal["calendar", "business"] = "calendar"
+    pause_on: list[str] = []
+    resume_on: list[str] | None = None
     judge: RawJudge | None = None
     integrity: list[str] | None = None
     by: list[Literal["channel"]] = []
@@ -208,6 +211,10 @@ class SlaPart:
     kpi: str
     start: Match
     stop: Match
+    clock: str = "calendar"
+    """The duration KPI's clock: the SLA is met on the same duration the KPI counts."""
+    pause: tuple[Match, ...] = ()
+    resume: tuple[Match, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +268,14 @@ class Kpi:
     when the horizon ends without one (a sample dated then, which no window holds before)."""
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
+    clock: str = "calendar"
+    """A duration's clock: ``calendar`` (every millisecond) or ``business`` (only the working
+    time of the partner's calendar, ``calendars:`` in partners.yaml)."""
+    pause: tuple[Match, ...] = ()
+    """A duration's ``pause_on`` events: each stops its clock (a ticket waiting on the
+    customer) until the entity's next ``resume`` event."""
+    resume: tuple[Match, ...] = ()
+    """A duration's ``resume_on`` events (``resumed`` unless told): the clock runs again."""
     judge: JudgeParams = dataclass_field(default_factory=JudgeParams)
     """Confidence, ``for`` duration, recovery margin and CUSUM parameters of the judgement."""
     integrity: tuple[str, ...] = ()
@@ -412,7 +427,8 @@ def resolve_sla(kpis: list[Kpi], raws: list[RawKpi], fail: Fail) -> list[Kpi]:
             if entity != kpi.link:
                 raise fail(here, f"KPI {kpi.id!r}: {name!r} is timed on {part.start.topic}; the "
                                  f"answers join it by link {kpi.link!r}, not {entity!r}")
-            parts.append(SlaPart(name, part.start, part.stop))
+            parts.append(SlaPart(name, part.start, part.stop, part.clock, part.pause,
+                                 part.resume))
         if not parts:
             raise fail(here, f"KPI {kpi.id!r}: sla needs at least one duration KPI")
         for side in (kpi.good, kpi.poor):
@@ -422,6 +438,37 @@ def resolve_sla(kpis: list[Kpi], raws: list[RawKpi], fail: Fail) -> list[Kpi]:
                                                 f"events have no field {kpi.link!r}")
         out.append(replace(kpi, sla=tuple(parts)))
     return out
+
+
+def _clock(raw: RawKpi, fail: Fail, here: Where) -> tuple[tuple[Match, ...], tuple[Match, ...]]:
+    """A duration's pause and resume selectors, checked with its ``clock``: both only for
+    durations in seconds; pause and resume events are events of the start's entity (their
+    topic), of types that are not both."""
+    timed = raw.kind == "duration" and raw.unit == "seconds"
+    if raw.clock != "calendar" and not timed:
+        raise fail([*here, "clock"], f"KPI {raw.id!r}: clock is only for durations in seconds")
+    if not raw.pause_on:
+        if raw.resume_on is not None:
+            raise fail([*here, "resume_on"], f"KPI {raw.id!r}: resume_on needs pause_on")
+        return (), ()
+    if not timed:
+        raise fail([*here, "pause_on"], f"KPI {raw.id!r}: pause_on is only for durations in "
+                                        "seconds")
+    assert raw.start is not None
+    topic = raw.start.topic
+    resume_on = ["resumed"] if raw.resume_on is None else raw.resume_on
+    for name, types in (("pause_on", raw.pause_on), ("resume_on", resume_on)):
+        if not types:
+            raise fail([*here, name], f"KPI {raw.id!r}: {name} needs at least one event type")
+        for i, t in enumerate(types):
+            if t not in EVENT_TYPES[topic]:
+                raise fail([*here, name, i], f"KPI {raw.id!r}: {name} names {t!r}, not an event "
+                                             f"type of {topic} (the start's entity)")
+    both = set(raw.pause_on) & set(resume_on)
+    if both:
+        raise fail([*here, "resume_on"], f"KPI {raw.id!r}: {sorted(both)} both pause and resume")
+    return (tuple(Match(topic, t) for t in dict.fromkeys(raw.pause_on)),
+            tuple(Match(topic, t) for t in dict.fromkeys(resume_on)))
 
 
 def _statistic(raw: RawKpi, fail: Fail, here: Where) -> tuple[str, float | None, int | None]:
@@ -458,6 +505,7 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
                            or (raw.kind == "duration" and raw.unit != "seconds")):
         raise fail([*here, "open_items"],
                    "open_items is only for durations in seconds and for follow_up KPIs")
+    pause, resume = _clock(raw, fail, here)
     if raw.min_samples < 1:
         raise fail([*here, "min_samples"], f"KPI {raw.id!r}: min_samples must be at least 1")
     names = tuple(raw.windows) if raw.windows is not None else windows
@@ -483,8 +531,8 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         field=raw.field, follow=sel("follow"), link=raw.link, horizon_ms=horizon, due=sel("due"),
         done=sel("done"), subject=sel("subject"), claim=sel("claim"), approved=sel("approved"),
         rejected=sel("rejected"), good=sel("good"), poor=sel("poor"), outcome=raw.outcome,
-        count_at=raw.count_at, open_items=raw.open_items,
-        judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
+        count_at=raw.count_at, open_items=raw.open_items, clock=raw.clock, pause=pause,
+        resume=resume, judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
         by=tuple(dict.fromkeys(raw.by)),
     )
     if kpi.by:

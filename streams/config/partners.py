@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
+from streams.config.calendars import BusinessCalendar, CalendarError, calendar_from_yaml
 from streams.config.kpis import Kpi
 from streams.config.yamlfile import Fail, Where, load_yaml
 from streams.ingest.contract import PARTNER_ID_RE
@@ -54,6 +55,14 @@ class _Partner(msgspec.Struct, forbid_unknown_fields=True):
     tier: str | list[_DatedTier]
     name: str = ""
     targets: dict[str, Number] = {}
+    calendar: str | None = None
+    """A name from ``calendars:``: the partner's business hours (else its tier's, else the
+    default calendar)."""
+
+
+class _Tier(msgspec.Struct, forbid_unknown_fields=True):
+    targets: dict[str, Number] = {}
+    calendar: str | None = None
 
 
 class _Band(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,7 +87,9 @@ class _Partners(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal[1]
     default_tier: str = "authorized"
     closed: bool = False
-    tiers: dict[str, dict[str, dict[str, Number]]] = {}
+    calendars: dict[str, dict[str, Any]] = {}
+    default_calendar: str | None = None
+    tiers: dict[str, _Tier] = {}
     partners: list[_Partner] = []
     report: _Report | list[_Report] | None = None
 
@@ -232,6 +243,24 @@ class Partners:
     history: History = field(default_factory=History)
     loaded_month: int | None = None
     """The month index the flat maps were resolved for (None when nothing is dated)."""
+    calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
+    """Name -> business calendar (``calendars:``)."""
+    partner_calendar: dict[str, str] = field(default_factory=dict)
+    """Partner -> the name of its own calendar."""
+    tier_calendar: dict[str, str] = field(default_factory=dict)
+    """Tier -> the name of its calendar."""
+    default_calendar: str | None = None
+    """The calendar of partners whose own and tier's say nothing."""
+
+    def calendar_name(self, partner: str) -> str | None:
+        """The name of the partner's business calendar: its own, its tier's, the default."""
+        return (self.partner_calendar.get(partner) or self.tier_calendar.get(self.tier(partner))
+                or self.default_calendar)
+
+    def calendar(self, partner: str) -> BusinessCalendar | None:
+        """The partner's business calendar (None: none given, at any level)."""
+        name = self.calendar_name(partner)
+        return None if name is None else self.calendars[name]
 
     def tier(self, partner: str, month: int | None = None) -> str:
         """The partner's tier (in ``month``, a month index; else now); unknown partners get the
@@ -357,6 +386,8 @@ def load_partners(path: Path, catalog: Catalog, today: date | None = None) -> Pa
     now = month_index(day.year, day.month)
     ids = {k.id for k in catalog.kpis}
     tier_targets = _tier_targets(raw, ids, fail)
+    calendars = _calendars(raw, fail)
+    partner_calendar: dict[str, str] = {}
     partner_tier: dict[str, Dated[str]] = {}
     partner_targets: dict[str, dict[str, Dated[float]]] = {}
     names: dict[str, str] = {}
@@ -382,6 +413,9 @@ def load_partners(path: Path, catalog: Catalog, today: date | None = None) -> Pa
         partner_tier[p.id] = tiers
         partner_targets[p.id] = own
         names[p.id] = p.name or p.id
+        if p.calendar is not None:
+            _calendar_name(p.calendar, calendars, fail, ["partners", i, "calendar"])
+            partner_calendar[p.id] = p.calendar
     policies = _report_policies(raw.report, ids, fail)
     history = History(
         tiers={p: d for p, d in partner_tier.items() if len(d.versions) > 1},
@@ -394,14 +428,65 @@ def load_partners(path: Path, catalog: Catalog, today: date | None = None) -> Pa
     dated = bool(history.tiers or history.partner_targets or history.tier_targets
                  or history.policies or any(v.dated_weights for v in
                                             (x.value for x in policies.versions)))
-    return Partners(
+    result = Partners(
         default_tier=raw.default_tier, closed=raw.closed,
         tier_targets={t: _flat(spec, now) for t, spec in tier_targets.items()},
         partner_tier={p: d.at(now).value for p, d in partner_tier.items()},
         partner_targets={p: _flat(own, now) for p, own in partner_targets.items()},
         names=names, report=_weights_at(policies.at(now).value, now), history=history,
-        loaded_month=now if dated else None,
+        loaded_month=now if dated else None, calendars=calendars,
+        partner_calendar=partner_calendar,
+        tier_calendar={t: spec.calendar for t, spec in raw.tiers.items()
+                       if spec.calendar is not None},
+        default_calendar=raw.default_calendar,
     )
+    _check_business_clocks(result, catalog, fail)
+    return result
+
+
+def _calendars(raw: _Partners, fail: Fail) -> dict[str, BusinessCalendar]:
+    """The named calendars, each checked; the tiers' and the default's names exist."""
+    out: dict[str, BusinessCalendar] = {}
+    for name, spec in raw.calendars.items():
+        if not isinstance(spec, dict):
+            raise fail(["calendars", name], f"calendar {name!r}: give timezone, hours, holidays")
+        try:
+            out[name] = calendar_from_yaml(spec, f"calendar {name!r}")
+        except CalendarError as exc:
+            raise fail(["calendars", name], str(exc)) from None
+    for tier, tier_spec in raw.tiers.items():
+        if tier_spec.calendar is not None:
+            _calendar_name(tier_spec.calendar, out, fail, ["tiers", tier, "calendar"])
+    if raw.default_calendar is not None:
+        _calendar_name(raw.default_calendar, out, fail, ["default_calendar"])
+    return out
+
+
+def _calendar_name(name: str, calendars: dict[str, BusinessCalendar], fail: Fail,
+                   here: Where) -> None:
+    if name not in calendars:
+        known = ", ".join(sorted(calendars)) or "none: add a calendars: section"
+        raise fail(here, f"unknown calendar {name!r} (calendars: {known})")
+
+
+def _check_business_clocks(partners: Partners, catalog: Catalog, fail: Fail) -> None:
+    """A KPI on the business clock needs a calendar for every partner it may see: a listed
+    partner's own or its tier's, and for partners not listed (the default tier) the default
+    tier's or ``default_calendar``. Refused at load, not guessed at the first ticket."""
+    business = [k.id for k in catalog.kpis if k.clock == "business"]
+    if not business:
+        return
+    for partner in partners.partner_tier:
+        if partners.calendar(partner) is None:
+            raise fail(["partners"], f"partner {partner!r} has no calendar, and KPIs "
+                                     f"{', '.join(business)} count business time: give it (or "
+                                     "its tier) a calendar, or set default_calendar")
+    unlisted = partners.tier_calendar.get(partners.default_tier) or partners.default_calendar
+    if not partners.closed and unlisted is None:
+        raise fail(["default_calendar"], f"KPIs {', '.join(business)} count business time, and "
+                                         f"partners not listed (tier {partners.default_tier!r}) "
+                                         "have no calendar: set default_calendar or give that "
+                                         "tier one")
 
 
 def _weights_at(policy: ReportPolicy, month: int) -> ReportPolicy:
@@ -418,10 +503,8 @@ def _tier_targets(raw: _Partners, ids: set[str], fail: Fail) -> dict[str, dict[s
     for tier, spec in raw.tiers.items():
         if tier not in TIERS:
             raise fail(["tiers", tier], f"unknown tier {tier!r}; tiers are {TIERS}")
-        if set(spec) - {"targets"}:
-            raise fail(["tiers", tier], f"tier {tier!r} takes only 'targets'")
         targets: dict[str, Dated[float]] = {}
-        for kpi_id, value in spec.get("targets", {}).items():
+        for kpi_id, value in spec.targets.items():
             if kpi_id not in ids:
                 raise fail(["tiers", tier, "targets", kpi_id], f"unknown KPI {kpi_id!r}")
             targets[kpi_id] = _dated_number(value, fail, ["tiers", tier, "targets", kpi_id])

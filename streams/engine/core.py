@@ -117,7 +117,8 @@ class Engine:
         self._windows = WindowStore(catalog, counted, self._scale)
         plan, packed, samplers = compile_kpis(counted)
         self._routes = plan.routes
-        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, counted, partners)
+        self._entities = EntityStore(plan.per_topic, packed, plan.open_slots, counted, partners,
+                                     plan.open_pauses)
         self.months = MonthCalendar(catalog.report_timezone)
         self._months = MonthStore(counted, self.months, catalog.report_months, self._scale,
                                   catalog.month_close_ms)
@@ -362,7 +363,7 @@ class Engine:
 
     def oldest_open(self, partner: str, now_ms: int) -> dict[str, int]:
         """open_items KPI id -> age in ms of the partner's oldest waiting entity."""
-        return self._entities.oldest(self.state.get(partner), now_ms)
+        return self._entities.oldest(self.state.get(partner), partner, now_ms)
 
     def has_room_for(self, partner: str) -> bool:
         """Whether live traffic of ``partner`` may be kept: held already, or within the cap."""

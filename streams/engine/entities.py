@@ -13,6 +13,7 @@ import array
 from typing import Any, Final
 
 from streams.config.catalog import Kpi, Partners
+from streams.engine.clock import MAX_PAUSE_EVENTS, elapsed
 from streams.engine.model import AT_RISK_SHARE, UNSET, OpenItem, PartnerState, Record
 from streams.engine.plan import Slot
 from streams.ingest.contract import Parsed
@@ -35,6 +36,12 @@ def next_mark(slot: Slot, old: Any, parsed: Parsed) -> Any:
         if old is not None and item in old:
             return KEEP
         return (item,) if old is None else tuple(sorted((*old, item)))
+    if slot.extra == "pause":
+        kind = type(parsed.event).__struct_config__.tag
+        held = (ts, 1 if kind in slot.pauses else 0)
+        if old is not None and (held in old or len(old) >= MAX_PAUSE_EVENTS):
+            return KEEP
+        return (held,) if old is None else tuple(sorted((*old, held)))
     if slot.reducer == "set":
         if old is not None and ts in old:
             return KEEP
@@ -57,7 +64,7 @@ class EntityStore:
 
     def __init__(self, marks: dict[str, int], packed: dict[str, bool],
                  open_slots: dict[int, tuple[int, int, str]], kpis: tuple[Kpi, ...],
-                 partners: Partners) -> None:
+                 partners: Partners, open_pauses: dict[int, int] | None = None) -> None:
         self.kpis = kpis
         self.partners = partners
         self._blank: dict[str, Record] = {
@@ -69,6 +76,13 @@ class EntityStore:
             k: (start, stop, UNSET if packed.get(topic) else None)
             for k, (start, stop, topic) in open_slots.items()}
         """open_items KPIs: kpi index -> (start slot, stop slot, the record's unset mark)."""
+        self._open_topics = {k: topic for k, (_, _, topic) in open_slots.items()}
+        self._open_pauses = open_pauses or {}
+        """open_items KPIs: kpi index -> its pause mark's index (0 or absent: none)."""
+        self._clocked = {k for k, kpi in self._open_kpis
+                         if kpi.clock == "business" or self._open_pauses.get(k)}
+        """open_items KPIs whose ages are not plain ``now - opened``: on the business clock,
+        or less pauses (:func:`streams.engine.clock.elapsed`)."""
 
     def record(self, st: PartnerState, topic: str, entity_id: str, ts: int) -> Record:
         """The record of an entity an event at ``ts`` touches (new, when it has none), its
@@ -115,10 +129,30 @@ class EntityStore:
                 continue
             target_ms = (kpi.horizon_ms if kpi.kind == "follow_up" and kpi.horizon_ms is not None
                          else self.partners.target(partner, kpi) * 1000)
+            if k in self._clocked:
+                assert st is not None
+                ages = [self._age(st, partner, k, kpi, e, opened, now_ms)[0]
+                        for e, opened in waiting.items()]
+                for stage in stages:
+                    out[(kpi.id, stage)] = sum(1 for age in ages if age >= stage * target_ms)
+                continue
             for stage in stages:
                 limit = now_ms - stage * target_ms
                 out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
         return out
+
+    def _age(self, st: PartnerState, partner: str, k: int, kpi: Kpi, entity_id: str,
+             opened: int, now_ms: int) -> tuple[int, int]:
+        """``(age, paused)`` in ms of a waiting entity on its KPI's clock."""
+        if k not in self._clocked:
+            return now_ms - opened, 0
+        pause_i = self._open_pauses.get(k, 0)
+        pauses = None
+        if pause_i:
+            rec = st.entities.get(self._open_topics[k], {}).get(entity_id)
+            pauses = rec[pause_i] if rec is not None else None
+        calendar = self.partners.calendar(partner) if kpi.clock == "business" else None
+        return elapsed(opened, now_ms, pauses, calendar)
 
     def _target_ms(self, partner: str, kpi: Kpi) -> int:
         """What an open item of ``kpi`` ages against: a follow-up's horizon, else the target."""
@@ -139,19 +173,29 @@ class EntityStore:
             target = self._target_ms(partner, kpi)
             severity = _severity(kpi)
             for entity_id, opened in waiting.items():
-                age = now_ms - opened
+                age, paused = self._age(st, partner, k, kpi, entity_id, opened, now_ms)
                 state = ("breached" if age >= target else
                          "at_risk" if age >= AT_RISK_SHARE * target else "ok")
                 out.append(OpenItem(partner, kpi.id, entity_id, severity, opened, age, target,
-                                    state))
+                                    state, paused, kpi.clock))
         return out
 
-    def oldest(self, st: PartnerState | None, now_ms: int) -> dict[str, int]:
-        """open_items KPI id -> age of its oldest waiting entity (KPIs with one waiting only)."""
+    def oldest(self, st: PartnerState | None, partner: str, now_ms: int) -> dict[str, int]:
+        """open_items KPI id -> age of its oldest waiting entity (KPIs with one waiting only):
+        on a business clock or with pauses, the one aged most on that clock."""
         if st is None:
             return {}
-        return {kpi.id: now_ms - min(waiting.values())
-                for k, kpi in self._open_kpis if (waiting := st.pending.get(k))}
+        out: dict[str, int] = {}
+        for k, kpi in self._open_kpis:
+            waiting = st.pending.get(k)
+            if not waiting:
+                continue
+            if k in self._clocked:
+                out[kpi.id] = max(self._age(st, partner, k, kpi, e, opened, now_ms)[0]
+                                  for e, opened in waiting.items())
+            else:
+                out[kpi.id] = now_ms - min(waiting.values())
+        return out
 
     def evict(self, st: PartnerState, oldest: int) -> None:
         """Forget the entities without an event since ``oldest``."""

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Kpi, Match
 from streams.config.kpis import channel_topic
 from streams.engine import sketch
-from streams.engine.model import UNSET, LimitedSampler, Record, Sample, Sampler
+from streams.engine.clock import elapsed
+from streams.engine.model import UNSET, LimitedSampler, Record, Sample, Sampler, SlaLimits
 from streams.engine.plan import PlanBuilder
 from streams.ingest.contract import CHANNELS, ENTITY_FIELD, parse_due
 
@@ -42,24 +44,28 @@ class Kind:
 
 
 class Duration(Kind):
-    """Start to the earliest stop (or miss), counted at the end; in whole milliseconds."""
+    """Start to the earliest stop (or miss), counted at the end; in whole milliseconds of its
+    clock (:mod:`streams.engine.clock`): every millisecond, or the partner's working time
+    (``clock: business``: the sampler then also takes the partner's calendar), less pauses."""
 
     def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
         assert kpi.start and kpi.stop
         start = plan.mark(k, kpi.start)
         stop = plan.mark(k, kpi.stop)
         miss = plan.mark(k, kpi.miss) if kpi.miss else 0
+        pause = plan.pause_mark(k, kpi.pause, kpi.resume) if kpi.pause else 0
         if kpi.open_items:
-            plan.open_item(k, start, stop, kpi.start.topic)
-        return kpi.start.topic, functools.partial(self.sampler, kpi, start, stop, miss)
+            plan.open_item(k, start, stop, kpi.start.topic, pause)
+        return kpi.start.topic, functools.partial(self.sampler, kpi, start, stop, miss, pause)
 
     @staticmethod
-    def sampler(kpi: Kpi, start_i: int, stop_i: int, miss_i: int, unset: Any) -> Sampler:
+    def sampler(kpi: Kpi, start_i: int, stop_i: int, miss_i: int, pause_i: int,
+                unset: Any) -> Any:
         within = kpi.threshold_ms if kpi.statistic == "share_within" else None
         percentile = kpi.quantile is not None
         key_of = sketch.key_of
 
-        def samples(rec: Record) -> tuple[Sample, ...]:
+        def timed(rec: Record, calendar: BusinessCalendar | None) -> tuple[Sample, ...]:
             start = rec[start_i]
             if start == unset:
                 return ()
@@ -70,12 +76,21 @@ class Duration(Kind):
                     end, missed = miss, True
             if end == unset or end < start:
                 return ()
+            if calendar is None and not pause_i:
+                ms = end - start
+            else:
+                ms = elapsed(start, end, rec[pause_i] if pause_i else None, calendar)[0]
             if within is not None:
-                return ((0, end, 1, 0 if missed or end - start > within else 1, None),)
+                return ((0, end, 1, 0 if missed or ms > within else 1, None),)
             if missed:
                 return ()
-            ms = end - start
             return ((0, end, 1, ms, key_of(ms / 1000.0) if percentile else None),)
+
+        if kpi.clock == "business":
+            return timed  # (rec, the partner's calendar): a LimitedSampler
+
+        def samples(rec: Record) -> tuple[Sample, ...]:
+            return timed(rec, None)
 
         return samples
 
@@ -248,30 +263,33 @@ class SlaExperience(Kind):
 
     The experience is good when the earliest answer matches ``good`` (a tie with ``poor`` is
     poor). The SLA is known once every SLA part that started on the ticket has stopped; it is met
-    when each of those durations is within the partner's target (``PartnerState.sla_limits``).
+    when each of those durations, on its KPI's clock, is within the partner's target
+    (``PartnerState.sampler_args``).
     ``watermelon``: SLA met, 1 for a poor experience; ``rescued``: SLA missed, 1 for a good one.
     A ticket with no answer, no SLA part started, or one still running has no sample (yet)."""
 
     def compile(self, k: int, kpi: Kpi, plan: PlanBuilder) -> SamplerBuild:
         assert kpi.good and kpi.poor and kpi.link and kpi.sla
         topic = kpi.sla[0].start.topic
-        parts = tuple((plan.mark(k, part.start), plan.mark(k, part.stop)) for part in kpi.sla)
+        parts = tuple((plan.mark(k, part.start), plan.mark(k, part.stop),
+                       plan.pause_mark(k, part.pause, part.resume) if part.pause else 0)
+                      for part in kpi.sla)
         good = plan.mark(k, kpi.good, topic, kpi.link)
         poor = plan.mark(k, kpi.poor, topic, kpi.link)
         return topic, functools.partial(self.sampler, parts, good, poor,
                                         kpi.outcome == "watermelon")
 
     @staticmethod
-    def sampler(parts: tuple[tuple[int, int], ...], good_i: int, poor_i: int, watermelon: bool,
-                unset: Any) -> LimitedSampler:
-        def samples(rec: Record, limits: tuple[int, ...]) -> tuple[Sample, ...]:
+    def sampler(parts: tuple[tuple[int, int, int], ...], good_i: int, poor_i: int,
+                watermelon: bool, unset: Any) -> LimitedSampler:
+        def samples(rec: Record, limits: SlaLimits) -> tuple[Sample, ...]:
             good, poor = rec[good_i], rec[poor_i]
             if good == unset and poor == unset:
                 return ()
             happy = good != unset and (poor == unset or good < poor)
             timed = False
             met = True
-            for (start_i, stop_i), limit in zip(parts, limits, strict=True):
+            for (start_i, stop_i, pause_i), (limit, calendar) in zip(parts, limits, strict=True):
                 start = rec[start_i]
                 if start == unset:
                     continue  # not this part's ticket (another severity)
@@ -281,7 +299,11 @@ class SlaExperience(Kind):
                 if stop < start:
                     continue  # no duration (as the duration KPI counts none)
                 timed = True
-                met = met and stop - start <= limit
+                if calendar is None and not pause_i:
+                    ms = stop - start
+                else:  # on the part's own clock: the SLA met is the duration the KPI counts
+                    ms = elapsed(start, stop, rec[pause_i] if pause_i else None, calendar)[0]
+                met = met and ms <= limit
             if not timed or met != watermelon:
                 return ()
             at = good if happy else poor
@@ -309,11 +331,13 @@ class PerChannel:
                                  field=kpi.field)
             return None, _constant(self.values(channel_i, values_i, kpi.channel))
         _, build = KINDS[kpi.kind].compile(k, kpi, plan)
-        return topic, functools.partial(self.sampler, build, channel_i, kpi.channel)
+        return topic, functools.partial(self.sampler, build, channel_i, kpi.channel,
+                                        kpi.clock == "business")
 
     @staticmethod
-    def sampler(build: Callable[[Any], Any], channel_i: int, channel: str, unset: Any) -> Sampler:
-        base: Sampler = build(unset)
+    def sampler(build: Callable[[Any], Any], channel_i: int, channel: str, limited: bool,
+                unset: Any) -> Any:
+        base = build(unset)
 
         def samples(rec: Record) -> tuple[Sample, ...]:
             mark = rec[channel_i]  # the topic keeps a list: None until the channel event came
@@ -321,7 +345,13 @@ class PerChannel:
                 return ()
             return base(rec)
 
-        return samples
+        def with_calendar(rec: Record, calendar: Any) -> tuple[Sample, ...]:
+            mark = rec[channel_i]
+            if mark is None or mark[1] != channel:
+                return ()
+            return base(rec, calendar)
+
+        return with_calendar if limited else samples
 
     @staticmethod
     def values(channel_i: int, values_i: int, channel: str) -> Sampler:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Kpi
 from streams.engine.cusum import Cusum
 from streams.engine.dedup import SeenIds
@@ -80,11 +81,17 @@ class OpenItem:
     opened_ms: int
     """Event time of the start (the ticket's first ``opened`` of the KPI's filter)."""
     age_ms: int
-    """``now - opened_ms`` on the clock the ledger was read at."""
+    """``now - opened_ms`` on the clock the ledger was read at: on the KPI's clock (working
+    time of the partner's calendar for ``clock: business``), less pauses."""
     target_ms: int
     """The partner's target for the KPI (a follow-up's horizon)."""
     state: str
     """One of :data:`OPEN_STATES`."""
+    paused_ms: int = 0
+    """Time the clock stood still while the entity waited (``pause_on``), on the KPI's clock;
+    ``age_ms`` leaves it out."""
+    clock: str = "calendar"
+    """The KPI's clock: ``calendar`` or ``business`` (ages in the partner's working time)."""
 
     @property
     def left_ms(self) -> int:
@@ -135,8 +142,12 @@ a ratio's numerator, role 1 a ratio's denominator.
 A plain tuple, not a NamedTuple: samplers build two per dependent KPI on every mark change, and
 a NamedTuple costs about seven times a tuple to build (its ``__new__`` is a Python function)."""
 Sampler = Callable[[Record], tuple[Sample, ...]]
-LimitedSampler = Callable[[Record, tuple[int, ...]], tuple[Sample, ...]]
-"""A sampler that also reads the partner's SLA limits (``PartnerState.sla_limits``)."""
+SlaLimits = tuple[tuple[int, BusinessCalendar | None], ...]
+"""An sla_experience KPI's SLA parts for one partner: (its target in ms, its business calendar
+or None on the calendar clock) each."""
+LimitedSampler = Callable[[Record, Any], tuple[Sample, ...]]
+"""A sampler that also reads something of the partner (``PartnerState.sampler_args``): the
+SLA limits of an sla_experience KPI, the business calendar of a duration on that clock."""
 """An entity's samples for one KPI, from its record (compiled once per KPI: see kinds)."""
 Warn = tuple[int, int, float | None]
 """An early-warning update of one event: (selector position, kpi index, sample value or None
@@ -288,9 +299,10 @@ class PartnerState:
     around the partner's target (:mod:`streams.engine.bins`)."""
     bin_targets: dict[int, float] = field(default_factory=dict)
     """kpi index -> the target its bins are laid around (the partner's, when its state began)."""
-    sla_limits: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    """sla_experience KPIs: kpi index -> the partner's target of each of its SLA parts, in ms
-    (when its state began, like the bins)."""
+    sampler_args: dict[int, Any] = field(default_factory=dict)
+    """KPIs whose samplers read something of the partner (when its state began, like the
+    bins): kpi index -> an sla_experience KPI's :data:`SlaLimits`, or the business calendar of
+    a duration with ``clock: business``."""
 
 
 def attainment(kpi: Kpi, value: float, target: float) -> float:

@@ -55,6 +55,8 @@ class Slot:
     """Whether any dep is a per-channel KPI."""
     gates_at: int = 0
     """The index of the channel mark its gated deps read (in the same entity record)."""
+    pauses: frozenset[str] = frozenset()
+    """A 'pause' slot (extra): the event types that pause (the others it is routed resume)."""
 
 
 class MarkStep:
@@ -125,9 +127,11 @@ class PlanBuilder:
         self.per_topic: dict[str, int] = {}
         """Entity topic -> marks its records hold."""
         self.open_slots: dict[int, tuple[int, int, str]] = {}
+        """open_items KPIs: kpi index -> (start slot, stop slot, entity topic)."""
+        self.open_pauses: dict[int, int] = {}
+        """open_items KPIs: kpi index -> the index of its pause mark (0: none)."""
         self.channel_marks: dict[int, tuple[int, str]] = {}
         """Per-channel KPIs: kpi index -> (the channel slot it reads, its channel)."""
-        """open_items KPIs: kpi index -> (start slot, stop slot, entity topic)."""
         self._positions: dict[tuple[str, str], int] = {}
 
     def _position(self, match: Match) -> int:
@@ -156,6 +160,26 @@ class PlanBuilder:
             slot.deps.append((k, pos))
         return slot.index
 
+    def pause_mark(self, k: int, pause: tuple[Match, ...], resume: tuple[Match, ...]) -> int:
+        """KPI ``k`` reads the pause and resume events of its entity as one mark (extra
+        'pause': every event's ``(time, 1 pause / 0 resume)``), shared by the KPIs that pause
+        on the same events: its index in the entity record."""
+        topic = pause[0].topic
+        key = ("pause", pause, resume)
+        slot = self.slots.get(key)
+        if slot is None:
+            self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
+            slot = self.slots[key] = Slot(topic, "pause", (), topic, entity_of(pause[0]), "set",
+                                          "pause", "", self.per_topic[topic],
+                                          pauses=frozenset(m.type for m in pause))
+            for match in (*pause, *resume):
+                self.routes.setdefault((match.topic, match.type), []).append(
+                    MarkStep(match, slot))
+        pos = self._position(pause[0])
+        if all(dep != k for dep, _ in slot.deps):
+            slot.deps.append((k, pos))
+        return slot.index
+
     def count(self, k: int, match: Match, n: int, s: int) -> None:
         """KPI ``k`` counts each of ``match``'s events as ``(n, s)``."""
         self.routes.setdefault((match.topic, match.type), []).append(
@@ -166,9 +190,11 @@ class PlanBuilder:
         self.routes.setdefault((match.topic, match.type), []).append(
             FieldStep(match, k, name, self._position(match)))
 
-    def open_item(self, k: int, start: int, stop: int, entity_topic: str) -> None:
-        """KPI ``k`` lists its entities with a start mark and no stop mark (``open_items``)."""
+    def open_item(self, k: int, start: int, stop: int, entity_topic: str, pause: int = 0) -> None:
+        """KPI ``k`` lists its entities with a start mark and no stop mark (``open_items``);
+        ``pause``: the index of its pause mark (0: none), which their ages leave out."""
         self.open_slots[k] = (start, stop, entity_topic)
+        self.open_pauses[k] = pause
 
     def packed_topics(self) -> dict[str, bool]:
         """Entity topic -> whether its marks are all plain times (its records packed).

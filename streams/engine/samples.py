@@ -52,7 +52,11 @@ class SampleCounter:
         self._sla_parts = {k: tuple(by_id[part.kpi] for part in kpi.sla)
                            for k, kpi in enumerate(kpis) if kpi.kind == "sla_experience"}
         """sla_experience KPIs: kpi index -> the duration KPIs of its SLA (their targets vary by
-        partner, so their samplers also read ``PartnerState.sla_limits``)."""
+        partner, so their samplers also read ``PartnerState.sampler_args``)."""
+        self._business = [k for k, kpi in enumerate(kpis)
+                          if kpi.kind == "duration" and kpi.clock == "business"]
+        """Durations on the business clock (per-channel ones too): their samplers read the
+        partner's calendar."""
         self.replaying = False
         """Set while a restore replays the journal: months then rebuild without snapshots."""
 
@@ -83,10 +87,17 @@ class SampleCounter:
         return bool(s > limit) if self._lower[k] else bool(s < limit)
 
     def fill(self, st: PartnerState, partner: str) -> None:
-        """Give a new partner state the limits of its SLA parts (the partner's targets, in ms),
-        and each KPI's target in sample units (the evidence of misses)."""
-        st.sla_limits = {k: tuple(round(self._partners.target(partner, part) * 1000)
-                                  for part in parts) for k, parts in self._sla_parts.items()}
+        """Give a new partner state what its samplers read of it: the limits of its SLA parts
+        (the partner's targets, in ms, and each part's calendar), the calendar of each duration
+        on the business clock; and each KPI's target in sample units (the evidence of misses)."""
+        calendar = self._partners.calendar(partner)
+        args: dict[int, Any] = {
+            k: tuple((round(self._partners.target(partner, part) * 1000),
+                      calendar if part.clock == "business" else None) for part in parts)
+            for k, parts in self._sla_parts.items()}
+        for k in self._business:
+            args[k] = calendar
+        st.sampler_args = args
         st.miss_limits = [self._partners.target(partner, kpi) * self._scale[k]
                           for k, kpi in enumerate(self._kpis)]
 
@@ -101,7 +112,7 @@ class SampleCounter:
         if new is KEEP:
             return
         samplers: Any = self._samplers
-        limits = st.sla_limits  # the few samplers that read the partner's SLA targets
+        limits = st.sampler_args  # the few samplers that read the partner's targets, calendar
         deps = slot.deps
         if slot.gated:  # per-channel KPIs read this mark: only the entity's channel asks
             channels = set()

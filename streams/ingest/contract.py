@@ -122,9 +122,24 @@ class TicketReopened(_Ticket, tag="reopened", frozen=True):
     pass
 
 
+PENDING_REASON_RE: Final = r"^[a-z][a-z0-9_]{0,63}$"
+"""Why a ticket waits: a short code like ``customer``, ``access`` or ``third_party``."""
+
+
+class TicketPending(_Ticket, tag="pending", frozen=True):
+    """The ticket waits on the customer (contract v1, additive): a KPI with ``pause_on:
+    [pending]`` stops its clock until the ticket's next ``resumed`` (or ``resume_on``) event."""
+
+    reason: Annotated[str, msgspec.Meta(pattern=PENDING_REASON_RE)] | None = None
+
+
+class TicketResumed(_Ticket, tag="resumed", frozen=True):
+    """The wait is over (contract v1, additive): a paused clock runs again."""
+
+
 TicketEvent = (
     TicketOpened | TicketContacted | TicketEscalated | TicketEscalationReviewed | TicketResolved
-    | TicketClosed | TicketReopened | TicketFollowUp
+    | TicketClosed | TicketReopened | TicketFollowUp | TicketPending | TicketResumed
 )
 
 

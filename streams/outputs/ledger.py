@@ -7,7 +7,9 @@ serialises them for ``GET /api/open`` on each worker, and gathers every worker's
 ``partnerpulse open``, as ``report`` does for the card.
 
 Ages are read on the engine's clock (the event clock by default): "time left" is what the
-target leaves at the newest event time the worker has seen.
+target leaves at the newest event time the worker has seen. A KPI on the business clock ages
+only in its partner's working hours (``clock: business`` in the row; the table marks such an
+age with a ``b``), and a KPI with ``pause_on`` not while the ticket waits (``paused_seconds``).
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def to_json(item: OpenItem) -> dict[str, Any]:
     return {"partner": item.partner, "kpi": item.kpi, "entity_id": item.entity_id,
             "severity": item.severity, "opened_ms": item.opened_ms,
             "age_seconds": item.age_ms / 1000, "target_seconds": item.target_ms / 1000,
-            "left_seconds": item.left_ms / 1000, "state": item.state}
+            "left_seconds": item.left_ms / 1000, "state": item.state,
+            "paused_seconds": item.paused_ms / 1000, "clock": item.clock}
 
 
 def from_json(row: Mapping[str, Any]) -> OpenItem:
@@ -93,7 +96,9 @@ def from_json(row: Mapping[str, Any]) -> OpenItem:
     return OpenItem(str(row["partner"]), str(row["kpi"]), str(row["entity_id"]),
                     None if row.get("severity") is None else str(row["severity"]),
                     int(row["opened_ms"]), round(float(row["age_seconds"]) * 1000),
-                    round(float(row["target_seconds"]) * 1000), str(row["state"]))
+                    round(float(row["target_seconds"]) * 1000), str(row["state"]),
+                    round(float(row.get("paused_seconds") or 0) * 1000),
+                    str(row.get("clock") or "calendar"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ def fetch_open(workers: list[str], query: LedgerQuery, partitions: int,
 
 # --- rendering ----------------------------------------------------------------------------
 COLUMNS: Final = ("partner", "kpi", "entity_id", "severity", "state", "age_seconds",
-                  "target_seconds", "left_seconds", "opened_ms")
+                  "target_seconds", "left_seconds", "opened_ms", "paused_seconds", "clock")
 
 
 def _clock(seconds: float) -> str:
@@ -136,9 +141,11 @@ def _clock(seconds: float) -> str:
 
 def render_table(got: Gathered) -> str:
     """Fixed-width columns, most urgent first, and how many matched beyond the shown rows."""
-    head = ("partner", "kpi", "ticket", "severity", "state", "age", "target", "left")
-    rows = [(i.partner, i.kpi, i.entity_id, i.severity or "-", i.state, _clock(i.age_ms / 1000),
-             _clock(i.target_ms / 1000), _clock(i.left_ms / 1000)) for i in got.items]
+    head = ("partner", "kpi", "ticket", "severity", "state", "age", "target", "left", "paused")
+    rows = [(i.partner, i.kpi, i.entity_id, i.severity or "-", i.state,
+             _clock(i.age_ms / 1000) + ("b" if i.clock == "business" else ""),
+             _clock(i.target_ms / 1000), _clock(i.left_ms / 1000),
+             _clock(i.paused_ms / 1000) if i.paused_ms else "-") for i in got.items]
     widths = [max(len(str(r[c])) for r in (head, *rows)) for c in range(len(head))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
              for r in (head, *rows)]
