@@ -131,6 +131,6 @@ def _alert_messages(bootstrap: str) -> list[dict[str, Any]]:
                              enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
     messages = [orjson.loads(record.value) for record in consumer]
     consumer.close()
-    # the KPI state changes (integrity flags share the topic, marked "kind": "integrity")
-    states = [m for m in messages if m.get("kind") != "integrity"]
+    # the KPI state changes (integrity flags and ticket alerts share the topic, marked "kind")
+    states = [m for m in messages if m.get("kind") not in ("integrity", "ticket")]
     return sorted(states, key=lambda m: (m["since_ms"], m["partner"]))

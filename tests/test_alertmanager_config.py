@@ -62,6 +62,21 @@ def test_integrity_alert_goes_to_partner_management_never_to_paging(amtool: str)
     assert _receivers(amtool, labels) == ["executive-digest", "partner-management"]
 
 
+@pytest.mark.parametrize("alertname", ["PartnerTicketAtRisk", "PartnerTicketBreached"])
+def test_ticket_alerts_go_to_the_noc_grouped_never_paging_or_the_digest(amtool: str,
+                                                                       alertname: str) -> None:
+    labels = {"alertname": alertname, "service": "partnerpulse", "scope": "ticket",
+              "partner": "northwind-telecom", "tier": "premier", "kpi": "ots_down_hard",
+              "ticket": "T-1", "severity": "critical" if "Breached" in alertname else "warning"}
+    assert _receivers(amtool, labels) == ["noc-channel"]
+    config = yaml.safe_load(CONFIG.read_text())
+    route = next(r for r in config["route"]["routes"] if 'scope="ticket"' in r["matchers"])
+    assert route["group_by"] == ["alertname", "partner", "kpi"]  # not per ticket
+    stale = [r for r in config["inhibit_rules"]
+             if r["source_matchers"] == ['alertname="PartnerpulseFeedStale"']]
+    assert any(r["target_matchers"] == ['scope="ticket"'] for r in stale)
+
+
 def test_pipeline_alerts_skip_the_digest(amtool: str) -> None:
     critical = {"alertname": "PartnerpulseFeedStale", "severity": "critical", **PIPELINE}
     assert _receivers(amtool, critical) == ["oncall"]

@@ -125,6 +125,7 @@ class RawKpi(msgspec.Struct, forbid_unknown_fields=True):
     outcome: Literal["watermelon", "rescued"] | None = None
     count_at: Literal["start", "decision"] = "start"
     open_items: bool = False
+    ticket_alerts: bool = False
     clock: Literal["calendar", "business"] = "calendar"
     pause_on: list[str] = []
     resume_on: list[str] | None = None
@@ -268,6 +269,9 @@ class Kpi:
     when the horizon ends without one (a sample dated then, which no window holds before)."""
     open_items: bool = False
     """Export the entities still waiting for their stop, by age against the target."""
+    ticket_alerts: bool = False
+    """Alert on each open item of this KPI at risk (75% of its target) or breached, with its
+    entity id as a label (an ``open_items`` KPI only; a capped number per partner)."""
     clock: str = "calendar"
     """A duration's clock: ``calendar`` (every millisecond) or ``business`` (only the working
     time of the partner's calendar, ``calendars:`` in partners.yaml)."""
@@ -505,6 +509,9 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
                            or (raw.kind == "duration" and raw.unit != "seconds")):
         raise fail([*here, "open_items"],
                    "open_items is only for durations in seconds and for follow_up KPIs")
+    if raw.ticket_alerts and not raw.open_items:
+        raise fail([*here, "ticket_alerts"], f"KPI {raw.id!r}: ticket_alerts alert on open "
+                                             "items: set open_items too")
     pause, resume = _clock(raw, fail, here)
     if raw.min_samples < 1:
         raise fail([*here, "min_samples"], f"KPI {raw.id!r}: min_samples must be at least 1")
@@ -531,7 +538,8 @@ def resolve_kpi(i: int, raw: RawKpi, windows: tuple[str, ...], fail: Fail,
         field=raw.field, follow=sel("follow"), link=raw.link, horizon_ms=horizon, due=sel("due"),
         done=sel("done"), subject=sel("subject"), claim=sel("claim"), approved=sel("approved"),
         rejected=sel("rejected"), good=sel("good"), poor=sel("poor"), outcome=raw.outcome,
-        count_at=raw.count_at, open_items=raw.open_items, clock=raw.clock, pause=pause,
+        count_at=raw.count_at, open_items=raw.open_items, ticket_alerts=raw.ticket_alerts,
+        clock=raw.clock, pause=pause,
         resume=resume, judge=judge_params(judge, raw.judge, fail, [*here, "judge"]),
         by=tuple(dict.fromkeys(raw.by)),
     )
@@ -580,7 +588,8 @@ def channel_kpis(kpis: tuple[Kpi, ...], windows: tuple[str, ...] | None) -> tupl
         names = kpi.windows if windows is None else tuple(w for w in kpi.windows if w in windows)
         _, channels = CHANNELS[_channel_topic(kpi)]
         out.extend(replace(kpi, id=f"{kpi.id}{CHANNEL_SEP}{channel}", windows=names,
-                           channel=channel, base=kpi.id, by=(), integrity=(), open_items=False)
+                           channel=channel, base=kpi.id, by=(), integrity=(), open_items=False,
+                           ticket_alerts=False)
                    for channel in channels)
     return tuple(out)
 

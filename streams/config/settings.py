@@ -208,6 +208,15 @@ class Settings(KafkaClientSettings):
     A tick judges only partners whose numbers changed (or whose breach timer is due), so it is
     cheap when little changed; it bounds how late an alert on the wall clock can be."""
 
+    ticket_alerts_max: int = Field(default=20, ge=1, le=1000)
+    """Ticket alerts (``ticket_alerts: true`` KPIs) firing at once per partner: its most urgent
+    tickets. More are held back (``partnerpulse_ticket_alerts_held_back``) and take a freed
+    place: a backlog of a thousand late tickets is twenty alerts, not a thousand."""
+
+    ticket_alerts_interval_s: float = Field(default=15.0, gt=0)
+    """How often, on the wall clock, every owned partner's open tickets are checked for ticket
+    alerts (they age without events); on the event clock, at each minute of a partner's events."""
+
     fetch_max_wait_s: float = Field(default=0.1, gt=0, le=1.5)
     """Longest a consumer fetch waits at the broker for data: a floor under the event-to-alert
     latency on brokers that hold a fetch for its whole wait (Faust's own setting is 1.5 s)."""

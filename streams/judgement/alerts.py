@@ -26,6 +26,9 @@ PARTNER_LABELS: Final = {"service": SERVICE, "scope": "partner"}
 """Labels of every alert about one partner."""
 PIPELINE_LABELS: Final = {"service": SERVICE, "scope": "pipeline"}
 """Labels of every alert about the pipeline (feeds, lag, the workers)."""
+TICKET_LABELS: Final = {"service": SERVICE, "scope": "ticket"}
+"""Labels of every alert about one ticket (``judgement/tickets.py``): the NOC's, never the
+executive digest's."""
 
 # --- partner alerts ------------------------------------------------------------------------------
 KPI_BREACH: Final = "PartnerKpiBreach"

@@ -10,6 +10,7 @@ the set of stale feeds is what holds the partner alerts that depend on them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import faust
 import orjson
@@ -24,10 +25,12 @@ from streams.judgement.alerts import (
     PIPELINE_ALERT,
     PIPELINE_LABELS,
     SEVERITY,
+    TICKET_LABELS,
     Alert,
 )
 from streams.judgement.judge import State
 from streams.judgement.lens import IntegrityChange
+from streams.judgement.tickets import TICKET_ALERT, TICKET_SEVERITY, TicketAlerts, TicketChange
 from streams.judgement.watch import Watch
 from streams.outputs.alertmanager import AlertFanout
 
@@ -45,6 +48,8 @@ class Alerting:
         if settings.alertmanager:
             # each Alertmanager (an HA cluster's members) gets every alert, on its own queue
             self.sender = AlertFanout(settings.alertmanager)
+        self.tickets: TicketAlerts | None = None
+        """The worker's ticket alerts, for their figures (set by the pipeline)."""
         self.stale: set[str] = set()
         """Input topics with no message for ``stale_after_s``: their partner alerts are held."""
 
@@ -106,6 +111,40 @@ class Alerting:
             }
             self.sender.set_active(key, labels, annotations, change.at_ms)
 
+    def deliver_tickets(self, changes: list[TicketChange], tier_of: Callable[[str], str]) -> None:
+        """Write each ticket alert fired or resolved to the alerts topic (``"kind": "ticket"``)
+        and fire or resolve it in Alertmanager, with the ticket id as a label."""
+        for change in changes:
+            item = change.item
+            body: dict[str, object] = {
+                "kind": "ticket", "partner": change.partner, "kpi": change.kpi,
+                "entity_id": change.entity_id, "state": None if item is None else item.state,
+                "at_ms": change.at_ms}
+            if item is not None:
+                body.update(age_seconds=item.age_ms / 1000, target_seconds=item.target_ms / 1000,
+                            left_seconds=item.left_ms / 1000, opened_ms=item.opened_ms)
+            self.topic.send_soon(key=change.partner.encode(), value=orjson.dumps(body))
+            if self.sender is None:
+                continue
+            if item is None:
+                self.sender.resolve(change.key, change.at_ms)
+                continue
+            labels = {"alertname": TICKET_ALERT[item.state], **TICKET_LABELS,
+                      "partner": change.partner, "tier": tier_of(change.partner),
+                      "kpi": change.kpi, "ticket": change.entity_id,
+                      "severity": TICKET_SEVERITY[item.state]}
+            if item.severity is not None:
+                labels["ticket_severity"] = item.severity
+            left = item.left_ms / 1000
+            annotations = {
+                "summary": (f"{change.partner} ticket {change.entity_id}: {change.kpi} "
+                            f"{item.age_ms / 1000:.0f}s of {item.target_ms / 1000:.0f}s, "
+                            + (f"{left:.0f}s left" if left > 0 else f"{-left:.0f}s over")),
+                "dashboard": f"{self.settings.dashboard_url}?var-partner={change.partner}",
+                "runbook_url": self.settings.runbook_url,
+            }
+            self.sender.set_active(change.key, labels, annotations, item.opened_ms)
+
     def check_feeds(self, now: int) -> None:
         """Feeds gone stale, or back, since the last check: logged, and fired or resolved."""
         stale = self.watch.stale_topics(now)
@@ -128,10 +167,20 @@ class Alerting:
         self.stale = stale
 
     def figures(self) -> dict[str, tuple[str, str, float]]:
-        """Alertmanager delivery figures for /metrics (none without a sender)."""
+        """Ticket alert and Alertmanager delivery figures for /metrics (the first only with
+        ``ticket_alerts`` KPIs, the others only with a sender)."""
+        out: dict[str, tuple[str, str, float]] = {}
+        tickets = self.tickets
+        if tickets is not None and tickets.kpis:
+            out["partnerpulse_ticket_alerts_firing"] = (
+                "gauge", "Ticket alerts (at risk or breached tickets of ticket_alerts KPIs) this "
+                "worker has firing.", tickets.firing())
+            out["partnerpulse_ticket_alerts_held_back"] = (
+                "gauge", "Urgent tickets without an alert of their own because their partner "
+                "has settings.ticket_alerts_max firing already.", sum(tickets.held_back.values()))
         if self.sender is None:
-            return {}
-        return {
+            return out
+        return out | {
             "partnerpulse_alertmanager_posts": (
                 "counter", "Batches of alerts Alertmanager accepted.", self.sender.sent_batches),
             "partnerpulse_alertmanager_failed_posts": (

@@ -43,6 +43,7 @@ from streams.ingest.topics import (
     SOURCE_HEADER,
     replication_configs,
 )
+from streams.judgement.tickets import TicketAlerts
 from streams.judgement.watch import Watch
 from streams.outputs.alertmanager import AlertFanout
 from streams.outputs.exporter import KpiCollector, make_registry
@@ -101,6 +102,12 @@ class Pipeline:
         self.alerting = Alerting(settings, self.alerts, self.watch)
         if self.alerting.sender is not None:
             self.app.task(self.alerting.run_sender)
+        self.tickets = TicketAlerts([k.id for k in catalog.kpis if k.ticket_alerts],
+                                    settings.ticket_alerts_max)
+        """Per-ticket alerts of the ``ticket_alerts`` KPIs (none: never asked)."""
+        self.alerting.tickets = self.tickets
+        if self.tickets.kpis and settings.clock == "wall":
+            self.app.timer(settings.ticket_alerts_interval_s)(self._ticket_tick)
         if settings.clock == "wall":
             self.app.timer(settings.judge_interval_s)(self._judge_tick)
         else:
@@ -167,6 +174,8 @@ class Pipeline:
         self.skips.forget()
         self.watch.forget(self.engine.partner_ids())
         self.history.forget(self.engine.partner_ids())
+        self.alerting.deliver_tickets(self.tickets.keep(self.engine.partner_ids(), wall_ms()),
+                                      self.engine.partners.tier)
 
     # --- timers -------------------------------------------------------------------
     async def _judge_tick(self) -> None:
@@ -184,6 +193,25 @@ class Pipeline:
         except Exception:
             # a Faust timer whose function raises stops for good, silently: never let it
             log.exception("judging failed; retrying at the next tick")
+
+    async def _ticket_tick(self) -> None:
+        """Wall clock: the ticket alerts of every owned partner (tickets age without events)."""
+        if not self.ownership.ready:
+            return
+        try:
+            now = wall_ms()
+            self._ticket_alerts([p for p in self.engine.partner_ids() if self.ownership.owns(p)],
+                                now)
+        except Exception:
+            log.exception("ticket alerts failed; retrying at the next tick")
+
+    def _ticket_alerts(self, partners: list[str], now: int) -> None:
+        """Fire and resolve the ticket alerts of ``partners`` as their ledgers stand at ``now``."""
+        tickets, engine = self.tickets, self.engine
+        for partner in partners:
+            changes = tickets.update(partner, engine.open_list(partner, now), now)
+            if changes:
+                self.alerting.deliver_tickets(changes, engine.partners.tier)
 
     async def _health_tick(self) -> None:
         """Event clock: partners are judged from the stream; feeds are still watched live."""
@@ -290,6 +318,8 @@ class Pipeline:
                 self.alerting.deliver(watch.judge_partner(partner, boundary, self.alerting.stale))
                 self.alerting.deliver_integrity(watch.drain_integrity())
                 self.history.observe(engine, watch, [partner], boundary)
+                if self.tickets.kpis:
+                    self._ticket_alerts([partner], boundary)
         result = engine.apply(parsed, now)
         if result.outcome is Outcome.REJECTED:
             guard.track(msg.tp, msg.offset, self._dead_letter(msg, raw, topic, result.reason))

@@ -1,0 +1,175 @@
+"""Per-ticket pre-breach alerts (issue 19, part 1, optional): which tickets of a ``ticket_alerts``
+KPI fire, how they move from at risk to breached and resolve, the cap per partner; and end to
+end, a worker on the event clock pushing them to a real Alertmanager, compared with the
+reference ledger's urgent tickets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import require_binary
+
+from streams.config.catalog import ConfigError, load_config
+from streams.engine.model import OpenItem
+from streams.ingest.topics import all_topics
+from streams.judgement.tickets import TICKET_AT_RISK, TICKET_BREACHED, TicketAlerts
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker, free_port
+from tests import reference
+from tests.harness import REPO, Worker, as_messages, poll, produce
+from tests.streams_gen import HOUR, _ms, random_events
+from tests.test_alertmanager_client import Alertmanager
+
+MIN = 60_000
+
+
+def _item(partner: str, entity: str, age_s: int, target_s: int = 7200,
+          kpi: str = "ots_down_hard") -> OpenItem:
+    age, target = age_s * 1000, target_s * 1000
+    state = "breached" if age >= target else "at_risk" if age * 4 >= target * 3 else "ok"
+    return OpenItem(partner, kpi, entity, "down_hard", 0, age, target, state)
+
+
+def test_at_risk_then_breached_then_resolved() -> None:
+    alerts = TicketAlerts(["ots_down_hard"], max_per_partner=10)
+    # 5,000 s of 7,200 is 69%: nothing; 5,400 s is 75%: at risk
+    assert alerts.update("acme", [_item("acme", "T1", 5000)], 1) == []
+    fired = alerts.update("acme", [_item("acme", "T1", 5400)], 2)
+    assert [(c.entity_id, c.item and c.item.state) for c in fired] == [("T1", "at_risk")]
+    assert alerts.update("acme", [_item("acme", "T1", 6000)], 3) == []  # still at risk: no news
+    moved = alerts.update("acme", [_item("acme", "T1", 7200)], 4)
+    assert [(c.entity_id, c.item and c.item.state) for c in moved] == [("T1", "breached")]
+    gone = alerts.update("acme", [], 5)  # contacted: off the ledger
+    assert [(c.entity_id, c.item, c.at_ms) for c in gone] == [("T1", None, 5)]
+    assert alerts.firing() == 0
+
+
+def test_only_the_chosen_kpis_and_the_cap_keeps_the_most_urgent() -> None:
+    alerts = TicketAlerts(["ots_down_hard"], max_per_partner=3)
+    ages = {f"T{n}": 5400 + 300 * n for n in range(6)}  # T5 has the least time left
+    items = [_item("acme", t, a) for t, a in ages.items()]
+    items.append(_item("acme", "R1", 99_999, kpi="mttr"))  # no ticket_alerts on mttr
+    fired = alerts.update("acme", items, 1)
+    assert {c.entity_id for c in fired} == {"T5", "T4", "T3"}
+    assert alerts.held_back["acme"] == 3
+    # T5 is contacted: T2 takes its place
+    changes = alerts.update("acme", [i for i in items if i.entity_id != "T5"], 2)
+    assert {(c.entity_id, c.item is None) for c in changes} == {("T2", False), ("T5", True)}
+    assert alerts.held_back["acme"] == 2
+    # the partner moves to another worker: its alerts resolve here
+    assert {c.entity_id for c in alerts.keep([], 3)} == {"T4", "T3", "T2"}
+    assert alerts.firing() == 0 and "acme" not in alerts.held_back
+
+
+def test_ticket_alerts_need_open_items(tmp_path: Path) -> None:
+    out = tmp_path / "config"
+    out.mkdir()
+    kpis = yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())
+    asa = next(k for k in kpis["kpis"] if k["id"] == "asa")
+    asa["ticket_alerts"] = True
+    (out / "kpis.yaml").write_text(yaml.safe_dump(kpis, sort_keys=False))
+    (out / "partners.yaml").write_text((REPO / "config" / "partners.yaml").read_text())
+    with pytest.raises(ConfigError, match="ticket_alerts alert on open items"):
+        load_config(out)
+
+
+# --- end to end ------------------------------------------------------------------------------
+PARTNERS = ["acme", "northwind-telecom"]
+CAP = 4
+
+
+def _config(tmp_path: Path) -> Path:
+    """The shipped configuration with ticket alerts on down-hard open-to-status."""
+    out = tmp_path / "config"
+    out.mkdir()
+    kpis = yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())
+    next(k for k in kpis["kpis"] if k["id"] == "ots_down_hard")["ticket_alerts"] = True
+    (out / "kpis.yaml").write_text(yaml.safe_dump(kpis, sort_keys=False))
+    (out / "partners.yaml").write_text((REPO / "config" / "partners.yaml").read_text())
+    return out
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+        ensure_topics(running.bootstrap, all_topics(4))
+        yield running
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    (tmp_path / "am").mkdir()
+    am = Alertmanager(binary, tmp_path / "am", free_port(),
+                      config=(REPO / "config" / "alertmanager.yml").read_text()).start()
+    yield am
+    am.stop()
+
+
+def _ticket_alerts(am: Alertmanager) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(a["labels"]["partner"], a["labels"]["ticket"]): a for a in am.alerts()
+            if a["labels"]["alertname"] in (TICKET_AT_RISK, TICKET_BREACHED)}
+
+
+def _expected(events: list[tuple[str, dict[str, Any]]], at: int) -> dict[tuple[str, str], str]:
+    """(partner, ticket) -> state of the tickets that should fire at ``at``: the reference
+    ledger's at-risk and breached down-hard tickets, each partner's CAP most urgent."""
+    rows = reference.open_tickets(events, at)
+    out: dict[tuple[str, str], str] = {}
+    for partner in PARTNERS:
+        urgent = sorted(((row.target_ms - row.age_ms, ticket, row.state)
+                         for (p, kpi, ticket), row in rows.items()
+                         if p == partner and kpi == "ots_down_hard" and row.state != "ok"))
+        out |= {(partner, ticket): state for _, ticket, state in urgent[:CAP]}
+    return out
+
+
+@pytest.mark.slow
+def test_ticket_alerts_reach_alertmanager_capped_per_partner(
+        broker: EmbeddedBroker, alertmanager: Alertmanager, tmp_path: Path) -> None:
+    end = (int(time.time() * 1000) // MIN - 30) * MIN
+    events = [(t, e) for t, e in random_events(13, PARTNERS, end - 2 * 86_400_000,
+                                               2 * 86_400_000 - 3 * HOUR)
+              + random_events(13, PARTNERS, end - 3 * HOUR, 3 * HOUR, prefix="b-")
+              if _ms(e["ts"]) < end]
+    # one last event per partner, in a later minute: the event clock judges (and checks the
+    # tickets) at each minute a partner's events cross, before the event that crosses it
+    probe_at = end + 3 * MIN
+    probes = [("calls", {"event_id": f"probe-{p}", "type": "queued", "partner_id": p,
+                         "call_id": f"probe-{p}", "ts": probe_at}) for p in PARTNERS]
+    worker = Worker(broker.url, tmp_path, env={"PARTNERPULSE_TICKET_ALERTS_MAX": str(CAP)},
+                    extra=["--config", str(_config(tmp_path)),
+                           "--alertmanager", alertmanager.url]).start()
+    try:
+        accepted = len(reference.accepted_events(events))
+        produce(broker.bootstrap, as_messages(events))
+        poll(lambda: sum(v for k, v in worker.counts().items() if k.endswith(":accepted"))
+             >= accepted, 120, "the events counted")
+        produce(broker.bootstrap, as_messages(probes, unkeyed_every=0))
+        want = _expected(events, probe_at - probe_at % MIN)
+        assert sum(1 for s in want.values() if s == "breached") >= 2 and len(want) == 2 * CAP
+        seen: list[dict[tuple[str, str], dict[str, Any]]] = []
+
+        def settled() -> bool:
+            seen.append(_ticket_alerts(alertmanager))
+            return set(seen[-1]) == set(want)
+
+        poll(settled, 60, f"the ticket alerts in Alertmanager: want {sorted(want)}")
+        got = seen[-1]
+        metrics = worker.metrics_text()
+    finally:
+        worker.stop()
+    for key, alert in got.items():
+        labels = alert["labels"]
+        assert labels["alertname"] == (TICKET_BREACHED if want[key] == "breached"
+                                       else TICKET_AT_RISK), key
+        assert labels["severity"] == ("critical" if want[key] == "breached" else "warning")
+        assert labels["scope"] == "ticket" and labels["kpi"] == "ots_down_hard"
+        assert labels["ticket_severity"] == "down_hard"
+        assert alert["receivers"] == [{"name": "noc-channel"}]
+    assert "partnerpulse_ticket_alerts_firing " + str(float(2 * CAP)) in metrics
