@@ -1,7 +1,8 @@
-"""Per-ticket pre-breach alerts (issue 19, part 1, optional): which tickets of a ``ticket_alerts``
-KPI fire, how they move from at risk to breached and resolve, the cap per partner; and end to
-end, a worker on the event clock pushing them to a real Alertmanager, compared with the
-reference ledger's urgent tickets."""
+"""Per-ticket pre-breach alerts (issue 19, part 1): which tickets of a ``ticket_alerts`` KPI
+fire, how they move from at risk to breached and resolve, the cap per partner; and end to end,
+a worker with the shipped configuration (down-hard open-to-status has ticket alerts) on the
+event clock pushing them to a real Alertmanager, compared with the reference ledger's urgent
+tickets."""
 
 from __future__ import annotations
 
@@ -83,17 +84,6 @@ PARTNERS = ["acme", "northwind-telecom"]
 CAP = 4
 
 
-def _config(tmp_path: Path) -> Path:
-    """The shipped configuration with ticket alerts on down-hard open-to-status."""
-    out = tmp_path / "config"
-    out.mkdir()
-    kpis = yaml.safe_load((REPO / "config" / "kpis.yaml").read_text())
-    next(k for k in kpis["kpis"] if k["id"] == "ots_down_hard")["ticket_alerts"] = True
-    (out / "kpis.yaml").write_text(yaml.safe_dump(kpis, sort_keys=False))
-    (out / "partners.yaml").write_text((REPO / "config" / "partners.yaml").read_text())
-    return out
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
@@ -143,8 +133,7 @@ def test_ticket_alerts_reach_alertmanager_capped_per_partner(
     probes = [("calls", {"event_id": f"probe-{p}", "type": "queued", "partner_id": p,
                          "call_id": f"probe-{p}", "ts": probe_at}) for p in PARTNERS]
     worker = Worker(broker.url, tmp_path, env={"PARTNERPULSE_TICKET_ALERTS_MAX": str(CAP)},
-                    extra=["--config", str(_config(tmp_path)),
-                           "--alertmanager", alertmanager.url]).start()
+                    extra=["--alertmanager", alertmanager.url]).start()
     try:
         accepted = len(reference.accepted_events(events))
         produce(broker.bootstrap, as_messages(events))

@@ -357,9 +357,11 @@ class Engine:
         """
         return self._entities.open_items(self.state.get(partner), partner, now_ms, stages)
 
-    def open_list(self, partner: str, now_ms: int) -> list[OpenItem]:
-        """The partner's entities still waiting (the ledger's rows), unsorted."""
-        return self._entities.open_list(self.state.get(partner), partner, now_ms)
+    def open_list(self, partner: str, now_ms: int,
+                  kpis: frozenset[str] | None = None) -> list[OpenItem]:
+        """The partner's entities still waiting (the ledger's rows; of ``kpis`` only, when
+        given), unsorted."""
+        return self._entities.open_list(self.state.get(partner), partner, now_ms, kpis)
 
     def oldest_open(self, partner: str, now_ms: int) -> dict[str, int]:
         """open_items KPI id -> age in ms of the partner's oldest waiting entity."""

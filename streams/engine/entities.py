@@ -160,13 +160,16 @@ class EntityStore:
             return kpi.horizon_ms
         return round(self.partners.target(partner, kpi) * 1000)
 
-    def open_list(self, st: PartnerState | None, partner: str, now_ms: int) -> list[OpenItem]:
-        """Every entity still waiting, of every open_items KPI, with its age and state
-        (unsorted: the caller sorts and cuts, often across partners)."""
+    def open_list(self, st: PartnerState | None, partner: str, now_ms: int,
+                  kpis: frozenset[str] | None = None) -> list[OpenItem]:
+        """Every entity still waiting, of every open_items KPI (of ``kpis`` only, when given),
+        with its age and state (unsorted: the caller sorts and cuts, often across partners)."""
         out: list[OpenItem] = []
         if st is None:
             return out
         for k, kpi in self._open_kpis:
+            if kpis is not None and kpi.id not in kpis:
+                continue
             waiting = st.pending.get(k)
             if not waiting:
                 continue

@@ -209,7 +209,7 @@ class Pipeline:
         """Fire and resolve the ticket alerts of ``partners`` as their ledgers stand at ``now``."""
         tickets, engine = self.tickets, self.engine
         for partner in partners:
-            changes = tickets.update(partner, engine.open_list(partner, now), now)
+            changes = tickets.update(partner, engine.open_list(partner, now, tickets.kpis), now)
             if changes:
                 self.alerting.deliver_tickets(changes, engine.partners.tier)
 
