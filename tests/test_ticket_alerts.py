@@ -11,14 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from conftest import require_binary
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config.catalog import ConfigError, load_config
+from streams.engine.core import Engine
 from streams.engine.model import OpenItem
 from streams.ingest.topics import all_topics
 from streams.judgement.tickets import TICKET_AT_RISK, TICKET_BREACHED, TicketAlerts
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
+from streams.outputs.series import URGENT_TICKET_LEFT
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker, free_port
 from tests import reference
@@ -67,6 +73,44 @@ def test_only_the_chosen_kpis_and_the_cap_keeps_the_most_urgent() -> None:
     assert alerts.firing() == 0 and "acme" not in alerts.held_back
 
 
+def test_the_urgent_tickets_series_lists_each_partner_s_most_urgent() -> None:
+    """``partnerpulse_urgent_ticket_left_seconds`` (the on-call dashboard's ticket list): per
+    partner, its at-risk and breached down-hard tickets from the reference ledger, least time
+    left first, at most the cap; labelled with the ticket and its state."""
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    t0 = 1_788_000_000_000
+    end = t0 + 2 * 86_400_000
+    events = [(t, e) for t, e in random_events(13, PARTNERS, t0, 2 * 86_400_000 - 3 * HOUR)
+              + random_events(13, PARTNERS, end - 3 * HOUR, 3 * HOUR, prefix="b-")
+              if _ms(e["ts"]) < end]
+    for topic, event in events:
+        engine.ingest(topic, orjson.dumps(event), t0 + 100 * 86_400_000)
+    cap = 12  # more than the breached tickets of a partner: its at-risk ones are listed too
+    collector = KpiCollector(engine, owned=lambda p: True, wall_ms=lambda: 0,
+                             watch=Watch(engine), ticket_alerts_max=cap)
+    got: dict[tuple[str, str], tuple[str, float]] = {}
+    order: dict[str, list[str]] = {}
+    for family in text_string_to_metric_families(collector.exposition().decode()):
+        if family.name == URGENT_TICKET_LEFT:
+            for sample in family.samples:
+                labels = sample.labels
+                assert labels["kpi"] == "ots_down_hard"
+                got[(labels["partner"], labels["ticket"])] = (labels["state"], sample.value)
+                order.setdefault(labels["partner"], []).append(labels["ticket"])
+    now = engine.now(0)
+    want = _expected(events, now, cap)
+    rows = reference.open_tickets(events, now)
+    assert len(want) >= cap and {"at_risk", "breached"} <= set(want.values())
+    assert {k: v[0] for k, v in got.items()} == want
+    for (partner, ticket), (_, left) in got.items():
+        row = rows[(partner, "ots_down_hard", ticket)]
+        assert left == (row.target_ms - row.age_ms) / 1000
+    for partner, tickets in order.items():  # written most urgent first
+        assert [got[(partner, t)][1] for t in tickets] == sorted(got[(partner, t)][1]
+                                                                 for t in tickets)
+
+
 def test_ticket_alerts_need_open_items(tmp_path: Path) -> None:
     out = tmp_path / "config"
     out.mkdir()
@@ -106,7 +150,8 @@ def _ticket_alerts(am: Alertmanager) -> dict[tuple[str, str], dict[str, Any]]:
             if a["labels"]["alertname"] in (TICKET_AT_RISK, TICKET_BREACHED)}
 
 
-def _expected(events: list[tuple[str, dict[str, Any]]], at: int) -> dict[tuple[str, str], str]:
+def _expected(events: list[tuple[str, dict[str, Any]]], at: int,
+              cap: int = CAP) -> dict[tuple[str, str], str]:
     """(partner, ticket) -> state of the tickets that should fire at ``at``: the reference
     ledger's at-risk and breached down-hard tickets, each partner's CAP most urgent."""
     rows = reference.open_tickets(events, at)
@@ -115,7 +160,7 @@ def _expected(events: list[tuple[str, dict[str, Any]]], at: int) -> dict[tuple[s
         urgent = sorted(((row.target_ms - row.age_ms, ticket, row.state)
                          for (p, kpi, ticket), row in rows.items()
                          if p == partner and kpi == "ots_down_hard" and row.state != "ok"))
-        out |= {(partner, ticket): state for _, ticket, state in urgent[:CAP]}
+        out |= {(partner, ticket): state for _, ticket, state in urgent[:cap]}
     return out
 
 

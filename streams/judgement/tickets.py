@@ -60,10 +60,8 @@ class TicketAlerts:
         re-stated alerts (a ticket passing its target), then resolutions."""
         if not self.kpis:
             return []
-        urgent = sorted((i for i in items if i.kpi in self.kpis and i.state in TICKET_ALERT),
-                        key=lambda i: (i.left_ms, i.kpi, i.entity_id))
-        kept = urgent[:self.max_per_partner]
-        self.held_back[partner] = len(urgent) - len(kept)
+        kept, held = most_urgent(items, self.kpis, self.max_per_partner)
+        self.held_back[partner] = held
         active = self._active.get(partner, {})
         now: dict[str, str] = {}
         out: list[TicketChange] = []
@@ -101,6 +99,16 @@ class TicketAlerts:
     def active(self, partner: str) -> dict[str, str]:
         """Alert key -> state of the partner's ticket alerts firing now."""
         return dict(self._active.get(partner, {}))
+
+
+def most_urgent(items: Iterable[OpenItem], kpis: frozenset[str],
+                cap: int) -> tuple[list[OpenItem], int]:
+    """The at-risk and breached items of ``kpis``, least time left first (ties by KPI and
+    entity), at most ``cap`` of them; and how many more there were. What fires as ticket alerts
+    and what the on-call dashboard lists."""
+    urgent = sorted((i for i in items if i.kpi in kpis and i.state in TICKET_ALERT),
+                    key=lambda i: (i.left_ms, i.kpi, i.entity_id))
+    return urgent[:cap], max(0, len(urgent) - cap)
 
 
 def _key(partner: str, kpi: str, entity_id: str) -> str:

@@ -31,6 +31,7 @@ from streams.config.catalog import Partners
 from streams.engine.core import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, attainment
 from streams.ingest.contract import TOPICS
 from streams.judgement.judge import Judgement, State
+from streams.judgement.tickets import most_urgent
 from streams.judgement.watch import Watch
 from streams.outputs.forecasts import MonthEndForecasts
 from streams.outputs.series import (
@@ -56,6 +57,7 @@ from streams.outputs.series import (
     REPORT_PROJECTED_BAND,
     REPORT_RESTATEMENTS,
     REPORT_RESTATEMENTS_TOTAL,
+    URGENT_TICKET_LEFT,
 )
 
 
@@ -128,8 +130,12 @@ class KpiCollector(Collector):
         watch: Watch | None = None,
         health: PipelineHealth | None = None,
         windows: tuple[str, ...] | None = None,
+        ticket_alerts_max: int = 20,
     ) -> None:
         self.engine = engine
+        self.ticket_kpis = frozenset(k.id for k in engine.catalog.kpis if k.ticket_alerts)
+        """KPIs with ticket alerts: their most urgent tickets are series of their own."""
+        self.ticket_alerts_max = ticket_alerts_max
         self.owned = owned
         self.wall_ms = wall_ms
         self.forecasts = MonthEndForecasts(engine)
@@ -241,6 +247,7 @@ class KpiCollector(Collector):
         partners = engine.partners
         items: list[str] = []
         oldest: list[str] = []
+        urgent: list[str] = []
         restatements: list[str] = []
         last, rendered = self._rendered, {}
         for partner in engine.partner_ids():
@@ -269,6 +276,12 @@ class KpiCollector(Collector):
                 for kpi_id, age_ms in sorted(engine.oldest_open(partner, now).items()):
                     oldest.append(f'{OPEN_OLDEST_AGE}{p},kpi="{_label(kpi_id)}"}} '
                                   f"{_num(max(age_ms, 0) / 1000.0)}\n")
+                if self.ticket_kpis:
+                    tickets, _ = most_urgent(engine.open_list(partner, now, self.ticket_kpis),
+                                             self.ticket_kpis, self.ticket_alerts_max)
+                    urgent += [f'{URGENT_TICKET_LEFT}{p},kpi="{_label(i.kpi)}",'
+                               f'ticket="{_label(i.entity_id)}",state="{i.state}"}} '
+                               f"{_num(i.left_ms / 1000.0)}\n" for i in tickets]
         self._rendered = rendered  # partners no longer exported are let go
         records = list(rendered.values())
         text: list[bytes] = []
@@ -291,10 +304,10 @@ class KpiCollector(Collector):
                      f"{share!r}\n".encode()
                      for partner, forecast in sorted(kept.items())
                      for band, share in forecast.bands]
-        text.append(self._pipeline(items, oldest).encode())
+        text.append(self._pipeline(items, oldest, urgent).encode())
         return b"".join(text)
 
-    def _pipeline(self, items: list[str], oldest: list[str]) -> str:
+    def _pipeline(self, items: list[str], oldest: list[str], urgent: list[str]) -> str:
         """The families beyond the partners: open items, feeds, lag, events, delivery."""
         engine = self.engine
         watch = self.watch
@@ -305,6 +318,7 @@ class KpiCollector(Collector):
             out += [
                 (OPEN_ITEMS, "gauge", items),
                 (OPEN_OLDEST_AGE, "gauge", oldest),
+                (URGENT_TICKET_LEFT, "gauge", urgent),
                 (INTEGRITY_FLAG, "gauge", flags),
                 (INTEGRITY_SCORE, "gauge", scores),
                 (FEED_STALE_FLAG, "gauge", [

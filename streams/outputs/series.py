@@ -23,6 +23,9 @@ KPI_STATE_SINCE: Final = "partnerpulse_kpi_state_since_timestamp_seconds"
 OPEN_ITEMS: Final = "partnerpulse_open_items"
 OPEN_OLDEST_AGE: Final = "partnerpulse_open_oldest_age_seconds"
 """The age of a partner's oldest entity still waiting, per open_items KPI (absent when none)."""
+URGENT_TICKET_LEFT: Final = "partnerpulse_urgent_ticket_left_seconds"
+"""Time left of each partner's most urgent tickets of ``ticket_alerts`` KPIs (the ones their
+ticket alerts name): bounded by ``settings.ticket_alerts_max`` per partner."""
 INTEGRITY_FLAG: Final = "partnerpulse_integrity_flag"
 INTEGRITY_SCORE: Final = "partnerpulse_integrity_score"
 REPORT_RESTATEMENTS: Final = "partnerpulse_report_restatements"
@@ -59,6 +62,10 @@ HELP: Final = {
     OPEN_OLDEST_AGE:
         "Age of the partner's oldest item still waiting (ticket without first contact, "
         "detractor not called back); absent while none waits.",
+    URGENT_TICKET_LEFT:
+        "Seconds left before the target (negative past it) of the partner's most urgent "
+        "tickets at risk or breached, of KPIs with ticket alerts: at most "
+        "settings.ticket_alerts_max per partner, least time left first.",
     INTEGRITY_FLAG:
         "1 while an integrity signal holds for the partner's KPI (threshold_hugging, "
         "deadline_bunching, under_reporting); absent otherwise.",

@@ -144,7 +144,7 @@ class Pipeline:
         self.history = History()
         """Last hour of each owned partner's 1h KPI values, for the wall's sparklines."""
         self.collector = KpiCollector(self.engine, self.ownership.owns, wall_ms, self.watch,
-                                      self.health)
+                                      self.health, ticket_alerts_max=settings.ticket_alerts_max)
         self.registry = make_registry(self.collector)
         add_views(self.app, self)
 

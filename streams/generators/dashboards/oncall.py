@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders.common import (
+    TableSortByFieldState,
     VizLegendOptions,
 )
 from grafana_foundation_sdk.models import common
@@ -40,6 +41,7 @@ from streams.outputs.series import (
     KPI_VALUE,
     OPEN_ITEMS,
     PARTNER_INFO,
+    URGENT_TICKET_LEFT,
 )
 
 # --- on-call: one partner -----------------------------------------------------------------------
@@ -130,6 +132,35 @@ def oncall_open_items(pid: int, pos: model.GridPos) -> timeseries.Panel:
             .unit("short"))
 
 
+URGENT_TITLE = "Most urgent tickets"
+"""The on-call dashboard's ticket list (its panel is looked up by this title in the tests)."""
+
+
+def oncall_urgent_tickets(pid: int, pos: model.GridPos) -> table.Panel:
+    """The partner's tickets at risk or breached of KPIs with ticket alerts, least time left
+    first: the tickets its PartnerTicket* alerts name."""
+    return (table.Panel().id(pid).title(URGENT_TITLE).datasource(DS).grid_pos(pos)
+            .description("Tickets at 75% of their target or past it (state), of KPIs with "
+                         "ticket_alerts, least time left first (negative: past the target); "
+                         "at most settings.ticket_alerts_max per partner. /api/open and the "
+                         "wall list every open ticket.")
+            .with_target(prom_query(f"sort(max by (kpi, ticket, state) "
+                                    f"({URGENT_TICKET_LEFT}{{{P}}}))", instant=True,
+                                    fmt="table"))
+            .with_transformation(model.DataTransformerConfig(id_val="organize", options={
+                "excludeByName": {"Time": True},
+                "indexByName": {"ticket": 0, "kpi": 1, "state": 2, "Value": 3},
+                "renameByName": {"Value": "time left"}}))
+            .unit("s")
+            .sort_by([TableSortByFieldState().display_name("time left").desc(False)])
+            .override_by_name("state", [
+                model.DynamicConfigValue(id_val="custom.cellOptions",
+                                         value={"type": "color-background"}),
+                model.DynamicConfigValue(id_val="mappings", value=[model.ValueMap(options={
+                    "breached": model.ValueMappingResult(color="red", index=0),
+                    "at_risk": model.ValueMappingResult(color="orange", index=1)})])]))
+
+
 def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
     """On-call: one partner, every KPI against its target."""
     windows = list(catalog.windows)
@@ -153,7 +184,11 @@ def oncall_dashboard(catalog: Catalog) -> dash.Dashboard:
              .with_panel(oncall_samples(11, grid(0, 14, 8, 8)))
              .with_panel(oncall_events_rate(12, grid(8, 14, 8, 8)))
              .with_panel(oncall_open_items(13, grid(16, 14, 8, 8))))
+    top = 22
+    if any(k.ticket_alerts for k in catalog.kpis):
+        board = board.with_panel(oncall_urgent_tickets(14, grid(0, 22, 24, 8)))
+        top = 30
     for i, kpi in enumerate(catalog.kpis):
         board = board.with_panel(oncall_kpi(kpi_panel_id(kpi, 1000),
-                                            grid(8 * (i % 3), 22 + 8 * (i // 3), 8, 8), kpi))
+                                            grid(8 * (i % 3), top + 8 * (i // 3), 8, 8), kpi))
     return board
