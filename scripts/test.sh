@@ -68,9 +68,9 @@ PY
     local stamp=.venv/.partnerpulse-installed want
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
-        || ! python -c 'import streams, pytest, ruff, mypy, rocksdict' >/dev/null 2>&1; then
-        log "pip install -e '.[test,rocksdb]'"
-        python -m pip install --quiet --disable-pip-version-check -e '.[test,rocksdb]'
+        || ! python -c 'import streams, pytest, ruff, mypy, rocksdict, quixstreams' >/dev/null 2>&1; then
+        log "pip install -e '.[test,rocksdb,bench]'"
+        python -m pip install --quiet --disable-pip-version-check -e '.[test,rocksdb,bench]'
         printf '%s\n' "$want" >"$stamp"
     fi
 }
