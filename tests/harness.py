@@ -216,6 +216,18 @@ def produce_bulk(bootstrap: str, messages: Iterable[tuple[str, bytes | None, byt
     return asyncio.run(run())
 
 
+def drain_into(engine: Any, journal: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
+    """The journal table as the engine's writes leave it: ``engine.drain()``'s records applied
+    to ``journal`` (a new one when None), a None value deleting its key, as the changelog does."""
+    out = {} if journal is None else journal
+    for key, value in engine.drain():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
 UNKEYED_SPAN_MS = 29 * 86_400_000
 """The longest span of one partner's event times :func:`as_messages` sends partly unkeyed: a
 day inside the 30-day horizon, which counts in whole days."""

@@ -19,6 +19,7 @@ from streams.engine.core import Engine, Outcome, attainment
 from streams.engine.dedup import MERGE_AT
 from streams.engine.journal import decode_record as _decode_record
 from tests import reference
+from tests.harness import drain_into
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 
 T0 = 1_788_000_000_000  # 2026-08-29, a fixed instant: no test depends on the real clock
@@ -238,12 +239,7 @@ def test_months_survive_restore_after_their_events_left_the_journal() -> None:
     engine = _engine()
     for topic, event in events:  # a wall clock after the last event: nothing is "future"
         engine.ingest(topic, orjson.dumps(event), T0 + 200 * DAY)
-    journal: dict[bytes, bytes] = {}
-    for key, value in engine.drain():
-        if value is None:
-            journal.pop(key, None)
-        else:
-            journal[key] = value
+    journal = drain_into(engine)
     oldest = min(msgspec.msgpack.decode(v)[1] for k, v in journal.items() if not _month_record(k))
     assert oldest > datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000  # Aug, Sep gone
     snapshots = {k.split(b"#month:")[1].decode() for k in journal if b"#month:" in k}
