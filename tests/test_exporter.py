@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config.catalog import load_config
@@ -123,6 +124,35 @@ def test_kept_text_matches_a_fresh_render_through_every_kind_of_change() -> None
     fleet.judge()
     fleet.check("cityloop again")
     assert fleet.checks > 20
+
+
+def test_a_forecast_that_fails_leaves_its_bands_out_not_the_scrape(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month-end forecast it cannot draw (a ratio month it refused raised inside /metrics,
+    which answered 500) costs that partner's band series only: every KPI series is served, and
+    the other partners keep their bands."""
+    from streams.outputs import forecasts
+
+    fleet = _Fleet()
+    fleet.ingest(_ordered(8, T0, 2 * DAY))
+    fleet.judge()
+    real = forecasts.project
+
+    def failing(catalog: object, partners: object, partner: str, *args: object,
+                **kwargs: object) -> object:
+        if partner == "acme":
+            raise ValueError("a forecast this partner's month cannot have")
+        return real(catalog, partners, partner, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forecasts, "project", failing)
+    body = fleet.kept.exposition()
+    banded = {labels["partner"] for family in text_string_to_metric_families(body.decode())
+              if family.name == REPORT_PROJECTED_BAND
+              for labels in (s.labels for s in family.samples)}
+    assert "acme" not in banded and banded  # the others are forecast
+    served = {s.labels.get("partner") for family in text_string_to_metric_families(body.decode())
+              if family.name == "partnerpulse_kpi_value" for s in family.samples}
+    assert "acme" in served
 
 
 def test_a_scrape_rewrites_only_the_windows_that_moved() -> None:

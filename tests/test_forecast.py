@@ -382,13 +382,24 @@ def test_forecasts_are_calibrated_over_simulated_months() -> None:
 @pytest.mark.parametrize(("mtd", "models", "elapsed"), [
     ({"esc": _ratio(5, 100)}, {"esc": RATIO}, 0.0),
     ({"esc": _ratio(5, 100)}, {}, 0.5),
-    ({"esc": MonthToDate(100, 105.0, 105.0)}, {"esc": RATIO}, 0.5),
+    ({"esc": MonthToDate(100, -3.0, 3.0)}, {"esc": RATIO}, 0.5),
     ({"p90": MonthToDate(10, 1.0, 1.0)}, {"p90": KpiModel("quantile", quantile=0.9)}, 0.5),
-], ids=["no-time-elapsed", "no-model", "ratio-over-its-samples", "quantile-without-histogram"])
+], ids=["no-time-elapsed", "no-model", "ratio-below-zero", "quantile-without-histogram"])
 def test_forecast_rejects_what_it_cannot_draw(mtd: dict[str, MonthToDate], models: dict[str, KpiModel],
                                               elapsed: float) -> None:
     with pytest.raises(ValueError):
         forecast(mtd, models, elapsed, _esc_band)
+
+
+def test_a_ratio_with_more_ones_than_samples_is_forecast_not_refused() -> None:
+    """A distinct ratio counts each side at its own event: a month can hold a ticket reopened in
+    it and resolved the month before (a 1 without its sample). 2 reopenings over 1 resolution at
+    mid-month: the month ends above 1 whatever comes (each new sample is at most one more 1 and
+    one more sample), so always in the worse band; the forecast says so instead of raising (it
+    raised inside /metrics, answering 500)."""
+    got = forecast({"esc": MonthToDate(1, 2.0, 2.0)}, {"esc": RATIO}, 0.5, _esc_band,
+                   order=("gold", "watch"))
+    assert got.probabilities == {"watch": 1.0}
 
 
 def test_models_and_slack_reject_what_they_cannot_mean() -> None:

@@ -217,11 +217,16 @@ def _ratio_draws(rng: np.random.Generator, agg: MonthToDate, rem: npt.NDArray[np
                  prior: tuple[float, float] | None) -> npt.NDArray[np.float64]:
     n = agg.samples
     ones = agg.total
-    if not -1e-9 <= ones <= n + 1e-9:
-        raise ValueError(f"a ratio's total (its 1s) must be within 0..{n} (got {ones})")
-    ones = min(max(ones, 0.0), float(n))
+    if not ones >= -1e-9:  # (NaN fails too)
+        raise ValueError(f"a ratio's total (its 1s) cannot be negative (got {ones})")
+    ones = max(ones, 0.0)
+    # A month may hold more numerator events than denominator ones: a ratio of distinct
+    # entities counts each side at its own event, so a ticket reopened this month and resolved
+    # last month is a 1 without its sample here. The rate is then drawn as if at most every
+    # sample were a 1; the month-end value keeps every 1 counted (above 1, as the card shows).
+    seen = min(ones, float(n))
     a, b = prior if prior is not None else (JEFFREYS, JEFFREYS)
-    rate = rng.beta(ones + a, n - ones + b, size=rem.shape[0])
+    rate = rng.beta(seen + a, n - seen + b, size=rem.shape[0])
     more = rng.binomial(rem, rate)
     return np.asarray((ones + more) / (n + rem), dtype=np.float64)
 
