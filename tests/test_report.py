@@ -103,6 +103,23 @@ def _expected_card(partner: str, values: dict[str, tuple[float, int]],
 
 
 # --- scoring on exact inputs ---------------------------------------------------------------
+def test_a_ratio_month_with_more_ones_than_samples_is_carded_and_ranked() -> None:
+    """A distinct ratio counts each side at its own event: a month can hold tickets reopened in
+    it and resolved the month before (2 reopenings over 1 resolution: 200%). The card shows
+    that value; the league ranks the month as if every sample were a 1 (its shrinkage and
+    funnel are binomial), instead of refusing the whole report."""
+    catalog, partners = load_config()
+    n = 40
+    current = {p: {"reopen_rate": (0.05, n, 0.05 * n, 0.05 * n)} for p in PARTNERS}
+    current["acme"] = {"reopen_rate": (2.0, 1, 2.0, 2.0)}
+    current["bluefiber"] = {"reopen_rate": (41 / 40, 40, 41.0, 41.0)}
+    card = build_report(catalog, partners, "2026-10", current, {}, T0)
+    lines = {c.partner: {line.kpi: line for line in c.lines} for c in card.cards}
+    assert lines["acme"]["reopen_rate"].value == 2.0
+    assert lines["bluefiber"]["reopen_rate"].value == 41 / 40
+    assert any(f.kpi == "reopen_rate" for f in card.funnels)
+
+
 def test_scores_bands_floor_and_month_over_month() -> None:
     catalog, partners = load_config()
     policy = _policy()

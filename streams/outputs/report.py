@@ -440,7 +440,13 @@ def _league(catalog: Catalog, partners: Partners, current: MonthValues, month: i
                 continue
             if not_measured(kpi, _triple(got), partners.target(partner, kpi, month)):
                 continue
-            observed.append(Observed(partner, got[1], got[2], got[3]))
+            total, squares = got[2], got[3]
+            if kpi.stat_kind == "ratio" and total > got[1]:
+                # a distinct ratio counts each side at its own event: a month can hold more 1s
+                # than samples (reopened in it, resolved the month before). Shrinkage and funnel
+                # are binomial: the month ranks as all 1s (the card keeps its own value)
+                total = squares = float(got[1])
+            observed.append(Observed(partner, got[1], total, squares))
         if len(observed) < MIN_PARTNERS:
             continue
         _, rows = shrink(kpi.stat_kind, observed)
