@@ -75,24 +75,21 @@ async def _count_topic(bootstrap: str, topic: str, partitions: int) -> int:
     return n
 
 
-def stock_faust(broker_url: str, work: Path, n: int, app_id: str, table: bool,
-                timeout: float = 300) -> tuple[float, int]:
-    """Run bench.stock_faust in a child process until it has processed n messages."""
-    out = work / f"{app_id}.json"
-    log = (work / f"{app_id}.log").open("wb")
-    cmd = [sys.executable, "-m", "bench.stock_faust", "--broker", broker_url, "--app-id", app_id,
-           "--n", str(n), "--out", str(out), "--data-dir", str(work / app_id)]
-    proc = subprocess.Popen([*cmd, *(["--table"] if table else [])], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
+def _child_rate(cmd: list[str], out: Path, log_path: Path, what: str, n: int,
+                timeout: float) -> tuple[float, int]:
+    """Run a baseline in a child process until it writes ``out`` (``{"seconds", "messages"}``,
+    timed in the child from its first message to its n-th); then stop it."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
         deadline = time.monotonic() + timeout
         while not out.exists():
             if proc.poll() is not None:
-                raise RuntimeError(f"stock Faust agent exited with {proc.returncode}: "
-                                   f"{(work / f'{app_id}.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}: "
+                                   f"{log_path.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"stock Faust agent did not reach {n} messages in {timeout}s")
+                raise RuntimeError(f"{what} did not reach {n} messages in {timeout}s")
             time.sleep(0.05)
         body = orjson.loads(out.read_bytes())
     finally:
@@ -103,6 +100,16 @@ def stock_faust(broker_url: str, work: Path, n: int, app_id: str, table: bool,
             proc.kill()
             proc.wait()
     return float(body["seconds"]), int(body["messages"])
+
+
+def stock_faust(broker_url: str, work: Path, n: int, app_id: str, table: bool,
+                timeout: float = 300) -> tuple[float, int]:
+    """Run bench.stock_faust in a child process until it has processed n messages."""
+    out = work / f"{app_id}.json"
+    cmd = [sys.executable, "-m", "bench.stock_faust", "--broker", broker_url, "--app-id", app_id,
+           "--n", str(n), "--out", str(out), "--data-dir", str(work / app_id),
+           *(["--table"] if table else [])]
+    return _child_rate(cmd, out, work / f"{app_id}.log", "stock Faust agent", n, timeout)
 
 
 PEER_TOPIC = "bench-quix"
@@ -115,32 +122,10 @@ def peer_quix(bootstrap: str, work: Path, n: int, mode: str, timeout: float = 60
         float, int]:
     """Run bench.peer_quix in a child process until its dataframe has taken n messages."""
     out = work / f"quix-{mode}.json"
-    log_path = work / f"quix-{mode}.log"
-    log = log_path.open("wb")
     cmd = [sys.executable, "-m", "bench.peer_quix", "--bootstrap", bootstrap, "--topic",
            PEER_TOPIC, "--n", str(n), "--mode", mode, "--out", str(out), "--state-dir",
            str(work / f"quix-{mode}")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    try:
-        deadline = time.monotonic() + timeout
-        while not out.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"quixstreams ({mode}) exited with {proc.returncode}: "
-                                   f"{log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"quixstreams ({mode}) did not reach {n} messages in "
-                                   f"{timeout}s")
-            time.sleep(0.05)
-        body = orjson.loads(out.read_bytes())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return float(body["seconds"]), int(body["messages"])
+    return _child_rate(cmd, out, work / f"quix-{mode}.log", f"quixstreams ({mode})", n, timeout)
 
 
 def _worker_rate(worker: Worker, n: int, timeout: float, stall_s: float = 30.0) -> tuple[

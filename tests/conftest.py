@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free when the test started."""
     return _free_port()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Any]:
+    """A real Alertmanager (Debian's) on a free port, loaded with the shipped
+    ``config/alertmanager.yml``: its own API is the witness of what partnerpulse pushed."""
+    from tests.test_alertmanager_client import Alertmanager
+
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    config = (Path(__file__).resolve().parent.parent / "config" / "alertmanager.yml").read_text()
+    (tmp_path / "am").mkdir()
+    am = Alertmanager(binary, tmp_path / "am", _free_port(), config=config).start()
+    yield am
+    am.stop()
 
 
 @pytest.fixture

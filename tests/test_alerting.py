@@ -12,12 +12,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import require_binary
 from kafka import KafkaConsumer
 
 from streams.ingest.topics import ALERTS, all_topics
 from streams.runtime.kafka_admin import ensure_topics
-from streams.tools.broker import EmbeddedBroker, free_port
+from streams.tools.broker import EmbeddedBroker
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.test_alertmanager_client import Alertmanager
 from tests.test_watch import _calls
@@ -31,17 +30,6 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
         ensure_topics(running.bootstrap, all_topics(4))
         yield running
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
-    # skips locally without it, fails on CI (like every other real-component test)
-    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    config = (REPO / "config" / "alertmanager.yml").read_text()
-    (tmp_path / "am").mkdir()
-    am = Alertmanager(binary, tmp_path / "am", free_port(), config=config).start()
-    yield am
-    am.stop()
 
 
 def _asa_only_config(tmp_path: Path) -> Path:

@@ -30,6 +30,7 @@ from streams.tools.broker import EmbeddedBroker
 from tests import reference
 from tests.harness import REPO, Worker, as_messages, drain_into, kpi_series, poll, produce
 from tests.streams_gen import DAY, HOUR, _ms, random_events
+from tests.test_engine import _assert_same, _split
 
 CONFIG = REPO / "config"
 START = int(datetime(2026, 10, 19, 6, 0, tzinfo=UTC).timestamp() * 1000)
@@ -120,21 +121,6 @@ def _engine(config_dir: Path, events: list[tuple[str, dict[str, Any]]]) -> Engin
     return engine
 
 
-def _split(kpi: str) -> tuple[str, str | None]:
-    base, _, channel = kpi.partition("@")
-    return base, channel or None
-
-
-def _same(got: dict[Any, Any], want: dict[Any, reference.KpiResult]) -> int:
-    assert set(got) == set(want), sorted(set(got) ^ set(want))[:10]
-    for key, ref in want.items():
-        assert got[key].samples == ref.samples, key
-        tolerance = 0.01 if "_p90" in key[1] else 1e-9
-        assert math.isclose(got[key].value, ref.value, rel_tol=tolerance, abs_tol=1e-9), (
-            key, got[key].value, ref.value)
-    return len(want)
-
-
 def _differs_from_calendar_time(events: list[tuple[str, dict[str, Any]]], now: int) -> set[str]:
     """The ticket KPIs whose reference values change when the clocks are plain calendar time:
     what makes the comparison able to fail (a product ignoring clocks would equal the default)."""
@@ -158,14 +144,14 @@ def test_windows_months_and_channels_equal_the_reference(config_dir: Path, seed:
                 got[(p, base, w) if channel is None else (p, base, w, channel)] = v
         want: dict[Any, reference.KpiResult] = {
             **reference.compute(events, at), **reference.compute_channels(events, at)}
-        assert _same(got, want) > 150
+        assert _assert_same(got, want) > 150
     months: dict[tuple[str, ...], Any] = {}
     for p in engine.partner_ids():
         for m in engine.months_held(p):
             for k, v in engine.evaluate_month(p, m).items():
                 base, channel = _split(k)
                 months[(p, base, m) if channel is None else (p, base, m, channel)] = v
-    assert _same(months, {**reference.compute_months(events),
+    assert _assert_same(months, {**reference.compute_months(events),
                           **reference.compute_channel_months(events)}) > 150
     # every clock of the catalog moved its KPI away from calendar time
     assert _differs_from_calendar_time(events, now) >= BUSINESS | PAUSED | {

@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import require_binary
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config.catalog import ConfigError, load_config
@@ -26,7 +25,7 @@ from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
 from streams.outputs.series import URGENT_TICKET_LEFT
 from streams.runtime.kafka_admin import ensure_topics
-from streams.tools.broker import EmbeddedBroker, free_port
+from streams.tools.broker import EmbeddedBroker
 from tests import reference
 from tests.harness import REPO, Worker, as_messages, poll, produce
 from tests.streams_gen import HOUR, _ms, random_events
@@ -133,16 +132,6 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
         ensure_topics(running.bootstrap, all_topics(4))
         yield running
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
-    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    (tmp_path / "am").mkdir()
-    am = Alertmanager(binary, tmp_path / "am", free_port(),
-                      config=(REPO / "config" / "alertmanager.yml").read_text()).start()
-    yield am
-    am.stop()
 
 
 def _ticket_alerts(am: Alertmanager) -> dict[tuple[str, str], dict[str, Any]]:
