@@ -128,22 +128,26 @@ def await_reference(worker: Worker, want: Expected, timeout: float, what: str) -
 
 def restart_counts_each_event_once(broker_url: str, tmp_path: Path, events: TopicEvents,
                                    partners: list[str], what: str,
-                                   timeout: float = 120) -> tuple[int, int, int]:
+                                   timeout: float = 120,
+                                   status: dict[str, Any] | None = None) -> tuple[int, int, int]:
     """Start a fresh worker, wait until every KPI equals the reference, and check that its
     state holds each distinct accepted event exactly once (restored from the journal + accepted
-    from the input = the reference's count). Returns (restored, accepted now, distinct)."""
+    from the input = the reference's count). Returns (restored, accepted now, distinct); the
+    worker's /ready goes into ``status`` when given."""
     want = expected(events)
     final = Worker(broker_url, tmp_path, name="final").start()
     try:
         await_reference(final, want, timeout, what)
-        status = final.ready()
-        accepted_now = sum(v for k, v in status["counts"].items() if k.endswith(":accepted"))
+        ready = final.ready()
+        accepted_now = sum(v for k, v in ready["counts"].items() if k.endswith(":accepted"))
         distinct = sum(len(reference.accepted_events(
             [(t, e) for t, e in events if e["partner_id"] == p])) for p in partners)
-        assert status["recovered_events"] + accepted_now == distinct
+        assert ready["recovered_events"] + accepted_now == distinct
+        if status is not None:
+            status.update(ready)
     finally:
         final.stop()
-    return status["recovered_events"], accepted_now, distinct
+    return ready["recovered_events"], accepted_now, distinct
 
 
 def gauge(text: str, name: str) -> dict[tuple[str, ...], float]:

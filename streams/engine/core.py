@@ -38,18 +38,23 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 from streams.config.catalog import Catalog, Kpi, Partners
+from streams.engine import snapshot
 from streams.engine.bins import TargetBins
 from streams.engine.entities import EntityStore
 from streams.engine.journal import (
     CLOSED_PREFIX,
     SEP,
+    STATE_PREFIX,
     Write,
+    decode_events,
     encode_record,
     id_hash,
     read_journal,
     record_key,
+    state_key,
 )
 from streams.engine.kinds import compile_kpis
 from streams.engine.model import (
@@ -73,6 +78,17 @@ from streams.engine.windows import WindowStore
 from streams.ingest.contract import ENTITY_FIELD, ContractError, Parsed, decode
 
 HOUR_MS = 3_600_000
+
+
+class Snapshot(NamedTuple):
+    """What :meth:`Engine.snapshot` made of a partner."""
+
+    writes: list[Write]
+    """The journal writes, in order: the snapshot record (when kept) last."""
+    size: int
+    """Bytes of the snapshot record (kept or not)."""
+    kept: bool
+    """Whether the snapshot record is among the writes (False: over the size limit)."""
 
 
 class Engine:
@@ -127,6 +143,13 @@ class Engine:
                                       self._entities, samplers, self._bins, partners)
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
+        self._catalog_digest = snapshot.catalog_digest(catalog)
+        self.restore_stats: dict[str, int] = {}
+        """What the last restore took from snapshots: ``snapshots`` loaded, ``refused`` (taken
+        under another configuration or unreadable: those partners replayed every event),
+        ``events_skipped`` (covered by a snapshot) and ``events`` replayed."""
+        self.refusals: list[tuple[str, str]] = []
+        """(partner, reason) of the last restore's refused snapshots (the first 20)."""
 
     def _new_state(self, partner: str) -> PartnerState:
         st = self._windows.fill(PartnerState())
@@ -198,6 +221,8 @@ class Engine:
             self.event_clock_ms = ts
         if ts > st.last_ms:
             st.last_ms = ts
+        if ts > st.topic_last_ms.get(parsed.topic, -1):
+            st.topic_last_ms[parsed.topic] = ts
         # early-warning updates of this event, applied in catalog order at the end
         warn: list[Warn] = []
         samples = self._samples
@@ -404,17 +429,28 @@ class Engine:
                       chunk: int = 5_000) -> Iterator[int]:
         """:meth:`restore` in steps: yields the events applied so far after every ``chunk``.
 
-        Events replay in the order they were accepted (their sequence number), so the rebuilt
-        state is the one the live engine had; month snapshots are loaded first. The caller may
-        stop between steps (the state is then partial and must be dropped).
+        Month records are loaded first, then each partner's snapshot (when it was taken under
+        this configuration), then the events the snapshots do not cover replay in the order
+        they were accepted (their sequence number), so the rebuilt state is the one the live
+        engine had. The caller may stop between steps (the state is then partial and must be
+        dropped).
         """
-        snapshots, events = read_journal(records)
+        snapshots, records_read = read_journal(records)
+        states: list[tuple[str, bytes]] = []
         for partner, name, raw in snapshots:
+            if name == STATE_PREFIX:
+                states.append((partner, raw))
+                continue
             prefix, _, month = name.rpartition(":")
             if prefix + ":" == CLOSED_PREFIX:
                 self._months.load_closed(self._held(partner), MonthCalendar.parse(month), raw)
             else:
                 self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
+        covered = self._load_snapshots(states)
+        events = decode_events(records_read, covered)
+        self.restore_stats |= {"events": len(events),
+                               "events_skipped": len(records_read) - len(events)}
+        del records_read
         applied = 0
         for start in range(0, len(events), chunk):
             applied += self._replay(events[start:start + chunk])
@@ -423,6 +459,60 @@ class Engine:
             st.evicted_at = -1  # the next live event prunes and writes what a replay may not
             st.seq = max([st.seq, *st.month_seq.values()])
         yield applied
+
+    def _load_snapshots(self, states: list[tuple[str, bytes]]) -> dict[str, int]:
+        """Load the partners' snapshots that fit this configuration; partner -> the last
+        sequence number each covers (its events up to there are not replayed)."""
+        covered: dict[str, int] = {}
+        self.restore_stats = {"snapshots": 0, "refused": 0}
+        self.refusals = []
+        for partner, raw in states:
+            st = self._held(partner)
+            try:
+                digest, seq = snapshot.peek(raw)
+                if digest != self._partner_digest(st):
+                    raise snapshot.SnapshotError("taken under another catalog or partner file")
+                snapshot.load(st, raw)
+            except snapshot.SnapshotError as exc:
+                self.restore_stats["refused"] += 1
+                if len(self.refusals) < 20:
+                    self.refusals.append((partner, str(exc)))
+                continue
+            st.snap_seq = covered[partner] = seq
+            self.restore_stats["snapshots"] += 1
+            if self.event_clock_ms is None or st.last_ms > self.event_clock_ms:
+                self.event_clock_ms = st.last_ms
+            for topic, ts in st.topic_last_ms.items():
+                if ts > self.last_event_ms.get(topic, -1):
+                    self.last_event_ms[topic] = ts
+        return covered
+
+    def _partner_digest(self, st: PartnerState) -> str:
+        return snapshot.partner_digest(self._catalog_digest, st)
+
+    def snapshot(self, partner: str, wall_ms: int, max_bytes: int | None = None) -> Snapshot:
+        """The journal writes that snapshot the partner now: whatever was not drained yet,
+        the month records changed since their last snapshot, then the partner's snapshot
+        record (in that order: the snapshot is written after everything it covers). A snapshot
+        record over ``max_bytes`` is left out (the partner then restores from its events), and
+        so is every record for a partner without state."""
+        st = self.state.get(partner)
+        if st is None:
+            return Snapshot([], 0, False)
+        writes = self.drain()
+        now = st.last_ms if self.clock == "event" else wall_ms
+        self._months.snapshot(partner, st, now, writes)
+        record = snapshot.encode(st, self._partner_digest(st))
+        if max_bytes is not None and len(record) > max_bytes:
+            return Snapshot(writes, len(record), False)
+        writes.append((state_key(partner), record))
+        st.snap_seq = st.seq
+        return Snapshot(writes, len(record), True)
+
+    def unsnapshotted(self, partner: str) -> int:
+        """Events the partner accepted since its last snapshot (-1 for no state)."""
+        st = self.state.get(partner)
+        return -1 if st is None else st.seq - max(st.snap_seq, 0)
 
     def _held(self, partner: str) -> PartnerState:
         st = self.state.get(partner)
@@ -471,5 +561,18 @@ def settle_gc() -> None:
 
 
 # Names other layers import from here (the engine's public face), wherever they live now.
-__all__ = ["OPEN_ITEM_STAGES", "SEP", "Engine", "KpiValue", "MonthCalendar", "Outcome",
-           "PartnerState", "Record", "Result", "attainment", "id_hash", "settle_gc"]
+__all__ = [
+    "OPEN_ITEM_STAGES",
+    "SEP",
+    "Engine",
+    "KpiValue",
+    "MonthCalendar",
+    "Outcome",
+    "PartnerState",
+    "Record",
+    "Result",
+    "Snapshot",
+    "attainment",
+    "id_hash",
+    "settle_gc",
+]

@@ -4,12 +4,14 @@ The durable state is a journal of accepted events, one record per event keyed by
 the event_id's hash (:func:`id_hash`; deleted once the event ages past retention). One record per
 event makes each event's effect atomic in the changelog, so a crash between two writes can never
 leave half an event counted; and it is the dedup set as well. Calendar months outlive the
-journal, so each month's aggregate is a snapshot record of its own (:func:`month_key`).
+journal, so each month's aggregate is a snapshot record of its own (:func:`month_key`); and
+each partner's other state is a snapshot record (:func:`state_key`), so a restart replays only
+the events after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -24,12 +26,16 @@ MONTH_PREFIX: Final = "#month:"
 """Journal keys of month snapshots: '#' never starts an event id, so they cannot collide."""
 CLOSED_PREFIX: Final = "#closed:"
 """Journal keys of closed months: the values frozen at the close and the restatements since."""
+STATE_PREFIX: Final = "#state"
+"""The journal key of a partner's snapshot (:mod:`streams.engine.snapshot`): one per partner."""
 
 Write = tuple[bytes, bytes | None]
 """A journal write: (key, record), or (key, None) to delete."""
 
 ENCODER: Final = msgspec.msgpack.Encoder()
 _RECORD_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, Event, int])
+_SEQ_DECODER: Final = msgspec.msgpack.Decoder(tuple[str, int, int, msgspec.Raw, int])
+"""An event record with the event left undecoded: its sequence number, cheaply."""
 MONTH_DECODER: Final = msgspec.msgpack.Decoder(list[Any])
 """A month snapshot: [seq, {kpi: aggregate}] or, since evidence, [seq, {kpi: aggregate},
 {kpi: [entity ids behind misses]}]."""
@@ -65,10 +71,17 @@ def closed_key(partner: str, month_name: str) -> bytes:
     return f"{partner}{SEP}{CLOSED_PREFIX}{month_name}".encode()
 
 
+def state_key(partner: str) -> bytes:
+    """The journal key of a partner's snapshot."""
+    return f"{partner}{SEP}{STATE_PREFIX}".encode()
+
+
 def split_key(key: bytes) -> tuple[str, str | None, str]:
     """(partner, month name, prefix) of a month record's key ('#month:' or '#closed:'),
-    (partner, None, '') of an event's."""
+    (partner, '', '#state') of a snapshot's, (partner, None, '') of an event's."""
     partner, _, rest = key.decode().partition(SEP)
+    if rest == STATE_PREFIX:
+        return partner, "", STATE_PREFIX
     for prefix in (MONTH_PREFIX, CLOSED_PREFIX):
         if rest.startswith(prefix):
             return partner, rest[len(prefix):], prefix
@@ -86,18 +99,32 @@ def decode_record(raw: bytes) -> tuple[int, Parsed]:
 
 
 def read_journal(records: Iterable[tuple[bytes, bytes]],
-                 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[int, Parsed]]]:
-    """Journal (key, record) pairs in any order, sorted out: the month records as (partner,
-    prefix + month name, e.g. '#closed:2026-10', record) in the order read, and the events as
-    (sequence number, event) in the order they were accepted (by partner, then sequence
-    number)."""
+                 ) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, bytes]]]:
+    """Journal (key, record) pairs in any order, sorted out, nothing decoded yet: the month
+    and snapshot records as (partner, prefix + month name, e.g. '#closed:2026-10' or '#state',
+    record) in the order read, and the event records as (partner, record)."""
     snapshots: list[tuple[str, str, bytes]] = []
-    events: list[tuple[int, Parsed]] = []
+    events: list[tuple[str, bytes]] = []
     for key, raw in records:
         partner, month, prefix = split_key(key)
         if month is not None:
             snapshots.append((partner, prefix + month, raw))
         else:
-            events.append(decode_record(raw))
-    events.sort(key=lambda e: (e[1].event.partner_id, e[0]))
+            events.append((partner, raw))
     return snapshots, events
+
+
+def decode_events(events: Iterable[tuple[str, bytes]], after: Mapping[str, int],
+                  ) -> list[tuple[int, Parsed]]:
+    """The event records of :func:`read_journal` as (sequence number, event), in the order they
+    were accepted (by partner, then sequence number); of a partner in ``after``, only those
+    numbered after its entry (what its snapshot does not cover: the rest is never decoded
+    past its number)."""
+    out: list[tuple[int, Parsed]] = []
+    for partner, raw in events:
+        floor = after.get(partner)
+        if floor is not None and _SEQ_DECODER.decode(raw)[-1] <= floor:
+            continue
+        out.append(decode_record(raw))
+    out.sort(key=lambda e: (e[1].event.partner_id, e[0]))
+    return out

@@ -269,6 +269,11 @@ class PartnerState:
     """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
     seq: int = 0
     """Accepted events so far (each journal record carries its number: replay order)."""
+    snap_seq: int = -1
+    """``seq`` of the partner's last snapshot, written or loaded (-1: none)."""
+    topic_last_ms: dict[str, int] = field(default_factory=dict)
+    """Input topic -> largest event time accepted on it for this partner (what a snapshot
+    gives back of the engine's ``last_event_ms``)."""
     months: dict[int, dict[int, Agg]] = field(default_factory=dict)
     """Calendar month (year * 12 + month - 1) -> kpi index -> aggregate, for the report card."""
     month_seq: dict[int, int] = field(default_factory=dict)

@@ -55,6 +55,7 @@ from streams.runtime.journal_table import JournalTable
 from streams.runtime.ownership import Ownership
 from streams.runtime.recovery import Recovery
 from streams.runtime.skip_guard import SkipGuard
+from streams.runtime.snapshots import Snapshots
 from streams.runtime.views import add_views
 
 log = logging.getLogger("partnerpulse")
@@ -128,6 +129,9 @@ class Pipeline:
         """Reads again what Faust's fetch loop skips across a rebalance (skip_guard says why)."""
         self.recovery = Recovery(settings, self.engine, self.journal, self.ownership, self.skips)
         self.journal.on_recover(self.recovery.on_recover)
+        self.snapshots = Snapshots(settings, self.engine, self.journal, self.ownership)
+        """Partner snapshots in the journal: a restart replays only the events after them."""
+        self.app.timer(self.snapshots.tick_s)(self._snapshot_tick)
         # An exception in the agent stops the worker (after the events from the failing one on
         # are kept out of the commit): a restart rebuilds a consistent state from the journal
         # and reads them again. Faust's default restarts the agent, whose state may then hold
@@ -212,6 +216,13 @@ class Pipeline:
             changes = tickets.update(partner, engine.open_list(partner, now, tickets.kpis), now)
             if changes:
                 self.alerting.deliver_tickets(changes, engine.partners.tier)
+
+    async def _snapshot_tick(self) -> None:
+        """Snapshot the owned partners that are due (streams/runtime/snapshots.py)."""
+        try:
+            await self.snapshots.tick()
+        except Exception:
+            log.exception("snapshots failed; retrying at the next tick")
 
     async def _health_tick(self) -> None:
         """Event clock: partners are judged from the stream; feeds are still watched live."""
@@ -356,6 +367,7 @@ class Pipeline:
             "repartitioned": self.repartitioned,
             "refetched": {"gaps": self.skips.gaps, "events": self.skips.refetched},
             "recovery": recovery.last,
+            "snapshots": self.snapshots.status(),
             "restoring": recovery.restoring,
             "last_judged_ms": self.health.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
