@@ -28,6 +28,9 @@ from . import common
 PARTITIONS = 4
 APP_ID = "pp-bench-recovery"
 GOAL_S = 30.0
+SNAPSHOT_AGE_MS = 600_000
+"""The history's last 10 minutes of event time come after the partners' snapshots: what a
+worker with the shipped ``snapshot_interval_s`` (600 s) may have left uncovered at worst."""
 _ENTITY_FIELDS = ("ticket_id", "call_id", "order_id")
 
 
@@ -73,9 +76,29 @@ def history(partners: int, events: int, tail: int, seed: int = 17) -> tuple[
                         _encode_record(parsed, seqs[partner])))
     tail_msgs = [(topic, ev["partner_id"].encode(), orjson.dumps(ev))
                  for topic, ev in stream[events:]]
-    facts = {"base_events": len(base), "copies": copy,
-             "history_hours": (stream[events - 1][1]["ts"] - stream[0][1]["ts"]) / common.HOUR}
+    first_ts, last_ts = stream[0][1]["ts"], stream[events - 1][1]["ts"]
+    # (--quick's history lasts two minutes: its last tenth comes after the snapshots)
+    age = min(SNAPSHOT_AGE_MS, (last_ts - first_ts) // 10)
+    covered = next((i for i, (_, ev) in enumerate(stream[:events])
+                    if ev["ts"] > last_ts - age), events)
+    facts = {"base_events": len(base), "copies": copy, "covered": covered,
+             "history_hours": (last_ts - first_ts) / common.HOUR}
     return records, tail_msgs, facts
+
+
+def snapshot_records(records: list[tuple[int, bytes, bytes]], covered: int,
+                     ) -> list[tuple[int, bytes, bytes]]:
+    """The snapshot records (and the month records written with them) a worker that had
+    taken in the first ``covered`` records would have written: an engine restored from them,
+    each partner snapshotted."""
+    eng = common.engine(clock="event")
+    eng.restore((k, v) for _, k, v in records[:covered])
+    out: list[tuple[int, bytes, bytes]] = []
+    for partner in eng.partner_ids():
+        part = partition_for(partner, PARTITIONS)
+        out += [(part, key, value) for key, value in eng.snapshot(partner, 0).writes
+                if value is not None]
+    return out
 
 
 def _relabel(ev: dict[str, Any], copy: int, shift_ms: int) -> dict[str, Any]:
@@ -144,13 +167,17 @@ def run(quick: bool) -> dict[str, Any]:
     _check_same_as_engine(records, [(t, orjson.dumps(ev)) for t, ev in _first_events(
         partners, 2_000)], 2_000)
     generate_s = time.perf_counter() - started
+    t = time.perf_counter()
+    snapshots = snapshot_records(records, facts["covered"])
+    snapshot_build_s = time.perf_counter() - t
+    journal = records + snapshots
     changelog = f"{APP_ID}-journal-changelog"
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
         work = Path(tmp)
         with EmbeddedBroker(log_path=work / "broker.log") as broker:
             ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {changelog: PARTITIONS})
             t = time.perf_counter()
-            asyncio.run(_produce_changelog(broker.bootstrap, changelog, records))
+            asyncio.run(_produce_changelog(broker.bootstrap, changelog, journal))
             produce(broker.bootstrap, tail_msgs)
             produce_s = time.perf_counter() - t
             worker = Worker(broker.url, work, app_id=APP_ID, clock="event")
@@ -180,13 +207,20 @@ def run(quick: bool) -> dict[str, Any]:
     }
     ready_s = rec["restored_at"] - t_start
     total_s = t_caught - t_start
-    # Baseline, same run: Engine.restore of the same records in this process, no Faust.
+    # Baselines, same run, in this process, no Faust: Engine.restore of the same journal, and
+    # of its event records alone (every event replayed: the restore before snapshots).
     del status
     gc.collect()
     eng = common.engine(clock="event")
     t = time.perf_counter()
-    applied_bare = eng.restore((k, v) for _, k, v in records)
+    eng.restore((k, v) for _, k, v in journal)
     bare_s = time.perf_counter() - t
+    del eng
+    gc.collect()
+    eng = common.engine(clock="event")
+    t = time.perf_counter()
+    applied_full = eng.restore((k, v) for _, k, v in records)
+    full_s = time.perf_counter() - t
     del eng
     gc.collect()
     figures: dict[str, float] = {
@@ -196,14 +230,20 @@ def run(quick: bool) -> dict[str, Any]:
         "history_hours": facts["history_hours"],
         "generate_s": generate_s,
         "produce_s": produce_s,
-        "journal_records_restored": rec["applied"],
+        "snapshot_build_s": snapshot_build_s,
+        "snapshots_loaded": rec.get("snapshots", 0),
+        "snapshot_bytes_mean": (sum(len(v) for _, k, v in snapshots if k.endswith(b"#state"))
+                                / max(1, partners)),
+        "events_covered_by_snapshots": rec.get("events_covered_by_snapshots", 0),
+        "events_replayed": rec["applied"],
         "changelog_records_bulk_loaded": rec.get("bulk_loaded_records", 0),
         **phases,
         "ready_s": ready_s,
         "total_s": total_s,
         "ready_seen_by_poll_s": t_ready_seen - t_start,
         "bare_engine_restore_s": bare_s,
-        "bare_engine_restore_events_per_s": applied_bare / bare_s if bare_s else 0.0,
+        "bare_full_replay_s": full_s,
+        "bare_full_replay_events_per_s": applied_full / full_s if full_s else 0.0,
         "goal_s": GOAL_S,
     }
     restore_share = phases["engine_restore_s"] / total_s if total_s else 0.0
@@ -218,7 +258,12 @@ def run(quick: bool) -> dict[str, Any]:
             "journal on the first 2,000 events). The simulator makes at most 100,000 events "
             f"(here {facts['base_events']:,}); the history repeats them {facts['copies']} "
             "times, each copy shifted by the base's time span with event and entity ids "
-            "suffixed, so every event is distinct. Produced straight into the changelog in "
+            "suffixed, so every event is distinct. Besides them, the partners' snapshots (and "
+            "their month records) as a worker would have written them 10 minutes of event time "
+            "before the end of the history (the shipped snapshot_interval_s, 600 s): an engine "
+            f"restored from the first {facts['covered']:,} records, every partner snapshotted "
+            "(bench.recovery.snapshot_records); the events after them are replayed. "
+            "Produced straight into the changelog in "
             f"record batches (faster than through a worker), plus {tail:,} later events on the "
             "input topics (what arrived while the worker was down). Then one worker "
             "(tests.harness.Worker, --clock event, --store memory, so the whole changelog is "
@@ -230,8 +275,9 @@ def run(quick: bool) -> dict[str, Any]:
             "the broker's offsets hide (`Recovery.changelog_tail`), collecting and sorting the owned "
             "records, Engine.restore "
             "(in chunks, yielding to the loop), then catching up on the tail events (polled). "
-            "Baseline, same run: Engine.restore of the same records in the benchmark process, "
-            "no Faust."
+            "Baselines, same run, in the benchmark process, no Faust: Engine.restore of the same "
+            "journal, and of its event records alone (every event replayed, the restore "
+            "before snapshots)."
         ),
         "figures": figures,
         "ratios": {
@@ -239,6 +285,8 @@ def run(quick: bool) -> dict[str, Any]:
             "engine_restore_share_of_total": restore_share,
             "worker_restore_vs_bare_engine_restore": (phases["engine_restore_s"] / bare_s
                                                       if bare_s else 0.0),
+            "engine_restore_vs_full_replay": (phases["engine_restore_s"] / full_s
+                                              if full_s else 0.0),
         },
         "goal": f"ready and caught up < {GOAL_S:.0f} s after a restart with 1,000,000 events",
         "goal_met": bool(not quick and total_s < GOAL_S) if not quick else None,

@@ -127,5 +127,7 @@ def headline(name: str, r: dict[str, Any]) -> str:
                 f"{fmt(f['history_events'])} events = {fmt(q['total_vs_goal'])}x the goal; "
                 f"changelog load {fmt(f['changelog_bulk_load_s'])} s, "
                 f"Faust recovery {fmt(f['faust_changelog_read_s'])} s, "
-                f"Engine.restore {fmt(f['engine_restore_s'])} s")
+                f"Engine.restore {fmt(f['engine_restore_s'])} s ({fmt(f['snapshots_loaded'])} "
+                f"snapshots, {fmt(f['events_replayed'])} events replayed; every event replayed: "
+                f"{fmt(f['bare_full_replay_s'])} s)")
     return ""
