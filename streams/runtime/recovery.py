@@ -100,7 +100,7 @@ class Recovery:
             log.warning("partner %s: snapshot not used (%s); its events were replayed",
                         partner, reason)
         # journal events restored: replayed, or covered by the snapshot loaded in their place
-        self.recovered_events += applied + phases["events_covered_by_snapshots"]
+        self.recovered_events += applied + stats.get("events_skipped", 0)
         ownership.recovered(owned)
         self._keep(phases)
         log.info("recovered %d journal events (%d from the changelog tail) in %.2fs "
