@@ -85,13 +85,13 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
     return total
 
 
-def vm_rss_kib() -> int:
-    """This process' resident set size (VmRSS in /proc/self/status), KiB."""
-    with open("/proc/self/status") as fh:
+def vm_rss_kib(pid: int | str = "self") -> int:
+    """A process' resident set size (VmRSS in /proc/<pid>/status; this one's by default), KiB."""
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
 def engine(clock: str = "event", journal: bool = True) -> Engine:

@@ -120,8 +120,9 @@ def run(quick: bool) -> dict[str, Any]:
         "Meeting it needs that per-event state off the Python "
         "heap (dedup and entity records in the RocksDB-backed store, looked up on arrival) and "
         "fewer buckets (coarser resolution for 7d/30d, or 32-bit sums). (The worker's "
-        "in-memory journal store, --store memory, holds every retained event record besides "
-        "this; RocksDB keeps it on disk.)",
+        "in-memory journal store, --store memory, holds besides this each partner's snapshot "
+        "(about 0.5 MB filled) and the event records after it, having forgotten the ones the "
+        "snapshot covers; RocksDB keeps them on disk.)",
     ]
     return {
         "notes": notes,

@@ -23,7 +23,7 @@ import yaml
 from streams.config.catalog import load_config
 from streams.engine import snapshot
 from streams.engine.core import Engine, Outcome
-from streams.engine.journal import state_key
+from streams.engine.journal import CoveredEvents, decode_record, state_key
 from streams.ingest.topics import all_topics
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
@@ -116,7 +116,9 @@ def test_a_restore_from_snapshots_is_the_live_state(seed: int) -> None:
     # only the events after each partner's last snapshot were replayed
     tail = sum(live.unsnapshotted(p) for p in PARTNERS)
     assert applied == stats["events"] == tail
-    assert stats["events_skipped"] > 10 * tail
+    assert stats["records_skipped"] > 10 * tail
+    # the snapshots stand for every retained event they cover: with the tail, every record
+    assert stats["events_covered"] + tail == sum(b"\x1f#" not in key for key in journal)
     now = live.now(WALL)
     assert restored.now(WALL) == now
     assert restored.last_event_ms == live.last_event_ms
@@ -288,3 +290,41 @@ def test_sigkills_between_and_during_snapshots_count_each_event_once(
     assert recovery["events_covered_by_snapshots"] > recovery["applied"], recovery
     assert restored == recovery["events_covered_by_snapshots"] + recovery["applied"]
     assert restored > 0 and distinct >= restored
+    # the final worker's in-memory journal forgot the event records the snapshots cover
+    held = status["journal"]
+    assert held["forgotten"] >= recovery["events_covered_by_snapshots"] > 0
+    # what it holds: the events not covered (replayed, or accepted since), and per partner its
+    # snapshot and a few month records
+    not_covered = distinct - recovery["events_covered_by_snapshots"]
+    assert not_covered <= held["records"] <= not_covered + 4 * 10, (held, not_covered)
+
+
+def test_a_journal_in_memory_forgets_the_event_records_snapshots_cover() -> None:
+    """The worker's in-memory journal keeps a partner's snapshot and the event records after it;
+    the restore from what it keeps is the live state. A snapshot that does not fit keeps all."""
+    events = _events(6)
+    live, writes = _live_with_snapshots(events, 6)
+    full = _journal(writes)
+    # what should stay, worked out from the records themselves: every month and snapshot record,
+    # and the event records numbered after their partner's last snapshot
+    last = {key.split(b"\x1f")[0]: snapshot.peek(value)[1]
+            for key, value in full.items() if key.endswith(STATE)}
+    keep = {key: value for key, value in full.items()
+            if b"\x1f#" in key or decode_record(value)[0] > last[key.split(b"\x1f")[0]]}
+    held: dict[bytes, bytes] = {}
+    covered, fits = CoveredEvents(), _engine().snapshot_fits
+    for key, value in writes:
+        covered.put(held, key, value, fits)
+    assert held == keep
+    assert len(held) < len(full) / 4 and covered.forgotten >= len(full) - len(held)
+    restored = _engine()
+    restored.restore(held.items())
+    assert restored.restore_stats["snapshots"] == len(PARTNERS)
+    now = live.now(WALL)
+    _assert_same_view(_view(restored, now), _view(live, now))
+    # snapshots of another configuration forget nothing
+    kept_all: dict[bytes, bytes] = {}
+    never = CoveredEvents()
+    for key, value in writes:
+        never.put(kept_all, key, value, lambda key, value: False)
+    assert kept_all == full and never.forgotten == 0

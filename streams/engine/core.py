@@ -144,10 +144,14 @@ class Engine:
         self._warning = EarlyWarning(self.kpis, partners)
         self._replaying = False
         self._catalog_digest = snapshot.catalog_digest(catalog)
+        self._digests: dict[str, str] = {}
+        """Partner -> the digest its snapshots must carry (:meth:`snapshot_fits`)."""
         self.restore_stats: dict[str, int] = {}
         """What the last restore took from snapshots: ``snapshots`` loaded, ``refused`` (taken
         under another configuration or unreadable: those partners replayed every event),
-        ``events_skipped`` (covered by a snapshot) and ``events`` replayed."""
+        ``events_covered`` (the retained events the loaded snapshots stand for: their dedup
+        ids), ``records_skipped`` (event records read that a snapshot covers) and ``events``
+        replayed."""
         self.refusals: list[tuple[str, str]] = []
         """(partner, reason) of the last restore's refused snapshots (the first 20)."""
 
@@ -449,7 +453,7 @@ class Engine:
         covered = self._load_snapshots(states)
         events = decode_events(records_read, covered)
         self.restore_stats |= {"events": len(events),
-                               "events_skipped": len(records_read) - len(events)}
+                               "records_skipped": len(records_read) - len(events)}
         del records_read
         applied = 0
         for start in range(0, len(events), chunk):
@@ -464,7 +468,7 @@ class Engine:
         """Load the partners' snapshots that fit this configuration; partner -> the last
         sequence number each covers (its events up to there are not replayed)."""
         covered: dict[str, int] = {}
-        self.restore_stats = {"snapshots": 0, "refused": 0}
+        self.restore_stats = {"snapshots": 0, "refused": 0, "events_covered": 0}
         self.refusals = []
         for partner, raw in states:
             st = self._held(partner)
@@ -480,6 +484,8 @@ class Engine:
                 continue
             st.snap_seq = covered[partner] = seq
             self.restore_stats["snapshots"] += 1
+            # each retained event keeps its id until its record is deleted: as many as records
+            self.restore_stats["events_covered"] += len(st.seen)
             if self.event_clock_ms is None or st.last_ms > self.event_clock_ms:
                 self.event_clock_ms = st.last_ms
             for topic, ts in st.topic_last_ms.items():
@@ -489,6 +495,19 @@ class Engine:
 
     def _partner_digest(self, st: PartnerState) -> str:
         return snapshot.partner_digest(self._catalog_digest, st)
+
+    def snapshot_fits(self, key: bytes, raw: bytes) -> bool:
+        """Whether a snapshot record (journal key and record) would be loaded by a restore
+        here: its format and this configuration's digest for the partner."""
+        partner = key[:key.find(SEP.encode())].decode()
+        digest = self._digests.get(partner)
+        if digest is None:
+            st = self.state.get(partner) or self._new_state(partner)
+            digest = self._digests[partner] = self._partner_digest(st)
+        try:
+            return snapshot.peek(raw)[0] == digest
+        except snapshot.SnapshotError:
+            return False
 
     def snapshot(self, partner: str, wall_ms: int, max_bytes: int | None = None) -> Snapshot:
         """The journal writes that snapshot the partner now: whatever was not drained yet,

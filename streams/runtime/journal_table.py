@@ -13,6 +13,7 @@ changelog writes, assignment, rebalancing) stays Faust's.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -23,7 +24,12 @@ from faust.types import TP
 from yarl import URL
 
 from streams.config.kafka_auth import app_client_kwargs
+from streams.engine.journal import CoveredEvents
 from streams.runtime.kafka_admin import parse_broker_url
+
+
+def _never(key: bytes, value: bytes) -> bool:
+    return False
 
 
 class BulkLoadedMemoryStore(MemoryStore):
@@ -31,6 +37,8 @@ class BulkLoadedMemoryStore(MemoryStore):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.covered = CoveredEvents()
+        """Forgets the event records a snapshot covers (streams/engine/journal.py says why)."""
         self._offsets: dict[TP, int] = {}
         self.loaded_records = 0
         self.load_started_at = self.load_done_at = 0.0
@@ -66,7 +74,8 @@ class BulkLoadedMemoryStore(MemoryStore):
                                     fetch_max_wait_ms=100, max_partition_fetch_bytes=8 << 20,
                                     **app_client_kwargs(self.app))
         await consumer.start()
-        data = self.data
+        data, put = self.data, self.covered.put
+        fits = getattr(self.table, "snapshot_fits", _never)
         last: dict[TP, int] = {}
         try:
             parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
@@ -83,10 +92,7 @@ class BulkLoadedMemoryStore(MemoryStore):
                 empty = 0 if batch else empty + 1
                 for part, records in batch.items():
                     for record in records:
-                        if record.value is None:
-                            data.pop(record.key, None)
-                        else:
-                            data[record.key] = record.value
+                        put(data, record.key, record.value, fits)
                     self.loaded_records += len(records)
                     if records:
                         last[parts[part]] = records[-1].offset
@@ -127,14 +133,15 @@ class JournalTable(faust.Table):
             return _partitioned_rocksdb_store(RocksDBStore)(url, self.app, self, **kwargs)
         return super()._new_store_by_url(url)
 
+    snapshot_fits: Callable[[bytes, bytes], bool] = staticmethod(_never)
+    """Whether a snapshot record would be loaded by a restore here (set to the engine's
+    ``snapshot_fits``): the memory store then forgets the event records it covers."""
+
     def put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Write (or, with None, delete) one record in the local store only, on ``partition``."""
         store = self.data
         if isinstance(store, BulkLoadedMemoryStore):
-            if value is None:
-                store.data.pop(key, None)
-            else:
-                store.data[key] = value
+            store.covered.put(store.data, key, value, self.snapshot_fits)
         else:
             store.put_partition(partition, key, value)  # type: ignore[attr-defined]
 

@@ -51,7 +51,7 @@ from streams.outputs.wall import History
 from streams.runtime.alerting import Alerting
 from streams.runtime.faust_app import worker_app
 from streams.runtime.health import Health, wall_ms
-from streams.runtime.journal_table import JournalTable
+from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 from streams.runtime.ownership import Ownership
 from streams.runtime.recovery import Recovery
 from streams.runtime.skip_guard import SkipGuard
@@ -120,6 +120,7 @@ class Pipeline:
             # min.insync.replicas of the changelog topic Faust creates (its replicas: the app's)
             extra_topic_configs=replication_configs(settings.topic_min_insync_replicas),
         )
+        self.journal.snapshot_fits = self.engine.snapshot_fits
         self.app.tables.add(self.journal)
         self.ownership = Ownership(self.app, self.engine, settings.partitions,
                                    settings.max_partners)
@@ -355,6 +356,14 @@ class Pipeline:
             ],
         )
 
+    def _journal_held(self) -> dict[str, int] | None:
+        """The in-memory journal's records, and the event records it forgot as snapshots
+        covered them (None on the RocksDB store, which keeps every record on disk)."""
+        store = self.journal.data
+        if not isinstance(store, BulkLoadedMemoryStore):
+            return None
+        return {"records": len(store.data), "forgotten": store.covered.forgotten}
+
     def status(self) -> dict[str, Any]:
         """What /ready reports."""
         engine, ownership, recovery = self.engine, self.ownership, self.recovery
@@ -368,6 +377,7 @@ class Pipeline:
             "refetched": {"gaps": self.skips.gaps, "events": self.skips.refetched},
             "recovery": recovery.last,
             "snapshots": self.snapshots.status(),
+            "journal": self._journal_held(),
             "restoring": recovery.restoring,
             "last_judged_ms": self.health.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},

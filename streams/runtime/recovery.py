@@ -95,12 +95,12 @@ class Recovery:
         stats = self.engine.restore_stats
         phases["snapshots"] = stats.get("snapshots", 0)
         phases["snapshots_refused"] = stats.get("refused", 0)
-        phases["events_covered_by_snapshots"] = stats.get("events_skipped", 0)
+        phases["events_covered_by_snapshots"] = stats.get("events_covered", 0)
         for partner, reason in self.engine.refusals:
             log.warning("partner %s: snapshot not used (%s); its events were replayed",
                         partner, reason)
         # journal events restored: replayed, or covered by the snapshot loaded in their place
-        self.recovered_events += applied + stats.get("events_skipped", 0)
+        self.recovered_events += applied + stats.get("events_covered", 0)
         ownership.recovered(owned)
         self._keep(phases)
         log.info("recovered %d journal events (%d from the changelog tail) in %.2fs "
@@ -108,7 +108,7 @@ class Recovery:
                  "partitions %s, %d partners kept", applied, len(tail),
                  phases["restored_at"] - phases["recover_started_at"],
                  phases["restored_at"] - phases["collected_at"], stats.get("snapshots", 0),
-                 stats.get("events_skipped", 0), sorted(owned), len(had))
+                 stats.get("events_covered", 0), sorted(owned), len(had))
 
     def _records_to_restore(self, owned: set[int], had: set[str]) -> list[tuple[bytes, bytes]]:
         """The owned partners' journal records that are not already in memory: one decision per
