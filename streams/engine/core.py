@@ -145,7 +145,7 @@ class Engine:
         self._replaying = False
         self._catalog_digest = snapshot.catalog_digest(catalog)
         self._digests: dict[str, str] = {}
-        """Partner -> the digest its snapshots must carry (:meth:`snapshot_fits`)."""
+        """Partner -> the digest its snapshots must carry (:meth:`snapshot_covers`)."""
         self.restore_stats: dict[str, int] = {}
         """What the last restore took from snapshots: ``snapshots`` loaded, ``refused`` (taken
         under another configuration or unreadable: those partners replayed every event),
@@ -496,18 +496,20 @@ class Engine:
     def _partner_digest(self, st: PartnerState) -> str:
         return snapshot.partner_digest(self._catalog_digest, st)
 
-    def snapshot_fits(self, key: bytes, raw: bytes) -> bool:
-        """Whether a snapshot record (journal key and record) would be loaded by a restore
-        here: its format and this configuration's digest for the partner."""
+    def snapshot_covers(self, key: bytes, raw: bytes) -> int | None:
+        """The last sequence number a snapshot record (journal key and record) covers, if a
+        restore here would load it (its format, this configuration's digest for the
+        partner); None if it would not."""
         partner = key[:key.find(SEP.encode())].decode()
         digest = self._digests.get(partner)
         if digest is None:
             st = self.state.get(partner) or self._new_state(partner)
             digest = self._digests[partner] = self._partner_digest(st)
         try:
-            return snapshot.peek(raw)[0] == digest
+            theirs, seq = snapshot.peek(raw)
         except snapshot.SnapshotError:
-            return False
+            return None
+        return seq if theirs == digest else None
 
     def snapshot(self, partner: str, wall_ms: int, max_bytes: int | None = None) -> Snapshot:
         """The journal writes that snapshot the partner now: whatever was not drained yet,

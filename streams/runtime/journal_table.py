@@ -28,8 +28,8 @@ from streams.engine.journal import CoveredEvents
 from streams.runtime.kafka_admin import parse_broker_url
 
 
-def _never(key: bytes, value: bytes) -> bool:
-    return False
+def _never(key: bytes, value: bytes) -> int | None:
+    return None
 
 
 class BulkLoadedMemoryStore(MemoryStore):
@@ -75,7 +75,7 @@ class BulkLoadedMemoryStore(MemoryStore):
                                     **app_client_kwargs(self.app))
         await consumer.start()
         data, put = self.data, self.covered.put
-        fits = getattr(self.table, "snapshot_fits", _never)
+        covers = getattr(self.table, "snapshot_covers", _never)
         last: dict[TP, int] = {}
         try:
             parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
@@ -92,7 +92,7 @@ class BulkLoadedMemoryStore(MemoryStore):
                 empty = 0 if batch else empty + 1
                 for part, records in batch.items():
                     for record in records:
-                        put(data, record.key, record.value, fits)
+                        put(data, record.key, record.value, covers)
                     self.loaded_records += len(records)
                     if records:
                         last[parts[part]] = records[-1].offset
@@ -133,15 +133,15 @@ class JournalTable(faust.Table):
             return _partitioned_rocksdb_store(RocksDBStore)(url, self.app, self, **kwargs)
         return super()._new_store_by_url(url)
 
-    snapshot_fits: Callable[[bytes, bytes], bool] = staticmethod(_never)
-    """Whether a snapshot record would be loaded by a restore here (set to the engine's
-    ``snapshot_fits``): the memory store then forgets the event records it covers."""
+    snapshot_covers: Callable[[bytes, bytes], int | None] = staticmethod(_never)
+    """The last number a snapshot record covers if a restore here would load it (set to the
+    engine's ``snapshot_covers``): the memory store then forgets the event records it covers."""
 
     def put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Write (or, with None, delete) one record in the local store only, on ``partition``."""
         store = self.data
         if isinstance(store, BulkLoadedMemoryStore):
-            store.covered.put(store.data, key, value, self.snapshot_fits)
+            store.covered.put(store.data, key, value, self.snapshot_covers)
         else:
             store.put_partition(partition, key, value)  # type: ignore[attr-defined]
 

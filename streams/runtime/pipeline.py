@@ -120,7 +120,7 @@ class Pipeline:
             # min.insync.replicas of the changelog topic Faust creates (its replicas: the app's)
             extra_topic_configs=replication_configs(settings.topic_min_insync_replicas),
         )
-        self.journal.snapshot_fits = self.engine.snapshot_fits
+        self.journal.snapshot_covers = self.engine.snapshot_covers
         self.app.tables.add(self.journal)
         self.ownership = Ownership(self.app, self.engine, settings.partitions,
                                    settings.max_partners)
