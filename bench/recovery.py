@@ -189,6 +189,8 @@ def run(quick: bool) -> dict[str, Any]:
                      interval=0.05)
                 t_caught = time.time()
                 status = worker.ready()
+                assert worker.proc is not None
+                rss_kib = common.vm_rss_kib(worker.proc.pid)
             except AssertionError as exc:
                 raise RuntimeError(f"{exc}; status {worker.ready()}") from None
             finally:
@@ -209,7 +211,6 @@ def run(quick: bool) -> dict[str, Any]:
     total_s = t_caught - t_start
     # Baselines, same run, in this process, no Faust: Engine.restore of the same journal, and
     # of its event records alone (every event replayed: the restore before snapshots).
-    del status
     gc.collect()
     eng = common.engine(clock="event")
     t = time.perf_counter()
@@ -237,6 +238,8 @@ def run(quick: bool) -> dict[str, Any]:
         "events_covered_by_snapshots": rec.get("events_covered_by_snapshots", 0),
         "events_replayed": rec["applied"],
         "changelog_records_bulk_loaded": rec.get("bulk_loaded_records", 0),
+        "journal_records_held": (status.get("journal") or {}).get("records", 0),
+        "worker_rss_mib": rss_kib / 1024,
         **phases,
         "ready_s": ready_s,
         "total_s": total_s,
@@ -274,7 +277,9 @@ def run(quick: bool) -> dict[str, Any]:
             "reporting what it holds, only the last batch is read again), the changelog tail "
             "the broker's offsets hide (`Recovery.changelog_tail`), collecting and sorting the owned "
             "records, Engine.restore "
-            "(in chunks, yielding to the loop), then catching up on the tail events (polled). "
+            "(in chunks, yielding to the loop), then catching up on the tail events (polled); "
+            "then the worker's VmRSS and the records its in-memory journal holds (it forgets "
+            "the event records a snapshot covers: streams/engine/journal.py CoveredEvents). "
             "Baselines, same run, in the benchmark process, no Faust: Engine.restore of the same "
             "journal, and of its event records alone (every event replayed, the restore "
             "before snapshots)."
