@@ -4,6 +4,7 @@ code does not fit is refused, never trusted."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import pickle
@@ -336,3 +337,60 @@ def test_a_journal_in_memory_forgets_the_event_records_snapshots_cover() -> None
     for key, value in writes:
         never.put(kept_all, key, value, lambda key, value: None)
     assert kept_all == full and never.forgotten == 0
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, bytes, bytes | None]] = []
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.writes.append((partition, key, value))
+
+
+class _Ownership:
+    ready, generation = True, 0
+
+    def owns(self, partner: str) -> bool:
+        return True
+
+    def partition_of(self, partner: str) -> int:
+        return 2
+
+
+def test_which_partners_are_due_and_what_a_tick_writes() -> None:
+    from streams.config.settings import Settings
+    from streams.runtime.snapshots import Snapshots
+
+    engine = _engine()
+    _feed(engine, _events(7)[:600])
+    engine.drain()
+    pending = {p: engine.unsnapshotted(p) for p in PARTNERS}
+    assert all(n > 0 for n in pending.values())
+    limit = sorted(pending.values())[1]  # one partner below it, two at or above
+    assert sum(n < limit for n in pending.values()) == 1
+    settings = Settings(snapshot_interval_s=60, snapshot_events=limit)
+    journal, member = _Journal(), {"proven": False}
+    snaps = Snapshots(settings, engine, journal, _Ownership(),  # type: ignore[arg-type]
+                      lambda: member["proven"])
+    # due at once with snapshot_events piled up; otherwise once the interval has passed
+    t0 = time.monotonic()  # the clock the tick reads
+    for p, n in pending.items():
+        assert snaps.due(p, t0) is (n >= limit)
+    quiet = [p for p, n in pending.items() if n < limit]
+    assert all(not snaps.due(p, t0 + 59.0) and snaps.due(p, t0 + 60.0) for p in quiet)
+    # a worker whose membership is not proven writes nothing
+    asyncio.run(snaps.tick())
+    assert journal.writes == [] and snaps.written == 0
+    member["proven"] = True
+    asyncio.run(snaps.tick())
+    due_now = [p for p, n in pending.items() if n >= limit]
+    states = [key for _, key, _ in journal.writes if key.endswith(STATE)]
+    assert states == [state_key(p) for p in sorted(due_now)] and snaps.written == len(due_now)
+    assert {part for part, _, _ in journal.writes} == {2}
+    assert all(engine.unsnapshotted(p) == 0 for p in due_now)
+    # too large: not written, not tried again before the interval
+    snaps.max_bytes = 100
+    p = quiet[0]
+    assert engine.unsnapshotted(p) > 0
+    assert not snaps.write(p) and snaps.too_large == 1
+    assert not snaps.due(p, time.monotonic())

@@ -79,6 +79,13 @@ class MembershipFence:
             return Membership.HOLD
         return Membership.OK
 
+    def proven(self) -> bool:
+        """Whether this worker is provably still a member of its group now (a write made now,
+        outside a batch, is not a zombie's)."""
+        coordinator = self._coordinator
+        return (coordinator is not None and coordinator.member_id != ""
+                and time.monotonic() - self._last_ok < self.lease_s)
+
     async def admit(self, events: Sequence[Any]) -> bool:
         """Wait until the batch may be applied (True), or until it must be dropped (False)."""
         generations = {event.message.generation_id for event in events}

@@ -130,7 +130,8 @@ class Pipeline:
         """Reads again what Faust's fetch loop skips across a rebalance (skip_guard says why)."""
         self.recovery = Recovery(settings, self.engine, self.journal, self.ownership, self.skips)
         self.journal.on_recover(self.recovery.on_recover)
-        self.snapshots = Snapshots(settings, self.engine, self.journal, self.ownership)
+        self.snapshots = Snapshots(settings, self.engine, self.journal, self.ownership,
+                                   self.app.fence.proven)
         """Partner snapshots in the journal: a restart replays only the events after them."""
         self.app.timer(self.snapshots.tick_s)(self._snapshot_tick)
         # An exception in the agent stops the worker (after the events from the failing one on

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from streams.config.settings import Settings
 from streams.engine.core import Engine
@@ -26,8 +27,12 @@ class Snapshots:
     """Decides which owned partners are due for a snapshot and writes theirs."""
 
     def __init__(self, settings: Settings, engine: Engine, journal: JournalTable,
-                 ownership: Ownership) -> None:
+                 ownership: Ownership, member: Callable[[], bool] = lambda: True) -> None:
         self.engine = engine
+        self.member = member
+        """Whether the worker's group membership is proven now (the fence): a zombie, paused
+        past its session and resumed, must not write a snapshot of a state another worker now
+        moves on from."""
         self.journal = journal
         self.ownership = ownership
         self.interval_s = settings.snapshot_interval_s
@@ -74,8 +79,8 @@ class Snapshots:
         for gone in [p for p in self._since if p not in held]:
             del self._since[gone]
         for partner in sorted(held):
-            if ownership.generation != generation or not ownership.ready:
-                return  # revoked meanwhile: the next owner snapshots them
+            if ownership.generation != generation or not ownership.ready or not self.member():
+                return  # revoked meanwhile, or membership unproven: the owner snapshots them
             if ownership.owns(partner) and self.due(partner, time.monotonic()):
                 self.write(partner)
                 await asyncio.sleep(0)
