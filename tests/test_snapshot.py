@@ -394,3 +394,17 @@ def test_which_partners_are_due_and_what_a_tick_writes() -> None:
     assert engine.unsnapshotted(p) > 0
     assert not snaps.write(p) and snaps.too_large == 1
     assert not snaps.due(p, time.monotonic())
+
+
+def test_the_keys_a_journal_in_memory_lists_stay_bounded_without_snapshots() -> None:
+    """A partner never snapshotted (too large) whose records are written and deleted for ever:
+    the keys listed for it stay within twice its live records (and the compaction floor)."""
+    data: dict[bytes, bytes] = {}
+    covered = CoveredEvents()
+    for i in range(20_000):
+        key = f"acme\x1f{i:016x}".encode()
+        covered.put(data, key, b"r", lambda key, value: None)
+        if i >= 100:  # retention deletes the oldest: 100 live records at any time
+            covered.put(data, f"acme\x1f{i - 100:016x}".encode(), None, lambda key, value: None)
+    assert len(data) == 100
+    assert len(covered._held[b"acme"]) <= max(CoveredEvents.COMPACT_AT, 2 * len(data))

@@ -149,9 +149,15 @@ class CoveredEvents:
     forgets nothing: that partner is rebuilt from every event.
     """
 
+    COMPACT_AT: Final = 1024
+    """A partner's list of keys is compacted (keys deleted meanwhile, listed twice) once it
+    reaches this length, then twice its length after each compaction: a partner that is never
+    snapshotted (its snapshot too large) keeps a list bounded by its live records."""
+
     def __init__(self) -> None:
         self._held: dict[bytes, list[bytes]] = {}
         """Partner (key prefix) -> keys of its event records put and not forgotten yet."""
+        self._compact_at: dict[bytes, int] = {}
         self.forgotten = 0
         """Event records forgotten so far."""
 
@@ -167,16 +173,20 @@ class CoveredEvents:
         cut = key.find(_SEP_BYTE)
         partner = key[:cut]
         if key[cut + 1:cut + 2] != b"#":  # an event record (a hex hash follows the separator)
-            self._held.setdefault(partner, []).append(key)
+            held = self._held.setdefault(partner, [])
+            held.append(key)
+            if len(held) >= self._compact_at.get(partner, self.COMPACT_AT):
+                held[:] = [k for k in dict.fromkeys(held) if k in data]
+                self._compact_at[partner] = max(self.COMPACT_AT, 2 * len(held))
             return
         if key[cut + 1:] != _STATE_SUFFIX:
             return
         last = covers(key, value)
-        held = self._held.get(partner)
-        if last is None or not held:
+        listed = self._held.get(partner)
+        if last is None or not listed:
             return
         kept = []
-        for old in held:
+        for old in listed:
             raw = data.get(old)
             if raw is None:
                 continue  # deleted meanwhile, or listed twice
