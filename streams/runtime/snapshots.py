@@ -76,8 +76,9 @@ class Snapshots:
             return
         generation = ownership.generation
         held = set(self.engine.partner_ids())
-        for gone in [p for p in self._since if p not in held]:
-            del self._since[gone]
+        for memo in (self._since, self._not_before):  # partners gone with a revocation
+            for gone in [p for p in memo if p not in held]:
+                del memo[gone]
         for partner in sorted(held):
             if ownership.generation != generation or not ownership.ready or not self.member():
                 return  # revoked meanwhile, or membership unproven: the owner snapshots them
