@@ -145,7 +145,7 @@ class Engine:
         self._replaying = False
         self._catalog_digest = snapshot.catalog_digest(catalog)
         self._digests: dict[str, str] = {}
-        """Partner -> the digest its snapshots must carry (:meth:`snapshot_covers`)."""
+        """Partner -> the digest its snapshots carry (:meth:`_digest`)."""
         self.restore_stats: dict[str, int] = {}
         """What the last restore took from snapshots: ``snapshots`` loaded, ``refused`` (taken
         under another configuration or unreadable: those partners replayed every event),
@@ -474,7 +474,7 @@ class Engine:
             st = self._held(partner)
             try:
                 digest, seq = snapshot.peek(raw)
-                if digest != self._partner_digest(st):
+                if digest != self._digest(partner):
                     raise snapshot.SnapshotError("taken under another catalog or partner file")
                 snapshot.load(st, raw)
             except snapshot.SnapshotError as exc:
@@ -493,23 +493,25 @@ class Engine:
                     self.last_event_ms[topic] = ts
         return covered
 
-    def _partner_digest(self, st: PartnerState) -> str:
-        return snapshot.partner_digest(self._catalog_digest, st)
+    def _digest(self, partner: str) -> str:
+        """The digest the partner's snapshots carry under this configuration: of what a fresh
+        state of it derives from the catalog and the partner file (fixed for the process)."""
+        digest = self._digests.get(partner)
+        if digest is None:
+            st = self.state.get(partner) or self._new_state(partner)
+            digest = self._digests[partner] = snapshot.partner_digest(self._catalog_digest, st)
+        return digest
 
     def snapshot_covers(self, key: bytes, raw: bytes) -> int | None:
         """The last sequence number a snapshot record (journal key and record) covers, if a
         restore here would load it (its format, this configuration's digest for the
         partner); None if it would not."""
         partner = key[:key.find(SEP.encode())].decode()
-        digest = self._digests.get(partner)
-        if digest is None:
-            st = self.state.get(partner) or self._new_state(partner)
-            digest = self._digests[partner] = self._partner_digest(st)
         try:
             theirs, seq = snapshot.peek(raw)
         except snapshot.SnapshotError:
             return None
-        return seq if theirs == digest else None
+        return seq if theirs == self._digest(partner) else None
 
     def snapshot(self, partner: str, wall_ms: int, max_bytes: int | None = None) -> Snapshot:
         """The journal writes that snapshot the partner now: whatever was not drained yet,
@@ -523,7 +525,7 @@ class Engine:
         writes = self.drain()
         now = st.last_ms if self.clock == "event" else wall_ms
         self._months.snapshot(partner, st, now, writes)
-        record = snapshot.encode(st, self._partner_digest(st))
+        record = snapshot.encode(st, self._digest(partner))
         if max_bytes is not None and len(record) > max_bytes:
             return Snapshot(writes, len(record), False)
         writes.append((state_key(partner), record))
