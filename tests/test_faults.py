@@ -129,13 +129,15 @@ def await_reference(worker: Worker, want: Expected, timeout: float, what: str) -
 def restart_counts_each_event_once(broker_url: str, tmp_path: Path, events: TopicEvents,
                                    partners: list[str], what: str,
                                    timeout: float = 120,
-                                   status: dict[str, Any] | None = None) -> tuple[int, int, int]:
-    """Start a fresh worker, wait until every KPI equals the reference, and check that its
-    state holds each distinct accepted event exactly once (restored from the journal + accepted
-    from the input = the reference's count). Returns (restored, accepted now, distinct); the
-    worker's /ready goes into ``status`` when given."""
+                                   status: dict[str, Any] | None = None,
+                                   name: str = "final") -> tuple[int, int, int]:
+    """Start a worker with the shipped settings (a fresh one unless ``name`` is of a worker
+    that ran before: its data directory is then reused), wait until every KPI equals the
+    reference, and check that its state holds each distinct accepted event exactly once
+    (restored from the journal + accepted from the input = the reference's count). Returns
+    (restored, accepted now, distinct); the worker's /ready goes into ``status`` when given."""
     want = expected(events)
-    final = Worker(broker_url, tmp_path, name="final").start()
+    final = Worker(broker_url, tmp_path, name=name).start()
     try:
         await_reference(final, want, timeout, what)
         ready = final.ready()

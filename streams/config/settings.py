@@ -234,6 +234,14 @@ class Settings(KafkaClientSettings):
     snapshotted (logged, counted in /ready) and restarts from its events as before. Below the
     1 MB Kafka's topics and Faust's producer take by default."""
 
+    checkpoint_interval_s: float = Field(default=300.0, gt=0)
+    """How often the in-memory journal's changelog partitions that changed are checkpointed to
+    ``data_dir`` (streams/runtime/checkpoints.py), besides once after each recovery: a restart
+    on the same disk reads each partition from its checkpoint on, at most about this long of
+    journal writes, instead of from the beginning. Each pass holds the ingest agent until the
+    journal writes on their way are acknowledged (milliseconds), then writes the files in a
+    thread: about the size of the journal the worker holds."""
+
     fetch_max_wait_s: float = Field(default=0.1, gt=0, le=1.5)
     """Longest a consumer fetch waits at the broker for data: a floor under the event-to-alert
     latency on brokers that hold a fetch for its whole wait (Faust's own setting is 1.5 s)."""

@@ -12,8 +12,11 @@ changelog writes, assignment, rebalancing) stays Faust's.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -24,8 +27,14 @@ from faust.types import TP
 from yarl import URL
 
 from streams.config.kafka_auth import app_client_kwargs
-from streams.engine.journal import CoveredEvents
+from streams.engine.journal import SEP, STATE_PREFIX, CoveredEvents
+from streams.runtime import checkpoint_file
 from streams.runtime.kafka_admin import parse_broker_url
+
+log = logging.getLogger("partnerpulse")
+
+_STATE_END = f"{SEP}{STATE_PREFIX}".encode()
+"""How a snapshot record's key ends."""
 
 
 def _never(key: bytes, value: bytes) -> int | None:
@@ -43,6 +52,37 @@ class BulkLoadedMemoryStore(MemoryStore):
         self.loaded_records = 0
         self.load_started_at = self.load_done_at = 0.0
         """Wall times (epoch s) of the last bulk load."""
+        self.assigned: set[TP] = set()
+        """The changelog partitions assigned to this worker (active or standby)."""
+        self.checkpoint_dir: Path | None = None
+        """Where the changelog partitions' checkpoints are (streams/runtime/checkpoint_file.py);
+        None: no checkpoint is read or written."""
+        self.last_record: dict[TP, tuple[int, bytes]] = {}
+        """Per assigned changelog partition: the offset and key of the newest record known to
+        be in the changelog and in this store (read by the bulk load, or written and acked)."""
+        self.sent: dict[int, int] = {}
+        self.acked: dict[int, int] = {}
+        """Changelog writes per partition sent, and acknowledged by the broker: equal, nothing
+        this store holds is still on its way (a checkpoint may then be taken)."""
+        self.checkpoint_loads: dict[str, int] = {"loaded": 0, "refused": 0, "records": 0}
+        """Checkpoints the bulk loads used, refused, and the records they brought."""
+        self.checkpoint_refusals: list[tuple[int, str]] = []
+        """(partition, why) of the checkpoints the last bulk load refused."""
+
+    def note_sent(self, partition: int) -> None:
+        """A changelog write to ``partition`` was handed to the producer."""
+        self.sent[partition] = self.sent.get(partition, 0) + 1
+
+    def note_acked(self, tp: TP, offset: int, key: bytes) -> None:
+        """The broker acknowledged a changelog write: it is at ``offset``."""
+        self.acked[tp.partition] = self.acked.get(tp.partition, 0) + 1
+        known = self.last_record.get(tp)
+        if tp in self.assigned and (known is None or offset > known[0]):
+            self.last_record[tp] = (offset, key)
+
+    def in_flight(self, partition: int) -> int:
+        """Changelog writes to ``partition`` not acknowledged yet."""
+        return self.sent.get(partition, 0) - self.acked.get(partition, 0)
 
     def persisted_offset(self, tp: TP) -> int | None:
         """The changelog offset up to which this store holds the partition (None: none of it)."""
@@ -59,7 +99,9 @@ class BulkLoadedMemoryStore(MemoryStore):
         topic = self.table.changelog_topic.get_topic_name()
         for tp in revoked:
             self._offsets.pop(tp, None)
+            self.last_record.pop(tp, None)
         todo = sorted(tp for tp in assigned if tp.topic == topic)
+        self.assigned = set(todo)
         if todo:
             await self._load(todo)
 
@@ -80,9 +122,12 @@ class BulkLoadedMemoryStore(MemoryStore):
         try:
             parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
             consumer.assign(list(parts))
+            self.checkpoint_refusals = []
             for part, tp in parts.items():
                 if tp in self._offsets:
                     consumer.seek(part, self._offsets[tp] + 1)
+                elif (held := await self._from_checkpoint(consumer, part, tp, covers)) is not None:
+                    last[tp] = held  # the consumer now stands just past the checkpoint
                 else:
                     await consumer.seek_to_beginning(part)
             # until two fetches come back empty: the embedded broker's end offsets understate
@@ -96,6 +141,7 @@ class BulkLoadedMemoryStore(MemoryStore):
                     self.loaded_records += len(records)
                     if records:
                         last[parts[part]] = records[-1].offset
+                        self.last_record[parts[part]] = (records[-1].offset, records[-1].key)
             ends = await consumer.end_offsets(list(parts))
         finally:
             await consumer.stop()
@@ -109,6 +155,68 @@ class BulkLoadedMemoryStore(MemoryStore):
             else:
                 self._offsets.pop(tp, None)
         self.load_done_at = time.time()
+
+    async def _from_checkpoint(self, consumer: AIOKafkaConsumer, part: TopicPartition, tp: TP,
+                               covers: Callable[[bytes, bytes], int | None]) -> int | None:
+        """Load the partition's checkpoint if it can stand for the changelog up to its offset;
+        then the consumer is positioned after that offset. Returns the offset, or None (the
+        reason kept in :attr:`checkpoint_refusals`): the partition is then read whole.
+
+        Usable when the file is whole, is of this partition, every snapshot record in it fits
+        this configuration (a refused snapshot means a replay of every event of its partner,
+        and the file holds only those no snapshot covered), and the changelog still has the
+        file's last record at its offset (not a topic recreated since, nor one of another
+        broker: then the file is stale, whatever its offsets say).
+        """
+        if self.checkpoint_dir is None:
+            return None
+        path = checkpoint_file.path_for(self.checkpoint_dir, tp.topic, tp.partition)
+        if not path.exists():
+            return None
+        why = ""
+        try:
+            ckpt = await asyncio.to_thread(checkpoint_file.read, path)
+        except checkpoint_file.CheckpointError as exc:
+            why = str(exc)
+        else:
+            if (ckpt.topic, ckpt.partition) != (tp.topic, tp.partition):
+                why = f"it is of {ckpt.topic}[{ckpt.partition}]"
+            elif any(covers(key, value) is None for key, value in ckpt.records
+                     if key.endswith(_STATE_END)):
+                why = "a snapshot in it does not fit this configuration"
+            else:
+                why = await self._check_offset(consumer, part, ckpt.offset, ckpt.key)
+        if why:
+            self.checkpoint_loads["refused"] += 1
+            self.checkpoint_refusals.append((tp.partition, why))
+            log.warning("journal checkpoint of partition %d not used (%s): the partition is "
+                        "read from the beginning", tp.partition, why)
+            return None
+        put, data = self.covered.put, self.data
+        for key, value in ckpt.records:
+            put(data, key, value, covers)
+        self.checkpoint_loads["loaded"] += 1
+        self.checkpoint_loads["records"] += len(ckpt.records)
+        self.last_record[tp] = (ckpt.offset, ckpt.key)
+        return ckpt.offset
+
+    @staticmethod
+    async def _check_offset(consumer: AIOKafkaConsumer, part: TopicPartition, offset: int,
+                            key: bytes) -> str:
+        """Why the changelog does not have ``key`` at ``offset`` ("" if it does); the consumer
+        is left just after it."""
+        consumer.seek(part, offset)
+        for _ in range(3):  # until the record arrives, or fetches come back empty
+            got = await consumer.getmany(part, timeout_ms=300, max_records=1)
+            records = got.get(part, [])
+            if records:
+                record = records[0]
+                if record.offset != offset:
+                    return f"the changelog has no record at offset {offset} (compacted, or another topic)"
+                if record.key != key:
+                    return f"the changelog's record at offset {offset} is another one (another topic)"
+                return ""
+        return f"the changelog ends before offset {offset} (another topic)"
 
 
 class JournalTable(faust.Table):
@@ -153,11 +261,22 @@ class JournalTable(faust.Table):
         backlog), and the changelog then still says when each event was journalled.
         """
         self.put_local(partition, key, value)
+        store = self.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            store.note_sent(partition)
         return self.changelog_topic.send_soon(
             key=key, value=value, partition=partition, timestamp=time.time(),
             key_serializer=self.key_serializer,
             value_serializer="raw" if value is None else self.value_serializer,
-            callback=self._on_changelog_sent, eager_partitioning=True)
+            callback=self._on_journal_sent, eager_partitioning=True)
+
+    def _on_journal_sent(self, fut: Any) -> None:
+        """Faust's changelog callback, and the memory store told where the record landed."""
+        self._on_changelog_sent(fut)
+        store = self.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            meta = fut.result()
+            store.note_acked(meta.topic_partition, meta.offset, fut.message.key)
 
 
 def _partitioned_rocksdb_store(base: type) -> type:

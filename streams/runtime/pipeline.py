@@ -22,6 +22,7 @@ web views (``views``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -49,6 +50,7 @@ from streams.outputs.alertmanager import AlertFanout
 from streams.outputs.exporter import KpiCollector, make_registry
 from streams.outputs.wall import History
 from streams.runtime.alerting import Alerting
+from streams.runtime.checkpoints import Checkpoints
 from streams.runtime.faust_app import worker_app
 from streams.runtime.health import Health, wall_ms
 from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
@@ -121,6 +123,9 @@ class Pipeline:
             extra_topic_configs=replication_configs(settings.topic_min_insync_replicas),
         )
         self.journal.snapshot_covers = self.engine.snapshot_covers
+        store = self.journal.data
+        if isinstance(store, BulkLoadedMemoryStore):
+            store.checkpoint_dir = settings.data_dir / "checkpoints"
         self.app.tables.add(self.journal)
         self.ownership = Ownership(self.app, self.engine, settings.partitions,
                                    settings.max_partners)
@@ -134,6 +139,13 @@ class Pipeline:
                                    self.app.fence.proven)
         """Partner snapshots in the journal: a restart replays only the events after them."""
         self.app.timer(self.snapshots.tick_s)(self._snapshot_tick)
+        self.journal_lock = asyncio.Lock()
+        """Held by the agent around each batch, and by a checkpoint while it waits for the
+        journal writes on their way (streams/runtime/checkpoints.py)."""
+        self.checkpoints = Checkpoints(settings, self.journal, self.ownership, self.journal_lock,
+                                       self.app.fence.proven)
+        """The journal's checkpoints on disk: a restart reads the changelog from them on."""
+        self.app.timer(self.checkpoints.tick_s)(self._checkpoint_tick)
         # An exception in the agent stops the worker (after the events from the failing one on
         # are kept out of the commit): a restart rebuilds a consistent state from the journal
         # and reads them again. Faust's default restarts the agent, whose state may then hold
@@ -226,6 +238,13 @@ class Pipeline:
         except Exception:
             log.exception("snapshots failed; retrying at the next tick")
 
+    async def _checkpoint_tick(self) -> None:
+        """Checkpoint the journal's partitions that are due (streams/runtime/checkpoints.py)."""
+        try:
+            await self.checkpoints.tick()
+        except Exception:
+            log.exception("journal checkpoints failed; retrying at the next tick")
+
     async def _health_tick(self) -> None:
         """Event clock: partners are judged from the stream; feeds are still watched live."""
         if not self.ownership.ready:
@@ -244,16 +263,17 @@ class Pipeline:
         # acks the batch's events after the body returns, so a crash mid-batch replays them.
         within = self.settings.batch_within_s
         batches = cast(faust.Stream, stream).take_events(BATCH, within=within)  # not on StreamT
-        fence = self.app.fence
+        fence, lock = self.app.fence, self.journal_lock
         async for events in batches:
             # a worker whose partitions went to another one (a zombie) must not write
             if not await fence.admit(events):
                 self._unacknowledged(events, 0, "dropped unapplied: no longer a group member")
                 continue
-            if self.skips.expected:
-                await self._process_after_rebalance(events)
-            else:
-                self._process(events)
+            async with lock:  # not while a checkpoint waits for the journal's writes
+                if self.skips.expected:
+                    await self._process_after_rebalance(events)
+                else:
+                    self._process(events)
 
     async def _process_after_rebalance(self, events: Sequence[EventT]) -> None:
         """Process a batch that may hold a partition's first event since the recovery: a gap
@@ -378,6 +398,7 @@ class Pipeline:
             "refetched": {"gaps": self.skips.gaps, "events": self.skips.refetched},
             "recovery": recovery.last,
             "snapshots": self.snapshots.status(),
+            "checkpoints": self.checkpoints.status(),
             "journal": self._journal_held(),
             "restoring": recovery.restoring,
             "last_judged_ms": self.health.last_judged_ms,
