@@ -37,7 +37,10 @@ log = logging.getLogger("partnerpulse")
 
 QUIET_S = 1.0
 """Longest the agent is held off waiting for the producer to deliver the journal writes on
-their way; past it the checkpoint is tried again at the next tick."""
+their way; past it the checkpoint is tried again after :data:`RETRY_S`."""
+
+RETRY_S = 30.0
+"""Wait before trying again a pass that could not be taken (each try may hold the agent)."""
 
 
 class Checkpoints:
@@ -58,6 +61,8 @@ class Checkpoints:
         """The assignment generation last checkpointed: a new one is checkpointed at once."""
         self._last_at = 0.0
         """Monotonic time of the last checkpoint pass."""
+        self._retry_at = 0.0
+        """Monotonic time before which a pass that could not be taken is not tried again."""
         self._offsets: dict[int, int] = {}
         """Partition -> the offset its last checkpoint file stands at."""
         self.written = 0
@@ -83,11 +88,15 @@ class Checkpoints:
         if not own.ready:
             return
         now = time.monotonic()
-        if own.generation == self._generation and now - self._last_at < self.interval_s:
+        if now < self._retry_at or (own.generation == self._generation
+                                    and now - self._last_at < self.interval_s):
             return
+        generation = own.generation
         if await self.take():
-            self._generation = own.generation
+            self._generation = generation
             self._last_at = now
+        else:  # not now (busy, unproven membership): not at every tick either
+            self._retry_at = now + RETRY_S
 
     async def take(self) -> bool:
         """Checkpoint every owned partition whose changelog moved since its last checkpoint;
@@ -103,7 +112,8 @@ class Checkpoints:
         topic = self.journal.changelog_topic.get_topic_name()
         async with self.lock:
             deadline = time.monotonic() + QUIET_S
-            while any(store.in_flight(p) for p in own.owned):
+            parts = own.owned - store.failed  # (a failed write is never acknowledged)
+            while any(store.in_flight(p) for p in parts):
                 if time.monotonic() > deadline:
                     self.busy += 1
                     return False
@@ -112,7 +122,7 @@ class Checkpoints:
                 return False
             # from here to the end of the block nothing awaits: records and offsets agree
             todo: dict[int, tuple[int, bytes]] = {}
-            for p in own.owned:
+            for p in own.owned - store.failed:
                 last = store.last_record.get(TP(topic, p))
                 if last is not None and last[0] != self._offsets.get(p):
                     todo[p] = last

@@ -64,6 +64,8 @@ class BulkLoadedMemoryStore(MemoryStore):
         self.acked: dict[int, int] = {}
         """Changelog writes per partition sent, and acknowledged by the broker: equal, nothing
         this store holds is still on its way (a checkpoint may then be taken)."""
+        self.failed: set[int] = set()
+        """Partitions with a changelog write that failed (:meth:`note_failed`)."""
         self.checkpoint_loads: dict[str, int] = {"loaded": 0, "refused": 0, "records": 0}
         """Checkpoints the bulk loads used, refused, and the records they brought."""
         self.checkpoint_refusals: list[tuple[int, str]] = []
@@ -79,6 +81,11 @@ class BulkLoadedMemoryStore(MemoryStore):
         known = self.last_record.get(tp)
         if tp in self.assigned and (known is None or offset > known[0]):
             self.last_record[tp] = (offset, key)
+
+    def note_failed(self, partition: int) -> None:
+        """A changelog write to ``partition`` failed: this store holds a record the changelog
+        does not, so the partition is never checkpointed again by this process."""
+        self.failed.add(partition)
 
     def in_flight(self, partition: int) -> int:
         """Changelog writes to ``partition`` not acknowledged yet."""
@@ -271,12 +278,16 @@ class JournalTable(faust.Table):
             callback=self._on_journal_sent, eager_partitioning=True)
 
     def _on_journal_sent(self, fut: Any) -> None:
-        """Faust's changelog callback, and the memory store told where the record landed."""
-        self._on_changelog_sent(fut)
+        """Faust's changelog callback, and the memory store told where the record landed (or
+        that it never will)."""
         store = self.data
         if isinstance(store, BulkLoadedMemoryStore):
-            meta = fut.result()
-            store.note_acked(meta.topic_partition, meta.offset, fut.message.key)
+            if fut.cancelled() or fut.exception() is not None:
+                store.note_failed(fut.message.partition)
+            else:
+                meta = fut.result()
+                store.note_acked(meta.topic_partition, meta.offset, fut.message.key)
+        self._on_changelog_sent(fut)
 
 
 def _partitioned_rocksdb_store(base: type) -> type:
