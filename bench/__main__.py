@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import common, e2e, engine, latency, memory, metrics, percentile, recovery, report
+from . import common, e2e, engine, latency, memory, metrics, percentile, recovery, report, restart
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "engine": engine.run,
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "e2e": e2e.run,
     "latency": latency.run,
     "recovery": recovery.run,
+    "restart": restart.run,
 }
 REPO = Path(__file__).resolve().parent.parent
 

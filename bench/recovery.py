@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
+import signal
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,15 +17,18 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.engine.core import Engine
 from streams.engine.journal import encode_record as _encode_record
 from streams.engine.journal import id_hash
 from streams.engine.journal import record_key as _record_key
 from streams.ingest.contract import decode
 from streams.ingest.topics import all_topics, partition_for
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from streams.tools.simulator import Simulator
-from tests.harness import Worker, poll, produce
+from tests.harness import Worker, flat_values, kpi_series, poll, produce
 
 from . import common
 
@@ -162,7 +169,7 @@ async def _produce_changelog(bootstrap: str, topic: str,
 def run(quick: bool) -> dict[str, Any]:
     events, tail, partners = (10_000, 300, 100) if quick else (1_000_000, 5_000, 1_000)
     started = time.perf_counter()
-    records, tail_msgs, facts = history(partners, events, tail)
+    records, tail_msgs, facts = history(partners, events, 2 * tail)
     # the same data as the worker's: compare with the engine's own journal on a prefix
     _check_same_as_engine(records, [(t, orjson.dumps(ev)) for t, ev in _first_events(
         partners, 2_000)], 2_000)
@@ -178,37 +185,16 @@ def run(quick: bool) -> dict[str, Any]:
             ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {changelog: PARTITIONS})
             t = time.perf_counter()
             asyncio.run(_produce_changelog(broker.bootstrap, changelog, journal))
-            produce(broker.bootstrap, tail_msgs)
+            produce(broker.bootstrap, tail_msgs[:tail])
             produce_s = time.perf_counter() - t
-            worker = Worker(broker.url, work, app_id=APP_ID, clock="event")
-            t_start = time.time()
-            worker.start(timeout=600)
-            t_ready_seen = time.time()
-            try:
-                poll(lambda: worker.processed() >= tail, 300, f"{tail} tail events",
-                     interval=0.05)
-                t_caught = time.time()
-                status = worker.ready()
-                assert worker.proc is not None
-                rss_kib = common.vm_rss_kib(worker.proc.pid)
-            except AssertionError as exc:
-                raise RuntimeError(f"{exc}; status {worker.ready()}") from None
-            finally:
-                worker.stop()
-    rec = status["recovery"]
-    load_start = rec.get("bulk_load_started_at", rec["assigned_at"])
-    load_done = rec.get("bulk_load_done_at", rec["assigned_at"])
-    phases = {
-        "startup_and_join_s": load_start - t_start,
-        "changelog_bulk_load_s": load_done - load_start,
-        "faust_changelog_read_s": rec["recover_started_at"] - rec["assigned_at"],
-        "changelog_tail_s": rec["tail_done_at"] - rec["recover_started_at"],
-        "collect_and_sort_s": rec["collected_at"] - rec["tail_done_at"],
-        "engine_restore_s": rec["restored_at"] - rec["collected_at"],
-        "catch_up_s": t_caught - rec["restored_at"],
-    }
-    ready_s = rec["restored_at"] - t_start
-    total_s = t_caught - t_start
+            first = _start(broker.url, work, tail)
+            # the restart: SIGKILLed once its checkpoints are on disk, more events arrive
+            # while it is down, the same worker (same data directory) starts again
+            again = _restart(broker, work, first, tail_msgs[tail:])
+    status, rec = first.status, first.status["recovery"]
+    phases = _phases(rec, first)
+    ready_s = rec["restored_at"] - first.t_start
+    total_s = first.t_caught - first.t_start
     # Baselines, same run, in this process, no Faust: Engine.restore of the same journal, and
     # of its event records alone (every event replayed: the restore before snapshots).
     gc.collect()
@@ -222,8 +208,14 @@ def run(quick: bool) -> dict[str, Any]:
     t = time.perf_counter()
     applied_full = eng.restore((k, v) for _, k, v in records)
     full_s = time.perf_counter() - t
+    # the restarted worker's values against that full replay and the tail events after it
+    for topic, _key, raw in tail_msgs:
+        eng.ingest(topic, raw, orjson.loads(raw)["ts"])
+    compared = same_values(again.metrics, eng)
     del eng
     gc.collect()
+    rec2 = again.status["recovery"]
+    restart_s = again.t_caught - again.t_start
     figures: dict[str, float] = {
         "history_events": events,
         "partners": partners,
@@ -239,14 +231,24 @@ def run(quick: bool) -> dict[str, Any]:
         "events_replayed": rec["applied"],
         "changelog_records_bulk_loaded": rec.get("bulk_loaded_records", 0),
         "journal_records_held": (status.get("journal") or {}).get("records", 0),
-        "worker_rss_mib": rss_kib / 1024,
+        "worker_rss_mib": first.rss_kib / 1024,
         **phases,
         "ready_s": ready_s,
         "total_s": total_s,
-        "ready_seen_by_poll_s": t_ready_seen - t_start,
+        "ready_seen_by_poll_s": first.t_ready_seen - first.t_start,
         "bare_engine_restore_s": bare_s,
         "bare_full_replay_s": full_s,
         "bare_full_replay_events_per_s": applied_full / full_s if full_s else 0.0,
+        **{f"restart_{k}": v for k, v in _phases(rec2, again).items()},
+        "restart_total_s": restart_s,
+        "restart_checkpoint_records": again.status["checkpoints"].get("records", 0),
+        "restart_checkpoints_loaded": again.status["checkpoints"].get("loaded", 0),
+        "restart_changelog_records_read": rec2.get("bulk_loaded_records", 0),
+        "restart_events_replayed": rec2["applied"],
+        "restart_worker_rss_mib": again.rss_kib / 1024,
+        "checkpoint_bytes": first.status["checkpoints"].get("bytes", 0),
+        "checkpoint_write_s": first.status["checkpoints"].get("last_write_s", 0.0),
+        "series_compared_with_full_replay": compared,
         "goal_s": GOAL_S,
     }
     restore_share = phases["engine_restore_s"] / total_s if total_s else 0.0
@@ -268,9 +270,10 @@ def run(quick: bool) -> dict[str, Any]:
             "(bench.recovery.snapshot_records); the events after them are replayed. "
             "Produced straight into the changelog in "
             f"record batches (faster than through a worker), plus {tail:,} later events on the "
-            "input topics (what arrived while the worker was down). Then one worker "
-            "(tests.harness.Worker, --clock event, --store memory, so the whole changelog is "
-            "read) starts; phases from its /ready `recovery` timestamps: process start to "
+            "input topics (what arrived while the worker was down). "
+            "First start: one worker (tests.harness.Worker, --clock event, shipped settings, "
+            "an empty data directory, so the whole changelog is read); phases from its /ready "
+            "`recovery` timestamps: process start to "
             "partitions assigned (startup and group join), the journal store's bulk load of "
             "its changelog partitions (streams/runtime/journal_table.py, one plain aiokafka consumer), "
             "Faust's own recovery (assignment to the table's on_recover: with the store "
@@ -280,6 +283,14 @@ def run(quick: bool) -> dict[str, Any]:
             "(in chunks, yielding to the loop), then catching up on the tail events (polled); "
             "then the worker's VmRSS and the records its in-memory journal holds (it forgets "
             "the event records a snapshot covers: streams/engine/journal.py CoveredEvents). "
+            "Restart (the `restart_` figures): once that worker has written its checkpoints "
+            "(streams/runtime/checkpoints.py, after its recovery) it is SIGKILLed, "
+            f"{tail:,} more events arrive on the input topics, and the same worker (same data "
+            "directory) starts again: it reads each changelog partition from its checkpoint on; "
+            "same phases, caught up when it has taken the new events. Its KPI series "
+            "(partnerpulse_kpi_value/samples and per channel) are then compared with an "
+            "Engine in this process that replayed every event record and took both tails "
+            "(rendered by the same exporter): the benchmark fails on any difference. "
             "Baselines, same run, in the benchmark process, no Faust: Engine.restore of the same "
             "journal, and of its event records alone (every event replayed, the restore "
             "before snapshots)."
@@ -287,6 +298,7 @@ def run(quick: bool) -> dict[str, Any]:
         "figures": figures,
         "ratios": {
             "total_vs_goal": total_s / GOAL_S,
+            "restart_vs_goal": restart_s / GOAL_S,
             "engine_restore_share_of_total": restore_share,
             "worker_restore_vs_bare_engine_restore": (phases["engine_restore_s"] / bare_s
                                                       if bare_s else 0.0),
@@ -296,6 +308,108 @@ def run(quick: bool) -> dict[str, Any]:
         "goal": f"ready and caught up < {GOAL_S:.0f} s after a restart with 1,000,000 events",
         "goal_met": bool(not quick and total_s < GOAL_S) if not quick else None,
     }
+
+
+@dataclass
+class Run:
+    """One start of the benchmark's worker, and what it said once caught up."""
+
+    worker: Worker
+    t_start: float
+    t_ready_seen: float
+    t_caught: float
+    status: dict[str, Any]
+    rss_kib: int
+    metrics: str
+
+
+def _start(broker_url: str, work: Path, tail: int, new_only: bool = False) -> Run:
+    """Start the worker (data directory ``work/worker``), wait until it has taken ``tail``
+    events (with ``new_only``, not counting the duplicates of events it had journalled but
+    not committed before a kill), and keep its /ready, VmRSS and /metrics."""
+    worker = Worker(broker_url, work, app_id=APP_ID, clock="event")
+    t_start = time.time()
+    worker.start(timeout=600)
+    t_ready_seen = time.time()
+    try:
+        def taken() -> bool:
+            counts = worker.counts()
+            return sum(n for k, n in counts.items()
+                       if not (new_only and k.endswith(":duplicate"))) >= tail
+
+        poll(taken, 300, f"{tail} tail events", interval=0.05)
+        t_caught = time.time()
+        status = worker.ready()
+        assert worker.proc is not None
+        rss_kib = common.vm_rss_kib(worker.proc.pid)
+        t = time.time()
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics",
+                                    timeout=300) as answer:  # a first scrape of many partners
+            metrics = answer.read().decode()
+        status["first_scrape_s"] = time.time() - t
+    except AssertionError as exc:
+        status = worker.ready()
+        worker.stop()
+        raise RuntimeError(f"{exc}; status {status}") from None
+    except BaseException:
+        worker.stop()  # never leave a worker of many GiB behind
+        raise
+    return Run(worker, t_start, t_ready_seen, t_caught, status, rss_kib, metrics)
+
+
+def _restart(broker: EmbeddedBroker, work: Path, first: Run,
+             more: list[tuple[str, bytes, bytes]]) -> Run:
+    """SIGKILL the first start's worker once its checkpoints are written, put ``more`` events
+    on the input topics, start it again on the same data directory."""
+    worker = first.worker
+    try:
+        # the pass after its recovery, complete: every partition's file written
+        poll(lambda: len(worker.ready()["checkpoints"]["partitions"]) == PARTITIONS, 300,
+             "checkpoints written")
+        first.status["checkpoints"] = worker.ready()["checkpoints"]
+    finally:
+        worker.kill(signal.SIGKILL)
+    produce(broker.bootstrap, more)
+    again = _start(broker.url, work, len(more), new_only=True)
+    again.worker.stop()
+    return again
+
+
+def _phases(rec: dict[str, float], run: Run) -> dict[str, float]:
+    """A start's phases from its /ready ``recovery`` timestamps."""
+    load_start = rec.get("bulk_load_started_at", rec["assigned_at"])
+    load_done = rec.get("bulk_load_done_at", rec["assigned_at"])
+    return {
+        "startup_and_join_s": load_start - run.t_start,
+        "changelog_bulk_load_s": load_done - load_start,
+        "faust_changelog_read_s": rec["recover_started_at"] - rec["assigned_at"],
+        "changelog_tail_s": rec["tail_done_at"] - rec["recover_started_at"],
+        "collect_and_sort_s": rec["collected_at"] - rec["tail_done_at"],
+        "engine_restore_s": rec["restored_at"] - rec["collected_at"],
+        "catch_up_s": run.t_caught - rec["restored_at"],
+    }
+
+
+def same_values(text: str, eng: Engine, partners: set[str] | None = None) -> int:
+    """How many KPI series (values and sample counts) the worker's /metrics ``text`` and the
+    in-process ``eng`` agree on (of ``partners``, or all); RuntimeError if they differ in any,
+    or in which exist."""
+    mine = tuple({k: v for k, v in series.items() if partners is None or k[0] in partners}
+                 for series in flat_values(kpi_series(text)))
+    collector = KpiCollector(eng, owned=lambda p: True, wall_ms=lambda: int(time.time() * 1000),
+                             watch=Watch(eng))
+    theirs = flat_values(kpi_series(collector.exposition().decode()))
+    diffs = []
+    for got, want in zip(mine, theirs, strict=True):
+        if got.keys() != want.keys():
+            diffs.append(f"series {sorted(got.keys() ^ want.keys())[:5]}")
+        diffs += [f"{k}: {got[k]} != {want[k]}" for k in got.keys() & want.keys()
+                  if not math.isclose(got[k], want[k], rel_tol=1e-9, abs_tol=1e-9)
+                  and not (math.isnan(got[k]) and math.isnan(want[k]))]
+    if diffs:
+        raise RuntimeError(f"restarted worker differs from a full replay in {len(diffs)} "
+                           f"series, e.g. {diffs[:5]}")
+    return sum(len(x) for x in mine)
 
 
 def _first_events(partners: int, n: int, seed: int = 17) -> list[tuple[str, dict[str, Any]]]:

@@ -129,5 +129,17 @@ def headline(name: str, r: dict[str, Any]) -> str:
                 f"Faust recovery {fmt(f['faust_changelog_read_s'])} s, "
                 f"Engine.restore {fmt(f['engine_restore_s'])} s ({fmt(f['snapshots_loaded'])} "
                 f"snapshots, {fmt(f['events_replayed'])} events replayed; every event replayed: "
-                f"{fmt(f['bare_full_replay_s'])} s)")
+                f"{fmt(f['bare_full_replay_s'])} s); restarted from its checkpoints "
+                f"{fmt(f['restart_total_s'])} s ({fmt(f['restart_changelog_records_read'])} "
+                f"changelog records read, {fmt(f['restart_checkpoint_records'])} from the "
+                f"checkpoints; {fmt(f['series_compared_with_full_replay'])} KPI series equal to "
+                f"a full replay)")
+    if name == "restart":
+        return (f"ready and caught up {fmt(f['total_s'])} s after a restart holding "
+                f"{fmt(f['partners'])} filled partners ({fmt(f['events_of_history'])} events of "
+                f"history) = {fmt(q['total_vs_goal'])}x the goal; checkpoints "
+                f"{fmt(f['checkpoint_records'])} records, changelog "
+                f"{fmt(f['changelog_records_read'])} records read, Engine.restore "
+                f"{fmt(f['engine_restore_s'])} s, catch-up {fmt(f['catch_up_s'])} s; worker RSS "
+                f"{fmt(f['worker_rss_mib'])} MiB")
     return ""

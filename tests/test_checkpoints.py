@@ -10,15 +10,19 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from faust.types import TP
 
+from streams.config.settings import Settings
 from streams.ingest.topics import all_topics, partition_for
-from streams.runtime import checkpoint_file
-from streams.runtime.checkpoints import by_partition
+from streams.runtime import checkpoint_file, checkpoints
+from streams.runtime.checkpoints import Checkpoints, by_partition
+from streams.runtime.journal_table import BulkLoadedMemoryStore
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from tests.harness import StreamProducer, Worker, as_messages, poll, produce
@@ -82,6 +86,55 @@ def test_records_are_split_by_their_partners_partition() -> None:
         if part in want:
             want[part].append((key, value))
     assert got == want and sum(map(len, want.values())) > 0
+
+
+def _store(tmp_path: Path) -> BulkLoadedMemoryStore:
+    """The worker's journal store without its Faust app: what a checkpoint pass reads."""
+    store = BulkLoadedMemoryStore.__new__(BulkLoadedMemoryStore)
+    BulkLoadedMemoryStore.__post_init__(store)
+    store.checkpoint_dir = tmp_path
+    store.assigned = {TP(CHANGELOG, p) for p in range(4)}
+    return store
+
+
+def test_a_checkpoint_waits_for_the_journal_writes_on_their_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass is not taken while a journal write of an owned partition is unacknowledged (the
+    store then holds a record the changelog may never get); once every write is acknowledged it
+    writes each changed partition's records with the newest acknowledged offset and key. A
+    partition whose write failed is neither waited for nor checkpointed again."""
+    monkeypatch.setattr(checkpoints, "QUIET_S", 0.05)
+    rng = random.Random(11)
+    store = _store(tmp_path)
+    records = _records(rng, 200)
+    store.data.update(records)
+    part = {p: partition_for(p, 4) for p in {k.split(b"\x1f")[0].decode() for k, _ in records}}
+    ownership = SimpleNamespace(ready=True, generation=3, owned={0, 1, 2, 3},
+                                partition_of=part.__getitem__)
+    journal = SimpleNamespace(data=store,
+                              changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG))
+    passes = Checkpoints(Settings(), journal, ownership, asyncio.Lock())  # type: ignore[arg-type]
+    for p in (0, 1, 1):
+        store.note_sent(p)
+    store.note_acked(TP(CHANGELOG, 0), 17, b"k17")
+    store.note_acked(TP(CHANGELOG, 1), 40, b"k40")  # one of partition 1's two writes
+    assert not asyncio.run(passes.take())
+    assert passes.busy == 1 and not list(tmp_path.iterdir())
+    store.note_acked(TP(CHANGELOG, 1), 41, b"k41")
+    assert asyncio.run(passes.take())
+    for p, offset, key in ((0, 17, b"k17"), (1, 41, b"k41")):
+        ckpt = checkpoint_file.read(checkpoint_file.path_for(tmp_path, CHANGELOG, p))
+        want = [(k, v) for k, v in records if part[k.split(b"\x1f")[0].decode()] == p]
+        assert (ckpt.offset, ckpt.key, ckpt.records) == (offset, key, want) and want
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{CHANGELOG}-0.ckpt",
+                                                          f"{CHANGELOG}-1.ckpt"]
+    # partition 2: a write that failed is not waited for, and 2 is not checkpointed
+    store.note_sent(2)
+    store.note_sent(2)
+    store.note_acked(TP(CHANGELOG, 2), 5, b"k5")
+    store.note_failed(2)
+    assert asyncio.run(passes.take())
+    assert not checkpoint_file.path_for(tmp_path, CHANGELOG, 2).exists() and passes.busy == 1
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class Checkpoints:
         """Passes given up because writes were still on their way after :data:`QUIET_S`."""
         self.last_write_s = 0.0
         """Wall seconds the last pass took, file writing included."""
+        self.passes = 0
+        """Passes completed (each writes the files of the partitions that changed)."""
 
     def status(self) -> dict[str, object]:
         """What /ready reports under ``checkpoints``."""
@@ -79,6 +81,7 @@ class Checkpoints:
         loads = store.checkpoint_loads if isinstance(store, BulkLoadedMemoryStore) else {}
         refusals = store.checkpoint_refusals if isinstance(store, BulkLoadedMemoryStore) else []
         return {"written": self.written, "bytes": self.bytes, "busy": self.busy,
+                "partitions": sorted(self._offsets), "passes": self.passes,
                 "last_write_s": round(self.last_write_s, 3), **loads,
                 "refusals": [f"{p}: {why}" for p, why in refusals]}
 
@@ -140,6 +143,7 @@ class Checkpoints:
             self.written += 1
             self.bytes += size
         self.last_write_s = time.perf_counter() - started
+        self.passes += 1
         return True
 
 

@@ -1,0 +1,184 @@
+"""Restart of a worker holding 1,000 fully filled partners, from its journal checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.engine.core import Engine
+from streams.ingest.topics import all_topics, partition_for
+from streams.judgement.watch import Watch
+from streams.outputs.exporter import KpiCollector
+from streams.runtime.kafka_admin import ensure_topics
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.simulator import Simulator
+from tests.harness import flat_values, kpi_series, produce
+
+from . import common
+from .recovery import APP_ID, GOAL_S, PARTITIONS, _phases, _produce_changelog, _restart, _start, same_values
+
+TEMPLATES = 8
+"""Partners built by ingesting their events; the others carry copies of their journal records."""
+SAMPLE = 40
+"""Partners whose values the restarted worker must show equal to an engine built in-process."""
+
+
+def filled_journal(partners: int, templates: int, seed: int = 5) -> tuple[
+        list[tuple[int, bytes, bytes]], Engine, int]:
+    """The journal a worker holding ``partners`` filled partners would have written, as it
+    stands after each partner's snapshot: its month records and its snapshot record.
+
+    ``templates`` partners ingest :func:`bench.common.fill_events` (every bucket of every
+    window filled, about 18,000 events each) and are snapshotted; every other partner gets a
+    copy of one template's records under its own key (a partner's records do not name it, and
+    the simulated partners share their targets, so the copies fit). Their event records are
+    left out: a snapshot covers them all and a restart from a checkpoint never reads them.
+    Returns ((partition, key, record)), the template engine, and the events per partner.
+    """
+    names = [p.partner_id for p in common.sim_partners(partners)]
+    eng = common.engine(clock="event")
+    rng = random.Random(seed)
+    writes: dict[str, list[tuple[bytes, bytes]]] = {}
+    ingested = 0
+    for name in names[:templates]:
+        for topic, ev in common.fill_events(name, common.T0, rng):
+            eng.ingest(topic, orjson.dumps(ev), ev["ts"])
+            ingested += 1
+        eng.drain()
+        writes[name] = [(k, v) for k, v in eng.snapshot(name, 0).writes if v is not None]
+    out: list[tuple[int, bytes, bytes]] = []
+    for i, name in enumerate(names):
+        template = names[i % templates]
+        cut = len(template.encode())
+        part = partition_for(name, PARTITIONS)
+        out += [(part, name.encode() + key[cut:], value) for key, value in writes[template]]
+    return out, eng, ingested // templates
+
+
+def _check_copies(records: list[tuple[int, bytes, bytes]], templates: Engine,
+                  names: list[str]) -> None:
+    """A copy restores to its template's values (checked on one copy per template)."""
+    eng = common.engine(clock="event")
+    wanted = {n.encode() for n in names}
+    eng.restore((k, v) for _, k, v in records if k.split(b"\x1f")[0] in wanted)
+    if eng.restore_stats.get("refused", 0) or eng.restore_stats.get("snapshots") != len(names):
+        raise RuntimeError(f"copied snapshots not loaded: {eng.restore_stats}")
+    now = int(time.time() * 1000)
+
+    def values(engine: Engine) -> dict[tuple[str, str], float]:
+        text = KpiCollector(engine, owned=lambda p: True, wall_ms=lambda: now,
+                            watch=Watch(engine)).exposition().decode()
+        got, _ = flat_values(kpi_series(text))
+        return {(k, w): v for (_, k, w), v in got.items()}
+
+    mine, theirs = values(eng), values(templates)
+    if not mine or any(theirs.get(k) != v for k, v in mine.items() if v == v):
+        raise RuntimeError("a copied partner does not restore to its template's values")
+
+
+def _tail(partners: int, count: int, seed: int = 23) -> list[tuple[str, bytes, bytes]]:
+    """``count`` simulated events of the partners after the snapshots (T0 on)."""
+    sim = Simulator(common.sim_partners(partners), seed=seed, rate=50.0, start_ms=common.T0)
+    out: list[tuple[str, dict[str, Any]]] = []
+    t = common.T0
+    while len(out) < count:
+        out.extend(sim.events_between(t, t + common.MINUTE))
+        t += common.MINUTE
+    return [(topic, ev["partner_id"].encode(), orjson.dumps(ev)) for topic, ev in out[:count]]
+
+
+def run(quick: bool) -> dict[str, Any]:
+    partners, templates, tail = (24, 4, 200) if quick else (1_000, TEMPLATES, 5_000)
+    t = time.perf_counter()
+    records, template_engine, per_partner = filled_journal(partners, templates)
+    names = [p.partner_id for p in common.sim_partners(partners)]
+    _check_copies(records, template_engine, names[templates:2 * templates])
+    del template_engine
+    gc.collect()
+    build_s = time.perf_counter() - t
+    tail_msgs = _tail(partners, 2 * tail)
+    changelog = f"{APP_ID}-journal-changelog"
+    journal_bytes = sum(len(k) + len(v) for _, k, v in records)
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        work = Path(tmp)
+        with EmbeddedBroker(log_path=work / "broker.log") as broker:
+            ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {changelog: PARTITIONS})
+            t = time.perf_counter()
+            asyncio.run(_produce_changelog(broker.bootstrap, changelog, records))
+            produce(broker.bootstrap, tail_msgs[:tail])
+            produce_s = time.perf_counter() - t
+            first = _start(broker.url, work, tail)
+            again = _restart(broker, work, first, tail_msgs[tail:])
+    # a sample of partners built in this process from the same journal and both tails
+    sample = set(names[:SAMPLE])
+    eng = common.engine(clock="event")
+    eng.restore((k, v) for _, k, v in records if k.split(b"\x1f")[0].decode() in sample)
+    for topic, key, raw in tail_msgs:
+        if key.decode() in sample:
+            eng.ingest(topic, raw, orjson.loads(raw)["ts"])
+    compared = same_values(again.metrics, eng, sample)
+    rec, rec2 = first.status["recovery"], again.status["recovery"]
+    total_s = again.t_caught - again.t_start
+    figures: dict[str, float] = {
+        "partners": partners,
+        "events_per_partner": per_partner,
+        "events_of_history": per_partner * partners,
+        "journal_records": len(records),
+        "journal_mib": journal_bytes / 2**20,
+        "tail_events": tail,
+        "build_s": build_s,
+        "produce_s": produce_s,
+        **{f"first_{k}": v for k, v in _phases(rec, first).items()},
+        "first_total_s": first.t_caught - first.t_start,
+        "first_worker_rss_mib": first.rss_kib / 1024,
+        "checkpoint_bytes": first.status["checkpoints"].get("bytes", 0),
+        "checkpoint_write_s": first.status["checkpoints"].get("last_write_s", 0.0),
+        **_phases(rec2, again),
+        "ready_s": rec2["restored_at"] - again.t_start,
+        "total_s": total_s,
+        "checkpoints_loaded": again.status["checkpoints"].get("loaded", 0),
+        "checkpoint_records": again.status["checkpoints"].get("records", 0),
+        "changelog_records_read": rec2.get("bulk_loaded_records", 0),
+        "snapshots_loaded": rec2.get("snapshots", 0),
+        "events_covered_by_snapshots": rec2.get("events_covered_by_snapshots", 0),
+        "events_replayed": rec2["applied"],
+        "worker_rss_mib": again.rss_kib / 1024,
+        "first_scrape_after_restart_s": again.status["first_scrape_s"],
+        "sample_series_compared": compared,
+        "goal_s": GOAL_S,
+    }
+    return {
+        "title": f"Restart of a worker holding {partners:,} fully filled partners",
+        "method": (
+            f"{partners:,} simulated partners, each with every bucket of every window filled "
+            f"(bench.common.fill_events: {per_partner:,} events a partner, "
+            f"{per_partner * partners:,} in all): {templates} of them built by Engine.ingest "
+            "and snapshotted, every other one given a copy of a template's month and snapshot "
+            "records under its own key (checked: a copy restores to its template's values). "
+            f"That journal ({len(records):,} records, {journal_bytes / 2**20:,.0f} MiB) is "
+            f"produced into the changelog `{changelog}` ({PARTITIONS} partitions) without the "
+            "event records the snapshots cover: a restart from a checkpoint reads past where "
+            "they would be (a first start would read them too: about 5 s a million in the "
+            f"recovery benchmark). Then {tail:,} later events on the input topics, a first "
+            "start of one worker (tests.harness.Worker, --clock event, shipped settings; its "
+            "figures prefixed `first_`), which is SIGKILLed once it has written its checkpoints "
+            f"(after its recovery); {tail:,} more events arrive, and the same worker (same data "
+            "directory) starts again. Phases as in the recovery benchmark, from its /ready "
+            "`recovery` timestamps; caught up when it has taken the new events. Its KPI series "
+            f"of {SAMPLE} partners are then compared with an Engine in this process restored "
+            "from the same journal records and given both tails: the benchmark fails on any "
+            "difference."
+        ),
+        "figures": figures,
+        "ratios": {"total_vs_goal": total_s / GOAL_S},
+        "goal": (f"ready and caught up < {GOAL_S:.0f} s after a restart holding 1,000 fully "
+                 "filled partners"),
+        "goal_met": bool(total_s < GOAL_S) if not quick else None,
+    }
