@@ -36,7 +36,8 @@ def filled_journal(partners: int, templates: int, seed: int = 5) -> tuple[
     stands after each partner's snapshot: its month records and its snapshot record.
 
     ``templates`` partners ingest :func:`bench.common.fill_events` (every bucket of every
-    window filled, about 18,000 events each) and are snapshotted; every other partner gets a
+    window filled, about 14,000 events each), are judged (their windows' running totals then
+    exist, as in a worker) and are snapshotted; every other partner gets a
     copy of one template's records under its own key (a partner's records do not name it, and
     the simulated partners share their targets, so the copies fit). Their event records are
     left out: a snapshot covers them all and a restart from a checkpoint never reads them.
@@ -47,10 +48,12 @@ def filled_journal(partners: int, templates: int, seed: int = 5) -> tuple[
     rng = random.Random(seed)
     writes: dict[str, list[tuple[bytes, bytes]]] = {}
     ingested = 0
+    watch = Watch(eng)
     for name in names[:templates]:
         for topic, ev in common.fill_events(name, common.T0, rng):
             eng.ingest(topic, orjson.dumps(ev), ev["ts"])
             ingested += 1
+        watch.judge([name], common.T0)  # as a worker judges its partners between snapshots
         eng.drain()
         writes[name] = [(k, v) for k, v in eng.snapshot(name, 0).writes if v is not None]
     out: list[tuple[int, bytes, bytes]] = []

@@ -78,6 +78,8 @@ from streams.engine.windows import WindowStore
 from streams.ingest.contract import ENTITY_FIELD, ContractError, Parsed, decode
 
 HOUR_MS = 3_600_000
+SNAPSHOTS_PER_STEP = 4
+"""Snapshots :meth:`Engine.restore_steps` loads between two steps (about 40 ms when filled)."""
 
 
 class Snapshot(NamedTuple):
@@ -450,7 +452,14 @@ class Engine:
                 self._months.load_closed(self._held(partner), MonthCalendar.parse(month), raw)
             else:
                 self._months.load(self._held(partner), MonthCalendar.parse(month), raw)
-        covered = self._load_snapshots(states)
+        covered: dict[str, int] = {}
+        self.restore_stats = {"snapshots": 0, "refused": 0, "events_covered": 0}
+        self.refusals = []
+        # a filled partner's snapshot takes about 10 ms to load: a few at a time, so that a
+        # caller running in an event loop keeps it turning (heartbeats, /ready) between them
+        for start in range(0, len(states), SNAPSHOTS_PER_STEP):
+            covered |= self._load_snapshots(states[start:start + SNAPSHOTS_PER_STEP])
+            yield 0
         events = decode_events(records_read, covered)
         self.restore_stats |= {"events": len(events),
                                "records_skipped": len(records_read) - len(events)}
@@ -466,10 +475,9 @@ class Engine:
 
     def _load_snapshots(self, states: list[tuple[str, bytes]]) -> dict[str, int]:
         """Load the partners' snapshots that fit this configuration; partner -> the last
-        sequence number each covers (its events up to there are not replayed)."""
+        sequence number each covers (its events up to there are not replayed). Counts into
+        ``restore_stats`` and ``refusals``."""
         covered: dict[str, int] = {}
-        self.restore_stats = {"snapshots": 0, "refused": 0, "events_covered": 0}
-        self.refusals = []
         for partner, raw in states:
             st = self._held(partner)
             try:
@@ -565,7 +573,7 @@ class Engine:
         return applied
 
 
-def settle_gc() -> None:
+def settle_gc(collect: bool = True) -> None:
     """Take the engine's state out of the cyclic garbage collector's sight (call after recovery).
 
     The engine holds millions of small long-lived containers (entity records, window buckets,
@@ -577,8 +585,15 @@ def settle_gc() -> None:
     collection looks at them. Objects created later are collected as usual; a frozen object
     that later ends up in a reference cycle is never reclaimed, a small cost per recovery
     (rebalances are rare) against a rescan of the whole state at every full collection.
+
+    ``collect=False`` skips the full collection before the freeze: after a restore run with
+    the GC off every object sits in the youngest generation, so any collection traverses the
+    whole rebuilt state (0.59 s per 200 filled partners here) and found nothing to free (a
+    restore of 200 filled partners' snapshots, and one of 200,000 events, left no cyclic
+    garbage).
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
 

@@ -38,19 +38,24 @@ from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Catalog
 from streams.engine.model import PartnerState
 
-FORMAT: Final = 1
-"""Version of the snapshot layout: a snapshot of another version is ignored (full replay)."""
+FORMAT: Final = 2
+"""Version of the snapshot layout: a snapshot of another version is ignored (full replay).
+2: the windows' running totals are in it."""
 
 FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "cusum", "bins", "last_ms",
-                 "seq", "topic_last_ms")
+                 "seq", "topic_last_ms", "windows")
 """The ``PartnerState`` fields a snapshot holds: what events built, less the months (their own
-records) and what is derived from the configuration or kept as a cache."""
+records) and what is derived from the configuration or kept as a cache -- except the windows'
+running totals (``windows``): rebuilding them from every bucket was the costliest part of a
+restored partner's first judgement (22 ms of a filled partner's 41 ms), and restored they are
+the live engine's own sums, not sums of the same buckets in another order."""
 
 _ALLOWED: Final = frozenset({
     ("array", "_array_reconstructor"),
     ("array", "array"),
     ("streams.engine.dedup", "SeenIds"),
     ("streams.engine.cusum", "Cusum"),
+    ("streams.engine.model", "Totals"),
 })
 """The only globals a snapshot may name (pickle's "restricting globals")."""
 
