@@ -86,6 +86,34 @@ def _check_copies(records: list[tuple[int, bytes, bytes]], templates: Engine,
         raise RuntimeError("a copied partner does not restore to its template's values")
 
 
+def _restore_scaling(records: list[tuple[int, bytes, bytes]], names: list[str],
+                     sizes: tuple[int, ...]) -> dict[str, float]:
+    """Engine.restore's cost per partner for the first n partners of the journal (GC off, as
+    in the worker's recovery), and the first judgement's per restored partner (at the
+    smallest n)."""
+    out: dict[str, float] = {}
+    for n in sizes:
+        wanted = {name.encode() for name in names[:n]}
+        part = [(k, v) for _, k, v in records if k.split(b"\x1f")[0] in wanted]
+        eng = common.engine(clock="event")
+        gc.collect()
+        gc.disable()
+        try:
+            t = time.perf_counter()
+            eng.restore(part)
+            out[f"restore_ms_per_partner_at_{n}"] = (time.perf_counter() - t) / n * 1000
+            if n == sizes[0]:
+                t = time.perf_counter()
+                Watch(eng).judge(list(eng.state), eng.now(0))
+                out[f"first_judgement_ms_per_partner_at_{n}"] = (
+                    (time.perf_counter() - t) / n * 1000)
+        finally:
+            gc.enable()
+        del eng, part
+        gc.collect()
+    return out
+
+
 def _tail(partners: int, count: int, seed: int = 23) -> list[tuple[str, bytes, bytes]]:
     """``count`` simulated events of the partners after the snapshots (T0 on)."""
     sim = Simulator(common.sim_partners(partners), seed=seed, rate=50.0, start_ms=common.T0)
@@ -127,6 +155,9 @@ def run(quick: bool) -> dict[str, Any]:
         if key.decode() in sample:
             eng.ingest(topic, raw, orjson.loads(raw)["ts"])
     compared = same_values(again.metrics, eng, sample)
+    del eng
+    gc.collect()
+    scaling = _restore_scaling(records, names, (4, 12, 24) if quick else (40, 200, 1_000))
     rec, rec2 = first.status["recovery"], again.status["recovery"]
     total_s = again.t_caught - again.t_start
     figures: dict[str, float] = {
@@ -155,8 +186,26 @@ def run(quick: bool) -> dict[str, Any]:
         "worker_rss_mib": again.rss_kib / 1024,
         "first_scrape_after_restart_s": again.status["first_scrape_s"],
         "sample_series_compared": compared,
+        **scaling,
         "goal_s": GOAL_S,
     }
+    n_max = max(int(k.rsplit("_", 1)[1]) for k in scaling if k.startswith("restore_ms"))
+    n_min = min(int(k.rsplit("_", 1)[1]) for k in scaling if k.startswith("restore_ms"))
+    restore_s = rec2["restored_at"] - rec2["collected_at"]
+    notes = [
+        f"What limits it. Engine.restore in the worker took {restore_s:.1f} s, "
+        f"{restore_s / partners * 1000:.1f} ms a partner: "
+        "unpickling each snapshot's state into small Python objects "
+        f"({again.rss_kib / 1024 / partners:.1f} MiB of worker RSS a partner, the memory "
+        "benchmark's subject). In this process, the GC off as in the worker, the "
+        f"same restore costs {scaling[f'restore_ms_per_partner_at_{n_min}']:.1f} ms a partner "
+        f"for {n_min} partners and {scaling[f'restore_ms_per_partner_at_{n_max}']:.1f} ms for "
+        f"{n_max}: the cost grows with the heap being built, not with the records read. "
+        "The catch-up is mostly each restored partner's first judgement "
+        f"({scaling[f'first_judgement_ms_per_partner_at_{n_min}']:.1f} ms a partner in this "
+        f"process at {n_min} partners; its integrity lens reads 30 days of hourly buckets per "
+        "KPI), besides taking the new events. Both shrink with the state itself (fewer, "
+        "array-held objects: the issue's decisions 1 and 3), not with more I/O work."]
     return {
         "title": f"Restart of a worker holding {partners:,} fully filled partners",
         "method": (
@@ -181,6 +230,7 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         "figures": figures,
         "ratios": {"total_vs_goal": total_s / GOAL_S},
+        "notes": notes,
         "goal": (f"ready and caught up < {GOAL_S:.0f} s after a restart holding 1,000 fully "
                  "filled partners"),
         "goal_met": bool(total_s < GOAL_S) if not quick else None,

@@ -143,7 +143,9 @@ class Settings(KafkaClientSettings):
     ``data_dir``, so a restart reads only the changelog's tail; tested by its own restart test."""
 
     data_dir: Path = Path("partnerpulse-data")
-    """Directory for the worker's local state (one per worker)."""
+    """Directory for the worker's local state (one per worker): on the memory store, the
+    journal's checkpoints (``checkpoints/``), so a restart on the same directory reads the
+    changelog from them on; on the RocksDB store, its databases."""
 
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
     """Consumer-group rebalance timeout, seconds; the session timeout is derived from it (at most 10 s)
