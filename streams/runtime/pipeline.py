@@ -265,11 +265,13 @@ class Pipeline:
         batches = cast(faust.Stream, stream).take_events(BATCH, within=within)  # not on StreamT
         fence, lock = self.app.fence, self.journal_lock
         async for events in batches:
-            # a worker whose partitions went to another one (a zombie) must not write
-            if not await fence.admit(events):
-                self._unacknowledged(events, 0, "dropped unapplied: no longer a group member")
-                continue
-            async with lock:  # not while a checkpoint waits for the journal's writes
+            # not while a checkpoint waits for the journal's writes; and the fence is asked
+            # once the lock is held, so that no wait comes between its answer and the writes
+            async with lock:
+                # a worker whose partitions went to another one (a zombie) must not write
+                if not await fence.admit(events):
+                    self._unacknowledged(events, 0, "dropped unapplied: no longer a group member")
+                    continue
                 if self.skips.expected:
                     await self._process_after_rebalance(events)
                 else:
