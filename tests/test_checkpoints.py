@@ -137,6 +137,28 @@ def test_a_checkpoint_waits_for_the_journal_writes_on_their_way(
     assert not checkpoint_file.path_for(tmp_path, CHANGELOG, 2).exists() and passes.busy == 1
 
 
+def test_after_a_recovery_a_checkpoint_just_loaded_is_not_written_again(tmp_path: Path) -> None:
+    """A partition the bulk load took from its checkpoint is written again by the pass after
+    the recovery only once the changelog moved AFTER_RECOVERY_GAP records past it; by the
+    periodic pass as soon as it moved at all."""
+    store = _store(tmp_path)
+    store.data.update(_records(random.Random(2), 50))
+    ownership = SimpleNamespace(ready=True, generation=1, owned={0, 1},
+                                partition_of=lambda partner: partition_for(partner, 4))
+    journal = SimpleNamespace(data=store,
+                              changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG))
+    passes = Checkpoints(Settings(), journal, ownership, asyncio.Lock())  # type: ignore[arg-type]
+    gap = checkpoints.AFTER_RECOVERY_GAP
+    store.checkpoint_offsets = {0: 500, 1: 500}
+    store.last_record = {TP(CHANGELOG, 0): (500 + gap - 1, b"a"),
+                         TP(CHANGELOG, 1): (500 + gap, b"b")}
+    asyncio.run(passes.tick())  # a new generation: the pass after a recovery
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{CHANGELOG}-1.ckpt"]
+    assert asyncio.run(passes.take())  # a periodic pass: partition 0 moved, it is written
+    assert checkpoint_file.read(checkpoint_file.path_for(tmp_path, CHANGELOG, 0)).offset == (
+        500 + gap - 1)
+
+
 # --- end to end ------------------------------------------------------------------------------
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:

@@ -15,7 +15,10 @@ the newest acknowledged record are taken in one synchronous step. The file is th
 a thread, the agent running again.
 
 Checkpoints are taken after each recovery (a new assignment: what was read is on disk before
-the next crash) and then every ``checkpoint_interval_s`` for partitions that changed.
+the next crash) and then every ``checkpoint_interval_s`` for partitions that changed. After a
+recovery, a partition the bulk load took from its checkpoint is written again only if the
+changelog had moved :data:`AFTER_RECOVERY_GAP` records past it: rewriting a filled worker's
+half a gigabyte just read back would compete with its catch-up for nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ log = logging.getLogger("partnerpulse")
 QUIET_S = 1.0
 """Longest the agent is held off waiting for the producer to deliver the journal writes on
 their way; past it the checkpoint is tried again after :data:`RETRY_S`."""
+
+AFTER_RECOVERY_GAP = 10_000
+"""Changelog records past a partition's loaded checkpoint that make the pass after a recovery
+write it again (fewer wait for ``checkpoint_interval_s``)."""
 
 RETRY_S = 30.0
 """Wait before trying again a pass that could not be taken (each try may hold the agent)."""
@@ -95,15 +102,17 @@ class Checkpoints:
                                     and now - self._last_at < self.interval_s):
             return
         generation = own.generation
-        if await self.take():
+        recovered = generation != self._generation
+        if await self.take(AFTER_RECOVERY_GAP if recovered else 1):
             self._generation = generation
             self._last_at = now
         else:  # not now (busy, unproven membership): not at every tick either
             self._retry_at = now + RETRY_S
 
-    async def take(self) -> bool:
-        """Checkpoint every owned partition whose changelog moved since its last checkpoint;
-        whether the pass was complete (False: not now, try again)."""
+    async def take(self, gap: int = 1) -> bool:
+        """Checkpoint every owned partition whose changelog moved at least ``gap`` records
+        past its last checkpoint (any, never checkpointed); whether the pass was complete
+        (False: not now, try again)."""
         store = self.journal.data
         own = self.ownership
         if not isinstance(store, BulkLoadedMemoryStore) or store.checkpoint_dir is None:
@@ -127,7 +136,8 @@ class Checkpoints:
             todo: dict[int, tuple[int, bytes]] = {}
             for p in own.owned - store.failed:
                 last = store.last_record.get(TP(topic, p))
-                if last is not None and last[0] != self._offsets.get(p):
+                on_disk = self._offsets.get(p, store.checkpoint_offsets.get(p))
+                if last is not None and (on_disk is None or last[0] - on_disk >= gap):
                     todo[p] = last
             records = by_partition(store.data.items(), set(todo), own.partition_of)
         for p, (offset, key) in sorted(todo.items()):

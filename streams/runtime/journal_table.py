@@ -70,6 +70,9 @@ class BulkLoadedMemoryStore(MemoryStore):
         """Checkpoints the bulk loads used, refused, and the records they brought."""
         self.checkpoint_refusals: list[tuple[int, str]] = []
         """(partition, why) of the checkpoints the last bulk load refused."""
+        self.checkpoint_offsets: dict[int, int] = {}
+        """Partition -> the offset of the checkpoint file on disk that a bulk load used (what
+        is on disk already need not be written again)."""
 
     def note_sent(self, partition: int) -> None:
         """A changelog write to ``partition`` was handed to the producer."""
@@ -204,6 +207,7 @@ class BulkLoadedMemoryStore(MemoryStore):
             put(data, key, value, covers)
         self.checkpoint_loads["loaded"] += 1
         self.checkpoint_loads["records"] += len(ckpt.records)
+        self.checkpoint_offsets[tp.partition] = ckpt.offset
         self.last_record[tp] = (ckpt.offset, ckpt.key)
         return ckpt.offset
 
