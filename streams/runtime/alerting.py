@@ -10,6 +10,7 @@ the set of stale feeds is what holds the partner alerts that depend on them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import faust
@@ -36,6 +37,43 @@ from streams.outputs.alertmanager import AlertFanout
 
 log = logging.getLogger("partnerpulse")
 
+STATE_LINES_PER_S = 20
+"""KPI state changes logged one by one per second; the rest of a second's are counted in one
+line. After a restart (or a fleet-wide breach) the first judgements re-announce every KPI state:
+a thousand filled partners logged thousands of lines, 2.5 s of the worker's catch-up, which no
+one reads one by one. Every change still goes to the alerts topic and Alertmanager."""
+
+
+class LogBudget:
+    """At most ``per_s`` lines a second; what is over is counted, to be said in one line."""
+
+    def __init__(self, per_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.clock = clock
+        self._second = clock()
+        self._used = 0
+        self.held = 0
+        """Lines not logged since the last :meth:`summary`."""
+
+    def allow(self) -> bool:
+        """Whether one more line may be logged now (if not, it is counted in :attr:`held`)."""
+        now = self.clock()
+        if now - self._second >= 1.0:
+            self._second, self._used = now, 0
+        if self._used < self.per_s:
+            self._used += 1
+            return True
+        self.held += 1
+        return False
+
+    def summary(self) -> int:
+        """The lines held back, once the second they were held in is over (0 before, or if
+        none): the caller logs that count."""
+        if not self.held or self.clock() - self._second < 1.0:
+            return 0
+        held, self.held = self.held, 0
+        return held
+
 
 class Alerting:
     """Routes partner alerts and feed staleness to the alerts topic and Alertmanager."""
@@ -52,6 +90,8 @@ class Alerting:
         """The worker's ticket alerts, for their figures (set by the pipeline)."""
         self.stale: set[str] = set()
         """Input topics with no message for ``stale_after_s``: their partner alerts are held."""
+        self.state_lines = LogBudget(STATE_LINES_PER_S)
+        """How many KPI state changes are logged one by one (:data:`STATE_LINES_PER_S`)."""
 
     async def run_sender(self) -> None:
         """The app task posting to Alertmanager (registered only with a sender)."""
@@ -59,9 +99,12 @@ class Alerting:
         await self.sender.run()
 
     def deliver(self, alerts: list[Alert]) -> None:
-        """Log each state change, write it to the alerts topic, and fire or resolve it."""
+        """Log each state change (up to :data:`STATE_LINES_PER_S` a second, the rest counted),
+        write it to the alerts topic, and fire or resolve it."""
+        budget = self.state_lines
         for alert in alerts:
-            log.warning("kpi state %s", alert.summary())
+            if budget.allow():
+                log.warning("kpi state %s", alert.summary())
             self.topic.send_soon(key=alert.partner.encode(), value=alert.to_json())
             if self.sender is None:
                 continue
@@ -81,6 +124,7 @@ class Alerting:
                 self.sender.set_active(key, labels, annotations, alert.since_ms)
             else:
                 self.sender.resolve(key, alert.since_ms)
+        self.log_held_states()
 
     def deliver_integrity(self, changes: list[IntegrityChange]) -> None:
         """Log each integrity flag raised or cleared, write it to the alerts topic (``"kind":
@@ -145,8 +189,18 @@ class Alerting:
             }
             self.sender.set_active(change.key, labels, annotations, item.opened_ms)
 
+    def log_held_states(self) -> None:
+        """Say how many KPI state changes were not logged one by one (none: nothing)."""
+        held = self.state_lines.summary()
+        if held:
+            log.warning("kpi state: %d more changes in the last seconds, not logged one by one "
+                        "(over %d a second); each is on the alerts topic%s", held,
+                        STATE_LINES_PER_S, " and sent to Alertmanager" if self.sender else "")
+
     def check_feeds(self, now: int) -> None:
-        """Feeds gone stale, or back, since the last check: logged, and fired or resolved."""
+        """Feeds gone stale, or back, since the last check: logged, and fired or resolved; and
+        the count of KPI state changes held back from the log."""
+        self.log_held_states()
         stale = self.watch.stale_topics(now)
         for topic in sorted(stale - self.stale):
             log.warning("feed stale: no %s message for %.0fs; its partner alerts are held",
