@@ -178,19 +178,8 @@ def run(quick: bool) -> dict[str, Any]:
     snapshots = snapshot_records(records, facts["covered"])
     snapshot_build_s = time.perf_counter() - t
     journal = records + snapshots
-    changelog = f"{APP_ID}-journal-changelog"
-    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
-        work = Path(tmp)
-        with EmbeddedBroker(log_path=work / "broker.log") as broker:
-            ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {changelog: PARTITIONS})
-            t = time.perf_counter()
-            asyncio.run(_produce_changelog(broker.bootstrap, changelog, journal))
-            produce(broker.bootstrap, tail_msgs[:tail])
-            produce_s = time.perf_counter() - t
-            first = _start(broker.url, work, tail)
-            # the restart: SIGKILLed once its checkpoints are on disk, more events arrive
-            # while it is down, the same worker (same data directory) starts again
-            again = _restart(broker, work, first, tail_msgs[tail:])
+    changelog = CHANGELOG
+    produce_s, first, again = start_and_restart(journal, tail_msgs, tail)
     status, rec = first.status, first.status["recovery"]
     phases = _phases(rec, first)
     ready_s = rec["restored_at"] - first.t_start
@@ -308,6 +297,31 @@ def run(quick: bool) -> dict[str, Any]:
         "goal": f"ready and caught up < {GOAL_S:.0f} s after a restart with 1,000,000 events",
         "goal_met": bool(not quick and total_s < GOAL_S) if not quick else None,
     }
+
+
+CHANGELOG = f"{APP_ID}-journal-changelog"
+"""The worker's journal changelog topic, which the benchmarks fill themselves."""
+
+
+def start_and_restart(journal: list[tuple[int, bytes, bytes]],
+                      tail_msgs: list[tuple[str, bytes, bytes]], tail: int,
+                      ) -> tuple[float, Run, Run]:
+    """On a fresh embedded broker: the journal produced into the changelog and the first
+    ``tail`` messages onto the input topics, then a first start of the worker; once its
+    checkpoints are on disk it is SIGKILLed, the other messages arrive while it is down, and
+    the same worker (same data directory) starts again. Returns (seconds producing, the first
+    start, the restart)."""
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        work = Path(tmp)
+        with EmbeddedBroker(log_path=work / "broker.log") as broker:
+            ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {CHANGELOG: PARTITIONS})
+            t = time.perf_counter()
+            asyncio.run(_produce_changelog(broker.bootstrap, CHANGELOG, journal))
+            produce(broker.bootstrap, tail_msgs[:tail])
+            produce_s = time.perf_counter() - t
+            first = _start(broker.url, work, tail)
+            again = _restart(broker, work, first, tail_msgs[tail:])
+    return produce_s, first, again
 
 
 @dataclass

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import random
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from streams.engine.core import Engine
-from streams.ingest.topics import all_topics, partition_for
+from streams.ingest.topics import partition_for
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
-from streams.runtime.kafka_admin import ensure_topics
-from streams.tools.broker import EmbeddedBroker
 from streams.tools.simulator import Simulator
-from tests.harness import flat_values, kpi_series, produce
+from tests.harness import flat_values, kpi_series
 
 from . import common
-from .recovery import APP_ID, GOAL_S, PARTITIONS, _phases, _produce_changelog, _restart, _start, same_values
+from .recovery import CHANGELOG, GOAL_S, PARTITIONS, _phases, same_values, start_and_restart
 
 TEMPLATES = 8
 """Partners built by ingesting their events; the others carry copies of their journal records."""
@@ -135,18 +130,9 @@ def run(quick: bool) -> dict[str, Any]:
     gc.collect()
     build_s = time.perf_counter() - t
     tail_msgs = _tail(partners, 2 * tail)
-    changelog = f"{APP_ID}-journal-changelog"
+    changelog = CHANGELOG
     journal_bytes = sum(len(k) + len(v) for _, k, v in records)
-    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
-        work = Path(tmp)
-        with EmbeddedBroker(log_path=work / "broker.log") as broker:
-            ensure_topics(broker.bootstrap, all_topics(PARTITIONS) | {changelog: PARTITIONS})
-            t = time.perf_counter()
-            asyncio.run(_produce_changelog(broker.bootstrap, changelog, records))
-            produce(broker.bootstrap, tail_msgs[:tail])
-            produce_s = time.perf_counter() - t
-            first = _start(broker.url, work, tail)
-            again = _restart(broker, work, first, tail_msgs[tail:])
+    produce_s, first, again = start_and_restart(records, tail_msgs, tail)
     # a sample of partners built in this process from the same journal and both tails
     sample = set(names[:SAMPLE])
     eng = common.engine(clock="event")
