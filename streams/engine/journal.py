@@ -71,6 +71,10 @@ def closed_key(partner: str, month_name: str) -> bytes:
     return f"{partner}{SEP}{CLOSED_PREFIX}{month_name}".encode()
 
 
+STATE_KEY_END: Final = f"{SEP}{STATE_PREFIX}".encode()
+"""How every snapshot record's key ends (:func:`state_key`)."""
+
+
 def state_key(partner: str) -> bytes:
     """The journal key of a partner's snapshot."""
     return f"{partner}{SEP}{STATE_PREFIX}".encode()

@@ -27,14 +27,11 @@ from faust.types import TP
 from yarl import URL
 
 from streams.config.kafka_auth import app_client_kwargs
-from streams.engine.journal import SEP, STATE_PREFIX, CoveredEvents
+from streams.engine.journal import STATE_KEY_END, CoveredEvents
 from streams.runtime import checkpoint_file
 from streams.runtime.kafka_admin import parse_broker_url
 
 log = logging.getLogger("partnerpulse")
-
-_STATE_END = f"{SEP}{STATE_PREFIX}".encode()
-"""How a snapshot record's key ends."""
 
 
 def _never(key: bytes, value: bytes) -> int | None:
@@ -192,7 +189,7 @@ class BulkLoadedMemoryStore(MemoryStore):
             if (ckpt.topic, ckpt.partition) != (tp.topic, tp.partition):
                 why = f"it is of {ckpt.topic}[{ckpt.partition}]"
             elif any(covers(key, value) is None for key, value in ckpt.records
-                     if key.endswith(_STATE_END)):
+                     if key.endswith(STATE_KEY_END)):
                 why = "a snapshot in it does not fit this configuration"
             else:
                 why = await self._check_offset(consumer, part, ckpt.offset, ckpt.key)
