@@ -160,10 +160,47 @@ def test_the_engine_hands_the_lens_the_buckets_and_bins_the_events_make(scenario
     for partner in (GAMER, HONEST):
         (buckets, no_bins), (_, bins) = scenario["inputs"][14][partner]
         events = [e for e in scenario["events"][partner] if e["ts"] < now]
-        assert buckets == _expected_buckets(events, now)
+        assert [tuple(row) for row in buckets.tolist()] == _expected_buckets(events, now)
         assert no_bins == []  # escalation_rate is a ratio: no duration bins
         assert bins == _expected_bins(events, now)
         assert sum(bins) > 200  # enough volume for the bunching test to speak
+
+
+def test_each_read_follows_the_events_and_the_clock() -> None:
+    """The lens reads a partner's KPIs in a window one after the other (the engine walks the
+    ring once for them): a late event into a closed bucket between two reads, or a read an hour
+    later, must show in the next read, for each partner alike."""
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event", journal=False)
+    events = {GAMER: _tickets(21, GAMER, gaming=False)[:400],
+              HONEST: _tickets(22, HONEST, gaming=False)[:400]}
+    seen: dict[str, list[dict[str, Any]]] = {GAMER: [], HONEST: []}
+    for ev in sorted((e for evs in events.values() for e in evs), key=lambda e: e["ts"]):
+        engine.apply(_parsed(ev), ev["ts"])
+        seen[ev["partner_id"]].append(ev)
+    now = max(ev["ts"] for evs in seen.values() for ev in evs) // HOUR * HOUR + HOUR
+
+    def check(partner: str, at: int) -> None:
+        buckets, _ = engine.integrity_inputs(partner, "escalation_rate", "30d", at)
+        assert [tuple(row) for row in buckets.tolist()] == _expected_buckets(seen[partner], at)
+
+    for partner in (GAMER, HONEST):
+        check(partner, now)
+        engine.integrity_inputs(partner, "ots_down_hard", "30d", now)  # another KPI, same walk
+    # a late ticket, opened 5 hours ago and escalated: closed buckets both
+    opened = {"partner_id": GAMER, "ticket_id": "late-1", "event_id": "late-1-o",
+              "type": "opened", "ts": now - 5 * HOUR + 60_000, "severity": "down_hard"}
+    escalated = {**opened, "event_id": "late-1-e", "type": "escalated",
+                 "ts": now - 4 * HOUR + 60_000, "documented": True}
+    escalated.pop("severity")
+    check(GAMER, now)  # the last read is the gamer's again
+    for ev in (opened, escalated):
+        engine.apply(_parsed(ev), ev["ts"])
+        seen[GAMER].append(ev)
+        check(GAMER, now)
+    check(GAMER, now + HOUR)  # the clock alone moved
+    check(HONEST, now)
+    check(HONEST, now + HOUR)
 
 
 def test_a_steering_partner_is_flagged_and_an_honest_one_never(scenario: dict[str, Any]) -> None:

@@ -53,8 +53,8 @@ def _view(engine: Engine, now: int) -> dict[str, Any]:
                   for m in engine.months_held(p)}
         ledger = sorted((i.kpi, i.entity_id, i.age_ms, i.state, i.paused_ms)
                         for i in engine.open_list(p, now))
-        lens = {(k.id, w): engine.integrity_inputs(p, k.id, w, now)
-                for k in engine.kpis for w in k.windows}
+        lens = {(k.id, w): (buckets.tolist(), bins) for k in engine.kpis for w in k.windows
+                for buckets, bins in [engine.integrity_inputs(p, k.id, w, now)]}
         alarms = {k.id for k in engine.kpis if engine.cusum_alarm(p, k.id)}
         st = engine.state[p]
         out[p] = (values, months, ledger, lens, alarms, len(st.seen), st.seq, st.last_ms,

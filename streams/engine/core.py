@@ -40,6 +40,8 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
+import numpy as np
+
 from streams.config.catalog import Catalog, Kpi, Partners
 from streams.engine import snapshot
 from streams.engine.bins import TargetBins
@@ -74,7 +76,7 @@ from streams.engine.months import MonthCalendar, MonthStore
 from streams.engine.plan import COUNT, MARK
 from streams.engine.samples import SampleCounter
 from streams.engine.warning import EarlyWarning
-from streams.engine.windows import WindowStore
+from streams.engine.windows import FloatArray, WindowStore
 from streams.ingest.contract import ENTITY_FIELD, ContractError, Parsed, decode
 
 HOUR_MS = 3_600_000
@@ -335,13 +337,14 @@ class Engine:
                 for w, values in zip(wanted, self._windows.refresh(st, now_ms, wanted), strict=True)}
 
     def integrity_inputs(self, partner: str, kpi_id: str, window: str, now_ms: int
-                         ) -> tuple[list[tuple[float, float]], list[int]]:
+                         ) -> tuple[FloatArray, list[int]]:
         """What the integrity lens reads of a KPI in a window at ``now_ms``: its closed buckets'
-        ``(n, sum)``, oldest first, and (KPIs watched for bunching) the bin counts around the
-        partner's target over the window's days. Empty for a partner without state."""
+        ``(n, sum)``, oldest first, as an ``(m, 2)`` array, and (KPIs watched for bunching) the bin
+        counts around the partner's target over the window's days. Empty for a partner without
+        state."""
         st, w = self.state.get(partner), self._windows.index.get(window)
         if st is None or w is None:
-            return [], []
+            return np.zeros((0, 2)), []
         k = self._kpi_index[kpi_id]
         span = self._windows.specs[w].resolution_ms * self._windows.specs[w].buckets
         bins = self._bins.counts(st, k, now_ms, span) if k in self._bins.watched else []
