@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.config.catalog import load_config
 from streams.engine.core import Engine, Outcome
 from streams.judgement.watch import Watch
+from streams.outputs import exporter
 from streams.outputs.exporter import KpiCollector
 from streams.outputs.series import REPORT_PROJECTED_BAND
 from tests.streams_gen import DAY, HOUR, MINUTE, _ms, random_events
@@ -124,6 +125,24 @@ def test_kept_text_matches_a_fresh_render_through_every_kind_of_change() -> None
     fleet.judge()
     fleet.check("cityloop again")
     assert fleet.checks > 20
+
+
+def test_the_worker_sends_the_same_scrape_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics goes out in blocks (the worker's view writes each to the socket): joined they
+    are the scrape, every block but the last holds at least the block size, and each ends with a
+    whole line."""
+    fleet = _Fleet()
+    fleet.ingest(_ordered(8, T0, DAY))
+    fleet.judge()
+    whole = fleet._collector().exposition()
+    for size in (1000, 4096, 7777, len(whole) // 2, 1 << 20):
+        monkeypatch.setattr(exporter, "BLOCK_BYTES", size)
+        blocks = list(fleet.kept.exposition_blocks())
+        joined = b"".join(blocks)
+        assert joined == whole or _samples(joined) == _samples(whole), size
+        assert len(blocks) >= min(len(whole) // size, 3), (size, len(whole))
+        assert all(len(block) >= size for block in blocks[:-1]), size
+        assert all(block.endswith(b"\n") for block in blocks), size
 
 
 def test_a_forecast_that_fails_leaves_its_bands_out_not_the_scrape(

@@ -85,6 +85,9 @@ def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
+BLOCK_BYTES = 1 << 20
+"""About how much of ``/metrics`` the worker hands to the socket at a time."""
+
 _PER_WINDOW = (KPI_VALUE, KPI_SAMPLES, KPI_ATTAINMENT, KPI_CHANNEL_VALUE, KPI_CHANNEL_SAMPLES)
 """The families kept per partner x window (rendered from its values), in chunk order."""
 _NO_SERIES = (b"",) * len(_PER_WINDOW)
@@ -239,6 +242,30 @@ class KpiCollector(Collector):
 
     def exposition(self) -> bytes:
         """Every series at this moment, in the Prometheus text format (0.0.4)."""
+        return b"".join(self._pieces())
+
+    def exposition_blocks(self) -> Iterator[bytes]:
+        """:meth:`exposition` in blocks of about :data:`BLOCK_BYTES`, as the worker sends it.
+
+        Why blocks: at 10,000 partners the body is about 650 MiB. Joined into one object it is
+        as much fresh memory at every scrape (the join alone was 0.6 s of a 1.5 s scrape, most of
+        it the kernel handing over new pages), held until the last byte is sent. Blocks of
+        1 MiB are copied into memory the allocator has just freed. Every series is read from the
+        engine before the first block is handed over, so the blocks are one moment's series
+        whenever they are sent."""
+        block: list[bytes] = []
+        size = 0
+        for piece in self._pieces():
+            block.append(piece)
+            size += len(piece)
+            if size >= BLOCK_BYTES:
+                yield b"".join(block)
+                block, size = [], 0
+        if block:
+            yield b"".join(block)
+
+    def _pieces(self) -> list[bytes]:
+        """The exposition's text as pieces, in order (family headers, then its series)."""
         engine = self.engine
         now = engine.now(self.wall_ms())
         watch = self.watch
@@ -305,7 +332,7 @@ class KpiCollector(Collector):
                      for partner, forecast in sorted(kept.items())
                      for band, share in forecast.bands]
         text.append(self._pipeline(items, oldest, urgent).encode())
-        return b"".join(text)
+        return text
 
     def _pipeline(self, items: list[str], oldest: list[str], urgent: list[str]) -> str:
         """The families beyond the partners: open items, feeds, lag, events, delivery."""

@@ -8,8 +8,9 @@ subclasses that know it; the views read only what :class:`Served` names.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
+import aiohttp.web
 import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -74,9 +75,19 @@ class _PipelineView(faust.web.View):
 class Metrics(_PipelineView):
     """Prometheus exposition of this worker's partners."""
 
-    async def get(self, request: faust.web.Request) -> faust.web.Response:
-        body = self.pipeline.collector.exposition()  # direct text: see streams/outputs/exporter.py
-        return self.bytes(body, headers=security_headers(CONTENT_TYPE_LATEST))
+    async def get(self, request: faust.web.Request) -> aiohttp.web.StreamResponse:
+        # direct text (streams/outputs/exporter.py), sent block by block: a large fleet's body
+        # is hundreds of MiB, and each block waits for the socket, not the loop's other work
+        blocks = self.pipeline.collector.exposition_blocks()
+        first = next(blocks, b"")  # every series is read here, before the response begins
+        response = aiohttp.web.StreamResponse(headers=security_headers(CONTENT_TYPE_LATEST))
+        # faust's aiohttp driver hands its views aiohttp's own request
+        await response.prepare(cast(aiohttp.web.Request, request))
+        await response.write(first)
+        for block in blocks:
+            await response.write(block)
+        await response.write_eof()
+        return response
 
 
 class Ready(_PipelineView):
