@@ -42,9 +42,12 @@ class Result:
     ts_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class KpiValue:
-    """A KPI's value in one window for one partner, with what a judge needs to weigh it."""
+class KpiValue(NamedTuple):
+    """A KPI's value in one window for one partner, with what a judge needs to weigh it.
+
+    A named tuple, not a frozen dataclass: a scrape of a large fleet builds hundreds of
+    thousands of them (a new minute recomputes every partner's 1 h window), and a frozen
+    dataclass's ``__init__`` costs 0.64 us against 0.24 us here. Immutable either way."""
 
     value: float
     samples: int
