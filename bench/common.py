@@ -12,11 +12,13 @@ measured in the same run (the baseline is itself one of the figures).
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import pickle
 import platform
 import random
 import sys
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -92,6 +94,23 @@ def vm_rss_kib(pid: int | str = "self") -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def first_touch_s_per_gib(gib: int = 4) -> list[float]:
+    """Seconds to touch each GiB of fresh anonymous memory in turn (one byte per 4 KiB page).
+
+    Why: what a process pays the kernel (and, in a VM, the host) for memory it has never
+    touched, apart from any work done in it. A restart that rebuilds gigabytes of state pays
+    it for every page; on a VM whose guest hands free memory back to the host, much more than
+    on bare metal."""
+    out: list[float] = []
+    with mmap.mmap(-1, gib << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as m:
+        for g in range(gib):
+            start = time.perf_counter()
+            for offset in range((g << 30), (g + 1) << 30, 4096):
+                m[offset] = 1
+            out.append(time.perf_counter() - start)
+    return out
 
 
 def engine(clock: str = "event", journal: bool = True) -> Engine:

@@ -109,6 +109,15 @@ def _restore_scaling(records: list[tuple[int, bytes, bytes]], names: list[str],
     return out
 
 
+def _page_reporting() -> bool:
+    """Whether this kernel reports free memory to a hypervisor (its command line says so)."""
+    try:
+        with open("/proc/cmdline") as f:
+            return "page_reporting" in f.read()
+    except OSError:
+        return False
+
+
 def _tail(partners: int, count: int, seed: int = 23) -> list[tuple[str, bytes, bytes]]:
     """``count`` simulated events of the partners after the snapshots (T0 on)."""
     sim = Simulator(common.sim_partners(partners), seed=seed, rate=50.0, start_ms=common.T0)
@@ -144,6 +153,7 @@ def run(quick: bool) -> dict[str, Any]:
     del eng
     gc.collect()
     scaling = _restore_scaling(records, names, (4, 12, 24) if quick else (40, 200, 1_000))
+    touch = common.first_touch_s_per_gib(1 if quick else 4)
     rec, rec2 = first.status["recovery"], again.status["recovery"]
     total_s = again.t_caught - again.t_start
     figures: dict[str, float] = {
@@ -173,25 +183,35 @@ def run(quick: bool) -> dict[str, Any]:
         "first_scrape_after_restart_s": again.status["first_scrape_s"],
         "sample_series_compared": compared,
         **scaling,
+        "first_touch_s_per_gib_fastest": min(touch),
+        "first_touch_s_per_gib_slowest": max(touch),
         "goal_s": GOAL_S,
     }
     n_max = max(int(k.rsplit("_", 1)[1]) for k in scaling if k.startswith("restore_ms"))
     n_min = min(int(k.rsplit("_", 1)[1]) for k in scaling if k.startswith("restore_ms"))
     restore_s = rec2["restored_at"] - rec2["collected_at"]
+    rss_gib = again.rss_kib / 2**20
     notes = [
         f"What limits it. Engine.restore in the worker took {restore_s:.1f} s, "
-        f"{restore_s / partners * 1000:.1f} ms a partner: "
-        "unpickling each snapshot's state into small Python objects "
-        f"({again.rss_kib / 1024 / partners:.1f} MiB of worker RSS a partner, the memory "
-        "benchmark's subject). In this process, the GC off as in the worker, the "
-        f"same restore costs {scaling[f'restore_ms_per_partner_at_{n_min}']:.1f} ms a partner "
-        f"for {n_min} partners and {scaling[f'restore_ms_per_partner_at_{n_max}']:.1f} ms for "
-        f"{n_max}: the cost grows with the heap being built, not with the records read. "
-        "The catch-up is mostly each restored partner's first judgement "
+        f"{restore_s / partners * 1000:.1f} ms a partner, building "
+        f"{again.rss_kib / 1024 / partners:.1f} MiB of state a partner ({rss_gib:.1f} GiB of "
+        "worker RSS: small Python objects, the memory benchmark's subject). Much of that time "
+        "is the memory, not the unpickling: on this machine, touching memory the process has "
+        f"never touched costs {min(touch):.2f} to {max(touch):.2f} s a GiB (same run: "
+        f"{len(touch)} GiB of fresh anonymous memory touched page by page, each GiB timed), so "
+        f"the worker's {rss_gib:.1f} GiB alone cost about {rss_gib * min(touch):.0f} to "
+        f"{rss_gib * max(touch):.0f} s of its restart."
+        + (" (The machine is a VM whose kernel hands free memory back to the host, kernel "
+           "option page_reporting: new pages fault in the host too.)" if _page_reporting() else "")
+        + " In this process, the GC off as in the worker, the same restore costs "
+        f"{scaling[f'restore_ms_per_partner_at_{n_min}']:.1f} ms a partner for {n_min} "
+        f"partners (memory the allocator had just freed) and "
+        f"{scaling[f'restore_ms_per_partner_at_{n_max}']:.1f} ms for {n_max} (mostly new "
+        "memory). The catch-up is mostly each restored partner's first judgement "
         f"({scaling[f'first_judgement_ms_per_partner_at_{n_min}']:.1f} ms a partner in this "
-        f"process at {n_min} partners; its integrity lens reads 30 days of hourly buckets per "
-        "KPI), besides taking the new events. Both shrink with the state itself (fewer, "
-        "array-held objects: the issue's decisions 1 and 3), not with more I/O work."]
+        f"process at {n_min} partners: its integrity lens tests each watched KPI in each "
+        "window), besides taking the new events. Both shrink with the state itself (fewer "
+        "bytes and objects a partner: the issue's decisions 1 and 3), not with more I/O work."]
     return {
         "title": f"Restart of a worker holding {partners:,} fully filled partners",
         "method": (
