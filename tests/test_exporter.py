@@ -9,6 +9,7 @@ collector with a new one (nothing kept) after each kind of change.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config.catalog import load_config
-from streams.engine.core import Engine, Outcome
+from streams.engine.core import Engine, KpiValue, Outcome
 from streams.judgement.watch import Watch
 from streams.outputs import exporter
 from streams.outputs.exporter import KpiCollector
@@ -143,6 +144,46 @@ def test_the_worker_sends_the_same_scrape_block_by_block(monkeypatch: pytest.Mon
         assert len(blocks) >= min(len(whole) // size, 3), (size, len(whole))
         assert all(len(block) >= size for block in blocks[:-1]), size
         assert all(block.endswith(b"\n") for block in blocks), size
+
+
+def test_a_partner_window_s_text_is_each_series_line() -> None:
+    """A partner x window's kept text: each series' line, written here, whether every KPI has
+    a value or some have none (those have no series). Random values, and a partner label with
+    a `%` and an escaped quote in it."""
+    fleet = _Fleet()
+    collector, catalog = fleet.kept, fleet.engine.catalog
+    rng = random.Random(3)
+    goals = [rng.uniform(0.1, 100.0) for _ in fleet.engine.kpis]
+    escaped = 'a%s\\"b'  # the label value a%s"b, escaped for the text format
+    p = '{partner="' + escaped + '"'
+    for i, window in enumerate(collector.windows):
+        kpis = [(k, kpi) for k, kpi in enumerate(fleet.engine.kpis) if window in kpi.windows]
+        channels = [kpi for kpi in catalog.channel_kpis if window in kpi.windows]
+        values = {(kpi.id, window): KpiValue(rng.uniform(0.0, 1e6), rng.randrange(1, 10**6))
+                  for kpi in [kpi for _, kpi in kpis] + channels}
+        for missing in [None, kpis[0][1].id] + [kpi.id for kpi in channels[-1:]]:
+            shown = {key: v for key, v in values.items() if key[0] != missing}
+            want: list[list[str]] = [[], [], [], [], []]
+            for k, kpi in kpis:
+                kv = shown.get((kpi.id, window))
+                if kv is None:
+                    continue
+                tail = f'{{partner="{escaped}",kpi="{kpi.id}",window="{window}"}} '
+                want[0].append(f"partnerpulse_kpi_value{tail}{kv.value!r}\n")
+                want[1].append(f"partnerpulse_kpi_samples{tail}{kv.samples}.0\n")
+                ratio = (min(10.0, goals[k] / kv.value) if kpi.better == "lower"
+                         else min(10.0, kv.value / goals[k]))
+                want[2].append(f"partnerpulse_kpi_attainment_ratio{tail}{ratio!r}\n")
+            for kpi in channels:
+                kv = shown.get((kpi.id, window))
+                if kv is None:
+                    continue
+                tail = (f'{{partner="{escaped}",kpi="{kpi.base}",'
+                        f'window="{window}",channel="{kpi.channel}"}} ')
+                want[3].append(f"partnerpulse_kpi_channel_value{tail}{kv.value!r}\n")
+                want[4].append(f"partnerpulse_kpi_channel_samples{tail}{kv.samples}.0\n")
+            got = collector._window(p, i, shown, goals)
+            assert got == tuple("".join(lines).encode() for lines in want), (window, missing)
 
 
 def test_a_forecast_that_fails_leaves_its_bands_out_not_the_scrape(
