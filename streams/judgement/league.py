@@ -29,7 +29,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from streams.config.judging import KINDS
 
@@ -344,6 +343,10 @@ def _limits(kind: str, centre: float, spread: float, n: npt.NDArray[np.float64],
         raise ValueError(f"coverage must be within (0, 1), got {coverage}")
     if (n < 1).any():
         raise ValueError("limits need at least one sample")
+    # scipy.stats is imported here, not with the module: it is 0.4 s of a worker's start
+    # (every restart), and only a report's funnel needs it
+    from scipy import stats
+
     tail = (1.0 - coverage) / 2.0
     if kind == "ratio":
         lo = stats.binom.ppf(tail, n, centre) / n
