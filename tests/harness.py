@@ -50,7 +50,10 @@ class Worker:
 
     def __init__(self, broker_url: str, workdir: Path, app_id: str = "pp-test",
                  clock: str = "event", partitions: int = 4, name: str = "worker",
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 extra: list[str] | None = None, env: dict[str, str] | None = None,
+                 rebalance_timeout: float | None = 3.0) -> None:
+        """``rebalance_timeout``: the tests' short group timing (a restarted worker rejoins in
+        seconds on the embedded broker); None runs the shipped default."""
         self.port = free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.workdir = workdir
@@ -58,8 +61,8 @@ class Worker:
         self.cmd = [
             sys.executable, "-m", "streams", "worker", "--broker", broker_url,
             "--clock", clock, "--web-port", str(self.port), "--data-dir", str(workdir / name),
-            "--partitions", str(partitions),
-            "--rebalance-timeout", "3", "--app-id", app_id, "--log-level", "warning",
+            "--partitions", str(partitions), "--app-id", app_id, "--log-level", "warning",
+            *([] if rebalance_timeout is None else ["--rebalance-timeout", f"{rebalance_timeout:g}"]),
             *(extra or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
