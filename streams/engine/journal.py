@@ -77,7 +77,7 @@ STATE_KEY_END: Final = f"{SEP}{STATE_PREFIX}".encode()
 
 def state_key(partner: str) -> bytes:
     """The journal key of a partner's snapshot."""
-    return f"{partner}{SEP}{STATE_PREFIX}".encode()
+    return partner.encode() + STATE_KEY_END
 
 
 def split_key(key: bytes) -> tuple[str, str | None, str]:
