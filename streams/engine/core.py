@@ -45,7 +45,7 @@ import numpy as np
 from streams.config.catalog import Catalog, Kpi, Partners
 from streams.engine import snapshot
 from streams.engine.bins import TargetBins
-from streams.engine.entities import EntityStore
+from streams.engine.entities import COLD_AFTER_MS, EntityStore
 from streams.engine.journal import (
     CLOSED_PREFIX,
     SEP,
@@ -286,7 +286,7 @@ class Engine:
         st.evicted_at = hour
         self._windows.evict(st, now)
         self._bins.evict(st, now)
-        self._entities.evict(st, now - self.catalog.entity_retention_ms)
+        self._entities.evict(st, now - self.catalog.entity_retention_ms, now - COLD_AFTER_MS)
         if self._replaying:
             return  # a restore only rebuilds; snapshots and deletions are written by live traffic
         self._months.snapshot(partner, st, now, self._journal)

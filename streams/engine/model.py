@@ -131,10 +131,15 @@ each of the 720 hourly buckets of every partner. A bucket with thousands of samp
 per sample, still less than a dict unless the samples share a dozen keys each."""
 Record = list[Any] | array.array
 """An entity's marks: [last event time, mark of slot 1, mark of slot 2, ...] (see
-``PartnerState.entities`` and :class:`streams.engine.entities.Records`). An int64 array,
+``PartnerState.entities`` and :class:`streams.engine.entities.EntityStore`). An int64 array,
 :data:`UNSET` for a mark not set yet, on entity topics whose marks are all plain times; a list,
 None for unset, on topics with a mark that carries more (a due date, a UTC offset, a set of
 follow-up times)."""
+Frozen = bytes
+"""A record idle for an hour (:data:`streams.engine.entities.COLD_AFTER_MS`), frozen: its last
+event time as 8 bytes little-endian, then its marks -- int64 little-endian on packed topics,
+msgpack on list topics. Written and read only by :mod:`streams.engine.entities`; snapshots carry
+it as it is."""
 UNSET: Final = -(2**63)
 """A packed record's unset mark (no event time is that small)."""
 Sample = tuple[int, int, int, Any, int | None]
@@ -246,8 +251,9 @@ class PartnerState:
     """:func:`streams.engine.journal.id_hash` of the accepted event ids, each with the hour of
     its event time: an id is a duplicate whatever the time of a redelivery (see
     :mod:`streams.engine.dedup`)."""
-    entities: dict[str, dict[str, Record]] = field(default_factory=dict)
-    """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...].
+    entities: dict[str, dict[str, Record | Frozen]] = field(default_factory=dict)
+    """entity topic -> entity id -> [last event time, mark of slot 1, mark of slot 2, ...]
+    (frozen as bytes after an hour without an event).
 
     A mark is an event time (earliest/latest reducers), ``(time, extra)`` for marks that carry
     the due date or the UTC offset, or a sorted tuple of times (follow-ups); unset until an

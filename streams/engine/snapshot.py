@@ -38,9 +38,10 @@ from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Catalog
 from streams.engine.model import PartnerState
 
-FORMAT: Final = 2
+FORMAT: Final = 3
 """Version of the snapshot layout: a snapshot of another version is ignored (full replay).
-2: the windows' running totals are in it."""
+2: the windows' running totals are in it. 3: entity records idle an hour are frozen bytes
+(:data:`streams.engine.model.Frozen`), which a version before it cannot read."""
 
 FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "cusum", "bins", "last_ms",
                  "seq", "topic_last_ms", "windows")
