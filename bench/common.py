@@ -270,7 +270,8 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
         if share:
             for name in mine:
                 eng.state[name] = PartnerState(rings=src.rings, hists=src.hists, cusum=src.cusum,
-                                               last_ms=src.last_ms,
+                                               ahead=src.ahead, ahead_due=src.ahead_due,
+                                               horizon_ms=src.horizon_ms, last_ms=src.last_ms,
                                                version=src.version, evicted_at=src.evicted_at,
                                                windows=[None] * len(src.windows),
                                                values=[None] * len(src.windows),

@@ -35,7 +35,8 @@ def child(partners: int, templates: int) -> dict[str, Any]:
                for chunk in (*r.head, *(c for cs in r.chunks for c in cs)))
     st = eng.state[next(iter(eng.state))]
     sizes = {
-        "rings_bytes": common.deep_size(st.rings) + common.deep_size(st.hists),
+        "rings_bytes": (common.deep_size(st.rings) + common.deep_size(st.hists)
+                        + common.deep_size(st.ahead) + common.deep_size(st.ahead_due)),
         "seen_bytes": st.seen.nbytes(),
         "entities_bytes": common.deep_size(st.entities),
         "pending_bytes": common.deep_size(st.pending),
@@ -47,6 +48,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     }
     shape = {**sizes,
         "buckets": sum(len(r) for r in st.rings),
+        "buckets_ahead": sum(len(r) for r in st.ahead),
         "aggregates": sum(1 for r in st.rings for b in r.values()
                           for i in range(0, len(b), 3) if b[i] or b[i + 1]),
         "event_ids": len(st.seen),

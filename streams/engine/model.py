@@ -263,6 +263,14 @@ class PartnerState:
     """per resolution (``WindowStore.resolutions``): bucket index -> packed sums of every KPI."""
     hists: list[dict[int, HistCodes]] = field(default_factory=list)
     """per resolution: bucket index -> the percentile samples counted in it (:data:`HistCodes`)."""
+    ahead: list[dict[int, array.array]] = field(default_factory=list)
+    """per resolution: bucket index -> the samples dated ahead of ``horizon_ms`` and the newest
+    event, ``(kpi index, n, sum, sum of squares)`` per KPI in one float64 array, until the
+    clock reaches their bucket (:meth:`streams.engine.windows.WindowStore.advance`)."""
+    ahead_due: list[list[int]] = field(default_factory=list)
+    """per resolution: the bucket indexes in ``ahead`` as a heap, earliest first."""
+    horizon_ms: int = -1
+    """Latest time the windows were read at: buckets up to it are in the rings."""
     windows: list[Totals | None] = field(default_factory=list)
     """per window (``WindowStore.specs``): running totals, None until read (or invalidated)."""
     values: list[Evaluated | None] = field(default_factory=list)

@@ -41,10 +41,11 @@ from streams.engine.model import PartnerState
 FORMAT: Final = 3
 """Version of the snapshot layout: a snapshot of another version is ignored (full replay).
 2: the windows' running totals are in it. 3: entity records idle an hour are frozen bytes
-(:data:`streams.engine.model.Frozen`), which a version before it cannot read."""
+(:data:`streams.engine.model.Frozen`), which a version before it cannot read, and samples dated
+ahead wait in sparse buckets (``PartnerState.ahead``)."""
 
-FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "cusum", "bins", "last_ms",
-                 "seq", "topic_last_ms", "windows")
+FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "ahead", "ahead_due",
+                 "horizon_ms", "cusum", "bins", "last_ms", "seq", "topic_last_ms", "windows")
 """The ``PartnerState`` fields a snapshot holds: what events built, less the months (their own
 records) and what is derived from the configuration or kept as a cache -- except the windows'
 running totals (``windows``): rebuilding them from every bucket was the costliest part of a

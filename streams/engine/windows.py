@@ -5,11 +5,17 @@ for the longer windows by default). A window is the last ``length/resolution`` b
 current one included; its value is computed from the sums, kept as running totals of its closed
 buckets (slid as time passes) plus the current bucket, so reading a window costs the same
 whatever its length.
+
+Samples dated ahead of the partner's clock (a follow-up's decision at the end of its horizon,
+days away) wait in a sparse list per bucket (``PartnerState.ahead``) until a read or the hourly
+sweep reaches their bucket: a filled partner had 437 minute buckets and 168 hour buckets ahead,
+each a full bucket of every KPI for the one or two KPIs in it (about 500 KiB).
 """
 
 from __future__ import annotations
 
 import array
+import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -87,6 +93,8 @@ class WindowStore:
         """``st`` with empty rings and window slots for this engine's windows."""
         st.rings = [{} for _ in self.resolutions]
         st.hists = [{} for _ in self.resolutions]
+        st.ahead = [{} for _ in self.resolutions]
+        st.ahead_due = [[] for _ in self.resolutions]
         st.windows = [None] * len(self.specs)
         st.values = [None] * len(self.specs)
         st.changes = [0] * len(self.kpis)
@@ -100,8 +108,15 @@ class WindowStore:
         st.changes[k] += 1
         i = 3 * k
         code = (k << 32) | (hist_key - sketch.ZERO_KEY) if hist_key is not None else 0  # hist_code
+        now = st.last_ms if st.last_ms > st.horizon_ms else st.horizon_ms
         for res, ring_i, wins in self._adds[k]:
             idx = ts // res
+            if idx > now // res:
+                # ahead of every read so far: no window's running totals reach this bucket
+                _add_ahead(st, ring_i, idx, k, n, s, s2)
+                if hist_key is not None:
+                    _bump_codes(st.hists[ring_i], idx, code, sign)
+                continue
             ring = st.rings[ring_i]
             bucket = ring.get(idx)
             if bucket is None:
@@ -123,6 +138,7 @@ class WindowStore:
 
     def evict(self, st: PartnerState, now: int) -> None:
         """Drop the buckets older than every window at ``now``."""
+        self.advance(st, now)
         for ring_i, (res, ring) in enumerate(zip(self.resolutions, st.rings, strict=True)):
             floor = now // res - self._keep.get(res, 0)
             old = [i for i in ring if i <= floor]
@@ -142,6 +158,7 @@ class WindowStore:
                 wanted: Iterable[int] | None = None) -> list[Mapping[tuple[str, str], KpiValue]]:
         """The values at ``now_ms`` of each window (index in ``specs``; every window by
         default), recomputing only what moved since they were last read."""
+        self.advance(st, now_ms)
         out: list[Mapping[tuple[str, str], KpiValue]] = []
         changes = st.changes
         for w in range(len(self.specs)) if wanted is None else wanted:
@@ -167,10 +184,39 @@ class WindowStore:
             out.append(values)
         return out
 
+    def advance(self, st: PartnerState, now_ms: int) -> None:
+        """Bring the partner's clock for reading up to ``now_ms``: the samples waiting ahead
+        (:func:`_add_ahead`) whose bucket it reached are added to their rings. Run before
+        anything reads a ring, so a window never slides past a bucket still waiting."""
+        if now_ms <= st.horizon_ms:
+            return
+        st.horizon_ms = now_ms
+        for ring_i, due in enumerate(st.ahead_due):
+            if not due:
+                continue
+            top = now_ms // self.resolutions[ring_i]
+            if due[0] > top:
+                continue
+            ahead, ring = st.ahead[ring_i], st.rings[ring_i]
+            while due and due[0] <= top:
+                idx = heapq.heappop(due)
+                sparse = ahead.pop(idx, None)
+                if sparse is None:
+                    continue  # its samples were all retracted
+                bucket = ring.get(idx)
+                if bucket is None:
+                    bucket = ring[idx] = self._empty_buckets[ring_i][:]
+                for j in range(0, len(sparse), 4):
+                    i = 3 * int(sparse[j])
+                    bucket[i] += sparse[j + 1]
+                    bucket[i + 1] += sparse[j + 2]
+                    bucket[i + 2] += sparse[j + 3]
+
     def closed_buckets(self, st: PartnerState, k: int, w: int, now_ms: int) -> FloatArray:
         """KPI ``k``'s ``(n, sum)`` in each closed bucket of window ``w`` at ``now_ms``, oldest
         first, ``(0, 0)`` where a bucket has no sample, as an ``(m, 2)`` array: the sub-periods
         the integrity lens reads (the current bucket is left out: it is still filling)."""
+        self.advance(st, now_ms)
         sums = self._closed_sums(st, w, now_ms // self.specs[w].resolution_ms)
         out = np.empty((len(sums), 2))
         out[:, 0] = sums[:, 3 * k]
@@ -254,6 +300,29 @@ class WindowStore:
             if hi - span < i < hi:
                 _merge(totals, bucket, hists.get(i), 1)
         return totals
+
+
+def _add_ahead(st: PartnerState, ring_i: int, idx: int, k: int, n: float, s: float,
+               s2: float) -> None:
+    """Count a sample of KPI ``k`` into bucket ``idx`` of the ring's samples waiting ahead:
+    ``(k, n, sum, sum of squares)`` for each KPI in the bucket, in one float64 array."""
+    ahead = st.ahead[ring_i]
+    sparse = ahead.get(idx)
+    if sparse is None:
+        ahead[idx] = array.array("d", (k, n, s, s2))
+        heapq.heappush(st.ahead_due[ring_i], idx)
+        return
+    for j in range(0, len(sparse), 4):
+        if sparse[j] == k:
+            sparse[j + 1] += n
+            sparse[j + 2] += s
+            sparse[j + 3] += s2
+            if not (sparse[j + 1] or sparse[j + 2] or sparse[j + 3]):  # retracted, exactly
+                del sparse[j:j + 4]
+                if not sparse:
+                    del ahead[idx]  # its index stays in ahead_due, skipped when due
+            return
+    sparse.extend((k, n, s, s2))
 
 
 def _bump_codes(hists: dict[int, HistCodes], idx: int, code: int, sign: int) -> None:
