@@ -252,8 +252,9 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
     ``templates`` partners are built by ingesting :func:`fill_events`; the others are
     deep copies of them through pickle (fresh objects, no sharing with the template, so the
     memory is that of independently built state). With ``share``, the copies instead reference
-    the template's window buckets and CUSUMs (read-only for rendering, no dedup set or entities):
-    rendering costs the same, memory does not. Returns the engine and the events ingested.
+    the template's window buckets, CUSUMs, entities and waiting lists (read-only for
+    rendering; no dedup set): rendering costs the same, memory does not. Returns the engine
+    and the events ingested.
     """
     eng = engine(clock=clock, journal=False)
     rng = random.Random(seed)
@@ -276,6 +277,7 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
                                                windows=[None] * len(src.windows),
                                                values=[None] * len(src.windows),
                                                changes=src.changes[:], bins=src.bins,
+                                               entities=src.entities, pending=src.pending,
                                                bin_targets=src.bin_targets)
         elif mine:
             # One template's pickle at a time, and none when there is nothing to copy: a freed

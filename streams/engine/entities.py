@@ -16,6 +16,7 @@ thaws it.
 from __future__ import annotations
 
 import array
+import bisect
 import struct
 import sys
 from collections.abc import Callable
@@ -176,15 +177,26 @@ class EntityStore:
         if waiting is None:
             waiting = st.pending[k] = {}
         began, ended = rec[start], rec[stop]
-        if began == unset:
-            waiting.pop(entity_id, None)
-            return
         # follow-up times (a tuple): only one after the start closes it
-        closed = any(t > began for t in ended) if isinstance(ended, tuple) else ended != unset
-        if closed:
-            waiting.pop(entity_id, None)
-        else:
+        if began == unset or (any(t > began for t in ended) if isinstance(ended, tuple)
+                              else ended != unset):
+            if waiting.pop(entity_id, None) is not None:
+                st.waiting_starts.pop(k, None)
+        elif waiting.get(entity_id) != began:
             waiting[entity_id] = began
+            st.waiting_starts.pop(k, None)
+
+    @staticmethod
+    def _starts(st: PartnerState, k: int, waiting: dict[str, int]) -> list[int]:
+        """KPI ``k``'s waiting entities' start times, sorted, kept until the list changes.
+
+        Why: every scrape counts each partner's waiting entities past each stage; a partner
+        with a thousand waiting took 144 us a scrape walking them, and a fleet's scrape is the
+        sum. Sorted, each count is a bisection."""
+        starts = st.waiting_starts.get(k)
+        if starts is None:
+            starts = st.waiting_starts[k] = sorted(waiting.values())
+        return starts
 
     def open_items(self, st: PartnerState | None, partner: str, now_ms: int,
                    stages: tuple[float, ...]) -> dict[tuple[str, float], int]:
@@ -197,18 +209,18 @@ class EntityStore:
                 for stage in stages:
                     out[(kpi.id, stage)] = 0
                 continue
+            assert st is not None  # waiting came from it
             target_ms = (kpi.horizon_ms if kpi.kind == "follow_up" and kpi.horizon_ms is not None
                          else self.partners.target(partner, kpi) * 1000)
             if k in self._clocked:
-                assert st is not None
                 ages = [self._age(st, partner, k, kpi, e, opened, now_ms)[0]
                         for e, opened in waiting.items()]
                 for stage in stages:
                     out[(kpi.id, stage)] = sum(1 for age in ages if age >= stage * target_ms)
                 continue
+            starts = self._starts(st, k, waiting)
             for stage in stages:
-                limit = now_ms - stage * target_ms
-                out[(kpi.id, stage)] = sum(1 for start in waiting.values() if start <= limit)
+                out[(kpi.id, stage)] = bisect.bisect_right(starts, now_ms - stage * target_ms)
         return out
 
     def _age(self, st: PartnerState, partner: str, k: int, kpi: Kpi, entity_id: str,
@@ -270,7 +282,7 @@ class EntityStore:
                 out[kpi.id] = max(self._age(st, partner, k, kpi, e, opened, now_ms)[0]
                                   for e, opened in waiting.items())
             else:
-                out[kpi.id] = now_ms - min(waiting.values())
+                out[kpi.id] = now_ms - self._starts(st, k, waiting)[0]
         return out
 
     def evict(self, st: PartnerState, oldest: int, cold: int) -> None:
@@ -287,8 +299,9 @@ class EntityStore:
                     entities[entity_id] = freeze(rec)  # a value replaced: the dict keeps its size
             for entity_id in gone:
                 del entities[entity_id]
-                for waiting in st.pending.values():
-                    waiting.pop(entity_id, None)
+                for k, waiting in st.pending.items():
+                    if waiting.pop(entity_id, None) is not None:
+                        st.waiting_starts.pop(k, None)
 
 
 def _severity(kpi: Kpi) -> str | None:

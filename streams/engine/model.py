@@ -284,6 +284,9 @@ class PartnerState:
     """kpi index -> CUSUM of its samples against the partner's target (early warning)."""
     pending: dict[int, dict[str, int]] = field(default_factory=dict)
     """open_items KPIs: kpi index -> entity id -> start time, while the stop is missing."""
+    waiting_starts: dict[int, list[int]] = field(default_factory=dict)
+    """open_items KPIs: kpi index -> the start times in ``pending``, sorted; dropped when its
+    ``pending`` entry changes (a cache: not in snapshots)."""
     seq: int = 0
     """Accepted events so far (each journal record carries its number: replay order)."""
     snap_seq: int = -1
