@@ -193,8 +193,8 @@ class Totals:
     of the range updates them. Reading at a later ``hi`` slides the range bucket by bucket."""
 
     hi: int
-    sums: list[float]
-    """[n, sum, sum of squares] per KPI index, like a bucket."""
+    sums: Bucket
+    """[n, sum, sum of squares] per KPI index: a float64 array like a bucket."""
     hists: Hists = field(default_factory=dict)
     slid: int = 0
     """Buckets slid since the totals were rebuilt: after a whole window's worth they are summed

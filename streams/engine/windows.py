@@ -295,7 +295,7 @@ class WindowStore:
                     _merge(totals, bucket, hists.get(i), 1)
             totals.hi = hi
             return totals
-        totals = st.windows[w] = Totals(hi, [0.0] * len(self._empty_buckets[ring_i]))
+        totals = st.windows[w] = Totals(hi, self._empty_buckets[ring_i][:])
         for i, bucket in ring.items():
             if hi - span < i < hi:
                 _merge(totals, bucket, hists.get(i), 1)
@@ -361,10 +361,13 @@ def _hist_of(codes: HistCodes | None, k: int) -> dict[int, int]:
 
 def _merge(totals: Totals, bucket: Bucket, codes: HistCodes | None, sign: int) -> None:
     """Add (1) or subtract (-1) a bucket's sums and percentile samples to window totals."""
+    # in place through numpy views of both float64 buffers: the same IEEE additions as one
+    # Python float at a time, 198 of them in about a microsecond instead of nine
+    sums = np.frombuffer(totals.sums, dtype=np.float64)
     if sign > 0:
-        totals.sums = [t + b for t, b in zip(totals.sums, bucket, strict=True)]
+        sums += np.frombuffer(bucket, dtype=np.float64)
     else:
-        totals.sums = [t - b for t, b in zip(totals.sums, bucket, strict=True)]
+        sums -= np.frombuffer(bucket, dtype=np.float64)
     if codes:
         zero, mask, hists = sketch.ZERO_KEY, _HIST_MASK, totals.hists
         for code in codes:
