@@ -14,6 +14,7 @@ from streams.engine.entities import (
     COLD_AFTER_MS,
     freeze_list,
     freeze_packed,
+    frozen_before,
     last_event,
     thaw_list,
     thaw_packed,
@@ -52,11 +53,23 @@ def test_a_list_record_thaws_mark_for_mark(rec: list[Any]) -> None:
 def test_a_packed_record_thaws_mark_for_mark(marks: list[int]) -> None:
     rec = array.array("q", marks)
     frozen = freeze_packed(rec)
-    assert frozen == b"".join(m.to_bytes(8, "little", signed=True) for m in marks)
+    # the last event time first (big-endian, shifted to unsigned), then the marks little-endian
+    assert frozen == ((marks[0] + 2**63).to_bytes(8, "big")
+                      + b"".join(m.to_bytes(8, "little", signed=True) for m in marks[1:]))
     assert last_event(frozen) == marks[0]
     thawed = thaw_packed(frozen)
     assert isinstance(thawed, array.array) and thawed.typecode == "q"
     assert thawed.tolist() == marks
+
+
+def test_a_frozen_record_compares_below_a_time_as_its_last_event_does() -> None:
+    """The hourly sweep compares frozen records with :func:`frozen_before` as bytes."""
+    times = [-(2**63), -(2**62), -1, 0, 1, 255, 256, T0 - 1, T0, T0 + 1, 2**63 - 1]
+    for last in times:
+        for frozen in (freeze_list([last, None, (last, "x")]),
+                       freeze_packed(array.array("q", [last, UNSET, 7]))):
+            for ms in times:
+                assert (frozen < frozen_before(ms)) == (last < ms), (last, ms)
 
 
 def _event(topic: str, etype: str, event_id: str, ts: int, **fields: Any) -> bytes:

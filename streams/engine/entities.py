@@ -36,7 +36,10 @@ KEEP: Final[Any] = object()
 COLD_AFTER_MS: Final = 3_600_000
 """A record without an event for this long is frozen at the partner's next hourly sweep."""
 
-_LAST: Final = struct.Struct("<q")
+_LAST: Final = struct.Struct(">Q")
+_SHIFT: Final = 2**63
+"""Added to a last event time before it is written big-endian unsigned: the prefixes of two
+frozen records then compare as bytes as their times compare as numbers."""
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(list[Any])
 _BIG_ENDIAN: Final = sys.byteorder == "big"
@@ -44,12 +47,19 @@ _BIG_ENDIAN: Final = sys.byteorder == "big"
 
 def last_event(rec: Record | Frozen) -> int:
     """A record's last event time, live or frozen."""
-    return _LAST.unpack_from(rec)[0] if type(rec) is bytes else rec[0]
+    return _LAST.unpack_from(rec)[0] - _SHIFT if type(rec) is bytes else rec[0]
+
+
+def frozen_before(ms: int) -> bytes:
+    """What a frozen record compares below (as bytes) exactly when its last event is before
+    ``ms``: the 8 bytes of ``ms``'s prefix (a longer bytes object equal to them up to their
+    length compares above them)."""
+    return _LAST.pack(ms + _SHIFT)
 
 
 def freeze_list(rec: list[Any]) -> Frozen:
     """A list record as bytes (its tuples come back as tuples: see :func:`thaw_list`)."""
-    return _LAST.pack(rec[0]) + _ENCODER.encode(rec[1:])
+    return _LAST.pack(rec[0] + _SHIFT) + _ENCODER.encode(rec[1:])
 
 
 def thaw_list(raw: Frozen) -> list[Any]:
@@ -61,7 +71,7 @@ def thaw_list(raw: Frozen) -> list[Any]:
     for i, mark in enumerate(rec):
         if type(mark) is list:
             rec[i] = _tuples(mark)
-    return [_LAST.unpack_from(raw)[0], *rec]
+    return [_LAST.unpack_from(raw)[0] - _SHIFT, *rec]
 
 
 def _tuples(items: list[Any]) -> tuple[Any, ...]:
@@ -69,20 +79,22 @@ def _tuples(items: list[Any]) -> tuple[Any, ...]:
 
 
 def freeze_packed(rec: array.array) -> Frozen:
-    """A packed (int64 array) record as bytes, little-endian whatever the machine: a snapshot
-    may be restored elsewhere."""
+    """A packed (int64 array) record as bytes: its marks little-endian whatever the machine
+    (a snapshot may be restored elsewhere)."""
+    marks = rec[1:]
     if _BIG_ENDIAN:
-        rec = array.array("q", rec)
-        rec.byteswap()
-    return rec.tobytes()
+        marks.byteswap()
+    return _LAST.pack(rec[0] + _SHIFT) + marks.tobytes()
 
 
 def thaw_packed(raw: Frozen) -> array.array:
     """The packed record :func:`freeze_packed` froze."""
-    rec = array.array("q")
-    rec.frombytes(raw)
+    marks = array.array("q")
+    marks.frombytes(memoryview(raw)[_LAST.size:])
     if _BIG_ENDIAN:
-        rec.byteswap()
+        marks.byteswap()
+    rec = array.array("q", (_LAST.unpack_from(raw)[0] - _SHIFT,))
+    rec.extend(marks)
     return rec
 
 
@@ -288,15 +300,23 @@ class EntityStore:
     def evict(self, st: PartnerState, oldest: int, cold: int) -> None:
         """Forget the entities without an event since ``oldest``; freeze the live records
         without one since ``cold``."""
+        # Every record is looked at every hour, most of them frozen: a frozen one's time is
+        # compared as bytes, without decoding it (about 40 ns against 370 for last_event).
+        frozen_old = frozen_before(oldest)
         for topic, entities in st.entities.items():
-            freeze = self._freeze[topic]
             gone: list[str] = []
+            idle: list[str] = []
             for entity_id, rec in entities.items():
-                last = last_event(rec)
-                if last < oldest:
+                if type(rec) is bytes:
+                    if rec < frozen_old:
+                        gone.append(entity_id)
+                elif rec[0] < oldest:
                     gone.append(entity_id)
-                elif last < cold and type(rec) is not bytes:
-                    entities[entity_id] = freeze(rec)  # a value replaced: the dict keeps its size
+                elif rec[0] < cold:
+                    idle.append(entity_id)
+            freeze = self._freeze[topic]
+            for entity_id in idle:
+                entities[entity_id] = freeze(entities[entity_id])
             for entity_id in gone:
                 del entities[entity_id]
                 for k, waiting in st.pending.items():
