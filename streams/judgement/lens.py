@@ -127,6 +127,8 @@ class IntegrityLens:
         and the lens finds again only what still holds."""
         self._asked: dict[tuple[str, str, str], _Asked] = {}
         """(partner, kpi, window) -> its last look."""
+        self._levels: dict[tuple[str, int, bool], IntegrityParams] = {}
+        """(window, the KPI's windows, a flag held) -> the parameters its tests run at."""
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
         self._kinds = {kpi.id: kpi.kind for kpi in engine.kpis}
         self._every = {name: min(REVIEW_EVERY_MS, max(w.length_ms // LOOKS_PER_LENGTH, 1))
@@ -176,11 +178,10 @@ class IntegrityLens:
         if asked is not None and now_ms < asked.again_ms and volume < asked.volume * GROWTH:
             return asked.found
         every = self._every[window]
-        params = replace(self.params, alpha=self.params.alpha / windows * every / REVIEW_EVERY_MS)
         if volume < self._least:  # every statistic would stay silent: not worth the inputs
             found: list[tuple[str, Finding | None]] = [(signal, None) for signal in signals]
         else:
-            found = self._test(partner, kpi_id, window, now_ms, target, better, signals, params)
+            found = self._test(partner, kpi_id, window, now_ms, target, better, signals, windows)
         # Asked again at its next cadence mark, or sooner once its volume grew by GROWTH: a
         # window silent for lack of volume (a partner just seen, a worker catching up) is asked
         # as its data arrives, and one that stays thin (a 3-tickets-a-day partner) is not re-read
@@ -189,16 +190,30 @@ class IntegrityLens:
         self._asked[key] = _Asked(again, max(volume, 1), found)
         return found
 
+    def _level(self, window: str, windows: int, held: bool) -> IntegrityParams:
+        """The parameters one window's tests run at: alpha split over the KPI's ``windows`` and
+        over the window's reviews in REVIEW_EVERY_MS, HOLD_FACTOR x that while a flag is held.
+        Made once per combination (a first judgement of a fleet asks for thousands)."""
+        key = (window, windows, held)
+        level = self._levels.get(key)
+        if level is None:
+            every = self._every[window]
+            level = replace(self.params,
+                            alpha=self.params.alpha / windows * every / REVIEW_EVERY_MS)
+            if held:
+                level = replace(level, alpha=min(level.alpha * HOLD_FACTOR, 0.5))
+            self._levels[key] = level
+        return level
+
     def _test(self, partner: str, kpi_id: str, window: str, now_ms: int, target: float,
-              better: str, signals: tuple[str, ...], params: IntegrityParams,
+              better: str, signals: tuple[str, ...], windows: int,
               ) -> list[tuple[str, Finding | None]]:
         """Each signal's finding on the window; a flag held is tested at HOLD_FACTOR x alpha."""
         buckets, bins = self.engine.integrity_inputs(partner, kpi_id, window, now_ms)
         found: list[tuple[str, Finding | None]] = []
         for signal in signals:
             was = self.held.get((partner, kpi_id, signal))
-            level = params if was is None or was.since_ms is None else replace(
-                params, alpha=min(params.alpha * HOLD_FACTOR, 0.5))
+            level = self._level(window, windows, was is not None and was.since_ms is not None)
             try:
                 if signal == THRESHOLD_HUGGING:
                     found.append((signal, threshold_hugging(buckets, target, better, level)))
