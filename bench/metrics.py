@@ -183,8 +183,10 @@ def run(quick: bool) -> dict[str, Any]:
         "method": (
             f"Engines holding {', '.join(f'{n:,}' for n in sizes)} partners with every bucket of "
             f"every window filled (default catalog: 16 KPIs x 4 windows; {templates} partners built by "
-            "Engine.ingest, the others referencing their window buckets read-only, which renders "
-            "the same and fits in memory), judged once by a Watch, the state then frozen out of "
+            "Engine.ingest, the others referencing their window buckets, entities and waiting "
+            "lists read-only, which renders the same and fits in memory: each copy counts its "
+            "template's waiting entities by age for the open-items series), judged once by a "
+            "Watch, the state then frozen out of "
             "the cyclic GC's sight (streams.engine.core.settle_gc(), as the worker does after its "
             "recovery), rendered as the worker serves "
             "/metrics: every block of KpiCollector(..., watch=...).exposition_blocks() made "
