@@ -137,9 +137,9 @@ None for unset, on topics with a mark that carries more (a due date, a UTC offse
 follow-up times)."""
 Frozen = bytes
 """A record idle for an hour (:data:`streams.engine.entities.COLD_AFTER_MS`), frozen: its last
-event time as 8 bytes little-endian, then its marks -- int64 little-endian on packed topics,
-msgpack on list topics. Written and read only by :mod:`streams.engine.entities`; snapshots carry
-it as it is."""
+event time plus 2**63 as 8 bytes big-endian (so frozen records compare as bytes as their times
+do), then its other marks -- int64 little-endian on packed topics, msgpack on list topics.
+Written and read only by :mod:`streams.engine.entities`; snapshots carry it as it is."""
 UNSET: Final = -(2**63)
 """A packed record's unset mark (no event time is that small)."""
 Sample = tuple[int, int, int, Any, int | None]
