@@ -9,6 +9,7 @@ collector with a new one (nothing kept) after each kind of change.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.config.catalog import load_config
+from streams.config.catalog import Kpi, load_config
 from streams.engine.core import Engine, KpiValue, Outcome
 from streams.judgement.watch import Watch
 from streams.outputs import exporter
@@ -146,6 +147,64 @@ def test_the_worker_sends_the_same_scrape_block_by_block(monkeypatch: pytest.Mon
         assert all(block.endswith(b"\n") for block in blocks), size
 
 
+def _series_lines(text: bytes) -> list[tuple[str, str]]:
+    """Each series line of a text as (name and labels, the number's text)."""
+    return [(head + " ", number) for head, number in
+            (line.rsplit(" ", 1) for line in text.decode().splitlines())]
+
+
+def _reads_as(number: str, value: float) -> bool:
+    """The number's text is ``value`` to a Prometheus parser (Go's spellings of NaN and Inf)."""
+    if math.isnan(value):
+        return number == "NaN"
+    if math.isinf(value):
+        return number == ("+Inf" if value > 0 else "-Inf")
+    return float(number) == value and not number.lower().startswith(("nan", "inf", "+", "-i"))
+
+
+def _window_lines(window: str, kpis: list[tuple[int, Kpi]], channels: list[Kpi],
+                  shown: dict[tuple[str, str], KpiValue], goals: list[float], escaped: str,
+                  ) -> list[list[tuple[str, float | str]]]:
+    """Each family's series of a partner x window, written here: (name and labels, the value
+    as a float, or the samples count's text)."""
+    want: list[list[tuple[str, float | str]]] = [[], [], [], [], []]
+    for k, kpi in kpis:
+        kv = shown.get((kpi.id, window))
+        if kv is None:
+            continue
+        tail = f'{{partner="{escaped}",kpi="{kpi.id}",window="{window}"}} '
+        want[0].append((f"partnerpulse_kpi_value{tail}", kv.value))
+        want[1].append((f"partnerpulse_kpi_samples{tail}", f"{kv.samples}.0"))
+        if kv.value <= 0 and kpi.better == "lower":
+            ratio = 10.0
+        else:
+            ratio = (min(10.0, goals[k] / kv.value) if kpi.better == "lower"
+                     else min(10.0, kv.value / goals[k]))
+        want[2].append((f"partnerpulse_kpi_attainment_ratio{tail}", ratio))
+    for kpi in channels:
+        kv = shown.get((kpi.id, window))
+        if kv is None:
+            continue
+        tail = f'{{partner="{escaped}",kpi="{kpi.base}",window="{window}",channel="{kpi.channel}"}} '
+        want[3].append((f"partnerpulse_kpi_channel_value{tail}", kv.value))
+        want[4].append((f"partnerpulse_kpi_channel_samples{tail}", f"{kv.samples}.0"))
+    return want
+
+
+def _assert_window_text(got: tuple[bytes, ...], want: list[list[tuple[str, float | str]]],
+                        context: object) -> None:
+    assert len(got) == len(want), context
+    for text, lines in zip(got, want, strict=True):
+        assert text.endswith(b"\n") or not text, context
+        series = _series_lines(text)
+        assert [head for head, _ in series] == [head for head, _ in lines], context
+        for (head, number), (_, expected) in zip(series, lines, strict=True):
+            if isinstance(expected, str):
+                assert number == expected, (context, head, number)
+            else:
+                assert _reads_as(number, expected), (context, head, number, expected)
+
+
 def test_a_partner_window_s_text_is_each_series_line() -> None:
     """A partner x window's kept text: each series' line, written here, whether every KPI has
     a value or some have none (those have no series). Random values, and a partner label with
@@ -163,27 +222,40 @@ def test_a_partner_window_s_text_is_each_series_line() -> None:
                   for kpi in [kpi for _, kpi in kpis] + channels}
         for missing in [None, kpis[0][1].id] + [kpi.id for kpi in channels[-1:]]:
             shown = {key: v for key, v in values.items() if key[0] != missing}
-            want: list[list[str]] = [[], [], [], [], []]
-            for k, kpi in kpis:
-                kv = shown.get((kpi.id, window))
-                if kv is None:
-                    continue
-                tail = f'{{partner="{escaped}",kpi="{kpi.id}",window="{window}"}} '
-                want[0].append(f"partnerpulse_kpi_value{tail}{kv.value!r}\n")
-                want[1].append(f"partnerpulse_kpi_samples{tail}{kv.samples}.0\n")
-                ratio = (min(10.0, goals[k] / kv.value) if kpi.better == "lower"
-                         else min(10.0, kv.value / goals[k]))
-                want[2].append(f"partnerpulse_kpi_attainment_ratio{tail}{ratio!r}\n")
-            for kpi in channels:
-                kv = shown.get((kpi.id, window))
-                if kv is None:
-                    continue
-                tail = (f'{{partner="{escaped}",kpi="{kpi.base}",'
-                        f'window="{window}",channel="{kpi.channel}"}} ')
-                want[3].append(f"partnerpulse_kpi_channel_value{tail}{kv.value!r}\n")
-                want[4].append(f"partnerpulse_kpi_channel_samples{tail}{kv.samples}.0\n")
-            got = collector._window(p, i, shown, goals)
-            assert got == tuple("".join(lines).encode() for lines in want), (window, missing)
+            want = _window_lines(window, kpis, channels, shown, goals, escaped)
+            _assert_window_text(collector._window(p, i, shown, goals), want, (window, missing))
+
+
+def test_numbers_of_every_magnitude_are_written_as_prometheus_reads_them(promtool: str) -> None:
+    """Values from the smallest subnormal to the largest float, zero, integers, NaN and the
+    infinities: each series' number is the value exactly (non-finite ones in Go's spelling),
+    and promtool parses the window's text with its headers."""
+    import subprocess
+
+    fleet = _Fleet()
+    collector, catalog = fleet.kept, fleet.engine.catalog
+    rng = random.Random(11)
+    finite = [0.0, 5e-324, 1e-9, 2.5e-7, 7.9e-05, 1e-4, 1 / 3, 1.0, 60.0, 1e15, 123456789012345.6,
+              1e16, 1e22, 1.7976931348623157e308]
+    odd = [math.nan, math.inf, -math.inf]
+    window = collector.windows[-1]
+    i = collector.windows.index(window)
+    kpis = [(k, kpi) for k, kpi in enumerate(fleet.engine.kpis) if window in kpi.windows]
+    channels = [kpi for kpi in catalog.channel_kpis if window in kpi.windows]
+    goals = [rng.choice(finite[1:]) for _ in fleet.engine.kpis]
+    p = '{partner="p"'
+    for case in range(6):
+        pool = finite if case < 4 else finite + odd  # one odd value spells the others one by one
+        values = {(kpi.id, window): KpiValue(rng.choice(pool), rng.randrange(1, 10**9))
+                  for kpi in [kpi for _, kpi in kpis] + channels}
+        got = collector._window(p, i, values, goals)
+        _assert_window_text(got, _window_lines(window, kpis, channels, values, goals, "p"), case)
+        text = b"".join(exporter._header(name, "gauge", "h").encode() + chunk
+                        for name, chunk in zip(exporter._PER_WINDOW, got, strict=True) if chunk)
+        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                                check=False)
+        assert result.returncode == 0, (case, result.stderr.decode())
+        assert not result.stdout.strip() and not result.stderr.strip(), case
 
 
 def test_a_forecast_that_fails_leaves_its_bands_out_not_the_scrape(

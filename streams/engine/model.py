@@ -332,11 +332,14 @@ class PartnerState:
 
 def attainment(kpi: Kpi, value: float, target: float) -> float:
     """1.0 on target, above 1 better than target, for either direction; capped at 10."""
+    # (conditionals, not min(): a scrape computes one per partner x KPI x window written)
     cap = 10.0
     if kpi.lower_is_better:
         if value <= 0:
             return cap
-        return min(cap, target / value)
-    if target <= 0:
-        return cap
-    return min(cap, value / target)
+        ratio = target / value
+    else:
+        if target <= 0:
+            return cap
+        ratio = value / target
+    return ratio if ratio < cap else cap
