@@ -85,6 +85,11 @@ class WindowStore:
         widths = [1 + max((k for spec in self.specs if spec.ring == ring for k in spec.kpis),
                           default=-1) for ring in range(len(self.resolutions))]
         self._empty_buckets = [array.array("d", [0.0]) * (3 * width) for width in widths]
+        # per window, per KPI counted in it: its key in the window's values, its sums' scale
+        # and its quantile (None for a mean)
+        self._reads: list[dict[int, tuple[tuple[str, str], int, float | None]]] = [
+            {k: ((kpis[k].id, spec.name), scale[k], kpis[k].quantile) for k in spec.kpis}
+            for spec in self.specs]
         self._closed: dict[int, tuple[tuple[int, int, int], FloatArray]] = {}
         """Window index -> the last :meth:`_closed_sums` read of it, with its (state uid,
         version, bucket index): one partner's, the one being reviewed."""
@@ -246,34 +251,34 @@ class WindowStore:
                 values: Values) -> Values:
         """``values`` with the entries of KPIs ``ks`` in window ``w`` (re)computed at bucket
         index ``hi``: set where the KPI has samples, removed where it has none."""
-        kpis = self.kpis
-        name, _, ring_i, _, _ = self.specs[w]
-        ring = st.rings[ring_i]
+        ring_i = self.specs[w].ring
         totals = self._totals(st, w, hi)
-        sums, current = totals.sums, ring.get(hi)
+        current = st.rings[ring_i].get(hi)
+        # the window's sums: its closed buckets' totals plus the current bucket, every KPI in
+        # one float64 addition, read back as Python floats at once (the same IEEE additions
+        # as one KPI at a time; a new minute reads every partner's 1 h window)
+        sums = (totals.sums if current is None else
+                np.frombuffer(totals.sums, dtype=np.float64)
+                + np.frombuffer(current, dtype=np.float64)).tolist()
+        reads = self._reads[w]
         for k in ks:
-            kpi = kpis[k]
+            key, scale, quantile = reads[k]
             i = 3 * k
-            n = sums[i] + current[i] if current is not None else sums[i]
+            n = sums[i]
             if n <= 0:
-                values.pop((kpi.id, name), None)
+                values.pop(key, None)
                 continue
-            scale = self._scale[k]
-            if current is None:
-                total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
-            else:
-                total = (sums[i + 1] + current[i + 1]) / scale
-                squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
-            if kpi.quantile is None:
-                values[(kpi.id, name)] = KpiValue(total / n, int(n), total, squares)
+            total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+            if quantile is None:
+                values[key] = KpiValue(total / n, int(n), total, squares)
                 continue
             hist = sketch.merge((totals.hists.get(k, {}),
                                  _hist_of(st.hists[ring_i].get(hi), k)))
-            q = sketch.quantile_of(hist, kpi.quantile)
+            q = sketch.quantile_of(hist, quantile)
             if q is not None:
-                values[(kpi.id, name)] = KpiValue(q, int(n), total, squares, hist)
+                values[key] = KpiValue(q, int(n), total, squares, hist)
             else:
-                values.pop((kpi.id, name), None)
+                values.pop(key, None)
         return values
 
     def _totals(self, st: PartnerState, w: int, hi: int) -> Totals:
