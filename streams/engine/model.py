@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Kpi
 from streams.engine.cusum import Cusum
@@ -330,10 +333,14 @@ class PartnerState:
     a duration with ``clock: business``."""
 
 
+ATTAINMENT_CAP: Final = 10.0
+"""The most a KPI's attainment counts, however far past its target."""
+
+
 def attainment(kpi: Kpi, value: float, target: float) -> float:
     """1.0 on target, above 1 better than target, for either direction; capped at 10."""
     # (conditionals, not min(): a scrape computes one per partner x KPI x window written)
-    cap = 10.0
+    cap = ATTAINMENT_CAP
     if kpi.lower_is_better:
         if value <= 0:
             return cap
@@ -343,3 +350,18 @@ def attainment(kpi: Kpi, value: float, target: float) -> float:
             return cap
         ratio = value / target
     return ratio if ratio < cap else cap
+
+
+def attainments(kpi: Kpi, values: npt.NDArray[np.float64], target: float,
+                ) -> npt.NDArray[np.float64]:
+    """:func:`attainment` of every value of an array (the same divisions and comparisons)."""
+    cap = ATTAINMENT_CAP
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kpi.lower_is_better:
+            ratio = target / values
+            ratio = np.where(values <= 0, cap, ratio)
+        else:
+            if target <= 0:
+                return np.full(values.shape, cap)
+            ratio = values / target
+    return np.where(ratio < cap, ratio, cap)

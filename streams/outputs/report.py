@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from streams.config.catalog import Band, Catalog, Kpi, Partners, ReportPolicy
 from streams.engine.core import Engine, MonthCalendar, attainment
-from streams.engine.model import Restatement
-from streams.judgement.forecast import KpiModel, MonthToDate, forecast, slack
+from streams.engine.model import Restatement, attainments
+from streams.judgement.forecast import Draws, KpiModel, MonthToDate, forecast, slack
 from streams.judgement.league import MIN_PARTNERS, Funnel, Observed, funnel, shrink
 
 MonthValue = (tuple[float, int] | tuple[float, int, float] | tuple[float, int, float, float]
@@ -245,18 +247,82 @@ def not_measured(kpi: Kpi, got: tuple[float, int, float] | None, target: float) 
             f"{chance:.0e}; the source may not report them")
 
 
-def _score(catalog: Catalog, partners: Partners, partner: str,
-           values: Mapping[str, MonthValue], month: int) -> tuple[float | None, Band | None,
-                                                                  tuple[str, ...]]:
-    """The month's score, band and floored KPIs, with the terms in force in ``month``."""
+class _Terms(NamedTuple):
+    """A partner's scoring terms in one month: the policy, and each KPI with a weight, its
+    weight and target, in catalog order."""
+
+    policy: ReportPolicy
+    kpis: tuple[tuple[Kpi, float, float], ...]
+
+
+def _terms(catalog: Catalog, partners: Partners, partner: str, month: int) -> _Terms:
+    """The terms :func:`_score` scores a month by. Made once per card or forecast: a forecast
+    scores 300 drawn months by the same terms, and looking them up per draw was most of its
+    cost (18 ms a partner, and /metrics redoes up to ten forecasts a scrape)."""
     policy = partners.policy(month)
+    weighted = []
+    for kpi in catalog.kpis:
+        weight = policy.weight(kpi.id, month)
+        if weight > 0:
+            weighted.append((kpi, weight, partners.target(partner, kpi, month)))
+    return _Terms(policy, tuple(weighted))
+
+
+def _measured(kpi: Kpi, values: npt.NDArray[np.float64], samples: npt.NDArray[np.int64],
+              target: float) -> npt.NDArray[np.bool_]:
+    """Whether each drawn month (value, samples) is scored: :func:`not_measured` is '' for it
+    (its total taken as value x samples, as :func:`_triple` does for a drawn month)."""
+    scored = (samples > 0) & (samples >= kpi.min_samples)
+    if kpi.stat_kind != "ratio" or not 0 < target < 1:
+        return scored
+    total = values * samples
+    with np.errstate(over="ignore", under="ignore"):
+        if kpi.lower_is_better:
+            chance = np.where(total <= 0, (1 - target) ** samples, 1.0)
+        else:
+            chance = np.where(total >= samples, target ** samples, 1.0)
+    return scored & (chance >= IMPLAUSIBLE)
+
+
+def _draw_bands(terms: _Terms, drawn: Draws, draws: int, flagged: bool) -> list[str | None]:
+    """The band id each drawn month earns: :func:`_score` over arrays (the same additions in
+    the same order, so the same scores), then the policy's band and withholding per draw."""
+    policy = terms.policy
+    total = np.zeros(draws)
+    weights = np.zeros(draws)
+    floored = np.zeros(draws, dtype=bool)
+    for kpi, weight, target in terms.kpis:
+        got = drawn.get(kpi.id)
+        if got is None:
+            continue
+        values, samples = got
+        scored = _measured(kpi, values, samples, target)
+        att = attainments(kpi, values, target)
+        capped = np.where(att < policy.attainment_cap, att, policy.attainment_cap)
+        total += np.where(scored, weight * capped, 0.0)
+        weights += np.where(scored, weight, 0.0)
+        if policy.floor is not None:
+            floored |= scored & (att < policy.floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = total / weights
+    bands: list[str | None] = []
+    for score, weighed, low in zip(scores.tolist(), weights.tolist(), floored.tolist(),
+                                   strict=True):
+        band = (policy.withhold(policy.band_for(score, low), flagged) if weighed != 0
+                else None)
+        bands.append(band.id if band is not None else None)
+    return bands
+
+
+def _score(terms: _Terms, values: Mapping[str, MonthValue]) -> tuple[float | None, Band | None,
+                                                                    tuple[str, ...]]:
+    """The month's score, band and floored KPIs, by the terms in force in that month."""
+    policy = terms.policy
     total = weights = 0.0
     floored: list[str] = []
-    for kpi in catalog.kpis:
+    for kpi, weight, target in terms.kpis:
         got = values.get(kpi.id)
-        weight = policy.weight(kpi.id, month)
-        target = partners.target(partner, kpi, month)
-        if got is None or weight <= 0 or not_measured(kpi, _triple(got), target):
+        if got is None or not_measured(kpi, _triple(got), target):
             continue
         att = attainment(kpi, got[0], target)
         total += weight * min(att, policy.attainment_cap)
@@ -347,8 +413,8 @@ def build_report(catalog: Catalog, partners: Partners, month: str, current: Mont
         now, before = current.get(partner, {}), previous.get(partner, {})
         raised = tuple(sorted(set(flags_now.get(partner, ()))))
         raised_before = tuple(sorted(set(flags_before.get(partner, ()))))
-        score, earned, floored = _score(catalog, partners, partner, now, m)
-        prev_score, prev_earned, _ = _score(catalog, partners, partner, before, m - 1)
+        score, earned, floored = _score(_terms(catalog, partners, partner, m), now)
+        prev_score, prev_earned, _ = _score(_terms(catalog, partners, partner, m - 1), before)
         band = policy.withhold(earned, bool(raised))
         withheld = earned if band != earned else None
         found = (evidence or {}).get(partner, {})
@@ -408,12 +474,17 @@ def project(catalog: Catalog, partners: Partners, partner: str,
             continue
         mtd[kpi_id] = MonthToDate(got[1], got[2], got[3], hist)
 
+    terms = _terms(catalog, partners, partner, month)
+
     def band_of(drawn: Mapping[str, tuple[float, int]]) -> str | None:
-        band = policy.withhold(_score(catalog, partners, partner, drawn, month)[1], flagged)
+        band = policy.withhold(_score(terms, drawn)[1], flagged)
         return band.id if band is not None else None
 
+    def bands_of(drawn: Draws, draws: int) -> list[str | None]:
+        return _draw_bands(terms, drawn, draws, flagged)
+
     order = [b.id for b in policy.bands]
-    ahead = forecast(mtd, models, elapsed, band_of, draws=draws, order=order)
+    ahead = forecast(mtd, models, elapsed, band_of, draws=draws, order=order, bands_of=bands_of)
     counted = [x for x in lines if x.counted and x.attainment is not None and x.kpi in mtd]
     weakest = min(counted, key=lambda x: x.attainment or 0.0, default=None)
     room = (slack(mtd, models, band_of, weakest.kpi, order) if weakest is not None else None)
