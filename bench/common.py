@@ -252,7 +252,7 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
     ``templates`` partners are built by ingesting :func:`fill_events`; the others are
     deep copies of them through pickle (fresh objects, no sharing with the template, so the
     memory is that of independently built state). With ``share``, the copies instead reference
-    the template's window buckets, CUSUMs, entities and waiting lists (read-only for
+    the template's window buckets, CUSUMs, entities, waiting lists and month aggregates (read-only for
     rendering; no dedup set): rendering costs the same, memory does not. Returns the engine
     and the events ingested.
     """
@@ -278,7 +278,8 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
                                                values=[None] * len(src.windows),
                                                changes=src.changes[:], bins=src.bins,
                                                entities=src.entities, pending=src.pending,
-                                               bin_targets=src.bin_targets)
+                                               bin_targets=src.bin_targets, months=src.months,
+                                               month_seq=src.month_seq, closed=src.closed)
         elif mine:
             # One template's pickle at a time, and none when there is nothing to copy: a freed
             # blob is garbage in the C heap (glibc keeps it), which a memory reading would count:
