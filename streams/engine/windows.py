@@ -41,6 +41,13 @@ _HIST_MASK: Final = (1 << 32) - 1
 
 FloatArray = npt.NDArray[np.float64]
 
+_kpi_value: Final = tuple.__new__
+"""A KpiValue made from its five fields in C: ``KpiValue(...)`` runs the named tuple's
+``__new__``, a Python function (0.39 against 0.10 us), and a new minute makes one per partner
+and KPI of the 1 h window, a new hour one per KPI of every hour window. It checks nothing: the
+tuples given it have all five fields, in order (asserted here against the record)."""
+assert KpiValue._fields == ("value", "samples", "total", "squares", "hist")
+
 
 def hist_code(k: int, hist_key: int) -> int:
     """A percentile sample of KPI ``k`` as a bucket's code (see :data:`model.HistCodes`)."""
@@ -270,13 +277,13 @@ class WindowStore:
                 continue
             total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
             if quantile is None:
-                values[key] = KpiValue(total / n, int(n), total, squares)
+                values[key] = _kpi_value(KpiValue, (total / n, int(n), total, squares, None))
                 continue
             hist = sketch.merge((totals.hists.get(k, {}),
                                  _hist_of(st.hists[ring_i].get(hi), k)))
             q = sketch.quantile_of(hist, quantile)
             if q is not None:
-                values[key] = KpiValue(q, int(n), total, squares, hist)
+                values[key] = _kpi_value(KpiValue, (q, int(n), total, squares, hist))
             else:
                 values.pop(key, None)
         return values
