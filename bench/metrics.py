@@ -165,8 +165,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"the generated rules and dashboards read) is {fmt_int(samples)} samples "
         f"({figures[f'body_bytes_{n}'] / 2**20:.0f} MiB of text), {samples / n:.0f} per partner: "
         + ", ".join(f"{k} {v:.0f}" for k, v in per_partner.items() if v >= 1)
-        + ". The worker writes the text directly (one f-string per series from cached label "
-        "fragments) and keeps it: each partner x window's value, samples and attainment series "
+        + ". The worker writes the text directly (cached label fragments, and each partner x "
+        "window's numbers by one orjson.dumps) and keeps it: each partner x window's value, "
+        "samples and attainment series "
         "are written again only when the engine hands back a new values object for that window "
         "(window values come from running totals and are rebuilt only for the KPIs that moved), "
         "and a partner's target and state series only when its judgements or the partner file "
