@@ -260,22 +260,20 @@ class WindowStore:
         index ``hi``: set where the KPI has samples, removed where it has none."""
         ring_i = self.specs[w].ring
         totals = self._totals(st, w, hi)
-        current = st.rings[ring_i].get(hi)
-        # the window's sums: its closed buckets' totals plus the current bucket, every KPI in
-        # one float64 addition, read back as Python floats at once (the same IEEE additions
-        # as one KPI at a time; a new minute reads every partner's 1 h window)
-        sums = (totals.sums if current is None else
-                np.frombuffer(totals.sums, dtype=np.float64)
-                + np.frombuffer(current, dtype=np.float64)).tolist()
+        sums, current = totals.sums, st.rings[ring_i].get(hi)
         reads = self._reads[w]
         for k in ks:
             key, scale, quantile = reads[k]
             i = 3 * k
-            n = sums[i]
+            n = sums[i] + current[i] if current is not None else sums[i]
             if n <= 0:
                 values.pop(key, None)
                 continue
-            total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+            if current is None:
+                total, squares = sums[i + 1] / scale, sums[i + 2] / (scale * scale)
+            else:
+                total = (sums[i + 1] + current[i + 1]) / scale
+                squares = (sums[i + 2] + current[i + 2]) / (scale * scale)
             if quantile is None:
                 values[key] = _kpi_value(KpiValue, (total / n, int(n), total, squares, None))
                 continue
