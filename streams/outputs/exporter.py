@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
@@ -113,6 +113,25 @@ _VALUE, _SAMPLES, _ATTAINMENT, _CHANNEL_VALUE, _CHANNEL_SAMPLES = (
     name.encode() for name in _PER_WINDOW)
 _PER_PARTNER = (KPI_TARGET, PARTNER_INFO, KPI_STATE, KPI_STATE_SINCE)
 """The families kept per partner (rendered from its targets and judgements), in order."""
+
+
+def blocks(pieces: list[bytes]) -> Iterator[bytes]:
+    """The exposition's pieces joined into blocks of about :data:`BLOCK_BYTES`, in order.
+
+    Why blocks: at 10,000 partners the body is about 650 MiB. Joined into one object it is as
+    much fresh memory at every scrape (the join alone was 0.6 s of a 1.5 s scrape, most of it
+    the kernel handing over new pages), held until the last byte is sent. Blocks of 1 MiB are
+    copied into memory the allocator has just freed. The pieces are one scrape's series, read
+    before the first block is made, so the blocks are too whenever they are sent."""
+    # where each block ends, found by bisection over the pieces' running lengths (all made in
+    # C): a Python step per piece was about 3 us a partner (some 40 pieces each)
+    ends = list(accumulate(map(len, pieces)))
+    start = 0
+    while start < len(pieces):
+        done = ends[start - 1] if start else 0
+        stop = bisect_left(ends, done + BLOCK_BYTES, start) + 1  # the piece reaching it
+        yield b"".join(pieces[start:stop])
+        start = stop
 
 
 @dataclass(slots=True)
@@ -290,41 +309,46 @@ class KpiCollector(Collector):
         return b"".join(self._pieces())
 
     def exposition_blocks(self) -> Iterator[bytes]:
-        """:meth:`exposition` in blocks of about :data:`BLOCK_BYTES`, as the worker sends it.
-
-        Why blocks: at 10,000 partners the body is about 650 MiB. Joined into one object it is
-        as much fresh memory at every scrape (the join alone was 0.6 s of a 1.5 s scrape, most of
-        it the kernel handing over new pages), held until the last byte is sent. Blocks of
-        1 MiB are copied into memory the allocator has just freed. Every series is read from the
-        engine before the first block is handed over, so the blocks are one moment's series
-        whenever they are sent."""
-        pieces = self._pieces()
-        # where each block ends, found by bisection over the pieces' running lengths (all
-        # made in C): a Python step per piece was about 3 us a partner (some 40 pieces each)
-        ends = list(accumulate(map(len, pieces)))
-        start = 0
-        while start < len(pieces):
-            done = ends[start - 1] if start else 0
-            stop = bisect_left(ends, done + BLOCK_BYTES, start) + 1  # the piece reaching it
-            yield b"".join(pieces[start:stop])
-            start = stop
+        """:meth:`exposition` in blocks of about :data:`BLOCK_BYTES`, as the worker sends it
+        (:func:`blocks`)."""
+        return blocks(self._pieces())
 
     def _pieces(self) -> list[bytes]:
-        """The exposition's text as pieces, in order (family headers, then its series)."""
+        """The exposition's text as pieces, in order, rendered in one go."""
+        steps = self.render()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def render(self) -> Generator[None, None, list[bytes]]:
+        """The exposition's text as pieces, in order (family headers, then their series),
+        rendered one owned partner per step; the pieces are the generator's return value.
+
+        Why steps: a scrape of a large fleet is seconds of work (at 10,000 partners about 1 s
+        in a new minute, 10 s in the first of a new hour), and the worker's event loop also
+        runs the consumer's heartbeats. The worker renders a few tens of milliseconds' steps
+        at a time and lets the loop run between them (streams/runtime/pacing.py). Between two
+        steps events may be applied and partitions revoked: each step reads the clock and
+        asks whether the partner is still owned: each partner's series are one moment's, and
+        a partner revoked before its step is left out (one revoked after it is exported as
+        it stood when it was owned, as by a scrape that ended just before the revocation).
+        A partner first seen after the scrape began is exported from the next one."""
         engine = self.engine
-        now = engine.now(self.wall_ms())
         watch = self.watch
         judgements: dict[tuple[str, str, str], Judgement] = watch.judgements if watch else {}
         versions = watch.versions if watch else {}
-        partners = engine.partners
         items: list[str] = []
         oldest: list[str] = []
         urgent: list[str] = []
         restatements: list[str] = []
         last, rendered = self._rendered, {}
-        for partner in engine.partner_ids():
+        for partner in engine.partner_ids():  # a sorted copy: partners come and go meanwhile
             if not self.owned(partner):
                 continue
+            now = engine.now(self.wall_ms())
+            partners = engine.partners
             p = self._partner(partner)
             judged = versions.get(partner, 0)
             r = last.get(partner)
@@ -358,6 +382,10 @@ class KpiCollector(Collector):
                     urgent += [f'{URGENT_TICKET_LEFT}{p},kpi="{_label(i.kpi)}",'
                                f'ticket="{_label(i.entity_id)}",state="{i.state}"}} '
                                f"{_num(i.left_ms / 1000.0)}\n" for i in tickets]
+            yield
+        # then the families in order, a step after each month-end forecast (a few ms each)
+        # and one before the pipeline's families
+        now = engine.now(self.wall_ms())
         self._rendered = rendered  # partners no longer exported are let go
         records = list(rendered.values())
         text: list[bytes] = []
@@ -372,7 +400,7 @@ class KpiCollector(Collector):
         if restatements:
             text.append(_header(REPORT_RESTATEMENTS, "counter", HELP[REPORT_RESTATEMENTS]).encode())
             text += [line.encode() for line in restatements]
-        kept = self.forecasts.bands(rendered, now, self.wall_ms())
+        kept = yield from self.forecasts.refresh(rendered, now, self.wall_ms())
         if kept:
             text.append(_header(REPORT_PROJECTED_BAND, "gauge",
                                 HELP[REPORT_PROJECTED_BAND]).encode())
@@ -380,6 +408,7 @@ class KpiCollector(Collector):
                      f"{share!r}\n".encode()
                      for partner, forecast in sorted(kept.items())
                      for band, share in forecast.bands]
+        yield
         text.append(self._pipeline(items, oldest, urgent).encode())
         return text
 

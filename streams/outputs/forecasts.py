@@ -12,7 +12,7 @@ and a forecast is at most ``refresh_ms`` plus a fleet's worth of scrapes old.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,7 +48,19 @@ class MonthEndForecasts:
     def bands(self, partners: Iterable[str], now_ms: int,
               wall_ms: int | None = None) -> dict[str, Kept]:
         """partner -> its forecast (the partners with a month in progress), refreshing up to
-        ``budget`` of the stalest; partners not asked for are let go.
+        ``budget`` of the stalest; partners not asked for are let go (:meth:`refresh` in one
+        go)."""
+        steps = self.refresh(partners, now_ms, wall_ms)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def refresh(self, partners: Iterable[str], now_ms: int, wall_ms: int | None = None,
+                ) -> Generator[None, None, dict[str, Kept]]:
+        """:meth:`bands` one forecast per step (a few milliseconds each), for a caller that
+        lets its event loop run between steps (the worker's /metrics).
 
         ``now_ms`` is the clock the month is read at (the event clock in event mode);
         ``wall_ms`` (default ``now_ms``) the one a forecast ages by: a worker catching up a
@@ -82,5 +94,6 @@ class MonthEndForecasts:
                 continue
             kept[partner] = Kept(month, wall, tuple(
                 (band.id, ahead.probabilities.get(band.id, 0.0)) for band in policy.bands))
+            yield
         self.kept = kept
         return kept

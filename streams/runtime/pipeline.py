@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, cast
 
 import faust
@@ -55,6 +55,7 @@ from streams.runtime.faust_app import worker_app
 from streams.runtime.health import Health, wall_ms
 from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 from streams.runtime.ownership import Ownership
+from streams.runtime.pacing import run_paced
 from streams.runtime.recovery import Recovery
 from streams.runtime.skip_guard import SkipGuard
 from streams.runtime.snapshots import Snapshots
@@ -164,6 +165,8 @@ class Pipeline:
         self.collector = KpiCollector(self.engine, self.ownership.owns, wall_ms, self.watch,
                                       self.health, ticket_alerts_max=settings.ticket_alerts_max)
         self.registry = make_registry(self.collector)
+        self.scrape_lock = asyncio.Lock()
+        """One /metrics render at a time (streams/runtime/views.py)."""
         add_views(self.app, self)
 
     def _raw_topic(self, *names: str) -> faust.TopicT:
@@ -197,31 +200,55 @@ class Pipeline:
 
     # --- timers -------------------------------------------------------------------
     async def _judge_tick(self) -> None:
-        """Wall clock: judge every owned partner now."""
+        """Wall clock: judge every owned partner now, a slice at a time (:meth:`_judge_steps`)."""
         if not self.ownership.ready:
             return
         try:
-            now = wall_ms()
-            self.alerting.check_feeds(now)
-            owned = [p for p in self.engine.partner_ids() if self.ownership.owns(p)]
-            self.alerting.deliver(self.watch.judge(owned, now, self.alerting.stale))
-            self.alerting.deliver_integrity(self.watch.drain_integrity())
-            self.history.observe(self.engine, self.watch, owned, now)
-            self.health.last_judged_ms = now
+            await run_paced(self._judge_steps())
         except Exception:
             # a Faust timer whose function raises stops for good, silently: never let it
             log.exception("judging failed; retrying at the next tick")
 
+    def _judge_steps(self) -> Generator[None, None, None]:
+        """Judge the owned partners one step each, delivering as it goes.
+
+        Why steps: judging a fleet is seconds (streams/runtime/pacing.py), and between two
+        slices the loop runs the agent, the views and a revocation. So each partner is judged
+        at the clock of its own step, and a revocation ends the tick: the partners left are
+        the next assignment's, judged by the next tick once it is recovered."""
+        ownership, watch, alerting = self.ownership, self.watch, self.alerting
+        generation = ownership.generation
+        started = wall_ms()
+        alerting.check_feeds(started)
+        for partner in [p for p in self.engine.partner_ids() if ownership.owns(p)]:
+            if ownership.generation != generation or not ownership.ready:
+                return
+            now = wall_ms()
+            alerting.deliver(watch.judge_partner(partner, now, alerting.stale))
+            alerting.deliver_integrity(watch.drain_integrity())
+            self.history.observe(self.engine, watch, (partner,), now)
+            yield
+        self.health.last_judged_ms = started  # every owned partner judged at or after it
+
     async def _ticket_tick(self) -> None:
-        """Wall clock: the ticket alerts of every owned partner (tickets age without events)."""
+        """Wall clock: the ticket alerts of every owned partner (tickets age without events),
+        a slice at a time as the judge tick's."""
         if not self.ownership.ready:
             return
         try:
-            now = wall_ms()
-            self._ticket_alerts([p for p in self.engine.partner_ids() if self.ownership.owns(p)],
-                                now)
+            await run_paced(self._ticket_steps())
         except Exception:
             log.exception("ticket alerts failed; retrying at the next tick")
+
+    def _ticket_steps(self) -> Generator[None, None, None]:
+        """The ticket alerts of the owned partners, one step each (ended by a revocation)."""
+        ownership = self.ownership
+        generation = ownership.generation
+        for partner in [p for p in self.engine.partner_ids() if ownership.owns(p)]:
+            if ownership.generation != generation or not ownership.ready:
+                return
+            self._ticket_alerts([partner], wall_ms())
+            yield
 
     def _ticket_alerts(self, partners: list[str], now: int) -> None:
         """Fire and resolve the ticket alerts of ``partners`` as their ledgers stand at ``now``."""

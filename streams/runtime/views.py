@@ -8,6 +8,7 @@ subclasses that know it; the views read only what :class:`Served` names.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar, Protocol, cast
 
 import aiohttp.web
@@ -18,13 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.config.access import AccessTokens, Scope, decide
 from streams.engine.core import Engine, MonthCalendar
 from streams.judgement.watch import Watch
-from streams.outputs.exporter import KpiCollector
+from streams.outputs.exporter import KpiCollector, blocks
 from streams.outputs.ledger import LedgerQuery, select, to_json
 from streams.outputs.period import period_months, period_state
 from streams.outputs.report import month_state
 from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
 from streams.runtime.health import wall_ms
 from streams.runtime.ownership import Ownership
+from streams.runtime.pacing import run_paced
 
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 """The data views' Content-Security-Policy: nothing may load, run or frame them."""
@@ -47,6 +49,7 @@ class Served(Protocol):
     watch: Watch
     history: History
     collector: KpiCollector
+    scrape_lock: asyncio.Lock
     ownership: Ownership
     partitions: int
 
@@ -76,15 +79,21 @@ class Metrics(_PipelineView):
     """Prometheus exposition of this worker's partners."""
 
     async def get(self, request: faust.web.Request) -> aiohttp.web.StreamResponse:
-        # direct text (streams/outputs/exporter.py), sent block by block: a large fleet's body
-        # is hundreds of MiB, and each block waits for the socket, not the loop's other work
-        blocks = self.pipeline.collector.exposition_blocks()
-        first = next(blocks, b"")  # every series is read here, before the response begins
+        # direct text (streams/outputs/exporter.py), rendered a partner at a time with the
+        # loop let run between slices (a fleet's scrape is seconds: the consumer's heartbeats
+        # must not wait for it), then sent block by block (a large fleet's body is hundreds of
+        # MiB: each block waits for the socket, not the loop's other work). One scrape at a
+        # time: a second would render the same series again, holding a second body meanwhile.
+        pipeline = self.pipeline
+        async with pipeline.scrape_lock:
+            pieces = await run_paced(pipeline.collector.render())
+        parts = blocks(pieces)
+        first = next(parts, b"")
         response = aiohttp.web.StreamResponse(headers=security_headers(CONTENT_TYPE_LATEST))
         # faust's aiohttp driver hands its views aiohttp's own request
         await response.prepare(cast(aiohttp.web.Request, request))
         await response.write(first)
-        for block in blocks:
+        for block in parts:
             await response.write(block)
         await response.write_eof()
         return response
