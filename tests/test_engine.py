@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import math
 import random
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+import yaml
 
 from streams.config.catalog import ConfigError, load_catalog, load_config
 from streams.engine.core import Engine, Outcome, attainment
@@ -154,8 +156,18 @@ def test_duplicates_never_change_a_kpi_even_after_restore() -> None:
     _assert_matches(restored, events, None)
 
 
-def test_journal_deletes_events_past_retention() -> None:
-    engine = _engine()
+@pytest.mark.parametrize("resolution", ["1h", "6h"])
+def test_journal_deletes_events_past_retention(resolution: str, tmp_path: Path) -> None:
+    """An event's record is deleted once it is past the 90-day retention (within the day
+    the sweep allows), whatever the resolution of the longest window: ids are kept by hour."""
+    config = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "config", config)
+    kpis = yaml.safe_load((config / "kpis.yaml").read_text())
+    kpis["windows"]["30d"]["resolution"] = resolution
+    (config / "kpis.yaml").write_text(yaml.safe_dump(kpis, sort_keys=False))
+    catalog, partners = load_config(config)
+    assert catalog.windows["30d"].resolution_ms == {"1h": HOUR, "6h": 6 * HOUR}[resolution]
+    engine = Engine(catalog, partners, clock="event")
     first = {"event_id": "a", "type": "queued", "partner_id": "acme", "call_id": "c", "ts": T0}
     later = {**first, "event_id": "b", "call_id": "d", "ts": T0 + 91 * DAY}
     _feed(engine, [("calls", first)])

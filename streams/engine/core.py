@@ -129,7 +129,8 @@ class Engine:
         self._journal: list[Write] | None = [] if journal else None
         largest = max(catalog.windows.values(), key=lambda w: w.length_ms)
         self._late_res, self._late_buckets = largest.resolution_ms, largest.buckets
-        self._seen_res = largest.resolution_ms
+        # ids are kept by the hour of their event time, whatever the windows' resolutions
+        self._seen_res = HOUR_MS
         self._retention_ms = max(largest.length_ms, catalog.entity_retention_ms)
         self._scale = [1000 if k.kind == "duration" and k.statistic != "share_within" else 1
                        for k in counted]
