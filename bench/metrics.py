@@ -69,8 +69,8 @@ def _judge_steps(watch: Watch, engine: Engine, now_ms: int) -> Generator[None, N
 
 def _on_loop(work: Coroutine[Any, Any, None]) -> tuple[float, float]:
     """Run ``work`` on an event loop beside a task noting each turn of the loop: the work's
-    wall time, and the longest the loop went without a turn (what the consumer's heartbeats,
-    the producer and the other views wait at most while it runs)."""
+    wall time, and the longest the loop went without a turn (what the agent's events, the
+    producer and the other views wait at most while it runs)."""
     async def main() -> tuple[float, float]:
         longest = 0.0
         done = False
@@ -261,7 +261,8 @@ def run(quick: bool) -> dict[str, Any]:
         "the dashboard panels of the other windows are then empty. Beyond that, shard the "
         "partners over more workers (each exports only its own).",
         f"**The worker's event loop.** A scrape and the judge tick run on the loop that also "
-        "sends the consumer's heartbeats (session timeout 10 s shipped). Both work a partner "
+        "runs the agent (every event waits while it is held) and the other views. Both work "
+        "a partner "
         "per step and let the loop run once a 20 ms slice is spent "
         "(streams/runtime/pacing.py). In the first minute of an hour at "
         f"{n:,} partners the scrape took "

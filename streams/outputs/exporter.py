@@ -328,8 +328,8 @@ class KpiCollector(Collector):
 
         Why steps: a scrape of a large fleet is seconds of work (at 10,000 partners about 1 s
         in a new minute, 10 s in the first of a new hour), and the worker's event loop also
-        runs the consumer's heartbeats. The worker renders a few tens of milliseconds' steps
-        at a time and lets the loop run between them (streams/runtime/pacing.py). Between two
+        runs its agent and its other views. The worker renders a few tens of milliseconds'
+        steps at a time and lets the loop run between them (streams/runtime/pacing.py). Between two
         steps events may be applied and partitions revoked: each step reads the clock and
         asks whether the partner is still owned: each partner's series are one moment's, and
         a partner revoked before its step is left out (one revoked after it is exported as

@@ -1,13 +1,15 @@
 """Long work on the event loop, in slices that let the loop run between them.
 
-Why: the worker's consumer heartbeats, its producer, its web views and the agent all share
-one event loop. At fleet size, judging every owned partner or rendering ``/metrics`` is
-seconds of Python: measured at 10,000 partners, about 5 s to judge them all in the first
-minute of an hour, about 45 s for the first judgement after a restart, 10.8 s for the first
-scrape of an hour. Held in one stretch, that is longer than the group's session timeout
-(10 s shipped): the broker would declare the worker dead and rebalance the group, which
-restarts the same work elsewhere. Cut into slices of :data:`SLICE_S`, the loop never waits
-longer than a slice plus one partner's work.
+Why: the agent (every event), the web views (``/ready``, which health checks call with a 3 s
+timeout, and ``/metrics`` itself), the producer's sends, Alertmanager deliveries and the
+rebalance callbacks all run on the worker's one event loop. At fleet size, judging every owned
+partner or rendering ``/metrics`` is seconds of Python: measured at 10,000 filled partners in
+the first minute of an hour, 15.7 s for the judge pass and 8.6 s for the scrape, and about
+45 s for the first judgement after a restart. Held in one stretch, every event arriving
+meanwhile waits that long (the alert latency goal is 1 s) and so does every view. Cut into
+slices of :data:`SLICE_S`, the loop waits at most a slice plus one partner's work, or a
+garbage collection. (The consumer's heartbeats do not wait: Faust runs the Kafka consumer on
+a thread of its own, with its own loop.)
 """
 
 from __future__ import annotations

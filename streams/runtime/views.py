@@ -80,8 +80,8 @@ class Metrics(_PipelineView):
 
     async def get(self, request: faust.web.Request) -> aiohttp.web.StreamResponse:
         # direct text (streams/outputs/exporter.py), rendered a partner at a time with the
-        # loop let run between slices (a fleet's scrape is seconds: the consumer's heartbeats
-        # must not wait for it), then sent block by block (a large fleet's body is hundreds of
+        # loop let run between slices (a fleet's scrape is seconds: the agent's events and the
+        # other views must not wait for it), then sent block by block (a large fleet's body is hundreds of
         # MiB: each block waits for the socket, not the loop's other work). One scrape at a
         # time: a second would render the same series again, holding a second body meanwhile.
         pipeline = self.pipeline
