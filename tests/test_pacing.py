@@ -9,6 +9,7 @@ revocation) must be seen by the steps after it, never crash them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Generator
 
 import orjson
@@ -21,9 +22,10 @@ from streams.engine.core import Engine
 from streams.ingest.contract import TOPICS
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
+from streams.outputs.series import EVENT_LOOP_LAG
 from streams.runtime import pacing
 from streams.runtime.health import wall_ms
-from streams.runtime.pacing import Pacer, run_paced
+from streams.runtime.pacing import LoopLag, Pacer, run_paced
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 from tests.test_exporter import T0, _samples
 
@@ -179,8 +181,51 @@ def test_the_judge_tick_lets_the_loop_run_between_partners_and_stops_at_a_revoca
     assert set(range(1, len(names))) <= set(turns)  # seen between every two partners
     assert pipeline.health.last_judged_ms is not None and pipeline.health.last_judged_ms >= now
 
+    # the worker's loop lag is one of its health series
+    pipeline.loop_lag.note(pipeline.loop_lag._clock(), 1.25)
+    assert pipeline.health.delivery()[EVENT_LOOP_LAG][2] == 1.25
+
     calls.clear()
     pipeline.health.last_judged_ms = None
     turns = asyncio.run(tick(3))
     assert len(calls) == 3  # no partner judged after the revocation
     assert pipeline.health.last_judged_ms is None
+
+
+def test_the_loop_lag_is_the_longest_delay_of_its_span() -> None:
+    clock = [1000.0]
+    lag = LoopLag(tick_s=0.25, span_s=60.0, clock=lambda: clock[0])
+    assert lag.longest() == 0.0
+    delays = [(1000.0, 0.01), (1010.0, 2.5), (1030.0, 0.4), (1065.0, 0.2), (1070.0, -0.001)]
+    for woke, late in delays:
+        lag.note(woke, late)
+    for now in (1030.0, 1069.0, 1070.0, 1089.9, 1126.0):
+        clock[0] = now
+        expected = max([max(late, 0.0) for woke, late in delays if woke >= now - 60.0],
+                       default=0.0)
+        assert lag.longest() == expected, now
+    # bounded: a tick's worth of entries for the span, whatever runs
+    for i in range(10_000):
+        lag.note(2000.0 + i * 0.25, 0.0)
+    assert len(lag._delays) <= 60.0 / 0.25 + 1
+
+
+def test_the_loop_lag_task_sees_a_stretch_that_held_the_loop() -> None:
+    """A stretch of 0.2 s without a pause (a busy loop, as unpaced work is) shows as a delay
+    of at least 0.2 s less one tick."""
+    lag = LoopLag(tick_s=0.01, span_s=60.0)
+
+    async def main() -> float:
+        task = asyncio.create_task(lag.run())
+        while not lag._delays:  # the task has run a tick
+            await asyncio.sleep(0.005)
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+        woke = len(lag._delays)
+        while len(lag._delays) == woke:  # the tick due during the stretch has run
+            await asyncio.sleep(0.005)
+        task.cancel()
+        return lag.longest()
+
+    assert asyncio.run(main()) >= 0.19

@@ -243,6 +243,10 @@ def test_metrics_pass_promtool(broker: EmbeddedBroker, tmp_path: Path,
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert not result.stdout.strip() and not result.stderr.strip()
     assert orjson.dumps(text)  # the body is valid UTF-8 text
+    # the worker's own event loop lag is exported (the rules' PartnerpulseWorkerStalled reads it)
+    (lag,) = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("partnerpulse_worker_event_loop_lag_seconds ")]
+    assert 0.0 <= lag < 60.0
 
 
 def test_two_workers_split_partners_without_overlap(broker: EmbeddedBroker, tmp_path: Path) -> None:

@@ -151,11 +151,27 @@ def _breach_on_any_state(text: str) -> str:
     return text.replace(old, "partnerpulse_kpi_state")
 
 
+def _stall_at_the_goal(text: str) -> str:
+    old = "(partnerpulse_worker_event_loop_lag_seconds) > 1\n"
+    assert text.count(old) == 1
+    return text.replace(old, "(partnerpulse_worker_event_loop_lag_seconds) >= 1\n")
+
+
+def _drop_stall_for(text: str) -> str:
+    mutated, count = re.subn(r"(- alert: PartnerpulseWorkerStalled\n(?:    .*\n|      .*\n)*?)"
+                             r"    for: 10m\n", r"\1", text)
+    assert count == 1
+    return mutated
+
+
 @pytest.mark.parametrize(("mutate", "failing"), [
     (_drop_min_samples, "PartnerKpiBelowTarget"),
     (_drop_breach_for, "PartnerKpiBreach"),
     (_breach_on_any_state, "PartnerKpiBreach"),
-], ids=["no-min-samples", "breach-without-for", "breach-any-state"])
+    (_stall_at_the_goal, "PartnerpulseWorkerStalled"),
+    (_drop_stall_for, "PartnerpulseWorkerStalled"),
+], ids=["no-min-samples", "breach-without-for", "breach-any-state", "stall-at-the-goal",
+        "stall-without-for"])
 def test_promtool_unit_tests_catch_mutants(promtool: str, tmp_path: Path, mutate: Callable[[str], str],
                                            failing: str) -> None:
     mutant = mutate(RULES.read_text())

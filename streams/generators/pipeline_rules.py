@@ -16,11 +16,13 @@ from streams.judgement.alerts import (
     PIPELINE_LABELS,
     REJECTED_OR_LATE_HIGH,
     WARNING,
+    WORKER_STALLED,
 )
 from streams.judgement.watch import STALE_AFTER_MS
 from streams.outputs.series import (
     CONSUMER_FETCH_AGE,
     CONSUMER_LAG,
+    EVENT_LOOP_LAG,
     EVENTS_TOTAL,
     FEED_STALE_FLAG,
     KPI_ATTAINMENT,
@@ -47,6 +49,13 @@ BAD_INPUT_SHARE: Final = 0.05
 """Share of a topic's messages rejected or late that makes the pipeline alert fire."""
 BAD_INPUT_FOR: Final = "15m"
 ABSENT_FOR: Final = "5m"
+STALL_S: Final = 1.0
+"""Seconds the worker's event loop may be late at worst within a minute: the event-to-alert
+latency goal. Paced work holds it 20 ms at a time; what goes past a second is unpaced work or a
+garbage collection over a large heap (about 1.3 s at 10,000 filled partners)."""
+STALL_FOR: Final = "10m"
+"""A stall past :data:`STALL_S` in every minute for this long: the worker is overloaded, not
+passing through one slow moment (a new hour's collection, a restart's first judgement)."""
 
 
 def _feed_stale_alert() -> dict[str, Any]:
@@ -166,6 +175,28 @@ def _partner_info_missing_alert() -> dict[str, Any]:
     }
 
 
+def _worker_stalled_alert() -> dict[str, Any]:
+    return {
+        # The worker's loop runs every event, every view and every alert delivery: stalled
+        # past the latency goal minute after minute, its alerts come late and its scrapes slow.
+        "alert": WORKER_STALLED,
+        "expr": f"max by (instance) ({EVENT_LOOP_LAG}) > {STALL_S:g}\n",
+        "for": STALL_FOR,
+        "labels": {"severity": WARNING, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": ("partnerpulse: worker {{ $labels.instance }} ran events up to "
+                        "{{ $value | humanizeDuration }} late"),
+            "description": ("The worker's event loop was held past the 1 s latency goal in "
+                            "every minute: its partners' alerts and views wait. Too many "
+                            "partners for one worker (add workers: each takes a share of the "
+                            "partitions), or a long stretch of work that is not paced."),
+            "dashboard": DASHBOARD_URL,
+            "runbook_url": f"{RUNBOOK_URL}/worker-stalled",
+        },
+    }
+
+
 def pipeline_alerts() -> list[dict[str, Any]]:
     return [_feed_stale_alert(), _consumer_lag_alert(), _broker_unreachable_alert(),
-            _bad_input_alert(), _metrics_absent_alert(), _partner_info_missing_alert()]
+            _bad_input_alert(), _metrics_absent_alert(), _partner_info_missing_alert(),
+            _worker_stalled_alert()]

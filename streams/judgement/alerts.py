@@ -50,6 +50,7 @@ BROKER_UNREACHABLE: Final = "PartnerpulseBrokerUnreachable"
 REJECTED_OR_LATE_HIGH: Final = "PartnerpulseRejectedOrLateHigh"
 METRICS_ABSENT: Final = "PartnerpulseMetricsAbsent"
 PARTNER_INFO_MISSING: Final = "PartnerpulsePartnerInfoMissing"
+WORKER_STALLED: Final = "PartnerpulseWorkerStalled"
 
 PIPELINE_ALERT: Final = FEED_STALE
 """The alert the worker itself raises for a stale feed (severity :data:`CRITICAL`)."""
@@ -105,5 +106,6 @@ __all__ = [
     "SERVICE",
     "SEVERITY",
     "WARNING",
+    "WORKER_STALLED",
     "Alert",
 ]

@@ -41,6 +41,8 @@ FEED_STALE_FLAG: Final = "partnerpulse_feed_stale"
 CONSUMER_LAG: Final = "partnerpulse_consumer_lag_messages"
 CONSUMER_FETCH_AGE: Final = "partnerpulse_consumer_fetch_age_seconds"
 """Exported by the worker with its delivery figures (``runtime/pipeline.py``); read by the rules."""
+EVENT_LOOP_LAG: Final = "partnerpulse_worker_event_loop_lag_seconds"
+"""Exported by the worker with its delivery figures (``runtime/pacing.py``); read by the rules."""
 
 HELP: Final = {
     KPI_VALUE: "KPI value over the rolling window, in base units (seconds, ratio 0-1, score).",

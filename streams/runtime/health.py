@@ -15,9 +15,11 @@ from faust.types import TP
 
 from streams.ingest.contract import TOPICS
 from streams.ingest.topics import REPARTITION
+from streams.outputs.series import CONSUMER_FETCH_AGE, EVENT_LOOP_LAG
 from streams.runtime.alerting import Alerting
 from streams.runtime.faust_app import App
 from streams.runtime.ownership import Ownership
+from streams.runtime.pacing import LoopLag
 
 
 def wall_ms() -> int:
@@ -28,10 +30,12 @@ def wall_ms() -> int:
 class Health:
     """Lag, the broker's last fetch answer, and the delivery figures of writes and alerts."""
 
-    def __init__(self, app: App, ownership: Ownership, alerting: Alerting) -> None:
+    def __init__(self, app: App, ownership: Ownership, alerting: Alerting,
+                 loop_lag: LoopLag | None = None) -> None:
         self.app = app
         self.ownership = ownership
         self.alerting = alerting
+        self.loop_lag = loop_lag
         self.positions: dict[tuple[str, int], int] = {}
         """(topic, partition) -> offset of the last event the agent took (written per event)."""
         self.last_judged_ms: int | None = None
@@ -87,10 +91,16 @@ class Health:
                 self.last_judged_ms / 1000)
         fetched_ms = self.last_fetch_ms()
         if fetched_ms is not None:
-            out["partnerpulse_consumer_fetch_age_seconds"] = (
+            out[CONSUMER_FETCH_AGE] = (
                 "gauge", "Seconds since the broker last answered a fetch for this worker's input "
                 "partitions: grows while the broker is unreachable or the consumer is stalled.",
                 max(0.0, (wall_ms() - fetched_ms) / 1000))
+        if self.loop_lag is not None:
+            out[EVENT_LOOP_LAG] = (
+                "gauge", "The longest this worker's event loop was late to run a task that was "
+                f"due, over the last {self.loop_lag.span_s:g} s: events, views and alert "
+                "deliveries wait that long (long unpaced work, or a garbage collection).",
+                self.loop_lag.longest())
         guard, fence = self.app.commit_guard, self.app.fence
         out |= {
             "partnerpulse_write_failures": (

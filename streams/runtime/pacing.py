@@ -15,8 +15,9 @@ a thread of its own, with its own loop.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
-from time import perf_counter
+from collections import deque
+from collections.abc import Callable, Generator
+from time import monotonic, perf_counter
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -59,3 +60,39 @@ async def run_paced(steps: Generator[None, None, T], pacer: Pacer | None = None)
             return done.value
         if pacer.due():
             await pacer.pause()
+
+
+class LoopLag:
+    """How late the event loop runs a task that is due: the worker's own measure of what
+    pacing leaves (a slice, a partner's step, a garbage collection, any unpaced stretch).
+
+    A task sleeps ``tick_s`` at a time and notes how much later than asked it woke;
+    :meth:`longest` is the largest delay of the last ``span_s`` (a gauge for the rules:
+    the latest value alone would miss a stall between two scrapes)."""
+
+    def __init__(self, tick_s: float = 0.25, span_s: float = 60.0,
+                 clock: Callable[[], float] = monotonic) -> None:
+        self.tick_s = tick_s
+        """How often the task asks to run, in seconds."""
+        self.span_s = span_s
+        """How far back :meth:`longest` looks, in seconds."""
+        self._clock = clock
+        self._delays: deque[tuple[float, float]] = deque(maxlen=int(span_s / tick_s) + 1)
+        """(when it woke, how late), oldest first: bounded, a tick's worth each."""
+
+    def note(self, woke: float, late: float) -> None:
+        """One wake-up: at ``woke`` (the clock's time), ``late`` seconds after it was due."""
+        self._delays.append((woke, max(0.0, late)))
+
+    def longest(self) -> float:
+        """The largest delay of the last ``span_s`` seconds, in seconds (0 when none)."""
+        since = self._clock() - self.span_s
+        return max((late for woke, late in self._delays if woke >= since), default=0.0)
+
+    async def run(self) -> None:
+        """The task (started with the app): wake every ``tick_s``, note how late."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.tick_s
+            await asyncio.sleep(self.tick_s)
+            self.note(self._clock(), loop.time() - due)

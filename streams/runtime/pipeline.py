@@ -55,7 +55,7 @@ from streams.runtime.faust_app import worker_app
 from streams.runtime.health import Health, wall_ms
 from streams.runtime.journal_table import BulkLoadedMemoryStore, JournalTable
 from streams.runtime.ownership import Ownership
-from streams.runtime.pacing import run_paced
+from streams.runtime.pacing import LoopLag, run_paced
 from streams.runtime.recovery import Recovery
 from streams.runtime.skip_guard import SkipGuard
 from streams.runtime.snapshots import Snapshots
@@ -157,7 +157,10 @@ class Pipeline:
         self.app.on_partitions_assigned.connect(self.recovery.on_assigned)  # type: ignore[arg-type]
         self.repartitioned = 0
         """Events forwarded to the repartition topic (producers that did not key by partner)."""
-        self.health = Health(self.app, self.ownership, self.alerting)
+        self.loop_lag = LoopLag()
+        """How late the event loop runs what is due (exported; PartnerpulseWorkerStalled)."""
+        self.app.task(self.loop_lag.run)
+        self.health = Health(self.app, self.ownership, self.alerting, self.loop_lag)
         self.positions = self.health.positions
         """(topic, partition) -> last offset taken: the agent writes it, lag reads it."""
         self.history = History()
