@@ -143,6 +143,42 @@ def test_least_time_left_first_filtered_and_cut() -> None:
     assert "-30m00s" in table and "5 of 5 open items" in table  # b: 9000 s against 7200 s
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_one_partner_a_step_keeps_only_the_most_urgent_and_counts_every_match(seed: int) -> None:
+    """The worker's /api/open walks its partners one per step, keeping only the limit's most
+    urgent between steps: rows and count equal sorting every match and cutting (computed here
+    with the sort key written out), ties of time left included, and nothing held past the
+    limit between steps."""
+    import random
+
+    from streams.outputs.ledger import select_steps
+
+    rng = random.Random(seed)
+    partners = [f"p{i:02d}" for i in range(rng.randint(1, 12))]
+    by_partner = {p: [_item(p, f"e{j}", rng.choice([100, 5500, 6000, 7200, 9000, rng.randint(0, 20_000)]),
+                            kind_target, kind)
+                      for j in range(rng.randint(0, 60))
+                      for kind, kind_target in [rng.choice([("ots_down_hard", 7200), ("mttr", 14_400)])]]
+                  for p in partners}
+    query = LedgerQuery(state=rng.choice([None, "urgent", "breached", "ok"]),
+                        kpi=rng.choice([None, "mttr"]), limit=rng.choice([1, 3, 10, 100, 5000]))
+    steps = select_steps(partners, by_partner.__getitem__, query)
+    held: list[int] = []
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(steps)
+            held.append(len(steps.gi_frame.f_locals["kept"]))
+    rows, matched = done.value.value
+    everything = [i for p in partners for i in by_partner[p]
+                  if (query.kpi is None or i.kpi == query.kpi)
+                  and (query.state is None or i.state == query.state
+                       or (query.state == "urgent" and i.state in ("at_risk", "breached")))]
+    want = sorted(everything, key=lambda i: (i.left_ms, i.partner, i.kpi, i.entity_id))
+    assert matched == len(everything)
+    assert rows == want[:query.limit]
+    assert len(held) == len(partners) and max(held, default=0) <= query.limit
+
+
 def fetch_like(items: list[OpenItem]) -> Any:
     from streams.outputs.ledger import Gathered
 

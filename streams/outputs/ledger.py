@@ -15,10 +15,12 @@ age with a ``b``), and a KPI with ``pause_on`` not while the ticket waits (``pau
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Final
 
 import orjson
@@ -80,6 +82,27 @@ def urgency(item: OpenItem) -> tuple[int, str, str, str]:
 def select(items: Iterable[OpenItem], query: LedgerQuery) -> list[OpenItem]:
     """The items the query keeps, most urgent first, at most ``query.limit``."""
     return sorted((i for i in items if query.keeps(i)), key=urgency)[:query.limit]
+
+
+def select_steps(partners: Iterable[str], items_of: Callable[[str], Iterable[OpenItem]],
+                 query: LedgerQuery) -> Generator[None, None, tuple[list[OpenItem], int]]:
+    """:func:`select` over the partners' open items, one partner per step; returns the rows
+    and how many items matched before the limit.
+
+    Why: a filled partner waits on about 1,261 items, so gathering every partner's before
+    selecting was 12.6 M items a request at 10,000 partners. Between steps only the limit's most
+    urgent are kept (``heapq.nsmallest`` of the kept ones and the partner's: the first
+    ``limit`` of their sorted order, as :func:`select` gives), and a caller on the worker's
+    event loop lets it run between steps (streams/runtime/pacing.py)."""
+    kept: list[OpenItem] = []
+    matched = 0
+    for partner in partners:
+        mine = [item for item in items_of(partner) if query.keeps(item)]
+        if mine:
+            matched += len(mine)
+            kept = heapq.nsmallest(query.limit, chain(kept, mine), key=urgency)
+        yield
+    return kept, matched
 
 
 def to_json(item: OpenItem) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.config.access import AccessTokens, Scope, decide
 from streams.engine.core import Engine, MonthCalendar
+from streams.engine.model import OpenItem
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector, blocks
-from streams.outputs.ledger import LedgerQuery, select, to_json
+from streams.outputs.ledger import LedgerQuery, select_steps, to_json
 from streams.outputs.period import period_months, period_state
 from streams.outputs.report import month_state
 from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
@@ -154,11 +155,17 @@ class OpenApi(_PipelineView):
         pipeline = self.pipeline
         engine, ownership = pipeline.engine, pipeline.ownership
         now = engine.now(wall_ms())
-        owned = ([query.partner] if query.partner is not None else engine.partner_ids())
-        items = [item for partner in owned if ownership.owns(partner) and scope.allows(partner)
-                 for item in engine.open_list(partner, now) if query.keeps(item)]
-        body = {"items": [to_json(item) for item in select(items, query)],
-                "matched": len(items), "now_ms": now,
+        asked = ([query.partner] if query.partner is not None else engine.partner_ids())
+
+        def items_of(partner: str) -> list[OpenItem]:
+            # asked per step: a partner revoked since the request began is left out
+            return engine.open_list(partner, now) if ownership.owns(partner) else []
+
+        # one partner per step, the loop let run between slices, the limit's most urgent kept
+        rows, matched = await run_paced(select_steps(
+            [p for p in asked if scope.allows(p)], items_of, query))
+        body = {"items": [to_json(item) for item in rows],
+                "matched": matched, "now_ms": now,
                 "ready": ownership.ready,
                 "partitions": pipeline.partitions,
                 "owned_partitions": sorted(ownership.owned) if ownership.ready else []}
