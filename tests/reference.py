@@ -1001,6 +1001,15 @@ def compute_flat(events: list[TopicEvent], now_ms: int | None = None,
 # The ledger of open tickets (/api/open)
 # --------------------------------------------------------------------------------------------
 
+def most_urgent(rows: dict[tuple[str, str, str], OpenRow], partner: str, n: int,
+                ) -> tuple[list[tuple[str, str, str]], int]:
+    """A partner's rows at risk or breached (age >= 75% of the target): the keys of the ``n``
+    with the least time left (ties by KPI, then entity id), and how many there are."""
+    urgent = [(row.target_ms - row.age_ms, key[1], key[2], key) for key, row in rows.items()
+              if key[0] == partner and row.age_ms >= 0.75 * row.target_ms]
+    return [key for *_, key in sorted(urgent)[:n]], len(urgent)
+
+
 class OpenRow(NamedTuple):
     """A ledger row as the reference derives it."""
 

@@ -31,6 +31,7 @@ from tests import reference
 from tests.harness import REPO, Worker, as_messages, drain_into, kpi_series, poll, produce
 from tests.streams_gen import DAY, HOUR, _ms, random_events
 from tests.test_engine import _assert_same, _split
+from tests.test_ledger import _check_most_urgent
 
 CONFIG = REPO / "config"
 START = int(datetime(2026, 10, 19, 6, 0, tzinfo=UTC).timestamp() * 1000)
@@ -204,6 +205,7 @@ def test_the_ledger_ages_on_the_kpi_s_clock_less_waits(config_dir: Path) -> None
             for kpi in reference.OPEN_TICKET_KPIS:
                 ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
                 assert oldest.get(kpi) == (max(ages) if ages else None), (partner, kpi)
+            _check_most_urgent(engine, partner, at, want, _ledger_rows)
             counts = engine.open_items(partner, at)
             for kpi in reference.OPEN_TICKET_KPIS:
                 rows = [r for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,21 @@ def test_open_tickets_equal_the_reference_at_several_instants(seed: int) -> None
             for kpi in reference.OPEN_TICKET_KPIS:
                 ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
                 assert oldest.get(kpi) == (max(ages) if ages else None)
+            _check_most_urgent(engine, partner, now, want)
     assert states == {"ok", "at_risk", "breached"}  # every state was compared
+
+
+def _check_most_urgent(engine: Engine, partner: str, now: int, want: Rows,
+                       rows: Callable[[list[OpenItem]], Rows] = _rows) -> None:
+    """What a wall tile and /metrics ask for (the few most urgent, and how many are urgent)
+    equals the reference's rows sorted and cut, for every cut."""
+    kpis = frozenset(reference.OPEN_TICKET_KPIS)
+    for n in (0, 1, 2, 3, 20, 10**6):
+        got, count = engine.most_urgent_open(partner, now, n, kpis)
+        keys, urgent = reference.most_urgent(want, partner, n)
+        assert [(i.partner, i.kpi, i.entity_id) for i in got] == keys, (partner, n)
+        assert count == urgent, (partner, n)
+        assert rows(got) == {key: want[key] for key in keys}
 
 
 def test_open_detractors_age_against_the_horizon() -> None:

@@ -398,6 +398,13 @@ class Engine:
         given), unsorted."""
         return self._entities.open_list(self.state.get(partner), partner, now_ms, kpis)
 
+    def most_urgent_open(self, partner: str, now_ms: int, n: int,
+                         kpis: frozenset[str] | None = None) -> tuple[list[OpenItem], int]:
+        """The partner's ``n`` open items at risk or breached with the least time left (of
+        ``kpis`` only, when given), most urgent first, and how many are at risk or breached:
+        what ``open_list`` then a sort and a cut gives, without making every item."""
+        return self._entities.most_urgent(self.state.get(partner), partner, now_ms, n, kpis)
+
     def oldest_open(self, partner: str, now_ms: int) -> dict[str, int]:
         """open_items KPI id -> age in ms of the partner's oldest waiting entity."""
         return self._entities.oldest(self.state.get(partner), partner, now_ms)

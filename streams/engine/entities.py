@@ -19,14 +19,22 @@ import array
 import bisect
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgspec
 
 from streams.config.catalog import Kpi, Partners
 from streams.engine.clock import MAX_PAUSE_EVENTS, elapsed
-from streams.engine.model import AT_RISK_SHARE, UNSET, Frozen, OpenItem, PartnerState, Record
+from streams.engine.model import (
+    AT_RISK_SHARE,
+    UNSET,
+    Frozen,
+    OpenItem,
+    PartnerState,
+    Record,
+    urgency,
+)
 from streams.engine.plan import Slot
 from streams.ingest.contract import Parsed
 
@@ -271,13 +279,61 @@ class EntityStore:
             if not waiting:
                 continue
             target = self._target_ms(partner, kpi)
-            severity = _severity(kpi)
-            for entity_id, opened in waiting.items():
-                age, paused = self._age(st, partner, k, kpi, entity_id, opened, now_ms)
-                state = ("breached" if age >= target else
-                         "at_risk" if age >= AT_RISK_SHARE * target else "ok")
-                out.append(OpenItem(partner, kpi.id, entity_id, severity, opened, age, target,
-                                    state, paused, kpi.clock))
+            out += self._items(st, partner, k, kpi, waiting.items(), target, now_ms)
+        return out
+
+    def most_urgent(self, st: PartnerState | None, partner: str, now_ms: int, n: int,
+                    kpis: frozenset[str] | None = None) -> tuple[list[OpenItem], int]:
+        """The ``n`` items at risk or breached with the least time left (as :meth:`open_list`
+        makes them, in :func:`urgency` order), and how many are at risk or breached.
+
+        Why not :meth:`open_list` then a sort: a wall tile names three of a partner's tickets
+        and ``/metrics`` its most urgent few, and making every waiting item (1,261 for a filled
+        partner, about 2 ms) cost the wall 2.5 s a poll at 1,000 partners. On the calendar
+        clock an item's time left falls with its start, so each KPI's sorted starts give its
+        count by bisection and its most urgent as its oldest; only a KPI on the business clock
+        or with pauses makes all its items."""
+        out: list[OpenItem] = []
+        count = 0
+        if st is None:
+            return out, count
+        for k, kpi in self._open_kpis:
+            if kpis is not None and kpi.id not in kpis:
+                continue
+            waiting = st.pending.get(k)
+            if not waiting:
+                continue
+            target = self._target_ms(partner, kpi)
+            if k in self._clocked:
+                urgent = [item for item in self._items(st, partner, k, kpi, waiting.items(),
+                                                       target, now_ms) if item.state != "ok"]
+                count += len(urgent)
+                out += urgent
+                continue
+            starts = self._starts(st, k, waiting)
+            # at risk from AT_RISK_SHARE of the target: now - opened >= share x target
+            at_risk = bisect.bisect_right(starts, now_ms - AT_RISK_SHARE * target)
+            count += at_risk
+            if at_risk and n > 0:
+                cut = starts[min(n, at_risk) - 1]  # the n-th oldest start: ties at it come too
+                out += self._items(st, partner, k, kpi,
+                                   [(e, opened) for e, opened in waiting.items() if opened <= cut],
+                                   target, now_ms)
+        out.sort(key=urgency)
+        return out[:max(n, 0)], count
+
+    def _items(self, st: PartnerState, partner: str, k: int, kpi: Kpi,
+               waiting: Iterable[tuple[str, int]], target: int, now_ms: int) -> list[OpenItem]:
+        """KPI ``k``'s waiting entities as ledger rows: age on its clock, state against
+        ``target``."""
+        severity = _severity(kpi)
+        out: list[OpenItem] = []
+        for entity_id, opened in waiting:
+            age, paused = self._age(st, partner, k, kpi, entity_id, opened, now_ms)
+            state = ("breached" if age >= target else
+                     "at_risk" if age >= AT_RISK_SHARE * target else "ok")
+            out.append(OpenItem(partner, kpi.id, entity_id, severity, opened, age, target,
+                                state, paused, kpi.clock))
         return out
 
     def oldest(self, st: PartnerState | None, partner: str, now_ms: int) -> dict[str, int]:

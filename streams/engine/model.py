@@ -105,6 +105,12 @@ class OpenItem:
         return self.target_ms - self.age_ms
 
 
+def urgency(item: OpenItem) -> tuple[int, str, str, str]:
+    """Sort key of open items: least time left first (the most overdue at the top), ties by
+    name."""
+    return item.left_ms, item.partner, item.kpi, item.entity_id
+
+
 NO_VALUES: Final[Mapping[tuple[str, str], KpiValue]] = types.MappingProxyType({})
 """The values of a window without samples (one shared, read-only object)."""
 

@@ -35,7 +35,6 @@ from streams.config.catalog import Partners
 from streams.engine.core import OPEN_ITEM_STAGES, Engine, KpiValue, Outcome, attainment
 from streams.ingest.contract import TOPICS
 from streams.judgement.judge import Judgement, State
-from streams.judgement.tickets import most_urgent
 from streams.judgement.watch import Watch
 from streams.outputs.forecasts import MonthEndForecasts
 from streams.outputs.series import (
@@ -377,8 +376,8 @@ class KpiCollector(Collector):
                     oldest.append(f'{OPEN_OLDEST_AGE}{p},kpi="{_label(kpi_id)}"}} '
                                   f"{_num(max(age_ms, 0) / 1000.0)}\n")
                 if self.ticket_kpis:
-                    tickets, _ = most_urgent(engine.open_list(partner, now, self.ticket_kpis),
-                                             self.ticket_kpis, self.ticket_alerts_max)
+                    tickets, _ = engine.most_urgent_open(partner, now, self.ticket_alerts_max,
+                                                         self.ticket_kpis)
                     urgent += [f'{URGENT_TICKET_LEFT}{p},kpi="{_label(i.kpi)}",'
                                f'ticket="{_label(i.entity_id)}",state="{i.state}"}} '
                                f"{_num(i.left_ms / 1000.0)}\n" for i in tickets]

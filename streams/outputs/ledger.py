@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams.engine.model import OPEN_STATES, OpenItem
+from streams.engine.model import OPEN_STATES, OpenItem, urgency
 from streams.outputs.report import ask_workers, http_get
 
 DEFAULT_LIMIT: Final = 100
@@ -72,11 +72,6 @@ class LedgerQuery:
         if self.state == "urgent":
             return item.state != "ok"
         return self.state is None or item.state == self.state
-
-
-def urgency(item: OpenItem) -> tuple[int, str, str, str]:
-    """Sort key: least time left first (the most overdue at the top), ties by name."""
-    return item.left_ms, item.partner, item.kpi, item.entity_id
 
 
 def select(items: Iterable[OpenItem], query: LedgerQuery) -> list[OpenItem]:

@@ -34,7 +34,6 @@ from streams.engine.core import Engine, KpiValue, attainment
 from streams.judgement.judge import Judgement, State
 from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
-from streams.outputs.ledger import LedgerQuery, select
 
 SPAN_MS: Final = 3_600_000
 """How far back a sparkline reaches."""
@@ -263,12 +262,12 @@ rest are counted (the whole list: ``/api/open``)."""
 
 def _tickets(engine: Engine, partner: str, now_ms: int) -> tuple[list[dict[str, Any]], int]:
     """The partner's most urgent open items for its tile, and how many more are urgent."""
-    urgent = select(engine.open_list(partner, now_ms), LedgerQuery(state="urgent", limit=10**9))
+    urgent, count = engine.most_urgent_open(partner, now_ms, TICKETS_PER_TILE)
     titles = {k.id: k.title for k in engine.kpis}
     shown = [{"kpi": i.kpi, "title": titles.get(i.kpi, i.kpi), "entity_id": i.entity_id,
               "state": i.state, "left_seconds": i.left_ms / 1000}
-             for i in urgent[:TICKETS_PER_TILE]]
-    return shown, len(urgent) - len(shown)
+             for i in urgent]
+    return shown, count - len(shown)
 
 
 def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
