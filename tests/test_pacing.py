@@ -229,3 +229,28 @@ def test_the_loop_lag_task_sees_a_stretch_that_held_the_loop() -> None:
         return lag.longest()
 
     assert asyncio.run(main()) >= 0.19
+
+
+def test_the_wall_is_made_a_tile_per_step() -> None:
+    """/api/wall's body is made one partner per step (the view lets the loop run between
+    slices), and is the same body as made in one go."""
+    from streams.outputs.wall import History, snapshot, snapshot_steps
+
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="wall")
+    watch = Watch(engine)
+    names = ["w-one", "w-two", "w-three"]
+    wall = T0 + 2 * DAY
+    for topic, raw, _ in _events(names, T0, 2 * DAY):
+        engine.ingest(topic, raw, wall)
+    watch.judge(names, wall)
+    steps = snapshot_steps(engine, watch, names, wall, History(), generated_at_ms=1)
+    taken = 0
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(steps)
+            taken += 1
+    body = done.value.value
+    assert taken == len(names)
+    assert sorted(tile["partner"] for tile in body["partners"]) == sorted(names)
+    assert body == snapshot(engine, watch, names, wall, History(), generated_at_ms=1)

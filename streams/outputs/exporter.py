@@ -62,6 +62,7 @@ from streams.outputs.series import (
     REPORT_RESTATEMENTS_TOTAL,
     URGENT_TICKET_LEFT,
 )
+from streams.outputs.steps import finish
 
 
 def _num(value: float) -> str:
@@ -314,12 +315,7 @@ class KpiCollector(Collector):
 
     def _pieces(self) -> list[bytes]:
         """The exposition's text as pieces, in order, rendered in one go."""
-        steps = self.render()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        return finish(self.render())
 
     def render(self) -> Generator[None, None, list[bytes]]:
         """The exposition's text as pieces, in order (family headers, then their series),

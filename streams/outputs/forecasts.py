@@ -18,6 +18,7 @@ from typing import Final
 
 from streams.engine.core import Engine, MonthCalendar
 from streams.outputs.report import month_values, project
+from streams.outputs.steps import finish
 
 log = logging.getLogger("partnerpulse")
 
@@ -50,12 +51,7 @@ class MonthEndForecasts:
         """partner -> its forecast (the partners with a month in progress), refreshing up to
         ``budget`` of the stalest; partners not asked for are let go (:meth:`refresh` in one
         go)."""
-        steps = self.refresh(partners, now_ms, wall_ms)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        return finish(self.refresh(partners, now_ms, wall_ms))
 
     def refresh(self, partners: Iterable[str], now_ms: int, wall_ms: int | None = None,
                 ) -> Generator[None, None, dict[str, Kept]]:

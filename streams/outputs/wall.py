@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from importlib import resources
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from streams.engine.core import Engine, KpiValue, attainment
 from streams.judgement.judge import Judgement, State
 from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
+from streams.outputs.steps import finish
 
 SPAN_MS: Final = 3_600_000
 """How far back a sparkline reaches."""
@@ -278,19 +279,32 @@ def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms
     ``now_ms`` is the clock the windows are read at (``engine.now(wall_ms)``: the event clock in
     event mode); ``generated_at_ms`` is the wall clock (defaults to now); ``month_end``: partner
     -> (band, chance) of its month-end forecast, shown on its tile. The history is fed
-    lazily here too and forgets partners no longer owned.
+    lazily here too and forgets partners no longer owned. (:func:`snapshot_steps` in one go.)
     """
+    return finish(snapshot_steps(engine, watch, owned_partners, now_ms, history,
+                                 generated_at_ms=generated_at_ms, month_end=month_end))
+
+
+def snapshot_steps(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
+                   history: History, *, generated_at_ms: int | None = None,
+                   month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None,
+                   ) -> Generator[None, None, dict[str, Any]]:
+    """:func:`snapshot` one tile per step (about 0.5 ms a filled partner): the worker's view
+    lets its event loop run between slices (streams/outputs/steps.py says why)."""
     owned = sorted(set(owned_partners))
     history.forget(owned)
-    history.observe(engine, watch, owned, now_ms)
     flags = _flags(watch, set(owned))
     melons = frozenset(k.id for k in watermelon_kpis(engine.kpis))
-    tiles = sorted((_tile(engine, watch, p, now_ms, history, flags.get(p, []), melons)
-                    for p in owned), key=_order)
-    for tile in tiles:  # the tickets about to breach, or past it
-        tickets, more = _tickets(engine, tile["partner"], now_ms)
+    tiles: list[dict[str, Any]] = []
+    for partner in owned:
+        history.observe(engine, watch, (partner,), now_ms)
+        tile = _tile(engine, watch, partner, now_ms, history, flags.get(partner, []), melons)
+        tickets, more = _tickets(engine, partner, now_ms)  # about to breach, or past it
         if tickets:
             tile["tickets"], tile["tickets_more"] = tickets, more
+        tiles.append(tile)
+        yield
+    tiles.sort(key=_order)
     for tile in tiles:  # the month-end band forecast, most likely band first
         chances = (month_end or {}).get(tile["partner"])
         if chances:

@@ -24,7 +24,7 @@ from streams.outputs.exporter import KpiCollector, blocks
 from streams.outputs.ledger import LedgerQuery, select_steps, to_json
 from streams.outputs.period import period_months, period_state
 from streams.outputs.report import month_state
-from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot
+from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot_steps
 from streams.runtime.health import wall_ms
 from streams.runtime.ownership import Ownership
 from streams.runtime.pacing import run_paced
@@ -131,9 +131,11 @@ class WallApi(_PipelineView):
         wall = wall_ms()
         now = engine.now(wall)
         # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest)
-        kept = pipeline.collector.forecasts.bands(owned, now, wall)
-        body = snapshot(engine, pipeline.watch, owned, now, pipeline.history,
-                        month_end={p: f.bands for p, f in kept.items()})
+        kept = await run_paced(pipeline.collector.forecasts.refresh(owned, now, wall))
+        # a tile per step, the loop let run between slices (0.5 ms a filled partner's tile)
+        body = await run_paced(snapshot_steps(engine, pipeline.watch, owned, now,
+                                              pipeline.history,
+                                              month_end={p: f.bands for p, f in kept.items()}))
         return self.bytes(orjson.dumps(body),
                           headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
 
