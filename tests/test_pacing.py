@@ -254,3 +254,30 @@ def test_the_wall_is_made_a_tile_per_step() -> None:
     assert taken == len(names)
     assert sorted(tile["partner"] for tile in body["partners"]) == sorted(names)
     assert body == snapshot(engine, watch, names, wall, History(), generated_at_ms=1)
+
+
+def test_the_report_s_months_and_periods_are_read_a_partner_per_step() -> None:
+    """/api/report's body (a month, or a period) is read one partner per step, and is the
+    same as read in one go."""
+    from streams.engine.core import MonthCalendar
+    from streams.outputs.period import period_state, period_state_steps
+    from streams.outputs.report import month_state, month_state_steps
+
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="wall")
+    names = ["r-one", "r-two", "r-three", "r-four"]
+    for topic, raw, _ in _events(names, T0, 2 * DAY):
+        engine.ingest(topic, raw, T0 + 2 * DAY)
+    month = MonthCalendar.name(MonthCalendar(catalog.report_timezone).index(T0 + DAY))
+    for steps, whole in ((month_state_steps(engine, names, month),
+                          month_state(engine, names, month)),
+                         (period_state_steps(engine, names, [month]),
+                          period_state(engine, names, [month]))):
+        taken = 0
+        with pytest.raises(StopIteration) as done:
+            while True:
+                next(steps)
+                taken += 1
+        assert taken == len(names)
+        assert done.value.value == whole
+        assert set(whole["partners"]) == set(names)

@@ -12,7 +12,7 @@ all its escalations over all its tickets, not an average of twelve monthly rates
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -31,6 +31,7 @@ from streams.outputs.report import (
     month_value,
     not_measured,
 )
+from streams.outputs.steps import finish
 
 TREND_STEP: Final = 0.01
 """Least-squares slope of the monthly attainment (per month) beyond which a KPI is marked as
@@ -242,7 +243,15 @@ def period_state(engine: Engine, partner_ids: Iterable[str], months: list[str],
     """What a worker serves at /api/report?period=: its partners' values in each month of the
     period (a closed month's frozen values, as its monthly card) and over the period (the
     months' aggregates merged: restatements included), and the integrity flags raised per
-    month."""
+    month (:func:`period_state_steps` in one go)."""
+    return finish(period_state_steps(engine, partner_ids, months, integrity))
+
+
+def period_state_steps(engine: Engine, partner_ids: Iterable[str], months: list[str],
+                       integrity: RaisedIn | None = None,
+                       ) -> Generator[None, None, dict[str, Any]]:
+    """:func:`period_state` one partner per step, for the worker's view to let its event loop
+    run between slices."""
     before = MonthCalendar.name(MonthCalendar.parse(months[0]) - 1)
     out: dict[str, Any] = {}
     flags: dict[str, dict[str, list[list[str]]]] = {}
@@ -269,6 +278,7 @@ def period_state(engine: Engine, partner_ids: Iterable[str], months: list[str],
                                           for k, v in whole.items()}}
         if raised:
             flags[partner] = raised
+        yield
     return {"months": months, "timezone": engine.catalog.report_timezone, "partners": out,
             "integrity": flags}
 

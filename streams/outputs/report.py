@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -25,6 +25,7 @@ from streams.engine.core import Engine, MonthCalendar, attainment
 from streams.engine.model import Restatement, attainments
 from streams.judgement.forecast import Draws, KpiModel, MonthToDate, forecast, slack
 from streams.judgement.league import MIN_PARTNERS, Funnel, Observed, funnel, shrink
+from streams.outputs.steps import finish
 
 MonthValue = (tuple[float, int] | tuple[float, int, float] | tuple[float, int, float, float]
               | tuple[float, int, float, float, dict[int, int]])
@@ -563,7 +564,15 @@ def month_values(engine: Engine, partner: str, month: str) -> dict[str, MonthVal
 def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
                 integrity: RaisedIn | None = None) -> dict[str, Any]:
     """What a worker serves at /api/report: its partners' values for the month and the one before,
-    and (``integrity``: the watch's ``lens.raised_in``) the integrity flags raised in each."""
+    and (``integrity``: the watch's ``lens.raised_in``) the integrity flags raised in each
+    (:func:`month_state_steps` in one go)."""
+    return finish(month_state_steps(engine, partner_ids, month, integrity))
+
+
+def month_state_steps(engine: Engine, partner_ids: Iterable[str], month: str,
+                      integrity: RaisedIn | None = None) -> Generator[None, None, dict[str, Any]]:
+    """:func:`month_state` one partner per step (0.4 ms a filled partner), for the worker's
+    view to let its event loop run between slices."""
     before = previous_month(month)
     out: dict[str, Any] = {}
     flags: dict[str, dict[str, list[list[str]]]] = {}
@@ -595,6 +604,7 @@ def month_state(engine: Engine, partner_ids: Iterable[str], month: str,
             out[partner] = months
         if raised:
             flags[partner] = raised
+        yield
     return {"month": month, "previous_month": before, "timezone": engine.catalog.report_timezone,
             "partners": out, "integrity": flags, "closed": closed, "evidence": evidence}
 

@@ -22,8 +22,8 @@ from streams.engine.model import OpenItem
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector, blocks
 from streams.outputs.ledger import LedgerQuery, select_steps, to_json
-from streams.outputs.period import period_months, period_state
-from streams.outputs.report import month_state
+from streams.outputs.period import period_months, period_state_steps
+from streams.outputs.report import month_state_steps
 from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot_steps
 from streams.runtime.health import wall_ms
 from streams.runtime.ownership import Ownership
@@ -195,8 +195,9 @@ class ReportApi(_PipelineView):
         engine, ownership = pipeline.engine, pipeline.ownership
         owned = [p for p in engine.partner_ids() if ownership.owns(p) and scope.allows(p)]
         raised_in = pipeline.watch.lens.raised_in
-        state = (period_state(engine, owned, months, raised_in) if period else
-                 month_state(engine, owned, month, raised_in))
+        # a partner per step, the loop let run between slices (0.4 ms a filled partner)
+        state = await run_paced(period_state_steps(engine, owned, months, raised_in) if period
+                                else month_state_steps(engine, owned, month, raised_in))
         body = {**state,
                 "ready": ownership.ready,
                 "partitions": pipeline.partitions,
