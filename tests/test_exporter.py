@@ -336,3 +336,32 @@ def test_a_catalog_window_no_kpi_is_counted_in_exports_nothing_and_does_not_fail
               if name == "partnerpulse_kpi_value"}
     # five calls queued at T0 and answered 0..4 minutes later: a mean wait of 2 minutes
     assert values == {"1h": 120.0}
+
+
+def test_a_wall_scoped_to_one_partner_keeps_the_others_month_end_bands() -> None:
+    """/api/wall of a token scoped to one partner refreshes that partner's month-end forecast
+    only; the next /metrics scrape still has every partner's bands (they were let go before,
+    and came back ten a scrape)."""
+    fleet = _Fleet()
+    fleet.ingest(_ordered(8, T0, 2 * DAY))
+    fleet.judge()
+
+    def banded() -> set[str]:
+        return {s.labels["partner"]
+                for family in text_string_to_metric_families(fleet.kept.exposition().decode())
+                if family.name == REPORT_PROJECTED_BAND for s in family.samples}
+
+    everyone = banded()
+    assert len(everyone) >= 3
+    forecasts = fleet.kept.forecasts
+    forecasts.budget = 0  # the next scrape redoes none: it serves what is kept
+    assert banded() == everyone
+    forecasts.bands(["acme"], fleet.wall, fleet.wall + 16 * MINUTE)  # /metrics' own call
+    assert banded() == everyone & {"acme"}  # what "let go" means for /metrics' own refresh
+    forecasts.budget = 10
+    assert banded() == everyone
+    forecasts.budget = 0
+    steps = forecasts.refresh(["acme"], fleet.wall, fleet.wall + 16 * MINUTE, others=True)
+    for _ in steps:
+        pass
+    assert banded() == everyone

@@ -53,10 +53,15 @@ class MonthEndForecasts:
         go)."""
         return finish(self.refresh(partners, now_ms, wall_ms))
 
-    def refresh(self, partners: Iterable[str], now_ms: int, wall_ms: int | None = None,
-                ) -> Generator[None, None, dict[str, Kept]]:
+    def refresh(self, partners: Iterable[str], now_ms: int, wall_ms: int | None = None, *,
+                others: bool = False) -> Generator[None, None, dict[str, Kept]]:
         """:meth:`bands` one forecast per step (a few milliseconds each), for a caller that
         lets its event loop run between steps (the worker's /metrics).
+
+        ``others``: the caller asks for some of the exported partners only (the wall of a
+        token scoped to one partner), so the forecasts of the others are kept, not let go:
+        /metrics would otherwise lose their band series until it had redone them all, ten a
+        scrape.
 
         ``now_ms`` is the clock the month is read at (the event clock in event mode);
         ``wall_ms`` (default ``now_ms``) the one a forecast ages by: a worker catching up a
@@ -91,5 +96,12 @@ class MonthEndForecasts:
             kept[partner] = Kept(month, wall, tuple(
                 (band.id, ahead.probabilities.get(band.id, 0.0)) for band in policy.bands))
             yield
-        self.kept = kept
+        if others:
+            for partner in asked:
+                if partner in kept:
+                    self.kept[partner] = kept[partner]
+                else:
+                    self.kept.pop(partner, None)
+        else:
+            self.kept = kept
         return kept

@@ -81,10 +81,11 @@ class Metrics(_PipelineView):
 
     async def get(self, request: faust.web.Request) -> aiohttp.web.StreamResponse:
         # direct text (streams/outputs/exporter.py), rendered a partner at a time with the
-        # loop let run between slices (a fleet's scrape is seconds: the agent's events and the
-        # other views must not wait for it), then sent block by block (a large fleet's body is hundreds of
-        # MiB: each block waits for the socket, not the loop's other work). One scrape at a
-        # time: a second would render the same series again, holding a second body meanwhile.
+        # loop let run between slices (a fleet's scrape is seconds: the agent's events and
+        # the other views must not wait for it), then sent block by block (a large fleet's
+        # body is hundreds of MiB: each block waits for the socket, not the loop's other
+        # work). One scrape at a time: a second would render the same series again, holding
+        # a second body meanwhile.
         pipeline = self.pipeline
         async with pipeline.scrape_lock:
             pieces = await run_paced(pipeline.collector.render())
@@ -130,8 +131,10 @@ class WallApi(_PipelineView):
                  if pipeline.ownership.owns(p) and scope.allows(p)]
         wall = wall_ms()
         now = engine.now(wall)
-        # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest)
-        kept = await run_paced(pipeline.collector.forecasts.refresh(owned, now, wall))
+        # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest; a
+        # token scoped to some partners asks for theirs only: the others' are kept)
+        kept = await run_paced(pipeline.collector.forecasts.refresh(owned, now, wall,
+                                                                    others=True))
         # a tile per step, the loop let run between slices (0.5 ms a filled partner's tile)
         body = await run_paced(snapshot_steps(engine, pipeline.watch, owned, now,
                                               pipeline.history,
