@@ -36,12 +36,18 @@ from streams.generators.grafana import (
     state_code,
     thresholds,
 )
-from streams.generators.pipeline_rules import CONSUMER_LAG_MESSAGES, FEED_STALE_AFTER_S
+from streams.generators.pipeline_rules import (
+    CONSUMER_LAG_MESSAGES,
+    FEED_STALE_AFTER_S,
+    STALL_FOR,
+    STALL_S,
+)
 from streams.generators.promql import (
     in_state,
 )
 from streams.outputs.series import (
     CONSUMER_LAG,
+    EVENT_LOOP_LAG,
     EVENTS_TOTAL,
     FEED_STALE_FLAG,
     KPI_CHANNEL_SAMPLES,
@@ -159,6 +165,16 @@ def noc_feeds(pid: int, pos: model.GridPos) -> stat.Panel:
             .text_mode(common.BigValueTextMode.VALUE_AND_NAME))
 
 
+def noc_loop_lag(pid: int, pos: model.GridPos) -> timeseries.Panel:
+    """How late each worker's event loop ran what was due (the longest of the last minute)."""
+    return (timeseries.Panel().id(pid).title("Worker loop lag").datasource(DS).grid_pos(pos)
+            .description("The longest each worker's event loop was late over the last minute: "
+                         "events, views and alert deliveries wait that long. "
+                         f"PartnerpulseWorkerStalled fires past {STALL_S:g} s for {STALL_FOR}.")
+            .with_target(prom_query(f"max by (instance) ({EVENT_LOOP_LAG})", "{{instance}}"))
+            .unit("s").fill_opacity(10))
+
+
 def noc_rejected_by_topic(pid: int, pos: model.GridPos) -> timeseries.Panel:
     """Rejected (dead-lettered) and late messages per second, by topic."""
     return (timeseries.Panel().id(pid).title("Rejected and late /s").datasource(DS).grid_pos(pos)
@@ -242,8 +258,9 @@ def noc_dashboard(catalog: Catalog) -> dash.Dashboard:
              .with_panel(noc_rejected_by_topic(43, grid(16, 23, 8, 5))))
     window = channel_window(catalog)
     if window is None:  # no by: [channel] KPI (or none exported): no $partner either
-        return board
+        return board.with_panel(noc_loop_lag(44, grid(0, 28, 24, 6)))
     kpis = channel_bases(catalog)
     return (board.with_variable(partner_variable())
             .with_panel(noc_channel_values(50, grid(0, 28, 14, 9), window, kpis))
-            .with_panel(noc_channel_samples(51, grid(14, 28, 10, 9), window, kpis)))
+            .with_panel(noc_channel_samples(51, grid(14, 28, 10, 9), window, kpis))
+            .with_panel(noc_loop_lag(44, grid(0, 37, 24, 6))))
