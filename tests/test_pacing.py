@@ -1,9 +1,9 @@
 """Long work on the worker's event loop is done in slices (streams/runtime/pacing.py).
 
-Judging every owned partner and rendering /metrics are seconds of Python at fleet size; the
-consumer's heartbeats share the loop. These tests run that work beside a task that watches
-the loop: it must run between slices, and what changes between two slices (events, a
-revocation) must be seen by the steps after it, never crash them.
+Judging every owned partner, rendering /metrics and the data views are seconds of Python at
+fleet size; the agent's events and the other views share the loop. These tests run that work
+beside a task that watches the loop: it must run between slices, and what changes between two
+slices (events, a revocation) must be seen by the steps after it, never crash them.
 """
 
 from __future__ import annotations
