@@ -19,7 +19,7 @@ import array
 import bisect
 import struct
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 import msgspec
@@ -272,13 +272,7 @@ class EntityStore:
         out: list[OpenItem] = []
         if st is None:
             return out
-        for k, kpi in self._open_kpis:
-            if kpis is not None and kpi.id not in kpis:
-                continue
-            waiting = st.pending.get(k)
-            if not waiting:
-                continue
-            target = self._target_ms(partner, kpi)
+        for k, kpi, waiting, target in self._waiting(st, partner, kpis):
             out += self._items(st, partner, k, kpi, waiting.items(), target, now_ms)
         return out
 
@@ -297,13 +291,7 @@ class EntityStore:
         count = 0
         if st is None:
             return out, count
-        for k, kpi in self._open_kpis:
-            if kpis is not None and kpi.id not in kpis:
-                continue
-            waiting = st.pending.get(k)
-            if not waiting:
-                continue
-            target = self._target_ms(partner, kpi)
+        for k, kpi, waiting, target in self._waiting(st, partner, kpis):
             if k in self._clocked:
                 urgent = [item for item in self._items(st, partner, k, kpi, waiting.items(),
                                                        target, now_ms) if item.state != "ok"]
@@ -321,6 +309,17 @@ class EntityStore:
                                    target, now_ms)
         out.sort(key=urgency)
         return out[:max(n, 0)], count
+
+    def _waiting(self, st: PartnerState, partner: str, kpis: frozenset[str] | None,
+                 ) -> Iterator[tuple[int, Kpi, dict[str, int], int]]:
+        """Each open_items KPI (of ``kpis`` only, when given) with entities waiting: its index,
+        the KPI, its waiting entities (id -> start) and the target they age against."""
+        for k, kpi in self._open_kpis:
+            if kpis is not None and kpi.id not in kpis:
+                continue
+            waiting = st.pending.get(k)
+            if waiting:
+                yield k, kpi, waiting, self._target_ms(partner, kpi)
 
     def _items(self, st: PartnerState, partner: str, k: int, kpi: Kpi,
                waiting: Iterable[tuple[str, int]], target: int, now_ms: int) -> list[OpenItem]:
