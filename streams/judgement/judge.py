@@ -131,25 +131,16 @@ def _mean_bounds(ev: Evidence, confidence: float, z: float) -> tuple[float, floa
 def _quantile_bounds(ev: Evidence, z: float) -> tuple[float, float]:
     if ev.hist is None or ev.q is None:
         raise ValueError("quantile evidence needs hist and q")
-    # retraction can leave zero (never negative in a consistent window) counts: skip them
-    items = sorted((key, count) for key, count in ev.hist.items() if count > 0)
-    n = sum(count for _, count in items)
+    # retraction can leave zero (never negative in a consistent window) counts: skipped
+    keys, running = sketch.ranked(ev.hist)
+    n = running[-1] if running else 0
     if n <= 0:
         return -math.inf, math.inf
     q = ev.q
     spread = z * math.sqrt(n * q * (1 - q))
     r_lo = min(n, max(1, math.floor(n * q - spread)))
     r_hi = min(n, max(1, math.ceil(n * q + spread) + 1))
-    return _value_at_rank(items, r_lo), _value_at_rank(items, r_hi)
-
-
-def _value_at_rank(items: list[tuple[int, int]], rank: int) -> float:
-    seen = 0
-    for key, count in items:
-        seen += count
-        if seen >= rank:
-            return sketch.value_of(key)
-    return sketch.value_of(items[-1][0])
+    return sketch.at_rank(keys, running, r_lo), sketch.at_rank(keys, running, r_hi)
 
 
 @functools.lru_cache(maxsize=1024)
