@@ -257,8 +257,13 @@ def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
     spoke = watch.lens.held[key]
     assert spoke.finding.samples >= 200
     # a minute later, the same volume: no window has reached its next mark, none is asked again
+    version = watch.lens.version
     watch.judge_partner(GAMER, later + HOUR // 60)
     assert watch.lens.held[key].finding is spoke.finding
+    # and a review answered from the last asking changes nothing held, so the version /metrics
+    # keeps its integrity series by stays put
+    assert watch.lens.review(GAMER, later + 2 * HOUR // 60) == []
+    assert watch.lens.version == version
     # the rest of the day (a worker catching up): the volume grows by far more than a quarter
     for ev in rest:
         if ev["ts"] >= later:
@@ -267,8 +272,22 @@ def test_a_window_is_asked_again_the_same_day_once_its_volume_grew(
     watch.judge_partner(GAMER, end_of_day)
     grown = watch.lens.held[key]
     assert grown.finding is not spoke.finding and grown.finding.samples > 1.25 * spoke.finding.samples
+    assert watch.lens.version > version
+    version, before = watch.lens.version, dict(watch.lens.held)
     watch.judge_partner(GAMER, START + DAY + HOUR)  # a new day asks again whatever the volume
     assert watch.lens.held[key].finding is not grown.finding
+    # the same evidence found again (no event since) is no change; the version moves once for
+    # each signal whose evidence did change (others' windows emptied meanwhile)
+    assert watch.lens.held[key].finding == grown.finding
+    after = watch.lens.held
+
+    def held(h: Any) -> tuple[Any, ...]:
+        return (h.window, h.finding, h.since_ms)
+
+    changed = [k for k in before.keys() | after.keys()
+               if k not in before or k not in after or held(before[k]) != held(after[k])]
+    assert key not in changed
+    assert watch.lens.version - version == len(changed)
 
 
 def test_each_window_is_asked_on_its_own_cadence_and_a_flag_holds_until_the_evidence_fades(

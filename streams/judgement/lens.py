@@ -118,9 +118,10 @@ class IntegrityLens:
         self.engine = engine
         self.params = params or IntegrityParams()
         self.held: dict[FlagKey, Held] = {}
-        self.version = 0
-        """Bumped whenever ``held`` changes: what renders it may keep its text until then."""
         """Latest evidence per partner x KPI x signal that is not silent (enough volume)."""
+        self.version = 0
+        """Bumped whenever ``held`` changes, and only then: what renders it may keep its text
+        until then."""
         self.raised: dict[str, dict[str, set[tuple[str, str]]]] = {}
         """partner -> month (report time zone) -> (kpi, signal) flagged at some review in that
         month (raised then, or held into it). In memory: a restart or a rebalance forgets it,
@@ -245,8 +246,13 @@ class IntegrityLens:
                                    now_ms)
         window, finding = best
         since = (was.since_ms if was_flagged and was is not None else now_ms) if finding.flagged else None
-        self.held[key] = Held(window, finding, since)
-        self.version += 1
+        if was is None or was.finding is not finding or (was.window, was.since_ms) != (window, since):
+            self.held[key] = Held(window, finding, since)
+            # only a change moves the version: /metrics rewrites every held signal's series
+            # when it moves. Most reviews answer from the last asking (the very finding held),
+            # and a new asking of the same data finds the same.
+            if was is None or was.finding != finding or (was.window, was.since_ms) != (window, since):
+                self.version += 1
         if finding.flagged:  # a flag held into a new month counts in that month too
             self._note(partner, kpi_id, signal, now_ms)
         if finding.flagged == was_flagged:
