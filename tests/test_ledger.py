@@ -66,20 +66,24 @@ def _stream(seed: int, end: int) -> list[tuple[str, dict[str, Any]]]:
 def test_open_tickets_equal_the_reference_at_several_instants(seed: int) -> None:
     events = _stream(seed, T0)
     engine = _engine()
-    for topic, event in events:
-        engine.ingest(topic, orjson.dumps(event), WALL)
     states = set()
-    for now in (T0, T0 + 90 * 60_000, T0 + 2 * DAY):
-        got = _rows([i for p in PARTNERS for i in engine.open_list(p, now)])
-        want = reference.open_tickets(events, now)
-        assert got == want
-        states |= {row.state for row in want.values()}
-        for partner in PARTNERS:  # the oldest-age series' numbers
-            oldest = engine.oldest_open(partner, now)
-            for kpi in reference.OPEN_TICKET_KPIS:
-                ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
-                assert oldest.get(kpi) == (max(ages) if ages else None)
-            _check_most_urgent(engine, partner, now, want)
+    # read once half the events are in, then again with all: what the engine keeps of the
+    # waiting tickets between reads must follow the tickets that opened and closed meanwhile
+    half = len(events) // 2
+    for done, seen in ((0, events[:half]), (half, events)):
+        for topic, event in seen[done:]:
+            engine.ingest(topic, orjson.dumps(event), WALL)
+        for now in (T0, T0 + 90 * 60_000, T0 + 2 * DAY):
+            got = _rows([i for p in PARTNERS for i in engine.open_list(p, now)])
+            want = reference.open_tickets(seen, now)
+            assert got == want
+            states |= {row.state for row in want.values()}
+            for partner in PARTNERS:  # the oldest-age series' numbers
+                oldest = engine.oldest_open(partner, now)
+                for kpi in reference.OPEN_TICKET_KPIS:
+                    ages = [r.age_ms for (p, k, _), r in want.items() if (p, k) == (partner, kpi)]
+                    assert oldest.get(kpi) == (max(ages) if ages else None)
+                _check_most_urgent(engine, partner, now, want)
     assert states == {"ok", "at_risk", "breached"}  # every state was compared
 
 
@@ -88,7 +92,8 @@ def _check_most_urgent(engine: Engine, partner: str, now: int, want: Rows,
     """What a wall tile and /metrics ask for (the few most urgent, and how many are urgent)
     equals the reference's rows sorted and cut, for every cut."""
     kpis = frozenset(reference.OPEN_TICKET_KPIS)
-    for n in (0, 1, 2, 3, 20, 10**6):
+    # growing cuts, then shrinking ones: the wall asks for 3 after /metrics asked for 20
+    for n in (0, 1, 2, 3, 20, 10**6, 20, 3, 1):
         got, count = engine.most_urgent_open(partner, now, n, kpis)
         keys, urgent = reference.most_urgent(want, partner, n)
         assert [(i.partner, i.kpi, i.entity_id) for i in got] == keys, (partner, n)
@@ -118,6 +123,35 @@ def test_open_detractors_age_against_the_horizon() -> None:
         assert (item.age_ms, item.target_ms, item.left_ms) == (age, horizon, horizon - age)
         assert item.severity is None
     assert [rows[t].state for t in ("t1", "t2", "t3")] == ["breached", "at_risk", "ok"]
+
+
+def test_the_most_urgent_follow_the_clock_and_the_closed_tickets() -> None:
+    """What most_urgent_open keeps of a partner's oldest waiting items between reads (a wall
+    tile asks for 3, /metrics for 20) never answers for another instant or for items closed
+    since."""
+    engine = _engine()
+    now = T0
+    answers = {"t1": 30, "t2": 22, "t3": 19, "t4": 2}  # hours before now; at risk from 18 h
+    for t, h in answers.items():
+        engine.ingest("surveys", orjson.dumps(
+            {"event_id": f"s-{t}", "type": "response", "partner_id": "acme", "kind": "csat",
+             "score": 2, "ticket_id": t, "ts": now - h * HOUR}), WALL)
+    kpis = frozenset({"detractor_follow_up"})
+
+    def urgent(at: int, n: int) -> tuple[list[str], int]:
+        items, count = engine.most_urgent_open("acme", at, n, kpis)
+        return [i.entity_id for i in items], count
+
+    assert urgent(now, 20) == (["t1", "t2", "t3"], 3)
+    # three hours earlier t3 (16 h) was not yet at risk
+    assert urgent(now - 3 * HOUR, 20) == (["t1", "t2"], 2)
+    assert urgent(now - 3 * HOUR, 1) == (["t1"], 2)
+    # t1 followed up: it leaves, though the third oldest start is t3's as before
+    engine.ingest("tickets", orjson.dumps({"event_id": "f-t1", "type": "follow_up",
+                                          "partner_id": "acme", "ticket_id": "t1",
+                                          "ts": now - HOUR}), WALL)
+    assert urgent(now, 20) == (["t2", "t3"], 2)
+    assert urgent(now, 1) == (["t2"], 2)
 
 
 # --- query, sorting, gathering ---------------------------------------------------------------

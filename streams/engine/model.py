@@ -296,6 +296,9 @@ class PartnerState:
     waiting_starts: dict[int, list[int]] = field(default_factory=dict)
     """open_items KPIs: kpi index -> the start times in ``pending``, sorted; dropped when its
     ``pending`` entry changes (a cache: not in snapshots)."""
+    waiting_oldest: dict[int, tuple[int, list[tuple[str, int]]]] = field(default_factory=dict)
+    """open_items KPIs: kpi index -> (a start time, the entities of ``pending`` that started at
+    or before it); dropped with ``waiting_starts`` (a cache: not in snapshots)."""
     seq: int = 0
     """Accepted events so far (each journal record carries its number: replay order)."""
     snap_seq: int = -1
