@@ -176,9 +176,35 @@ def test_skipping_unchanged_partners_changes_no_alert() -> None:
         while tick <= event["ts"]:
             got += [a.to_json() for a in lazy.judge(["drifter", "tiny"], tick)]
             full._judged.clear()  # forget what was judged: every partner and KPI in full
-            full._inputs.clear()
+            full._stepped_value.clear()
+            full._stepped_alarm.clear()
             want += [a.to_json() for a in full.judge(["drifter", "tiny"], tick)]
             tick += 20_000
         engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
     assert len(want) > 5
     assert got == want
+
+
+def test_a_cusum_alarm_alone_moves_a_judgement_its_values_did_not() -> None:
+    """What a judge pass skips (a KPI x window whose value is the one stepped last time) must
+    include the CUSUM alarm: an alarm is at risk on its own (judge.Judgement.step, rule 4)."""
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    watch = Watch(engine)
+    rng = random.Random(5)
+    for minute in range(10):  # 40 s answers against the 90 s target: healthy
+        for topic, event in _calls("steady", minute, [rng.gauss(40.0, 5.0) for _ in range(30)]):
+            engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
+    now = T0 + 11 * MIN
+    watch.judge(["steady"], now)
+    assert watch.state("steady", "asa", "1h").state.value == "ok"  # type: ignore[union-attr]
+    alarmed = {"asa"}
+    engine.cusum_alarm = lambda partner, kpi_id: kpi_id in alarmed  # type: ignore[method-assign]
+    watch._judged.clear()  # the partner-level skip (its evaluation key did not move either)
+    changes = watch.judge(["steady"], now)
+    assert watch.state("steady", "asa", "1h").state.value == "at_risk"  # type: ignore[union-attr]
+    assert ("asa", "1h", "at_risk") in {(a.kpi, a.window, a.new) for a in changes}
+    alarmed.clear()  # and its end alone moves it back
+    watch._judged.clear()
+    watch.judge(["steady"], now)
+    assert watch.state("steady", "asa", "1h").state.value == "ok"  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ Plain Python with explicit time, like the watch. The statistics are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -66,15 +66,17 @@ FlagKey = tuple[str, str, str]
 """(partner, kpi id, signal)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Asked:
-    """One window's last look."""
+    """One window's last look (updated in place at the next: a fleet's judge pass at a new
+    day asks every partner's windows, and each new record would be one more object for the
+    garbage collector to traverse)."""
 
     again_ms: int
     """When it is asked again whatever the volume."""
     volume: int
     """The window's samples at the look."""
-    found: list[tuple[str, Finding | None]]
+    found: Sequence[tuple[str, Finding | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,8 @@ class IntegrityLens:
         and the lens finds again only what still holds."""
         self._asked: dict[tuple[str, str, str], _Asked] = {}
         """(partner, kpi, window) -> its last look."""
+        self._silent: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
+        """Signals -> each one's silence: the one answer of every window too thin to test."""
         self._levels: dict[tuple[str, int, bool], IntegrityParams] = {}
         """(window, the KPI's windows, a flag held) -> the parameters its tests run at."""
         self._watched = [(kpi, kpi.integrity) for kpi in engine.kpis if kpi.integrity]
@@ -173,14 +177,18 @@ class IntegrityLens:
 
     def _ask(self, partner: str, kpi_id: str, window: str, now_ms: int, volume: int,
              target: float, better: str, signals: tuple[str, ...], windows: int,
-             ) -> list[tuple[str, Finding | None]]:
+             ) -> Sequence[tuple[str, Finding | None]]:
         key = (partner, kpi_id, window)
         asked = self._asked.get(key)
         if asked is not None and now_ms < asked.again_ms and volume < asked.volume * GROWTH:
             return asked.found
         every = self._every[window]
+        found: Sequence[tuple[str, Finding | None]]
         if volume < self._least:  # every statistic would stay silent: not worth the inputs
-            found: list[tuple[str, Finding | None]] = [(signal, None) for signal in signals]
+            silent = self._silent.get(signals)
+            if silent is None:
+                silent = self._silent[signals] = tuple((signal, None) for signal in signals)
+            found = silent
         else:
             found = self._test(partner, kpi_id, window, now_ms, target, better, signals, windows)
         # Asked again at its next cadence mark, or sooner once its volume grew by GROWTH: a
@@ -188,7 +196,10 @@ class IntegrityLens:
         # as its data arrives, and one that stays thin (a 3-tickets-a-day partner) is not re-read
         # every bucket for nothing.
         again = (now_ms // every + 1) * every
-        self._asked[key] = _Asked(again, max(volume, 1), found)
+        if asked is None:
+            self._asked[key] = _Asked(again, max(volume, 1), found)
+        else:
+            asked.again_ms, asked.volume, asked.found = again, max(volume, 1), found
         return found
 
     def _level(self, window: str, windows: int, held: bool) -> IntegrityParams:

@@ -48,6 +48,10 @@ STALE_AFTER_MS: Final = int(Settings.model_fields["stale_after_s"].default * 100
 ``settings.stale_after_s`` (the one definition; the worker passes its setting)."""
 
 
+_UNSEEN: Final = object()
+"""Not stepped yet (a value of None is a window without samples)."""
+
+
 def evidence(kind: str, value: KpiValue, quantile: float | None) -> Evidence:
     """The engine's window aggregate as evidence for the judge."""
     return Evidence(kind=kind, n=value.samples, value=value.value, s=value.total,
@@ -76,8 +80,11 @@ class Watch:
         """partner -> (evaluation key, stale topics, next breach timer due) of its last
         judging: judging it again with all three unchanged (and the timer not due) changes
         nothing, so it is skipped. That makes a sweep cost what changed, not the fleet."""
-        self._inputs: dict[tuple[str, str, str], tuple[KpiValue | None, bool]] = {}
-        """partner x KPI x window -> (value, CUSUM alarm) it was last stepped with."""
+        # partner x KPI x window -> the value and the CUSUM alarm it was last stepped with: two
+        # maps, not one of pairs, so that a judge pass over a fleet makes no new object per
+        # pair for the garbage collector to traverse (the values are the engine's own)
+        self._stepped_value: dict[tuple[str, str, str], KpiValue | None] = {}
+        self._stepped_alarm: dict[tuple[str, str, str], bool] = {}
         self._kpi_topics = {k.id: frozenset(m.topic for m in k.matches()) for k in engine.kpis}
         self.versions: dict[str, int] = {}
         """partner -> a stamp renewed whenever one of its judgements is created or changes state
@@ -134,7 +141,7 @@ class Watch:
         tier = engine.partners.tier(partner)
         out: list[Alert] = []
         due: int | None = None
-        inputs = self._inputs
+        stepped_value, stepped_alarm = self._stepped_value, self._stepped_alarm
         for kpi in engine.kpis:
             if stale and self._kpi_topics[kpi.id] & stale:
                 continue
@@ -149,15 +156,16 @@ class Watch:
                 kv = values.get((kpi.id, window))
                 pending = judgement.pending_since_ms
                 timed = pending is not None and judgement.state is not State.BREACH
-                seen = inputs.get(jkey)
-                if (not timed and seen is not None and seen[1] is alarm
-                        and (seen[0] is kv or seen[0] == kv)):
+                seen = stepped_value.get(jkey, _UNSEEN)
+                if (not timed and seen is not _UNSEEN and stepped_alarm[jkey] is alarm
+                        and (seen is kv or seen == kv)):
                     # the same evidence gives the same state unless a breach timer runs
                     # (judge.Judgement.step): an event moves 1-3 of a partner's KPIs, not 16, and
                     # evaluate() hands the others back as the very objects judged last time
                     # (the cache contract, module docstring)
                     continue
-                inputs[jkey] = (kv, alarm)
+                stepped_value[jkey] = kv
+                stepped_alarm[jkey] = alarm
                 if target is None:
                     target = engine.partners.target(partner, kpi)
                 ev = None if kv is None else evidence(kpi.stat_kind, kv, kpi.quantile)
@@ -190,7 +198,8 @@ class Watch:
         kept = set(keep)
         for key in [k for k in self.judgements if k[0] not in kept]:
             del self.judgements[key]
-            self._inputs.pop(key, None)
+            self._stepped_value.pop(key, None)
+            self._stepped_alarm.pop(key, None)
         for partner in [p for p in self._judged_minute if p not in kept]:
             del self._judged_minute[partner]
         for partner in [p for p in self._judged if p not in kept]:
