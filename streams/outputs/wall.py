@@ -289,7 +289,7 @@ def snapshot_steps(engine: Engine, watch: Watch, owned_partners: Iterable[str], 
                    history: History, *, generated_at_ms: int | None = None,
                    month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None,
                    ) -> Generator[None, None, dict[str, Any]]:
-    """:func:`snapshot` one tile per step (about 0.5 ms a filled partner): the worker's view
+    """:func:`snapshot` one tile per step (about 0.25 ms a filled partner): the worker's view
     lets its event loop run between slices (streams/outputs/steps.py says why)."""
     owned = sorted(set(owned_partners))
     history.forget(owned)

@@ -135,7 +135,7 @@ class WallApi(_PipelineView):
         # token scoped to some partners asks for theirs only: the others' are kept)
         kept = await run_paced(pipeline.collector.forecasts.refresh(owned, now, wall,
                                                                     others=True))
-        # a tile per step, the loop let run between slices (0.5 ms a filled partner's tile)
+        # a tile per step, the loop let run between slices (about 0.25 ms a filled partner's tile)
         body = await run_paced(snapshot_steps(engine, pipeline.watch, owned, now,
                                               pipeline.history,
                                               month_end={p: f.bands for p, f in kept.items()}))
