@@ -1002,12 +1002,19 @@ def compute_flat(events: list[TopicEvent], now_ms: int | None = None,
 # --------------------------------------------------------------------------------------------
 
 def most_urgent(rows: dict[tuple[str, str, str], OpenRow], partner: str, n: int,
-                ) -> tuple[list[tuple[str, str, str]], int]:
-    """A partner's rows at risk or breached (age >= 75% of the target): the keys of the ``n``
-    with the least time left (ties by KPI, then entity id), and how many there are."""
-    urgent = [(row.target_ms - row.age_ms, key[1], key[2], key) for key, row in rows.items()
-              if key[0] == partner and row.age_ms >= 0.75 * row.target_ms]
-    return [key for *_, key in sorted(urgent)[:n]], len(urgent)
+                state: str | None = "urgent") -> tuple[list[tuple[str, str, str]], int]:
+    """A partner's rows in ``state`` (``urgent``: at risk or breached, age >= 75% of the
+    target; ``breached``: age >= the target; ``at_risk``: between; ``ok``: below 75%; None:
+    all): the keys of the ``n`` with the least time left (ties by KPI, then entity id), and
+    how many there are."""
+    def wanted(row: OpenRow) -> bool:
+        risky, over = row.age_ms >= 0.75 * row.target_ms, row.age_ms >= row.target_ms
+        return {None: True, "urgent": risky, "breached": over, "at_risk": risky and not over,
+                "ok": not risky}[state]
+
+    chosen = [(row.target_ms - row.age_ms, key[1], key[2], key) for key, row in rows.items()
+              if key[0] == partner and wanted(row)]
+    return [key for *_, key in sorted(chosen)[:n]], len(chosen)
 
 
 class OpenRow(NamedTuple):

@@ -17,6 +17,7 @@ import pytest
 
 from streams.config.catalog import load_config
 from streams.engine.core import Engine
+from streams.engine.entities import OLDEST_KEPT
 from streams.engine.model import OpenItem
 from streams.ingest.topics import all_topics
 from streams.outputs.ledger import (
@@ -99,6 +100,17 @@ def _check_most_urgent(engine: Engine, partner: str, now: int, want: Rows,
         assert [(i.partner, i.kpi, i.entity_id) for i in got] == keys, (partner, n)
         assert count == urgent, (partner, n)
         assert rows(got) == {key: want[key] for key in keys}
+    # and every filter /api/open takes (a state, or none), a page at a time
+    for state in (None, "urgent", "breached", "at_risk", "ok"):
+        for n in (1, 3, 100, 10**6):
+            got, count = engine.open_selection(partner, now, n, kpis, state)
+            keys, matched = reference.most_urgent(want, partner, n, state)
+            assert [(i.partner, i.kpi, i.entity_id) for i in got] == keys, (partner, state, n)
+            assert count == matched, (partner, state, n)
+            assert rows(got) == {key: want[key] for key in keys}
+    # what is kept between reads stays a few items a KPI, whatever a page asked for
+    st = engine.state.get(partner)
+    assert st is None or all(len(kept) <= OLDEST_KEPT for _, kept in st.waiting_oldest.values())
 
 
 def test_open_detractors_age_against_the_horizon() -> None:
@@ -154,6 +166,27 @@ def test_the_most_urgent_follow_the_clock_and_the_closed_tickets() -> None:
     assert urgent(now, 1) == (["t2"], 2)
 
 
+def test_a_long_page_is_not_kept_between_reads() -> None:
+    """/api/open may ask a partner for 5,000 rows: they are made for the request, and only a
+    wall's or a scrape's few are kept for the next read."""
+    engine = _engine()
+    now = T0
+    hours = {f"t{i:03d}": 19 + i / 10 for i in range(150)}  # every one at risk or breached
+    for t, h in hours.items():
+        engine.ingest("surveys", orjson.dumps(
+            {"event_id": f"s-{t}", "type": "response", "partner_id": "acme", "kind": "csat",
+             "score": 2, "ticket_id": t, "ts": now - int(h * HOUR)}), WALL)
+    kpis = frozenset({"detractor_follow_up"})
+    oldest_first = sorted(hours, key=lambda t: -hours[t])
+    items, count = engine.open_selection("acme", now, 5000, kpis, None)
+    assert ([i.entity_id for i in items], count) == (oldest_first, 150)
+    kept = engine.state["acme"].waiting_oldest
+    assert all(len(pairs) <= OLDEST_KEPT for _, pairs in kept.values())
+    items, count = engine.open_selection("acme", now, 3, kpis, "urgent")
+    assert ([i.entity_id for i in items], count) == (oldest_first[:3], 150)
+    assert sum(len(pairs) for _, pairs in kept.values()) == 3  # the wall's few, kept
+
+
 # --- query, sorting, gathering ---------------------------------------------------------------
 def _item(partner: str, entity: str, age_s: int, target_s: int = 7200,
           kpi: str = "ots_down_hard") -> OpenItem:
@@ -199,7 +232,7 @@ def test_one_partner_a_step_keeps_only_the_most_urgent_and_counts_every_match(se
     limit between steps."""
     import random
 
-    from streams.outputs.ledger import select_steps
+    from streams.outputs.ledger import select_steps, selection
 
     rng = random.Random(seed)
     partners = [f"p{i:02d}" for i in range(rng.randint(1, 12))]
@@ -210,7 +243,7 @@ def test_one_partner_a_step_keeps_only_the_most_urgent_and_counts_every_match(se
                   for p in partners}
     query = LedgerQuery(state=rng.choice([None, "urgent", "breached", "ok"]),
                         kpi=rng.choice([None, "mttr"]), limit=rng.choice([1, 3, 10, 100, 5000]))
-    steps = select_steps(partners, by_partner.__getitem__, query)
+    steps = select_steps(partners, lambda p: selection(by_partner[p], query), query)
     held: list[int] = []
     with pytest.raises(StopIteration) as done:
         while True:

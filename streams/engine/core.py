@@ -62,6 +62,7 @@ from streams.engine.kinds import compile_kpis
 from streams.engine.model import (
     NO_VALUES,
     OPEN_ITEM_STAGES,
+    URGENT,
     ClosedMonth,
     KpiValue,
     OpenItem,
@@ -403,7 +404,16 @@ class Engine:
         """The partner's ``n`` open items at risk or breached with the least time left (of
         ``kpis`` only, when given), most urgent first, and how many are at risk or breached:
         what ``open_list`` then a sort and a cut gives, without making every item."""
-        return self._entities.most_urgent(self.state.get(partner), partner, now_ms, n, kpis)
+        return self.open_selection(partner, now_ms, n, kpis, URGENT)
+
+    def open_selection(self, partner: str, now_ms: int, n: int,
+                       kpis: frozenset[str] | None = None, state: str | None = None,
+                       ) -> tuple[list[OpenItem], int]:
+        """The partner's ``n`` open items with the least time left whose state is ``state``
+        (one of ``OPEN_STATES``, ``URGENT`` for at risk or breached, None for any; of ``kpis``
+        only, when given), most urgent first, and how many have that state: ``open_list``
+        filtered, sorted and cut, without making every item."""
+        return self._entities.select(self.state.get(partner), partner, now_ms, n, kpis, state)
 
     def oldest_open(self, partner: str, now_ms: int) -> dict[str, int]:
         """open_items KPI id -> age in ms of the partner's oldest waiting entity."""

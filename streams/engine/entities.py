@@ -29,10 +29,12 @@ from streams.engine.clock import MAX_PAUSE_EVENTS, elapsed
 from streams.engine.model import (
     AT_RISK_SHARE,
     UNSET,
+    URGENT,
     Frozen,
     OpenItem,
     PartnerState,
     Record,
+    in_state,
     urgency,
 )
 from streams.engine.plan import Slot
@@ -276,36 +278,47 @@ class EntityStore:
             out += self._items(st, partner, k, kpi, waiting.items(), target, now_ms)
         return out
 
-    def most_urgent(self, st: PartnerState | None, partner: str, now_ms: int, n: int,
-                    kpis: frozenset[str] | None = None) -> tuple[list[OpenItem], int]:
-        """The ``n`` items at risk or breached with the least time left (as :meth:`open_list`
-        makes them, in :func:`urgency` order), and how many are at risk or breached.
+    def select(self, st: PartnerState | None, partner: str, now_ms: int, n: int,
+               kpis: frozenset[str] | None = None, state: str | None = None,
+               ) -> tuple[list[OpenItem], int]:
+        """The ``n`` waiting items with the least time left whose state is ``state`` (one of
+        :data:`OPEN_STATES`, :data:`URGENT` for at risk or breached, None for any), as
+        :meth:`open_list` makes them, in :func:`urgency` order; and how many have that state.
 
-        Why not :meth:`open_list` then a sort: a wall tile names three of a partner's tickets
-        and ``/metrics`` its most urgent few, and making every waiting item (1,261 for a filled
-        partner, about 2 ms) cost the wall 2.5 s a poll at 1,000 partners. On the calendar
-        clock an item's time left falls with its start, so each KPI's sorted starts give its
-        count by bisection and its most urgent as its oldest; only a KPI on the business clock
-        or with pauses makes all its items."""
+        Why not :meth:`open_list` then a filter, a sort and a cut: a wall tile names three of
+        a partner's tickets, ``/metrics`` its most urgent few and ``/api/open`` a page, and
+        making every waiting item (1,261 for a filled partner, about 2 ms) cost the wall 2.5 s
+        a poll at 1,000 partners. On the calendar clock an item's time left falls with its
+        start, so each state is a run of each KPI's sorted starts (breached the oldest, then at
+        risk, then ok): its count is a difference of bisections and its most urgent are the
+        run's oldest. Only a KPI on the business clock or with pauses makes all its items."""
         out: list[OpenItem] = []
         count = 0
         if st is None:
             return out, count
         for k, kpi, waiting, target in self._waiting(st, partner, kpis):
             if k in self._clocked:
-                urgent = [item for item in self._items(st, partner, k, kpi, waiting.items(),
-                                                       target, now_ms) if item.state != "ok"]
-                count += len(urgent)
-                out += urgent
+                mine = [item for item in self._items(st, partner, k, kpi, waiting.items(),
+                                                     target, now_ms) if in_state(item, state)]
+                count += len(mine)
+                out += mine
                 continue
             starts = self._starts(st, k, waiting)
-            # at risk from AT_RISK_SHARE of the target: now - opened >= share x target
-            at_risk = bisect.bisect_right(starts, now_ms - AT_RISK_SHARE * target)
-            count += at_risk
-            if at_risk and n > 0:
-                cut = starts[min(n, at_risk) - 1]  # the n-th oldest start: ties at it come too
-                out += self._items(st, partner, k, kpi, _oldest(st, k, waiting, cut),
-                                   target, now_ms)
+            # breached from the whole target, at risk from AT_RISK_SHARE of it:
+            # now - opened >= share x target
+            breached = bisect.bisect_right(starts, now_ms - target)
+            urgent = bisect.bisect_right(starts, now_ms - AT_RISK_SHARE * target)
+            lo, hi = {None: (0, len(starts)), URGENT: (0, urgent), "breached": (0, breached),
+                      "at_risk": (breached, urgent), "ok": (urgent, len(starts))}[state]
+            count += hi - lo
+            if hi > lo and n > 0:
+                # the run's first n starts: ties at the last come too, and the run's first
+                # start is strictly after the one before it (runs end at bisect_right)
+                first, cut = starts[lo], starts[min(lo + n, hi) - 1]
+                started = (_oldest(st, k, waiting, cut) if lo == 0 else
+                           [(e, opened) for e, opened in waiting.items()
+                            if first <= opened <= cut])
+                out += self._items(st, partner, k, kpi, started, target, now_ms)
         out.sort(key=urgency)
         return out[:max(n, 0)], count
 
@@ -384,9 +397,14 @@ def _moved(st: PartnerState, k: int) -> None:
     st.waiting_oldest.pop(k, None)
 
 
+OLDEST_KEPT: Final = 64
+"""The most (id, start) pairs :func:`_oldest` keeps per KPI: a wall tile's and /metrics' few,
+not a page of /api/open (whose long lists would be kept memory per partner)."""
+
+
 def _oldest(st: PartnerState, k: int, waiting: dict[str, int], cut: int) -> list[tuple[str, int]]:
     """KPI ``k``'s waiting entities (id, start) that started at or before ``cut``, kept while
-    they and the cut stay put.
+    they and the cut stay put (up to :data:`OLDEST_KEPT` of them).
 
     Why kept: a wall tile and /metrics' urgent tickets ask for a partner's few oldest at every
     poll and scrape, and finding them walks every waiting entity (1,261 of a filled partner:
@@ -395,7 +413,8 @@ def _oldest(st: PartnerState, k: int, waiting: dict[str, int], cut: int) -> list
     if kept is not None and kept[0] >= cut:  # the wall asks for 3, /metrics for 20: one list
         return kept[1] if kept[0] == cut else [(e, start) for e, start in kept[1] if start <= cut]
     oldest = [(e, opened) for e, opened in waiting.items() if opened <= cut]
-    st.waiting_oldest[k] = (cut, oldest)
+    if len(oldest) <= OLDEST_KEPT:
+        st.waiting_oldest[k] = (cut, oldest)
     return oldest
 
 

@@ -73,6 +73,9 @@ AT_RISK_SHARE: Final = 0.75
 OPEN_STATES: Final = ("breached", "at_risk", "ok")
 """An open item's states in the ledger, most urgent first."""
 
+URGENT: Final = "urgent"
+"""The ledger's filter for the items at risk or breached (the states a wall names)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OpenItem:
@@ -103,6 +106,16 @@ class OpenItem:
     def left_ms(self) -> int:
         """Time left before the target is passed; negative once it is."""
         return self.target_ms - self.age_ms
+
+
+def in_state(item: OpenItem, state: str | None) -> bool:
+    """Whether the item passes a ledger state filter: one of :data:`OPEN_STATES`,
+    :data:`URGENT` (at risk or breached), or None (any)."""
+    if state is None:
+        return True
+    if state == URGENT:
+        return item.state != "ok"
+    return item.state == state
 
 
 def urgency(item: OpenItem) -> tuple[int, str, str, str]:

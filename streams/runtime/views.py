@@ -162,13 +162,17 @@ class OpenApi(_PipelineView):
         now = engine.now(wall_ms())
         asked = ([query.partner] if query.partner is not None else engine.partner_ids())
 
-        def items_of(partner: str) -> list[OpenItem]:
+        kpis = frozenset((query.kpi,)) if query.kpi is not None else None
+
+        def selection_of(partner: str) -> tuple[list[OpenItem], int]:
             # asked per step: a partner revoked since the request began is left out
-            return engine.open_list(partner, now) if ownership.owns(partner) else []
+            if not ownership.owns(partner):
+                return [], 0
+            return engine.open_selection(partner, now, query.limit, kpis, query.state)
 
         # one partner per step, the loop let run between slices, the limit's most urgent kept
         rows, matched = await run_paced(select_steps(
-            [p for p in asked if scope.allows(p)], items_of, query))
+            [p for p in asked if scope.allows(p)], selection_of, query))
         body = {"items": [to_json(item) for item in rows],
                 "matched": matched, "now_ms": now,
                 "ready": ownership.ready,
