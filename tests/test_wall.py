@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import shutil
 import time
@@ -71,6 +72,40 @@ def test_history_other_keys_clock_going_back_and_forget() -> None:
     assert len(h) == 1 and h.values("p", "csat") == [] and h.values("q", "asa") == [2.0]
     with pytest.raises(ValueError):
         History(step_ms=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_history_against_its_rules_written_out(seed: int) -> None:
+    """Random feeds (steps near the spacing, the clock now and then going back, NaNs) and reads
+    at random instants, against the rules applied to a plain list."""
+    rng = random.Random(seed)
+    span, step = 60_000, 5_000
+    h = History(span_ms=span, step_ms=step)
+    model: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}
+    clock = T0
+    for _ in range(3000):
+        kpi = rng.choice("ab")
+        clock += rng.choice([0, 1, step - 1, step, step + 1, 20_000, 70_000])
+        if rng.random() < 0.02:
+            clock -= rng.randint(1, 200_000)  # the clock goes back
+        value = math.nan if rng.random() < 0.03 else rng.uniform(-5, 5)
+        series = model[kpi]
+        if not math.isfinite(value):
+            kept = False
+        elif series and clock < series[-1][0]:
+            series[:] = [(clock, value)]
+            kept = True
+        elif series and clock - series[-1][0] < step:
+            kept = False
+        else:
+            series.append((clock, value))
+            series[:] = [(t, v) for t, v in series if t > clock - span][-(span // step + 1):]
+            kept = True
+        assert h.add("p", kpi, clock, value) is kept
+        at = clock + rng.choice([-30_000, 0, 1, 30_000, 59_999, 60_000, 90_000])
+        assert h.points("p", kpi, at) == [(t, v) for t, v in series if at - span < t <= at]
+        assert h.points("p", kpi) == series
+    assert h.size() == len(model["a"]) + len(model["b"])
 
 
 def test_history_observe_samples_the_engine_once_per_step() -> None:

@@ -19,12 +19,13 @@ name containing markup is shown as text.
 
 from __future__ import annotations
 
+import array
 import base64
+import bisect
 import hashlib
 import math
 import re
 import time
-from collections import deque
 from collections.abc import Generator, Iterable, Mapping
 from importlib import resources
 from typing import Any, Final
@@ -69,6 +70,24 @@ def window_of(engine: Engine, kpi: Kpi) -> str:
     return min(kpi.windows, key=lambda w: engine.catalog.windows[w].length_ms)
 
 
+class _Series:
+    """One partner x KPI's points, oldest first: times and values in two packed arrays.
+
+    Why packed: the judge tick feeds every owned partner's series every ``step_ms``, so after
+    an hour a filled partner holds about 7,300 points. As a deque of (int, float) tuples each
+    point took about 120 B (870 KiB a partner, 8.5 GiB at 10,000 partners); here it takes
+    16 B."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times = array.array("q")
+        self.values = array.array("d")
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
 class History:
     """Per partner x KPI, the tile window's value over the last hour, for sparklines.
 
@@ -83,7 +102,7 @@ class History:
         self.span_ms = span_ms
         self.step_ms = step_ms
         self.maxlen = span_ms // step_ms + 1
-        self._series: dict[tuple[str, str], deque[tuple[int, float]]] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
 
     def add(self, partner: str, kpi: str, ts_ms: int, value: float) -> bool:
         """Record one point; False when it was dropped (too soon after the last, or not finite)."""
@@ -91,17 +110,20 @@ class History:
             return False
         series = self._series.get((partner, kpi))
         if series is None:
-            series = self._series[(partner, kpi)] = deque(maxlen=self.maxlen)
-        elif series:
-            last = series[-1][0]
+            series = self._series[(partner, kpi)] = _Series()
+        times, values = series.times, series.values
+        if times:
+            last = times[-1]
             if ts_ms < last:  # the clock went back (a replay restarted, partitions moved)
-                series.clear()
+                del times[:], values[:]
             elif ts_ms - last < self.step_ms:
                 return False
-        series.append((ts_ms, float(value)))
-        cutoff = ts_ms - self.span_ms
-        while series and series[0][0] <= cutoff:
-            series.popleft()
+        times.append(ts_ms)
+        values.append(float(value))
+        # the points an hour or more before the newest leave, and at most maxlen stay
+        drop = max(bisect.bisect_right(times, ts_ms - self.span_ms), len(times) - self.maxlen)
+        if drop > 0:
+            del times[:drop], values[:drop]
         return True
 
     def observe(self, engine: Engine, watch: Watch | None, partners: Iterable[str],
@@ -126,10 +148,13 @@ class History:
         series = self._series.get((partner, kpi))
         if not series:
             return []
+        times, values = series.times, series.values
         if now_ms is None:
-            return list(series)
-        cutoff = now_ms - self.span_ms
-        return [(t, v) for t, v in series if cutoff < t <= now_ms]
+            return list(zip(times, values, strict=True))
+        # the times are increasing: the points of the hour before now_ms are one run
+        lo = bisect.bisect_right(times, now_ms - self.span_ms)
+        hi = bisect.bisect_right(times, now_ms)
+        return list(zip(times[lo:hi], values[lo:hi], strict=True))
 
     def values(self, partner: str, kpi: str, now_ms: int | None = None) -> list[float]:
         """The series' values, oldest first (what a sparkline draws)."""
