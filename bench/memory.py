@@ -10,6 +10,7 @@ from typing import Any
 
 from streams.judgement.watch import Watch
 from streams.outputs.exporter import KpiCollector
+from streams.outputs.wall import SPAN_MS, STEP_MS, History, window_of
 
 from . import common
 
@@ -29,6 +30,18 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     watch.judge(list(eng.state), common.T0)
     collector = KpiCollector(eng, owned=lambda p: True, wall_ms=lambda: common.T0, watch=watch)
     body_bytes = len(collector.exposition())
+    # and the wall's sparkline history after an hour of the judge tick (wall clock: it feeds
+    # every owned partner's tile-window values, one point a KPI every STEP_MS), here the
+    # values at T0 over the hour before it (the engine's clock is left where it is)
+    history = History()
+    for partner in eng.state:
+        values = eng.evaluate(partner, common.T0)
+        for kpi in eng.kpis:
+            kv = values.get((kpi.id, window_of(eng, kpi)))
+            if kv is not None:
+                for i in range(history.maxlen):
+                    history.add(partner, kpi.id, common.T0 - SPAN_MS + (i + 1) * STEP_MS,
+                                kv.value)
     gc.collect()
     after = common.vm_rss_kib()
     kept = sum(len(chunk) for r in collector._rendered.values()
@@ -45,6 +58,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "months_bytes": common.deep_size(st.months),
         "judgements_bytes": common.deep_size(watch.judgements) // len(eng.state),
         "scrape_kept_bytes": kept // len(eng.state),
+        "history_bytes": common.deep_size(history._series) // len(eng.state),
     }
     shape = {**sizes,
         "buckets": sum(len(r) for r in st.rings),
@@ -58,6 +72,7 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "entities_by_topic": {topic: (len(e), common.deep_size(e))
                               for topic, e in st.entities.items()},
         "scrape_body_bytes": body_bytes // len(eng.state),
+        "history_points": history.size() // len(eng.state),
     }
     return {"before_kib": before, "after_kib": after, "ingested": ingested,
             "partners": len(eng.state), "shape": shape}
@@ -84,7 +99,7 @@ def run(quick: bool) -> dict[str, Any]:
     shape = big["shape"]
     known = sum(shape[k] for k in ("rings_bytes", "seen_bytes", "entities_bytes", "pending_bytes",
                                    "cusum_bytes", "windows_bytes", "months_bytes",
-                                   "judgements_bytes", "scrape_kept_bytes"))
+                                   "judgements_bytes", "scrape_kept_bytes", "history_bytes"))
     events = shape["event_ids"]
     entity_detail = ", ".join(
         f"{topic} {n:,} x {size / max(1, n):,.0f} B"
@@ -114,9 +129,11 @@ def run(quick: bool) -> dict[str, Any]:
         f"KPI x window pairs {shape['judgements_bytes'] / 2**10:.0f} KiB; the /metrics text "
         f"the exporter keeps between scrapes {shape['scrape_kept_bytes'] / 2**10:.0f} KiB "
         f"(every window exported; the body is {shape['scrape_body_bytes'] / 2**10:.0f} KiB per "
-        "partner, written afresh at each scrape and freed after it). The rest of the RSS is "
-        "allocator overhead "
-        "(pymalloc pools, dict/set slack).",
+        "partner, written afresh at each scrape and freed after it); the wall's sparkline "
+        f"history {shape['history_bytes'] / 2**10:.0f} KiB ({shape['history_points']:,} points "
+        "after an hour: one a KPI every 10 s, times and values in packed arrays; as tuples in "
+        "deques, before 5 December, they took 1,075 KiB, which this benchmark did not count). "
+        "The rest of the RSS is allocator overhead (pymalloc pools, dict/set slack).",
         "The ingest-built cross-check reads "
         f"{per_ingested / 1024:,.0f} KiB a partner against {per_partner / 1024:,.0f} KiB for "
         "pickle copies: a partner built event by event keeps, besides its state, the free "
@@ -156,7 +173,10 @@ def run(quick: bool) -> dict[str, Any]:
             "after imports and catalog load (before) and after building, judging every partner "
             "once with a Watch and rendering one /metrics scrape with the worker's KpiCollector "
             "(window totals, value caches, judgements and the scrape text the exporter keeps, "
-            "as a judged and scraped worker holds) and gc.collect() (after). "
+            "as a judged and scraped worker holds), filling the wall's sparkline history "
+            "with an hour of points (what the wall-clock judge tick feeds it: one a KPI every "
+            "10 s, here each partner's values at the measuring instant) and gc.collect() "
+            "(after). "
             "Projected to 10,000 partners linearly (per-partner cost x 10,000). Deep sizes "
             "(sys.getsizeof over the object graph) of one partner's window buckets, entity marks "
             "and dedup ids show where it goes. Cross-check, same run: a child holding only the "
@@ -182,6 +202,8 @@ def run(quick: bool) -> dict[str, Any]:
             "deep_size_months_kib": big["shape"]["months_bytes"] / 1024,
             "deep_size_judgements_kib": big["shape"]["judgements_bytes"] / 1024,
             "scrape_text_kept_kib": big["shape"]["scrape_kept_bytes"] / 1024,
+            "wall_history_kib": big["shape"]["history_bytes"] / 1024,
+            "wall_history_points_per_partner": big["shape"]["history_points"],
             "projected_gib_at_10000": per_partner * 10_000 / 2**30,
             "goal_gib": GOAL_BYTES / 2**30,
         },
