@@ -73,7 +73,7 @@ class LedgerQuery:
 
 def select(items: Iterable[OpenItem], query: LedgerQuery) -> list[OpenItem]:
     """The items the query keeps, most urgent first, at most ``query.limit``."""
-    return sorted((i for i in items if query.keeps(i)), key=urgency)[:query.limit]
+    return selection(items, query)[0]
 
 
 def selection(items: Iterable[OpenItem], query: LedgerQuery) -> tuple[list[OpenItem], int]:
