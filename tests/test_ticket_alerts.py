@@ -72,6 +72,34 @@ def test_only_the_chosen_kpis_and_the_cap_keeps_the_most_urgent() -> None:
     assert alerts.firing() == 0 and "acme" not in alerts.held_back
 
 
+@pytest.mark.parametrize("cap", [1, 3, 20])
+def test_the_worker_s_selection_changes_the_same_alerts_as_the_whole_ledger(cap: int) -> None:
+    """The worker's tick hands the alerts the engine's few most urgent and their count
+    (update_urgent); the changes and the held-back counts equal those from every waiting
+    item of the partner (update), at each of several instants."""
+    from tests.test_ledger import PARTNERS, T0, WALL, _stream
+
+    catalog, partners = load_config()
+    engine = Engine(catalog, partners, clock="event")
+    for topic, event in _stream(7, T0):
+        engine.ingest(topic, orjson.dumps(event), WALL)
+    kpis = [k.id for k in catalog.kpis if k.ticket_alerts]
+    whole, chosen = TicketAlerts(kpis, cap), TicketAlerts(kpis, cap)
+    fired = 0
+    for now in range(T0 - 6 * HOUR, T0 + 12 * HOUR, HOUR // 2):
+        for partner in PARTNERS:
+            want = whole.update(partner, engine.open_list(partner, now), now)
+            kept, urgent = engine.most_urgent_open(partner, now, cap, whole.kpis)
+            assert chosen.update_urgent(partner, kept, urgent, now) == want
+            assert chosen.held_back == whole.held_back
+            # and held back: the urgent tickets past the cap, counted here from the ledger
+            urgent_all = [i for i in engine.open_list(partner, now, whole.kpis)
+                          if i.state in ("at_risk", "breached")]
+            assert chosen.held_back[partner] == max(0, len(urgent_all) - cap)
+            fired += len(want)
+    assert fired > 0 and any(whole.held_back.values())  # alerts moved, and caps bit
+
+
 def test_the_urgent_tickets_series_lists_each_partner_s_most_urgent() -> None:
     """``partnerpulse_urgent_ticket_left_seconds`` (the on-call dashboard's ticket list): per
     partner, its at-risk and breached down-hard tickets from the reference ledger, least time

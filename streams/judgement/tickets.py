@@ -61,7 +61,17 @@ class TicketAlerts:
         if not self.kpis:
             return []
         kept, held = most_urgent(items, self.kpis, self.max_per_partner)
-        self.held_back[partner] = held
+        return self.update_urgent(partner, kept, held + len(kept), now_ms)
+
+    def update_urgent(self, partner: str, kept: list[OpenItem], urgent: int,
+                      now_ms: int) -> list[TicketChange]:
+        """:meth:`update` from the partner's ``max_per_partner`` most urgent items of the
+        alerting KPIs (least time left first) and how many are urgent: what
+        ``Engine.most_urgent_open`` gives without making every waiting item, as the worker's
+        ticket tick asks for every owned partner."""
+        if not self.kpis:
+            return []
+        self.held_back[partner] = max(0, urgent - len(kept))
         active = self._active.get(partner, {})
         now: dict[str, str] = {}
         out: list[TicketChange] = []

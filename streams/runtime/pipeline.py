@@ -257,7 +257,9 @@ class Pipeline:
         """Fire and resolve the ticket alerts of ``partners`` as their ledgers stand at ``now``."""
         tickets, engine = self.tickets, self.engine
         for partner in partners:
-            changes = tickets.update(partner, engine.open_list(partner, now, tickets.kpis), now)
+            kept, urgent = engine.most_urgent_open(partner, now, tickets.max_per_partner,
+                                                   tickets.kpis)
+            changes = tickets.update_urgent(partner, kept, urgent, now)
             if changes:
                 self.alerting.deliver_tickets(changes, engine.partners.tier)
 
