@@ -172,6 +172,8 @@ def test_a_partner_token_reads_its_partner_only_end_to_end(
         assert status == 200 and [t["partner"] for t in wall["partners"]] == ["acme"]
         status, wall = _get(worker, "/api/wall", ops)
         assert sorted(t["partner"] for t in wall["partners"]) == sorted(PARTNERS)
+        status, body = _get(worker, "/api/wall?spark=many", ops)  # a clear refusal, no crash
+        assert status == 400 and body["error"].startswith("spark='many'"), (status, body)
         _, mine = _get(worker, "/api/open?limit=5000", acme)
         assert {(r["partner"], r["entity_id"]) for r in mine["items"]
                 if r["kpi"] in reference.OPEN_TICKET_KPIS} == {

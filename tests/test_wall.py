@@ -28,7 +28,7 @@ from streams.judgement.integrity import Finding
 from streams.judgement.judge import Judgement, State
 from streams.judgement.lens import Held
 from streams.judgement.watch import Watch
-from streams.outputs.wall import STEP_MS, WALL_HTML, History, snapshot
+from streams.outputs.wall import STEP_MS, WALL_HTML, History, snapshot, spark_param, thin
 from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from tests import reference
@@ -105,7 +105,77 @@ def test_history_against_its_rules_written_out(seed: int) -> None:
         at = clock + rng.choice([-30_000, 0, 1, 30_000, 59_999, 60_000, 90_000])
         assert h.points("p", kpi, at) == [(t, v) for t, v in series if at - span < t <= at]
         assert h.points("p", kpi) == series
+        assert h.series("p", kpi, at) == ([t for t, _ in series if at - span < t <= at],
+                                          [v for t, v in series if at - span < t <= at])
     assert h.size() == len(model["a"]) + len(model["b"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_thin_keeps_the_newest_and_each_run_s_extremes(seed: int) -> None:
+    """``thin`` against its rule written out: at most n points in time order, the newest, and
+    from each of the (n - 1) // 2 equal runs of the others its lowest and highest value (so the
+    line keeps every spike and its vertical range); n at or past the length keeps them all."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        size = rng.choice([0, 1, 2, 3, 5, 17, 150, 151, 361])
+        values = [rng.choice([rng.gauss(0, 1), 1.0, 2.0]) for _ in range(size)]  # ties too
+        if size and rng.random() < 0.3:
+            values[rng.randrange(size)] = 50.0  # a spike
+        n = rng.choice([0, 1, 2, 3, 4, 7, 100, 150, 360, 361, 1000])
+        kept = thin(values, n)
+        if n >= size:
+            assert kept == list(range(size))
+            continue
+        assert len(kept) <= n and kept == sorted(set(kept))
+        if n == 0:
+            assert kept == []
+            continue
+        assert kept[-1] == size - 1
+        if n == 2:
+            assert kept == [0, size - 1]
+        if n < 3:
+            continue
+        runs = (n - 1) // 2
+        picked = [values[i] for i in kept]
+        assert max(values) in picked and min(values) in picked  # spikes and the scale stay
+        for r in range(runs):
+            lo, hi = r * (size - 1) // runs, (r + 1) * (size - 1) // runs
+            mine = [values[i] for i in kept if lo <= i < hi]
+            assert min(values[lo:hi]) in mine and max(values[lo:hi]) in mine
+            assert len(mine) <= 2
+
+
+def test_snapshot_thins_or_leaves_out_the_sparklines_as_asked() -> None:
+    """``spark=N``: each KPI's line is ``thin`` of its whole line (the same points and times);
+    0: no line; absent: every point. ``spark_param`` reads the query and refuses the rest."""
+    catalog, partners = load_config(REPO / "config")
+    engine = Engine(catalog, partners, clock="event")
+    watch, history = Watch(engine), History()
+    for minute in range(70):
+        history.observe(engine, watch, ["p"], T0 + minute * MIN)
+        for topic, event in _calls("p", minute, [30.0 + (minute * 37 % 23)] * 10):
+            engine.ingest(topic, orjson.dumps(event), LATER)
+    now = T0 + 70 * MIN
+    whole = snapshot(engine, watch, ["p"], now, history)
+    lines = {k["id"]: (k["spark_ts"], k["spark"]) for k in whole["partners"][0]["kpis"]}
+    assert len(lines["asa"][1]) == 60  # an hour of one point a minute, up to now
+    for n in (0, 1, 2, 9, 59, 60, 500):
+        got = snapshot(engine, watch, ["p"], now, history, spark=n)
+        for k in got["partners"][0]["kpis"]:
+            times, values = lines[k["id"]]
+            kept = thin(values, n)
+            assert (k["spark_ts"], k["spark"]) == ([times[i] for i in kept],
+                                                   [values[i] for i in kept])
+            assert len(k["spark"]) <= n and (n < len(values) or k["spark"] == values)
+        strip = [{key: v for key, v in k.items() if not key.startswith("spark")}
+                 for k in got["partners"][0]["kpis"]]
+        assert strip == [{key: v for key, v in k.items() if not key.startswith("spark")}
+                         for k in whole["partners"][0]["kpis"]]
+    assert spark_param({}) is None and spark_param({"spark": ""}) is None
+    assert spark_param({"spark": "0"}) == 0 and spark_param({"spark": "150"}) == 150
+    for bad in ("-1", "1.5", "ten", "100001"):
+        with pytest.raises(ValueError, match=f"spark='{re.escape(bad)}'"):
+            spark_param({"spark": bad})
 
 
 def test_history_observe_samples_the_engine_once_per_step() -> None:
@@ -623,8 +693,8 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
         try:
             base = f"http://127.0.0.1:{worker.port}"
 
-            def api() -> dict[str, Any]:
-                with urllib.request.urlopen(f"{base}/api/wall", timeout=10) as r:
+            def api(query: str = "") -> dict[str, Any]:
+                with urllib.request.urlopen(f"{base}/api/wall{query}", timeout=10) as r:
                     assert r.headers["Content-Type"].startswith("application/json")
                     return dict(orjson.loads(r.read()))
 
@@ -732,7 +802,7 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                     "return l ? l.getAttribute('points').trim().split(/\\s+/).length : 0;"))
 
             def served_points() -> int:
-                tile = next(t for t in api()["partners"] if t["partner"] == "drifter")
+                tile = next(t for t in api("?spark=150")["partners"] if t["partner"] == "drifter")
                 return len(next(k for k in tile["kpis"] if k["id"] == "asa")["spark"])
 
             # the history samples at most once per 10 s of wall time, on reads of the wall while
@@ -743,6 +813,11 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             except TimeoutException:
                 raise AssertionError(
                     f"{sparkline_points()} sparkline points, {served_points()} served") from None
+            # the page asked for no sparkline until it knew it draws tiles, then at once and on
+            # every poll after for as many points as the line is wide (150)
+            asked = _wall_requests(chrome)
+            assert len(asked) >= 2 and asked[0] == f"{base}/api/wall?spark=0", asked[:3]
+            assert set(asked[1:]) == {f"{base}/api/wall?spark=150"}, set(asked)
             tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
             drifter = tiles[0]
             assert "%" in drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
@@ -818,6 +893,14 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             worker.stop()
 
 
+def _wall_requests(chrome: Any) -> list[str]:
+    """The addresses the open page fetched /api/wall at, oldest first (the browser's resource
+    timing: it keeps 250 by default, about ten minutes of polls)."""
+    return list(chrome.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        "  .filter(n => n.includes('/api/wall'));"))
+
+
 @pytest.mark.slow
 def test_a_fleet_of_200_partners_fits_one_1080p_screen(chrome: Any, tmp_path: Path) -> None:
     """200 simulated partners through a real worker: the wall switches to its fleet view, every
@@ -857,6 +940,8 @@ def test_a_fleet_of_200_partners_fits_one_1080p_screen(chrome: Any, tmp_path: Pa
             chrome.get(f"{base}/wall")
             wait = WebDriverWait(chrome, 60, poll_frequency=0.3)
             wait.until(lambda _: len(chrome.find_elements(By.CSS_SELECTOR, ".fleet .cell")) == 200)
+            # the fleet view draws no sparkline, and asks for none on any poll
+            assert set(_wall_requests(chrome)) == {f"{base}/api/wall?spark=0"}
             # the page as it is, and then as it renders one snapshot read here (in one script:
             # the page redraws every poll)
             data = api()

@@ -26,7 +26,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -156,6 +156,19 @@ class History:
         hi = bisect.bisect_right(times, now_ms)
         return list(zip(times[lo:hi], values[lo:hi], strict=True))
 
+    def series(self, partner: str, kpi: str, now_ms: int | None = None,
+               ) -> tuple[list[int], list[float]]:
+        """The points of :meth:`points` as two lists, times and values."""
+        series = self._series.get((partner, kpi))
+        if not series:
+            return [], []
+        times, values = series.times, series.values
+        if now_ms is None:
+            return times.tolist(), values.tolist()
+        lo = bisect.bisect_right(times, now_ms - self.span_ms)
+        hi = bisect.bisect_right(times, now_ms)
+        return times[lo:hi].tolist(), values[lo:hi].tolist()
+
     def values(self, partner: str, kpi: str, now_ms: int | None = None) -> list[float]:
         """The series' values, oldest first (what a sparkline draws)."""
         return [v for _, v in self.points(partner, kpi, now_ms)]
@@ -174,8 +187,53 @@ class History:
         return len(self._series)
 
 
+def thin(values: Sequence[float], n: int) -> list[int]:
+    """The indices of at most ``n`` of ``values`` (a series, oldest first) that draw much the
+    same sparkline: the newest, and from each of ``(n - 1) // 2`` runs of the others the first
+    lowest and first highest, in time order.
+
+    Why these: a sparkline is about 150 pixels wide and an hour holds up to 361 points, so most
+    of them fall on a pixel another already took (a wall of 200 partners with an hour of history
+    was 43 MB of JSON a poll). Keeping each run's extremes keeps every spike and the line's
+    range (its vertical scale); the newest point is the value the tile shows. ``n`` of 1 keeps
+    the newest, 2 the oldest and the newest.
+    """
+    size = len(values)
+    if n >= size:
+        return list(range(size))
+    if n <= 0:
+        return []
+    if n <= 2:
+        return [0, size - 1][-n:]
+    runs, rest = (n - 1) // 2, size - 1
+    kept: list[int] = []
+    for r in range(runs):
+        a, b = r * rest // runs, (r + 1) * rest // runs
+        run = values[a:b]  # a slice: min, max and index run in C (a tile has 16 of these)
+        lo, hi = a + run.index(min(run)), a + run.index(max(run))
+        kept.extend((lo, hi) if lo < hi else (hi, lo) if hi < lo else (lo,))
+    kept.append(size - 1)
+    return kept
+
+
+MAX_SPARK: Final = 100_000
+"""The largest ``spark`` a request may ask for (more than any series holds)."""
+
+
+def spark_param(args: Mapping[str, str]) -> int | None:
+    """``/api/wall``'s ``?spark=N`` (at most N sparkline points per KPI; absent: every point);
+    ValueError says what is wrong."""
+    raw = args.get("spark")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) > MAX_SPARK:
+        raise ValueError(f"spark={raw!r}: a whole number from 0 to {MAX_SPARK}")
+    return int(raw)
+
+
 def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: History,
-          flags: list[tuple[str, str, Held]], melons: frozenset[str]) -> dict[str, Any]:
+          flags: list[tuple[str, str, Held]], melons: frozenset[str],
+          spark: int | None) -> dict[str, Any]:
     values = engine.evaluate(partner, now_ms)
     partners = engine.partners
     worst = State.INSUFFICIENT_DATA
@@ -201,8 +259,14 @@ def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: Hist
         kv = values.get((kpi.id, shown))
         judgement = watch.state(partner, kpi.id, shown)
         state = judgement.state if judgement is not None else State.INSUFFICIENT_DATA
-        points = history.points(partner, kpi.id, now_ms)
-        spark = [v for _, v in points]
+        if spark is None:
+            times, spark_values = history.series(partner, kpi.id, now_ms)
+        elif spark > 0:
+            times, spark_values = history.series(partner, kpi.id, now_ms)
+            kept = thin(spark_values, spark)
+            times, spark_values = [times[i] for i in kept], [spark_values[i] for i in kept]
+        else:
+            times, spark_values = [], []  # the fleet view draws none: the history is not read
         alerting = bool(alerts) and alerts[-1]["kpi"] == kpi.id
         if kpi.id in melons:
             mark = _watermelon(kpi, shown, judgement, kv, target)
@@ -218,8 +282,8 @@ def _tile(engine: Engine, watch: Watch, partner: str, now_ms: int, history: Hist
             "state": state.value,
             "since_ms": judgement.since_ms if judgement is not None else None,
             "samples": 0 if kv is None else kv.samples,
-            "spark": spark,
-            "spark_ts": [t for t, _ in points],
+            "spark": spark_values,
+            "spark_ts": times,
         })
     alerts.sort(key=lambda a: (-RANK[State(a["state"])], a["since_ms"] or 0, a["kpi"], a["window"]))
     return {
@@ -298,22 +362,26 @@ def _tickets(engine: Engine, partner: str, now_ms: int) -> tuple[list[dict[str, 
 
 def snapshot(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
              history: History, *, generated_at_ms: int | None = None,
-             month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None) -> dict[str, Any]:
+             month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None,
+             spark: int | None = None) -> dict[str, Any]:
     """What ``/api/wall`` returns: a tile per owned partner, worst first.
 
     ``now_ms`` is the clock the windows are read at (``engine.now(wall_ms)``: the event clock in
     event mode); ``generated_at_ms`` is the wall clock (defaults to now); ``month_end``: partner
-    -> (band, chance) of its month-end forecast, shown on its tile. The history is fed
-    lazily here too and forgets partners no longer owned. (:func:`snapshot_steps` in one go.)
+    -> (band, chance) of its month-end forecast, shown on its tile; ``spark``: at most this many
+    sparkline points per KPI (:func:`thin`; 0 none, as the fleet view asks; None every point).
+    The history is fed lazily here too and forgets partners no longer owned.
+    (:func:`snapshot_steps` in one go.)
     """
     return finish(snapshot_steps(engine, watch, owned_partners, now_ms, history,
-                                 generated_at_ms=generated_at_ms, month_end=month_end))
+                                 generated_at_ms=generated_at_ms, month_end=month_end,
+                                 spark=spark))
 
 
 def snapshot_steps(engine: Engine, watch: Watch, owned_partners: Iterable[str], now_ms: int,
                    history: History, *, generated_at_ms: int | None = None,
                    month_end: Mapping[str, Iterable[tuple[str, float]]] | None = None,
-                   ) -> Generator[None, None, dict[str, Any]]:
+                   spark: int | None = None) -> Generator[None, None, dict[str, Any]]:
     """:func:`snapshot` one tile per step (about 0.25 ms a filled partner): the worker's view
     lets its event loop run between slices (streams/outputs/steps.py says why)."""
     owned = sorted(set(owned_partners))
@@ -323,7 +391,8 @@ def snapshot_steps(engine: Engine, watch: Watch, owned_partners: Iterable[str], 
     tiles: list[dict[str, Any]] = []
     for partner in owned:
         history.observe(engine, watch, (partner,), now_ms)
-        tile = _tile(engine, watch, partner, now_ms, history, flags.get(partner, []), melons)
+        tile = _tile(engine, watch, partner, now_ms, history, flags.get(partner, []), melons,
+                     spark)
         tickets, more = _tickets(engine, partner, now_ms)  # about to breach, or past it
         if tickets:
             tile["tickets"], tile["tickets_more"] = tickets, more
@@ -373,4 +442,4 @@ WALL_CSP: Final[str] = (
 """The Content-Security-Policy /wall is served with."""
 
 __all__ = ["RANK", "SPAN_MS", "STEP_MS", "WALL_CSP", "WALL_HTML", "WINDOW", "History", "snapshot",
-           "watermelon_kpis", "window_of"]
+           "spark_param", "thin", "watermelon_kpis", "window_of"]

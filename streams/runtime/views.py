@@ -24,7 +24,7 @@ from streams.outputs.exporter import KpiCollector, blocks
 from streams.outputs.ledger import LedgerQuery, select_steps, to_json
 from streams.outputs.period import period_months, period_state_steps
 from streams.outputs.report import month_state_steps
-from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot_steps
+from streams.outputs.wall import WALL_CSP, WALL_HTML, History, snapshot_steps, spark_param
 from streams.runtime.health import wall_ms
 from streams.runtime.ownership import Ownership
 from streams.runtime.pacing import run_paced
@@ -119,12 +119,18 @@ class Wall(_PipelineView):
 
 
 class WallApi(_PipelineView):
-    """The wall's data: a tile per owned partner, worst first."""
+    """The wall's data: a tile per owned partner, worst first (``?spark=N``: at most N sparkline
+    points per KPI, 0 none; the page asks for what it draws)."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
         scope = self.scope(request)
         if not isinstance(scope, Scope):
             return scope
+        try:
+            spark = spark_param(request.query)
+        except ValueError as exc:
+            return self.bytes(orjson.dumps({"error": str(exc)}), status=400,
+                              headers=security_headers(JSON_TYPE))
         pipeline = self.pipeline
         engine = pipeline.engine
         owned = [p for p in engine.partner_ids()
@@ -138,7 +144,8 @@ class WallApi(_PipelineView):
         # a tile per step, the loop let run between slices (about 0.25 ms a filled partner's tile)
         body = await run_paced(snapshot_steps(engine, pipeline.watch, owned, now,
                                               pipeline.history,
-                                              month_end={p: f.bands for p, f in kept.items()}))
+                                              month_end={p: f.bands for p, f in kept.items()},
+                                              spark=spark))
         return self.bytes(orjson.dumps(body),
                           headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
 
