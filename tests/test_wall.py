@@ -357,7 +357,7 @@ def test_page_is_self_contained_and_inserts_data_as_text_only() -> None:
     # no external resources: the only URL is the SVG namespace, and nothing is loaded by src/href
     assert re.findall(r"https?://[^\"' )]+", page) == ["http://www.w3.org/2000/svg"]
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
-    assert '"/api/wall"' in page and "data-partner" in page and "data-state" in page
+    assert '"/api/wall?spark="' in page and "data-partner" in page and "data-state" in page
 
 
 def test_snapshot_keeps_names_as_data() -> None:
