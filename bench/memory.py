@@ -17,6 +17,11 @@ from . import common
 GOAL_BYTES = 2 * 2**30
 
 
+def _aggregates(bucket: Any) -> int:
+    """KPIs with a sample (n or sum non-zero) in a dense bucket: n, sum, squares per KPI."""
+    return sum(1 for i in range(0, len(bucket), 3) if bucket[i] or bucket[i + 1])
+
+
 def child(partners: int, templates: int) -> dict[str, Any]:
     """Runs in the child: VmRSS before and after building the state."""
     eng0 = common.engine(clock="wall", journal=False)  # imports, catalog, allocator warm
@@ -63,8 +68,9 @@ def child(partners: int, templates: int) -> dict[str, Any]:
     shape = {**sizes,
         "buckets": sum(len(r) for r in st.rings),
         "buckets_ahead": sum(len(r) for r in st.ahead),
-        "aggregates": sum(1 for r in st.rings for b in r.values()
-                          for i in range(0, len(b), 3) if b[i] or b[i + 1]),
+        "aggregates": sum(_aggregates(eng._windows._thaw(ring_i, b) if isinstance(b, bytes) else b)
+                          for ring_i, r in enumerate(st.rings) for b in r.values()),
+        "buckets_frozen": sum(isinstance(b, bytes) for r in st.rings for b in r.values()),
         "event_ids": len(st.seen),
         "entities": sum(len(e) for e in st.entities.values()),
         "entities_frozen": sum(isinstance(r, bytes) for e in st.entities.values()
@@ -110,7 +116,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"{shape['rings_bytes'] / 2**20:.2f} MiB for {shape['aggregates']:,} aggregates in "
         f"{shape['buckets']} buckets ({shape['rings_bytes'] / max(1, shape['aggregates']):,.0f} B "
         "each: 3 float64 per KPI packed in one array per bucket, plus an int64 code per "
-        "percentile sample), and the samples dated ahead of now (follow-up decisions at the "
+        f"percentile sample; {shape['buckets_frozen']} of the buckets, closed and with few of "
+        "their KPIs sampled, frozen sparse as bytes: an index and the 3 float64 per KPI "
+        "sampled), and the samples dated ahead of now (follow-up decisions at the "
         f"end of their horizon) waiting in {shape['buckets_ahead']} sparse buckets; dedup ids "
         f"{shape['seen_bytes'] / 2**20:.2f} MiB for {events:,} event ids "
         f"({shape['seen_bytes'] / max(1, events):,.0f} B each: the id's 64-bit hash and its "
@@ -192,6 +200,7 @@ def run(quick: bool) -> dict[str, Any]:
             "buckets_per_partner": big["shape"]["buckets"],
             "buckets_ahead_per_partner": big["shape"]["buckets_ahead"],
             "aggregates_per_partner": big["shape"]["aggregates"],
+            "buckets_frozen_per_partner": big["shape"]["buckets_frozen"],
             "event_ids_per_partner": big["shape"]["event_ids"],
             "entities_per_partner": big["shape"]["entities"],
             "entities_frozen_per_partner": big["shape"]["entities_frozen"],

@@ -141,6 +141,21 @@ the field's value for mean_field KPIs. Integers are exact in a float64 up to 2**
 years of milliseconds), so counts and duration sums never drift under retraction or in the
 running window totals; sums of squares (used only for the spread) are rounded as floats are.
 Percentile KPIs keep their samples' histogram keys beside the bucket (``PartnerState.hists``)."""
+FrozenBucket = bytes
+"""A closed bucket kept compact, as bytes of float64: the judged KPIs' ``[n, sum, sum of
+squares]`` as in a :data:`Bucket` (the catalog's KPIs come first in every bucket), then
+``(kpi index, n, sum, sum of squares)`` for each per-channel KPI with a sample, in index order.
+
+Why: an hour bucket has a slot for every KPI counted by the hour, the per-channel ones included
+(66 with the default catalog), yet a filled partner's hour holds samples of about 21 of the 24
+judged KPIs and 8 of the 42 per-channel ones: as dense arrays its 720 hour buckets took 1.2 MiB,
+a third of its memory. The judged prefix stays dense because nearly all of it is sampled and
+the integrity lens reads it straight from there (a 30d window's 719 closed buckets in one
+copy). A bucket is frozen at the hourly sweep once it is two buckets old
+(:meth:`streams.engine.windows.WindowStore.evict`), when that makes it at most two thirds of its
+dense size; a sample that arrives for it later thaws it back to a :data:`Bucket`. Readers take
+either: the sums they add are the same IEEE additions (an absent KPI adds 0.0 to a dense sum,
+which leaves it as it is)."""
 Hists = dict[int, dict[int, int]]
 """kpi index -> log-histogram (sketch keys -> count)."""
 HistCodes = array.array
@@ -281,8 +296,9 @@ class PartnerState:
     the due date or the UTC offset, or a sorted tuple of times (follow-ups); unset until an
     event sets it (see :data:`Record`). The samples an entity contributes are a function of its
     marks, recomputed on change."""
-    rings: list[dict[int, Bucket]] = field(default_factory=list)
-    """per resolution (``WindowStore.resolutions``): bucket index -> packed sums of every KPI."""
+    rings: list[dict[int, Bucket | FrozenBucket]] = field(default_factory=list)
+    """per resolution (``WindowStore.resolutions``): bucket index -> packed sums of every KPI
+    (or, closed and sparse, of the KPIs sampled in it: :data:`FrozenBucket`)."""
     hists: list[dict[int, HistCodes]] = field(default_factory=list)
     """per resolution: bucket index -> the percentile samples counted in it (:data:`HistCodes`)."""
     ahead: list[dict[int, array.array]] = field(default_factory=list)

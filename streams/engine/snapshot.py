@@ -38,11 +38,19 @@ from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Catalog
 from streams.engine.model import PartnerState
 
-FORMAT: Final = 3
-"""Version of the snapshot layout: a snapshot of another version is ignored (full replay).
-2: the windows' running totals are in it. 3: entity records idle an hour are frozen bytes
-(:data:`streams.engine.model.Frozen`), which a version before it cannot read, and samples dated
-ahead wait in sparse buckets (``PartnerState.ahead``)."""
+FORMAT: Final = 4
+"""Version of the snapshot layout written: a snapshot of a version not in :data:`READS` is
+ignored (full replay). 2: the windows' running totals are in it. 3: entity records idle an hour
+are frozen bytes (:data:`streams.engine.model.Frozen`), which a version before it cannot read,
+and samples dated ahead wait in sparse buckets (``PartnerState.ahead``). 4: closed window
+buckets may be frozen too (:data:`streams.engine.model.FrozenBucket`), which version 3 cannot
+read; a version 3 snapshot is a version 4 one without them."""
+READS: Final = frozenset({3, 4})
+"""The versions this one restores. Why 3 too: refusing it would make the first start after an
+upgrade replay every partner's whole history (about an hour at 10,000 filled partners)."""
+DIGEST_FORMAT: Final = 3
+"""The layout version the catalog digest names: unchanged when a new layout still reads the old
+one, so an upgrade does not set every snapshot aside as taken under other settings."""
 
 FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "ahead", "ahead_due",
                  "horizon_ms", "cusum", "bins", "last_ms", "seq", "topic_last_ms", "windows")
@@ -81,7 +89,7 @@ def catalog_digest(catalog: Catalog) -> str:
 
     ``repr`` of the resolved, frozen dataclasses: the same YAML gives the same text in any
     process (no sets or objects without a value repr in them)."""
-    text = repr((FORMAT, catalog.windows, catalog.counted, catalog.entity_retention_ms,
+    text = repr((DIGEST_FORMAT, catalog.windows, catalog.counted, catalog.entity_retention_ms,
                  catalog.report_timezone, catalog.report_months, catalog.month_close_ms))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -122,8 +130,9 @@ def _decode_envelope(raw: bytes) -> tuple[int, str, int, bytes]:
         version, digest, seq, body = _ENVELOPE.decode(raw)
     except msgspec.DecodeError as exc:
         raise SnapshotError(f"not a snapshot record: {exc}") from exc
-    if version != FORMAT:
-        raise SnapshotError(f"snapshot format {version}, this version reads {FORMAT}")
+    if version not in READS:
+        raise SnapshotError(f"snapshot format {version}, this version reads "
+                            f"{', '.join(map(str, sorted(READS)))}")
     return version, digest, seq, body
 
 

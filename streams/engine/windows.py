@@ -28,6 +28,7 @@ from streams.engine.model import (
     NO_VALUES,
     Bucket,
     Evaluated,
+    FrozenBucket,
     HistCodes,
     KpiValue,
     PartnerState,
@@ -92,6 +93,13 @@ class WindowStore:
         widths = [1 + max((k for spec in self.specs if spec.ring == ring for k in spec.kpis),
                           default=-1) for ring in range(len(self.resolutions))]
         self._empty_buckets = [array.array("d", [0.0]) * (3 * width) for width in widths]
+        # The judged KPIs come first in every bucket, the per-channel ones after them: a frozen
+        # bucket keeps the judged ones' sums as they are (most are sampled every hour, and the
+        # integrity lens reads them straight from the prefix) and only the others sparse.
+        self._dense: list[int] = [min(len(catalog.kpis), width) for width in widths]
+        """Per ring, the KPI slots a frozen bucket keeps dense (:data:`FrozenBucket`)."""
+        self._freezes = [width > dense for width, dense in zip(widths, self._dense, strict=True)]
+        """Per ring, whether any bucket can be frozen (a ring of judged KPIs only cannot)."""
         # per window, per KPI counted in it: its key in the window's values, its sums' scale
         # and its quantile (None for a mean)
         self._reads: list[dict[int, tuple[tuple[str, str], int, float | None]]] = [
@@ -133,6 +141,8 @@ class WindowStore:
             bucket = ring.get(idx)
             if bucket is None:
                 bucket = ring[idx] = self._empty_buckets[ring_i][:]
+            elif isinstance(bucket, bytes):  # a late sample for a frozen bucket
+                bucket = ring[idx] = self._thaw(ring_i, bucket)
             bucket[i] += n
             bucket[i + 1] += s
             bucket[i + 2] += s2
@@ -149,7 +159,8 @@ class WindowStore:
                         sketch.bump_hist(totals.hists.setdefault(k, {}), hist_key, sign)
 
     def evict(self, st: PartnerState, now: int) -> None:
-        """Drop the buckets older than every window at ``now``."""
+        """Drop the buckets older than every window at ``now``, and freeze the closed ones
+        worth it (:data:`~streams.engine.model.FrozenBucket` says why)."""
         self.advance(st, now)
         for ring_i, (res, ring) in enumerate(zip(self.resolutions, st.rings, strict=True)):
             floor = now // res - self._keep.get(res, 0)
@@ -165,6 +176,18 @@ class WindowStore:
                     if spec.ring == ring_i and totals is not None and totals.hi - spec.buckets < newest:
                         st.windows[w] = None
                         st.values[w] = None
+            if self._freezes[ring_i]:
+                self._freeze(ring, ring_i, now // res - 2)
+
+    def _freeze(self, ring: dict[int, Bucket | FrozenBucket], ring_i: int, cold: int) -> None:
+        """Freeze the dense buckets at or below index ``cold`` where that saves a third. Two
+        buckets back from now: the last closed one still takes most late samples."""
+        dense = self._dense[ring_i]
+        for idx, bucket in ring.items():
+            if idx <= cold and not isinstance(bucket, bytes):
+                frozen = freeze_bucket(bucket, dense)
+                if frozen is not None:
+                    ring[idx] = frozen
 
     def refresh(self, st: PartnerState, now_ms: int,
                 wanted: Iterable[int] | None = None) -> list[Mapping[tuple[str, str], KpiValue]]:
@@ -218,6 +241,8 @@ class WindowStore:
                 bucket = ring.get(idx)
                 if bucket is None:
                     bucket = ring[idx] = self._empty_buckets[ring_i][:]
+                elif isinstance(bucket, bytes):
+                    bucket = ring[idx] = self._thaw(ring_i, bucket)
                 for j in range(0, len(sparse), 4):
                     i = 3 * int(sparse[j])
                     bucket[i] += sparse[j + 1]
@@ -227,13 +252,26 @@ class WindowStore:
     def closed_buckets(self, st: PartnerState, k: int, w: int, now_ms: int) -> FloatArray:
         """KPI ``k``'s ``(n, sum)`` in each closed bucket of window ``w`` at ``now_ms``, oldest
         first, ``(0, 0)`` where a bucket has no sample, as an ``(m, 2)`` array: the sub-periods
-        the integrity lens reads (the current bucket is left out: it is still filling)."""
+        the integrity lens reads (the current bucket is left out: it is still filling). ``k``
+        is a judged KPI's index (the per-channel ones are not read so)."""
+        if k >= self._dense[self.specs[w].ring]:
+            raise ValueError(f"KPI index {k} is not judged: only judged KPIs' buckets are read")
         self.advance(st, now_ms)
         sums = self._closed_sums(st, w, now_ms // self.specs[w].resolution_ms)
         out = np.empty((len(sums), 2))
         out[:, 0] = sums[:, 3 * k]
         out[:, 1] = sums[:, 3 * k + 1] / self._scale[k]
         return out
+
+    def _thaw(self, ring_i: int, frozen: FrozenBucket) -> Bucket:
+        """A frozen bucket of ring ``ring_i`` as a dense one again."""
+        bucket = self._empty_buckets[ring_i][:]
+        sums = np.frombuffer(bucket, dtype=np.float64)
+        head, tail = _parts(frozen, self._dense[ring_i])
+        sums[:len(head)] = head
+        slot = 3 * tail[:, 0].astype(np.intp)
+        sums[slot], sums[slot + 1], sums[slot + 2] = tail[:, 1], tail[:, 2], tail[:, 3]
+        return bucket
 
     def _closed_sums(self, st: PartnerState, w: int, hi: int) -> FloatArray:
         """Every closed bucket of window ``w`` below bucket index ``hi`` as the rows of one
@@ -248,9 +286,17 @@ class WindowStore:
             return kept[1]
         spec = self.specs[w]
         ring, empty = st.rings[spec.ring], self._empty_buckets[spec.ring]
-        rows = [ring.get(idx, empty) for idx in range(hi - spec.buckets + 1, hi)]
+        width = 3 * self._dense[spec.ring]
+        rows: list[Any]  # buffers: arrays, bytes, memoryviews
+        if width == len(empty):  # nothing sparse in this ring
+            rows = [ring.get(idx, empty) for idx in range(hi - spec.buckets + 1, hi)]
+        else:  # the judged KPIs' prefix of each bucket, dense or frozen (its first 8 x width B)
+            nbytes = 8 * width
+            zero = bytes(nbytes)
+            rows = [row[:nbytes] if row.__class__ is bytes else memoryview(row).cast("B")[:nbytes]
+                    for row in [ring.get(idx, zero) for idx in range(hi - spec.buckets + 1, hi)]]
         # bytes.join copies each bucket's float64 buffer once; no Python float is made
-        sums = np.frombuffer(b"".join(rows), dtype=np.float64).reshape(len(rows), len(empty))
+        sums = np.frombuffer(b"".join(rows), dtype=np.float64).reshape(len(rows), width)
         self._closed[w] = (key, sums)
         return sums
 
@@ -261,6 +307,8 @@ class WindowStore:
         ring_i = self.specs[w].ring
         totals = self._totals(st, w, hi)
         sums, current = totals.sums, st.rings[ring_i].get(hi)
+        if isinstance(current, bytes):  # read at an instant long past: not kept thawed
+            current = self._thaw(ring_i, current)
         reads = self._reads[w]
         for k in ks:
             key, scale, quantile = reads[k]
@@ -289,7 +337,7 @@ class WindowStore:
     def _totals(self, st: PartnerState, w: int, hi: int) -> Totals:
         """Window ``w``'s totals over buckets ``hi - span < i < hi``, slid or rebuilt."""
         _, _, ring_i, span, _ = self.specs[w]
-        ring, hists = st.rings[ring_i], st.hists[ring_i]
+        ring, hists, dense = st.rings[ring_i], st.hists[ring_i], self._dense[ring_i]
         totals = st.windows[w]
         if totals is not None and totals.hi == hi:
             return totals
@@ -298,17 +346,17 @@ class WindowStore:
             for i in range(totals.hi - span + 1, hi - span + 1):  # leaving the window
                 bucket = ring.get(i)
                 if bucket is not None:
-                    _merge(totals, bucket, hists.get(i), -1)
+                    _merge(totals, bucket, hists.get(i), -1, dense)
             for i in range(totals.hi, hi):  # closed since the last read
                 bucket = ring.get(i)
                 if bucket is not None:
-                    _merge(totals, bucket, hists.get(i), 1)
+                    _merge(totals, bucket, hists.get(i), 1, dense)
             totals.hi = hi
             return totals
         totals = st.windows[w] = Totals(hi, self._empty_buckets[ring_i][:])
         for i, bucket in ring.items():
             if hi - span < i < hi:
-                _merge(totals, bucket, hists.get(i), 1)
+                _merge(totals, bucket, hists.get(i), 1, dense)
         return totals
 
 
@@ -369,12 +417,48 @@ def _hist_of(codes: HistCodes | None, k: int) -> dict[int, int]:
     return hist
 
 
-def _merge(totals: Totals, bucket: Bucket, codes: HistCodes | None, sign: int) -> None:
-    """Add (1) or subtract (-1) a bucket's sums and percentile samples to window totals."""
+def freeze_bucket(bucket: Bucket, dense: int) -> FrozenBucket | None:
+    """``bucket`` as a :data:`~streams.engine.model.FrozenBucket` keeping its first ``dense``
+    KPIs' sums as they are, or None when that would not save a third of it."""
+    rows = np.frombuffer(bucket, dtype=np.float64).reshape(-1, 3)
+    tail = dense + np.flatnonzero(rows[dense:].any(axis=1))
+    if 3 * (3 * dense + 4 * len(tail)) > 2 * 3 * len(rows):  # floats kept > 2/3 of the dense
+        return None
+    out = np.empty(3 * dense + 4 * len(tail))
+    out[:3 * dense] = rows[:dense].ravel()
+    quads = out[3 * dense:].reshape(-1, 4)
+    quads[:, 0] = tail
+    quads[:, 1:] = rows[tail]
+    return out.tobytes()
+
+
+def _parts(frozen: FrozenBucket, dense: int) -> tuple[FloatArray, FloatArray]:
+    """A frozen bucket's dense prefix (3 floats a KPI) and its ``(k, n, sum, squares)`` rows."""
+    flat = np.frombuffer(frozen, dtype=np.float64)
+    return flat[:3 * dense], flat[3 * dense:].reshape(-1, 4)
+
+
+def _merge(totals: Totals, bucket: Bucket | FrozenBucket, codes: HistCodes | None,
+           sign: int, dense: int) -> None:
+    """Add (1) or subtract (-1) a bucket's sums and percentile samples to window totals
+    (``dense``: the KPI slots a frozen bucket of its ring keeps dense)."""
     # in place through numpy views of both float64 buffers: the same IEEE additions as one
     # Python float at a time, 198 of them in about a microsecond instead of nine
     sums = np.frombuffer(totals.sums, dtype=np.float64)
-    if sign > 0:
+    if isinstance(bucket, bytes):  # frozen: the prefix, then its other KPIs' sums (an absent
+        head, tail = _parts(bucket, dense)  # KPI would add 0.0, which changes no sum)
+        slot = 3 * tail[:, 0].astype(np.intp)
+        if sign > 0:
+            sums[:len(head)] += head
+            sums[slot] += tail[:, 1]
+            sums[slot + 1] += tail[:, 2]
+            sums[slot + 2] += tail[:, 3]
+        else:
+            sums[:len(head)] -= head
+            sums[slot] -= tail[:, 1]
+            sums[slot + 1] -= tail[:, 2]
+            sums[slot + 2] -= tail[:, 3]
+    elif sign > 0:
         sums += np.frombuffer(bucket, dtype=np.float64)
     else:
         sums -= np.frombuffer(bucket, dtype=np.float64)
