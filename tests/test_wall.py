@@ -942,6 +942,14 @@ def test_a_fleet_of_200_partners_fits_one_1080p_screen(chrome: Any, tmp_path: Pa
             wait.until(lambda _: len(chrome.find_elements(By.CSS_SELECTOR, ".fleet .cell")) == 200)
             # the fleet view draws no sparkline, and asks for none on any poll
             assert set(_wall_requests(chrome)) == {f"{base}/api/wall?spark=0"}
+            # the page waits ten times what the worker took to make the data it got, at least
+            # 2.5 s, so an open wall keeps at most a tenth of a core busy
+            made = api()["made_ms"]
+            assert isinstance(made, float) and made > 0
+            assert chrome.execute_script(
+                "return [100, 250, 1000, 12345.6, NaN, undefined]"
+                "  .map(m => nextPollMs({made_ms: m})).concat([nextPollMs({})]);") == [
+                2500, 2500, 10_000, 123_456, 2500, 2500, 2500]
             # the page as it is, and then as it renders one snapshot read here (in one script:
             # the page redraws every poll)
             data = api()

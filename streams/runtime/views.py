@@ -9,6 +9,7 @@ subclasses that know it; the views read only what :class:`Served` names.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar, Protocol, cast
 
 import aiohttp.web
@@ -137,6 +138,7 @@ class WallApi(_PipelineView):
                  if pipeline.ownership.owns(p) and scope.allows(p)]
         wall = wall_ms()
         now = engine.now(wall)
+        started = time.perf_counter()
         # month-end forecasts as /metrics keeps them (refreshing a budget of the stalest; a
         # token scoped to some partners asks for theirs only: the others' are kept)
         kept = await run_paced(pipeline.collector.forecasts.refresh(owned, now, wall,
@@ -146,6 +148,9 @@ class WallApi(_PipelineView):
                                               pipeline.history,
                                               month_end={p: f.bands for p, f in kept.items()},
                                               spark=spark))
+        # what making it took (the loop's other work between its steps included): the page
+        # waits ten times that between polls (wall.html, BUSY_SHARE)
+        body["made_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return self.bytes(orjson.dumps(body),
                           headers=security_headers(JSON_TYPE) | {"Cache-Control": "no-store"})
 
