@@ -277,7 +277,7 @@ def filled_engine(partners: int, templates: int, clock: str = "wall",
                                                windows=[None] * len(src.windows),
                                                values=[None] * len(src.windows),
                                                changes=src.changes[:], bins=src.bins,
-                                               entities=src.entities, pending=src.pending,
+                                               entities=src.entities, cold=src.cold, pending=src.pending,
                                                bin_targets=src.bin_targets, months=src.months,
                                                month_seq=src.month_seq, closed=src.closed)
         elif mine:

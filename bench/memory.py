@@ -56,7 +56,8 @@ def child(partners: int, templates: int) -> dict[str, Any]:
         "rings_bytes": (common.deep_size(st.rings) + common.deep_size(st.hists)
                         + common.deep_size(st.ahead) + common.deep_size(st.ahead_due)),
         "seen_bytes": st.seen.nbytes(),
-        "entities_bytes": common.deep_size(st.entities),
+        "entities_bytes": (common.deep_size(st.entities)
+                           + sum(c.nbytes() for c in st.cold.values())),
         "pending_bytes": common.deep_size(st.pending),
         "cusum_bytes": common.deep_size(st.cusum),
         "windows_bytes": common.deep_size(st.windows) + common.deep_size(st.values),
@@ -72,11 +73,15 @@ def child(partners: int, templates: int) -> dict[str, Any]:
                           for ring_i, r in enumerate(st.rings) for b in r.values()),
         "buckets_frozen": sum(isinstance(b, bytes) for r in st.rings for b in r.values()),
         "event_ids": len(st.seen),
-        "entities": sum(len(e) for e in st.entities.values()),
-        "entities_frozen": sum(isinstance(r, bytes) for e in st.entities.values()
+        "entities": (sum(len(e) for e in st.entities.values())
+                     + sum(len(c) for c in st.cold.values())),
+        "entities_frozen": sum(len(c) for c in st.cold.values()) + sum(
+            isinstance(r, bytes) for e in st.entities.values()
                                for r in e.values()),
-        "entities_by_topic": {topic: (len(e), common.deep_size(e))
-                              for topic, e in st.entities.items()},
+        "entities_by_topic": {
+            topic: (len(e) + len(st.cold.get(topic, ())),
+                    common.deep_size(e) + (st.cold[topic].nbytes() if topic in st.cold else 0))
+            for topic, e in st.entities.items()},
         "scrape_body_bytes": body_bytes // len(eng.state),
         "history_points": history.size() // len(eng.state),
     }
@@ -128,8 +133,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"{shape['entities']:,} entities "
         f"({shape['entities_bytes'] / max(1, shape['entities']):,.0f} B each: the id, its "
         "mark times, one per selector shared by the KPIs reading it; "
-        f"{shape['entities_frozen']:,} of them, idle for an hour, frozen as bytes (int64 marks "
-        "or msgpack), the others live as an int64 array where every mark is a plain time, a "
+        f"{shape['entities_frozen']:,} of them, idle for an hour, frozen (int64 marks or "
+        "msgpack) and packed with their ids in one arena a topic, found by a sorted array of "
+        "their ids' 64-bit hashes, the others live as an int64 array where every mark is a plain time, a "
         "list where one carries more: orders' due dates, offsets and follow-ups); "
         f"{entity_detail}; window totals and "
         f"value caches {shape['windows_bytes'] / 2**10:.0f} KiB; month aggregates "

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Kpi
+from streams.engine.cold import ColdRecords
 from streams.engine.cusum import Cusum
 from streams.engine.dedup import SeenIds
 
@@ -296,6 +297,11 @@ class PartnerState:
     the due date or the UTC offset, or a sorted tuple of times (follow-ups); unset until an
     event sets it (see :data:`Record`). The samples an entity contributes are a function of its
     marks, recomputed on change."""
+    cold: dict[str, ColdRecords] = field(default_factory=dict)
+    """entity topic -> the records frozen after an hour without an event, packed
+    (:class:`~streams.engine.cold.ColdRecords`); an event for one thaws it back into
+    ``entities``. (Snapshots before format 5 held them frozen in ``entities``, as bytes: they
+    are moved here at the next hourly sweep.)"""
     rings: list[dict[int, Bucket | FrozenBucket]] = field(default_factory=list)
     """per resolution (``WindowStore.resolutions``): bucket index -> packed sums of every KPI
     (or, closed and sparse, of the KPIs sampled in it: :data:`FrozenBucket`)."""

@@ -38,21 +38,23 @@ from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Catalog
 from streams.engine.model import PartnerState
 
-FORMAT: Final = 4
+FORMAT: Final = 5
 """Version of the snapshot layout written: a snapshot of a version not in :data:`READS` is
 ignored (full replay). 2: the windows' running totals are in it. 3: entity records idle an hour
 are frozen bytes (:data:`streams.engine.model.Frozen`), which a version before it cannot read,
 and samples dated ahead wait in sparse buckets (``PartnerState.ahead``). 4: closed window
 buckets may be frozen too (:data:`streams.engine.model.FrozenBucket`), which version 3 cannot
-read; a version 3 snapshot is a version 4 one without them."""
-READS: Final = frozenset({3, 4})
+read; a version 3 snapshot is a version 4 one without them. 5: frozen entity records are packed
+in ``PartnerState.cold`` (:class:`streams.engine.cold.ColdRecords`); in a snapshot before it they
+are in ``entities``, as bytes, and move at the next hourly sweep."""
+READS: Final = frozenset({3, 4, 5})
 """The versions this one restores. Why 3 too: refusing it would make the first start after an
 upgrade replay every partner's whole history (about an hour at 10,000 filled partners)."""
 DIGEST_FORMAT: Final = 3
 """The layout version the catalog digest names: unchanged when a new layout still reads the old
 one, so an upgrade does not set every snapshot aside as taken under other settings."""
 
-FIELDS: Final = ("seen", "entities", "pending", "rings", "hists", "ahead", "ahead_due",
+FIELDS: Final = ("seen", "entities", "cold", "pending", "rings", "hists", "ahead", "ahead_due",
                  "horizon_ms", "cusum", "bins", "last_ms", "seq", "topic_last_ms", "windows")
 """The ``PartnerState`` fields a snapshot holds: what events built, less the months (their own
 records) and what is derived from the configuration or kept as a cache -- except the windows'
@@ -66,6 +68,7 @@ _ALLOWED: Final = frozenset({
     ("streams.engine.dedup", "SeenIds"),
     ("streams.engine.cusum", "Cusum"),
     ("streams.engine.model", "Totals"),
+    ("streams.engine.cold", "ColdRecords"),
 })
 """The only globals a snapshot may name (pickle's "restricting globals")."""
 
@@ -138,13 +141,15 @@ def _decode_envelope(raw: bytes) -> tuple[int, str, int, bytes]:
 
 def load(st: PartnerState, raw: bytes) -> None:
     """Set the snapshot's fields on ``st`` (a fresh state of the same partner)."""
-    *_, body = _decode_envelope(raw)
+    version, *_, body = _decode_envelope(raw)
     try:
         fields = _StateUnpickler(io.BytesIO(lz4.frame.decompress(body))).load()
     except SnapshotError:
         raise
     except Exception as exc:  # a damaged record: whatever pickle or LZ4 raise
         raise SnapshotError(f"snapshot unreadable: {exc!r}") from exc
+    if isinstance(fields, dict) and version < 5:
+        fields.setdefault("cold", {})  # its frozen records are still in "entities"
     if not isinstance(fields, dict) or set(fields) != set(FIELDS):
         raise SnapshotError("snapshot fields differ from this version's")
     for name in FIELDS:
