@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -709,8 +709,12 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
 
             def tile_state(partner: str) -> str | None:
-                tiles = chrome.find_elements(By.CSS_SELECTOR, f'section.tile[data-partner="{partner}"]')
-                return tiles[0].get_attribute("data-state") if tiles else None
+                # read in one script: the page redraws its tiles on every poll
+                got = chrome.execute_script(
+                    "const t = document.querySelector("
+                    "  'section.tile[data-partner=\"' + arguments[0] + '\"]');"
+                    "return t ? t.getAttribute('data-state') : null;", partner)
+                return None if got is None else str(got)
 
             sent = 0
 
@@ -781,16 +785,20 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
                 raise AssertionError(f"watermelon marks {marks()}, expected {[expected]}") from None
             assert len(chrome.find_elements(By.CSS_SELECTOR, "section.tile[data-watermelon]")) == 1
 
-            tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
-            assert [(t.get_attribute("data-partner"), t.get_attribute("data-state")) for t in tiles] == [
-                ("drifter", "breach"), ("melon", "breach"), ("wobbly", "at_risk"), ("steady", "ok"),
-                ("tiny", "insufficient_data")]
-            drifter = tiles[0]
-            assert drifter.find_element(By.CSS_SELECTOR, ".name").text == "Drifter Telecom"
-            text = drifter.text
-            assert "BREACH" in text and "Average speed of answer" in text and "1m 30s" in text
-            value = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] .value').text
-            assert re.fullmatch(r"\d+m \d+s", value), value
+            def the_tiles() -> None:
+                tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
+                assert [(t.get_attribute("data-partner"), t.get_attribute("data-state"))
+                        for t in tiles] == [
+                    ("drifter", "breach"), ("melon", "breach"), ("wobbly", "at_risk"),
+                    ("steady", "ok"), ("tiny", "insufficient_data")]
+                drifter = tiles[0]
+                assert drifter.find_element(By.CSS_SELECTOR, ".name").text == "Drifter Telecom"
+                text = drifter.text
+                assert "BREACH" in text and "Average speed of answer" in text and "1m 30s" in text
+                value = drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="asa"] .value').text
+                assert re.fullmatch(r"\d+m \d+s", value), value
+
+            _unstale(the_tiles)
             # the history samples at most once per 10 s of wall time (on each read of the wall):
             # how many points there are by now depends on the machine's pace, so wait for a few
             # (the page keeps reading every few seconds)
@@ -818,10 +826,13 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             asked = _wall_requests(chrome)
             assert len(asked) >= 2 and asked[0] == f"{base}/api/wall?spark=0", asked[:3]
             assert set(asked[1:]) == {f"{base}/api/wall?spark=150"}, set(asked)
-            tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
-            drifter = tiles[0]
-            assert "%" in drifter.find_element(By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
-            assert tiles[4].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
+            def more_tiles() -> None:
+                tiles = chrome.find_elements(By.CSS_SELECTOR, "section.tile")
+                assert "%" in tiles[0].find_element(
+                    By.CSS_SELECTOR, '.kpi[data-kpi="service_level"]').text
+                assert tiles[4].find_element(By.CSS_SELECTOR, ".kpis").text == "no data in the last 1h"
+
+            _unstale(more_tiles)
             assert not chrome.find_elements(By.CSS_SELECTOR, "body.offline")
             # the inline style applies under the CSP too (the script does: it drew the tiles):
             # the page's --bg, #0a0e14, and nothing blocked in the console
@@ -891,6 +902,20 @@ def test_wall_in_a_browser_turns_red_when_a_partner_drifts(chrome: Any, tmp_path
             print(f"wall: ok after {steady_at - started:.1f}s, breach after {drifted_at - started:.1f}s")
         finally:
             worker.stop()
+
+
+def _unstale(check: Callable[[], None], tries: int = 5) -> None:
+    """Run ``check`` (assertions over elements of the page) again when the page redrew the
+    elements it held between two of its reads (it redraws its tiles on every poll)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(tries - 1):
+        try:
+            check()
+            return
+        except StaleElementReferenceException:
+            continue
+    check()
 
 
 def _wall_requests(chrome: Any) -> list[str]:
