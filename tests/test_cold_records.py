@@ -17,7 +17,7 @@ from streams.engine.cold import ColdRecords
 from streams.engine.journal import state_key
 from tests.streams_gen import HOUR, random_events
 from tests.test_engine import PARTNERS, WALL, _engine, _feed
-from tests.test_snapshot import _events, _journal, _view
+from tests.test_snapshot import _snapshotted, _view
 
 
 @pytest.mark.parametrize(("seed", "collide"), [(1, False), (2, False), (3, True)])
@@ -62,13 +62,7 @@ def test_a_snapshot_carries_them_and_one_from_before_them_still_restores() -> No
     """A partner's packed frozen records go through its snapshot (the restricted unpickler
     allows them); a format 4 snapshot (frozen records in ``entities``, as bytes, no ``cold``)
     restores to the same view, and its records are packed at the next hourly sweep."""
-    events = _events(8)
-    live = _engine()
-    _feed(live, events)
-    writes = live.drain()
-    for partner in PARTNERS:
-        writes += live.snapshot(partner, WALL).writes
-    journal = _journal(writes)
+    live, journal = _snapshotted(8)
     held = {p: sum(len(c) for c in live.state[p].cold.values()) for p in PARTNERS}
     assert all(n > 50 for n in held.values()), held
     now = live.now(WALL)

@@ -19,7 +19,7 @@ from streams.engine.journal import state_key
 from streams.engine.windows import WindowStore, freeze_bucket
 from tests.streams_gen import DAY, HOUR, random_events
 from tests.test_engine import PARTNERS, WALL, _engine, _feed
-from tests.test_snapshot import _events, _journal, _view
+from tests.test_snapshot import _events, _snapshotted, _view
 
 
 class _Switch:
@@ -119,13 +119,7 @@ def test_a_snapshot_of_the_layout_before_frozen_buckets_still_restores(switch: _
     a version 2 one is refused (the partner is rebuilt from its events)."""
     import pickle
 
-    events = _events(6)
-    live = _engine()
-    _feed(live, events)
-    writes = live.drain()
-    for partner in PARTNERS:
-        writes += live.snapshot(partner, WALL).writes
-    journal = _journal(writes)
+    live, journal = _snapshotted(6)
     assert _frozen(live) > 0
     encoder = msgspec.msgpack.Encoder()
     old = dict(journal)

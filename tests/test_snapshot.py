@@ -95,6 +95,16 @@ def _live_with_snapshots(events: list[tuple[str, dict[str, Any]]], seed: int,
     return engine, writes
 
 
+def _snapshotted(seed: int) -> tuple[Engine, dict[bytes, bytes]]:
+    """An engine fed :func:`_events` whole, every partner then snapshotted, and its journal."""
+    live = _engine()
+    _feed(live, _events(seed))
+    writes = live.drain()
+    for partner in PARTNERS:
+        writes += live.snapshot(partner, WALL).writes
+    return live, _journal(writes)
+
+
 def _journal(writes: list[tuple[bytes, bytes | None]], states: bool = True) -> dict[bytes, bytes]:
     journal: dict[bytes, bytes] = {}
     for key, value in writes:
