@@ -1031,5 +1031,13 @@ def test_a_fleet_of_200_partners_fits_one_1080p_screen(chrome: Any, tmp_path: Pa
             wait.until(lambda _: [t.get_attribute("data-partner") for t in chrome.find_elements(
                 By.CSS_SELECTOR, "section.tile")] == [first_id])
             assert f"partner={first_id}" in chrome.current_url
+            # and asks the worker for that partner's tile only, with its sparklines
+            assert set(_wall_requests(chrome)) == {
+                f"{base}/api/wall?spark=150&partner={first_id}"}
+            with urllib.request.urlopen(f"{base}/api/wall?spark=0&partner={first_id}",
+                                        timeout=20) as r:
+                card = orjson.loads(r.read())
+            assert [t["partner"] for t in card["partners"]] == [first_id]
+            assert sum(card["counts"].values()) == 1
         finally:
             worker.stop()

@@ -121,7 +121,8 @@ class Wall(_PipelineView):
 
 class WallApi(_PipelineView):
     """The wall's data: a tile per owned partner, worst first (``?spark=N``: at most N sparkline
-    points per KPI, 0 none; the page asks for what it draws)."""
+    points per KPI, 0 none; the page asks for what it draws. ``?partner=ID``: that partner's
+    tile only, and the counts of it alone)."""
 
     async def get(self, request: faust.web.Request) -> faust.web.Response:
         scope = self.scope(request)
@@ -134,8 +135,9 @@ class WallApi(_PipelineView):
                               headers=security_headers(JSON_TYPE))
         pipeline = self.pipeline
         engine = pipeline.engine
+        only = request.query.get("partner") or None  # one partner's card: not every tile
         owned = [p for p in engine.partner_ids()
-                 if pipeline.ownership.owns(p) and scope.allows(p)]
+                 if pipeline.ownership.owns(p) and scope.allows(p) and only in (None, p)]
         wall = wall_ms()
         now = engine.now(wall)
         started = time.perf_counter()
