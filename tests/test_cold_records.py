@@ -17,7 +17,7 @@ from streams.engine.cold import ColdRecords
 from streams.engine.journal import state_key
 from tests.streams_gen import HOUR, random_events
 from tests.test_engine import PARTNERS, WALL, _engine, _feed
-from tests.test_snapshot import _snapshotted, _view
+from tests.test_snapshot import _assert_same_view, _snapshotted, _view
 
 
 @pytest.mark.parametrize(("seed", "collide"), [(1, False), (2, False), (3, True)])
@@ -56,6 +56,44 @@ def test_cold_records_answer_as_a_dict_does(seed: int, collide: bool,
         assert store._waste * 2 <= len(store._arena)  # rewritten once half of it is waste
     again = pickle.loads(pickle.dumps(store, protocol=5))
     assert dict(again.items()) == dict(store.items())
+    again.check()  # what a snapshot's copy must pass
+
+
+def _damaged(records: ColdRecords, how: str) -> ColdRecords:
+    """A copy of ``records`` broken one way."""
+    bad = pickle.loads(pickle.dumps(records, protocol=5))
+    if how == "offset past the arena":
+        bad._offsets[0] = len(bad._arena)
+    elif how == "unsorted":
+        bad._hashes[0], bad._hashes[-1] = bad._hashes[-1], bad._hashes[0]
+    elif how == "short array":
+        del bad._lasts[0]
+    elif how == "wrong type":
+        bad._arena = list(bad._arena)  # type: ignore[assignment]
+    return bad
+
+
+@pytest.mark.parametrize("how", ["offset past the arena", "unsorted", "short array", "wrong type"])
+def test_a_snapshot_with_damaged_frozen_records_is_refused(how: str) -> None:
+    """Frozen records that do not fit together are refused at restore (the partner is rebuilt
+    from its events), not found broken by a later sweep."""
+    live, journal = _snapshotted(9)
+    partner = PARTNERS[0]
+    key = state_key(partner)
+    digest, seq = snapshot.peek(journal[key])
+    body = lz4.frame.decompress(msgspec.msgpack.decode(journal[key])[3])
+    fields = snapshot._StateUnpickler(io.BytesIO(body)).load()
+    topic = max(fields["cold"], key=lambda t: len(fields["cold"][t]))
+    assert len(fields["cold"][topic]) > 2
+    fields["cold"][topic] = _damaged(fields["cold"][topic], how)
+    bad = msgspec.msgpack.Encoder().encode(
+        (snapshot.FORMAT, digest, seq, lz4.frame.compress(pickle.dumps(fields, protocol=5))))
+    restored = _engine()
+    restored.restore({**journal, key: bad}.items())
+    assert restored.restore_stats["refused"] == 1
+    assert restored.refusals[0][0] == partner and "frozen" in restored.refusals[0][1]
+    now = live.now(WALL)
+    _assert_same_view(_view(restored, now), _view(live, now))
 
 
 def test_a_snapshot_carries_them_and_one_from_before_them_still_restores() -> None:

@@ -147,6 +147,23 @@ class ColdRecords:
             arena += old[start:start + _HEAD.size + id_len + rec_len]
         self._arena, self._offsets, self._waste = arena, offsets, 0
 
+    def check(self) -> None:
+        """ValueError unless the arrays and the arena fit together (a snapshot's copy is checked
+        before it is used: a damaged or crafted one is refused, not found broken by a sweep)."""
+        if not (isinstance(self._hashes, array.array) and self._hashes.typecode == "Q"
+                and isinstance(self._offsets, array.array) and self._offsets.typecode == "Q"
+                and isinstance(self._lasts, array.array) and self._lasts.typecode == "q"
+                and isinstance(self._arena, bytearray) and isinstance(self._waste, int)):
+            raise ValueError("frozen records of the wrong types")
+        n = len(self._hashes)
+        if len(self._offsets) != n or len(self._lasts) != n:
+            raise ValueError("frozen records' arrays differ in length")
+        if n and max(self._offsets) + _HEAD.size > len(self._arena):
+            raise ValueError("a frozen record starts past the arena")
+        hashes = np.frombuffer(self._hashes, dtype=np.uint64)
+        if (hashes[1:] < hashes[:-1]).any():
+            raise ValueError("frozen records' hashes are not sorted")
+
     def items(self) -> Iterator[tuple[str, bytes]]:
         """Every held (entity id, frozen record), in hash order."""
         for i in range(len(self._hashes)):

@@ -36,6 +36,7 @@ import msgspec
 
 from streams.config.calendars import BusinessCalendar
 from streams.config.catalog import Catalog
+from streams.engine.cold import ColdRecords
 from streams.engine.model import PartnerState
 
 FORMAT: Final = 5
@@ -139,6 +140,19 @@ def _decode_envelope(raw: bytes) -> tuple[int, str, int, bytes]:
     return version, digest, seq, body
 
 
+def _check_cold(cold: Any) -> None:
+    """A snapshot's packed frozen records, checked before use (SnapshotError otherwise)."""
+    if not isinstance(cold, dict):
+        raise SnapshotError("snapshot's frozen records are not a mapping")
+    for topic, records in cold.items():
+        if not isinstance(records, ColdRecords):
+            raise SnapshotError(f"snapshot's frozen {topic!r} records are not packed records")
+        try:
+            records.check()
+        except ValueError as exc:
+            raise SnapshotError(f"snapshot's frozen {topic!r} records: {exc}") from exc
+
+
 def load(st: PartnerState, raw: bytes) -> None:
     """Set the snapshot's fields on ``st`` (a fresh state of the same partner)."""
     version, *_, body = _decode_envelope(raw)
@@ -152,5 +166,6 @@ def load(st: PartnerState, raw: bytes) -> None:
         fields.setdefault("cold", {})  # its frozen records are still in "entities"
     if not isinstance(fields, dict) or set(fields) != set(FIELDS):
         raise SnapshotError("snapshot fields differ from this version's")
+    _check_cold(fields["cold"])
     for name in FIELDS:
         setattr(st, name, fields[name])
