@@ -145,16 +145,8 @@ class History:
 
     def points(self, partner: str, kpi: str, now_ms: int | None = None) -> list[tuple[int, float]]:
         """The series, oldest first; with ``now_ms`` only the points of the hour before it."""
-        series = self._series.get((partner, kpi))
-        if not series:
-            return []
-        times, values = series.times, series.values
-        if now_ms is None:
-            return list(zip(times, values, strict=True))
-        # the times are increasing: the points of the hour before now_ms are one run
-        lo = bisect.bisect_right(times, now_ms - self.span_ms)
-        hi = bisect.bisect_right(times, now_ms)
-        return list(zip(times[lo:hi], values[lo:hi], strict=True))
+        times, values = self.series(partner, kpi, now_ms)
+        return list(zip(times, values, strict=True))
 
     def series(self, partner: str, kpi: str, now_ms: int | None = None,
                ) -> tuple[list[int], list[float]]:
@@ -165,13 +157,14 @@ class History:
         times, values = series.times, series.values
         if now_ms is None:
             return times.tolist(), values.tolist()
+        # the times are increasing: the points of the hour before now_ms are one run
         lo = bisect.bisect_right(times, now_ms - self.span_ms)
         hi = bisect.bisect_right(times, now_ms)
         return times[lo:hi].tolist(), values[lo:hi].tolist()
 
     def values(self, partner: str, kpi: str, now_ms: int | None = None) -> list[float]:
         """The series' values, oldest first (what a sparkline draws)."""
-        return [v for _, v in self.points(partner, kpi, now_ms)]
+        return self.series(partner, kpi, now_ms)[1]
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the series of partners not in ``keep`` (partitions moved away)."""
