@@ -192,6 +192,108 @@ def test_the_judge_tick_lets_the_loop_run_between_partners_and_stops_at_a_revoca
     assert pipeline.health.last_judged_ms is None
 
 
+def _survey(partner: str, n: int, ts: int) -> bytes:
+    return orjson.dumps({"event_id": f"news-{partner}-{n}", "type": "response",
+                         "partner_id": partner, "ts": ts, "kind": "csat", "score": 4.0})
+
+
+def test_a_judge_pass_takes_the_partners_in_the_order_their_news_came(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events applied by the agent between two passes put their partners first in the next
+    pass, oldest news first (a partner with several events once, at its first); then the
+    others. A duplicate event is no news."""
+    from types import SimpleNamespace
+
+    from streams.runtime.pipeline import Pipeline
+    from streams.tools.broker import free_port
+
+    pipeline = Pipeline(Settings(web_port=free_port(), app_id="pp-news"))
+    names = [f"news-{i}" for i in range(8)]
+    now = wall_ms()
+    for topic, raw, arrival in _events(names, now - DAY, DAY - HOUR):
+        pipeline.engine.ingest(topic, raw, arrival)
+    monkeypatch.setattr(pipeline.alerts, "send_soon", lambda key, value: None, raising=False)
+    monkeypatch.setattr(pipeline.journal, "write", lambda partition, key, value: None)
+    monkeypatch.setattr(pipeline.app.commit_guard, "track", lambda tp, offset, future: None)
+    ownership = pipeline.ownership
+    ownership.recovered(set(range(pipeline.partitions)))
+    calls: list[str] = []
+    judge_partner = pipeline.watch.judge_partner
+
+    def judging(partner: str, *args: object) -> object:
+        calls.append(partner)
+        return judge_partner(partner, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.watch, "judge_partner", judging)
+
+    def event(partner: str, n: int, offset: int) -> SimpleNamespace:
+        part = ownership.partition_of(partner)
+        tp = TP("surveys", part)
+        msg = SimpleNamespace(tp=tp, topic="surveys", partition=part, offset=offset,
+                              headers=[], key=partner.encode())
+        return SimpleNamespace(message=msg, value=_survey(partner, n, wall_ms() - 1_000))
+
+    pipeline._process([event("news-6", 0, 0)])  # type: ignore[list-item]
+    asyncio.run(pipeline._judge_tick())  # every partner judged: nothing new after it
+    assert calls[0] == "news-6"
+    assert sorted(calls) == sorted(names)
+
+    news = ["news-5", "news-2", "news-5", "news-7", "news-2"]
+    pipeline._process([event(p, i, i) for i, p in enumerate(news, 1)])  # type: ignore[misc]
+    pipeline._process([event("news-6", 0, 20)])  # type: ignore[list-item]
+    pipeline._process([event("news-0", 1, 21), event("news-3", 1, 22)])  # type: ignore[list-item]
+    calls.clear()
+    asyncio.run(pipeline._judge_tick())
+    first = ["news-5", "news-2", "news-7", "news-0", "news-3"]  # news-6's event: a duplicate
+    assert calls[:len(first)] == first
+    assert sorted(calls) == sorted(names)
+    # taken by that pass: the next one has no news, and judges in the partners' order
+    calls.clear()
+    asyncio.run(pipeline._judge_tick())
+    assert calls == pipeline.watch.in_judging_order(sorted(names), wall_ms())
+
+
+def test_judge_passes_start_every_interval_whatever_they_take(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock of its own: a pass starts each ``judge_interval_s`` after the last began, or
+    at once when the last one took longer (Faust's timer slept the interval after each)."""
+    from streams.runtime import pipeline as module
+    from streams.tools.broker import free_port
+
+    pipeline = module.Pipeline(Settings(web_port=free_port(), app_id="pp-period",
+                                        judge_interval_s=0.5))
+    clock = [100.0]
+    took = iter([0.2, 0.7, 0.1, 1.6, 0.05])
+    starts: list[float] = []
+
+    class Done(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        assert seconds >= 0
+        clock[0] += seconds
+
+    async def tick() -> None:
+        starts.append(round(clock[0], 6))
+        try:
+            clock[0] += next(took)
+        except StopIteration:
+            raise Done from None
+
+    monkeypatch.setattr(module, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pipeline.app, "sleep", sleep)
+    monkeypatch.setattr(pipeline, "_judge_tick", tick)
+    with pytest.raises(Done):
+        asyncio.run(pipeline._judge_every_interval())
+    # independently: each pass starts at the later of (the last start + 0.5) and its end
+    want, start = [], 100.5
+    for duration in [0.2, 0.7, 0.1, 1.6, 0.05, None]:
+        want.append(round(start, 6))
+        if duration is not None:
+            start = max(start + 0.5, start + duration)
+    assert starts == want
+
+
 def test_the_loop_lag_is_the_longest_delay_of_its_span() -> None:
     clock = [1000.0]
     lag = LoopLag(tick_s=0.25, span_s=60.0, clock=lambda: clock[0])

@@ -208,3 +208,32 @@ def test_a_cusum_alarm_alone_moves_a_judgement_its_values_did_not() -> None:
     watch._judged.clear()
     watch.judge(["steady"], now)
     assert watch.state("steady", "asa", "1h").state.value == "ok"  # type: ignore[union-attr]
+
+
+def test_a_pass_judges_partners_with_news_first() -> None:
+    """The wall-clock pass order: partners with new events, a breach timer due or no judging
+    yet come first, then those only the clock moved, each group in the order given."""
+    names = ["a", "b", "c", "d", "e"]
+    events = [e for name in [*names, "fresh"] for e in _calls(name, 0, [30.0] * 20)]
+    events += _calls("slow", 0, [500.0] * 40)  # ASA past its target: a `for` timer runs
+    engine = _engine_with(events)
+    watch = Watch(engine)
+    order = ["slow", *names, "fresh", "nobody"]  # "nobody" has no state: nothing to judge
+    now = T0 + 5 * MIN + 1_000
+    assert watch.in_judging_order(order, now) == order  # nobody judged yet
+    watch.judge(["slow", *names], now)
+    for_ms = next(k for k in engine.kpis if k.id == "asa").judge.for_ms
+    later = now + MIN  # a new minute: every window slid, but only the clock moved
+    assert watch.in_judging_order(order, later) == ["fresh", "slow", *names, "nobody"]
+    for topic, event in _calls("d", 5, [40.0]) + _calls("b", 5, [40.0]):
+        engine.ingest(topic, orjson.dumps(event), T0 + 365 * 24 * 60 * MIN)
+    assert watch.in_judging_order(order, later) == [
+        "b", "d", "fresh", "slow", "a", "c", "e", "nobody"]
+    watch.judge(order, later)
+    assert watch.in_judging_order(order, later + MIN) == order  # all news judged
+    due = now + for_ms  # the breach timer started at the first judging
+    assert watch.in_judging_order(order, due - 1) == order
+    assert watch.in_judging_order(order, due) == order  # "slow" is first anyway
+    reordered = [*names, "fresh", "slow", "nobody"]
+    assert watch.in_judging_order(reordered, due - 1) == reordered
+    assert watch.in_judging_order(reordered, due) == ["slow", *names, "fresh", "nobody"]

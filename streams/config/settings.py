@@ -207,8 +207,9 @@ class Settings(KafkaClientSettings):
 
     judge_interval_s: float = Field(default=0.5, gt=0)
     """How often partners are judged on the wall clock (the event clock judges at minute boundaries).
-    A tick judges only partners whose numbers changed (or whose breach timer is due), so it is
-    cheap when little changed; it bounds how late an alert on the wall clock can be."""
+    A pass starts this often (at once after one that took longer) and judges only partners whose
+    numbers changed (or whose breach timer is due), oldest news first, so it is cheap when little
+    changed; it bounds how late an alert on the wall clock can be."""
 
     ticket_alerts_max: int = Field(default=20, ge=1, le=1000)
     """Ticket alerts (``ticket_alerts: true`` KPIs) firing at once per partner: its most urgent

@@ -123,6 +123,29 @@ class Watch:
             out.extend(self.judge_partner(partner, now_ms, stale))
         return out
 
+    def in_judging_order(self, partners: Iterable[str], now_ms: int) -> list[str]:
+        """``partners`` in the order a pass should judge them: first those with news since
+        their last judging (new events, a breach timer due, never judged), then those whose
+        values only the clock moved (or without state), each group in the order given.
+
+        Why: a wall-clock pass over a fleet takes a good part of its interval (every partner's
+        1 h window slides at a new minute), and an event that tips a partner waits for its
+        step. Judging the partners that had events first bounds that wait by their work, not
+        the fleet's."""
+        engine = self.engine
+        news: list[str] = []
+        clock_only: list[str] = []
+        for partner in partners:
+            last = self._judged.get(partner)
+            key = engine.evaluation_key(partner, now_ms)
+            if key is not None and (
+                    last is None or last[0] is None or last[0][:2] != key[:2]
+                    or (last[2] is not None and now_ms >= last[2])):
+                news.append(partner)
+            else:
+                clock_only.append(partner)
+        return news + clock_only
+
     def judge_partner(self, partner: str, now_ms: int,
                       stale: frozenset[str] | set[str] = frozenset()) -> list[Alert]:
         """Judge one partner's KPIs in every window at ``now_ms``.
