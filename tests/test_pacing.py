@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
+from typing import Any
 
 import orjson
 import pytest
@@ -126,6 +127,19 @@ def test_a_scrape_in_steps_sees_the_events_and_revocations_that_come_between_the
     assert b"p-five" in want  # the next scrape exports it
 
 
+def _judged_partners(pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The partners the pipeline's watch judges from now on, in order (a list kept filled)."""
+    calls: list[str] = []
+    judge_partner = pipeline.watch.judge_partner
+
+    def judging(partner: str, *args: object) -> object:
+        calls.append(partner)
+        return judge_partner(partner, *args)
+
+    monkeypatch.setattr(pipeline.watch, "judge_partner", judging)
+    return calls
+
+
 def test_the_judge_tick_lets_the_loop_run_between_partners_and_stops_at_a_revocation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's wall-clock judge tick, in process: with a slice spent after each partner,
@@ -148,14 +162,7 @@ def test_the_judge_tick_lets_the_loop_run_between_partners_and_stops_at_a_revoca
     owned = [p for p in pipeline.engine.partner_ids() if ownership.owns(p)]
     assert sorted(owned) == sorted(names)
 
-    calls: list[str] = []
-    judge_partner = pipeline.watch.judge_partner
-
-    def judging(partner: str, *args: object) -> object:
-        calls.append(partner)
-        return judge_partner(partner, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pipeline.watch, "judge_partner", judging)
+    calls = _judged_partners(pipeline, monkeypatch)
 
     async def tick(revoke_after: int | None) -> list[int]:
         turns: list[int] = []
@@ -217,14 +224,7 @@ def test_a_judge_pass_takes_the_partners_in_the_order_their_news_came(
     monkeypatch.setattr(pipeline.app.commit_guard, "track", lambda tp, offset, future: None)
     ownership = pipeline.ownership
     ownership.recovered(set(range(pipeline.partitions)))
-    calls: list[str] = []
-    judge_partner = pipeline.watch.judge_partner
-
-    def judging(partner: str, *args: object) -> object:
-        calls.append(partner)
-        return judge_partner(partner, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pipeline.watch, "judge_partner", judging)
+    calls = _judged_partners(pipeline, monkeypatch)
 
     def event(partner: str, n: int, offset: int) -> SimpleNamespace:
         part = ownership.partition_of(partner)
