@@ -5,9 +5,9 @@
 Faust as its documentation shows it: one ``@app.agent`` over the four input topics, iterating
 ``async for value in stream`` and ``orjson.loads``-ing each value, nothing else. With ``--table``
 the agent also writes one record per event into a memory table (changelog-backed), as the
-worker's journal does. The group timings are the worker's under ``--rebalance-timeout 3`` (they
-only change how fast the group forms on the embedded broker); every other setting is Faust's
-default. Its own app id, so its own consumer group and internal topics.
+worker's journal does. The group timings are the worker's shipped ones (they only change how
+fast the group forms on the embedded broker); every other setting is Faust's default. Its own
+app id, so its own consumer group and internal topics.
 
 When the n-th message is processed it writes ``{"seconds", "messages"}`` to ``--out``: seconds
 from the first processed message to the n-th, and the messages in between (n - 1).
@@ -28,12 +28,12 @@ from streams.ingest.contract import TOPICS
 
 
 def build(broker: str, app_id: str, n: int, out: Path, table: bool, data_dir: Path) -> faust.App:
-    rebalance = 3.0
+    session = 6.0  # the worker's shipped group timing (streams/runtime/faust_app.py)
     app = faust.App(
         app_id, broker=broker, store="memory://", datadir=str(data_dir), web_enabled=False,
         topic_partitions=4, topic_replication_factor=1, table_standby_replicas=0,
-        broker_rebalance_timeout=rebalance, broker_session_timeout=rebalance,
-        broker_heartbeat_interval=rebalance / 10, broker_max_poll_interval=10.0,
+        broker_rebalance_timeout=60.0, broker_session_timeout=session,
+        broker_heartbeat_interval=session / 3, broker_max_poll_interval=300.0,
         consumer_auto_offset_reset="earliest",
     )
     source = app.topic(*TOPICS, key_type=bytes, value_type=bytes,

@@ -93,6 +93,9 @@ def worker(
              "[default: 1].")] = None,
     table_standby_replicas: Annotated[int | None, typer.Option(
         help="Standby copies of the journal on other workers [default: 0].")] = None,
+    session_timeout: Annotated[float | None, typer.Option(
+        help="Consumer-group session timeout, seconds: a crashed worker's partitions move after "
+             "it [default: 6].")] = None,
     rebalance_timeout: Annotated[float | None, typer.Option(help="Rebalance timeout, seconds "
                                                             "[default: 60].")] = None,
     app_id: Annotated[str | None, typer.Option(help="Consumer group and internal topic prefix "
@@ -113,6 +116,7 @@ def worker(
         "broker": broker, "clock": clock.value if clock else None, "web_port": web_port,
         "web_bind": web_bind, "config_dir": config, "store": store.value if store else None,
         "data_dir": data_dir, "partitions": partitions, "rebalance_timeout_s": rebalance_timeout,
+        "session_timeout_s": session_timeout,
         "topic_replication_factor": topic_replication_factor,
         "topic_min_insync_replicas": topic_min_insync_replicas,
         "table_standby_replicas": table_standby_replicas,

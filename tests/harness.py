@@ -50,10 +50,9 @@ class Worker:
 
     def __init__(self, broker_url: str, workdir: Path, app_id: str = "pp-test",
                  clock: str = "event", partitions: int = 4, name: str = "worker",
-                 extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 rebalance_timeout: float | None = 3.0) -> None:
-        """``rebalance_timeout``: the tests' short group timing (a restarted worker rejoins in
-        seconds on the embedded broker); None runs the shipped default."""
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """The worker runs the shipped settings but for its broker, port, clock, data directory,
+        partitions, app id and log level, and whatever ``extra`` adds."""
         self.port = free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.workdir = workdir
@@ -62,7 +61,6 @@ class Worker:
             sys.executable, "-m", "streams", "worker", "--broker", broker_url,
             "--clock", clock, "--web-port", str(self.port), "--data-dir", str(workdir / name),
             "--partitions", str(partitions), "--app-id", app_id, "--log-level", "warning",
-            *([] if rebalance_timeout is None else ["--rebalance-timeout", f"{rebalance_timeout:g}"]),
             *(extra or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None

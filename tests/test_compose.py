@@ -224,12 +224,13 @@ def test_grafana_dashboard_provider_points_at_the_generated_dashboards() -> None
 
 
 # --- what ships is what is tested --------------------------------------------------------------
-# Options that say where a worker connects, listens, keeps its files or how it is tuned for a
-# test's speed: they may differ between docker-compose and the test harness. Every other option
+# Options that say where a worker connects, listens or keeps its files, or which clock and
+# catalog a test runs: they may differ between docker-compose and the test harness. The group's
+# timing is not among them: the tests run the shipped session and rebalance timeouts. Every other option
 # changes what the worker does, so it must be left at its default on both sides.
 DEPLOYMENT_OPTIONS = frozenset({
     "--broker", "--web-port", "--web-bind", "--data-dir", "--alertmanager", "--app-id",
-    "--partitions", "--rebalance-timeout", "--log-level", "--clock", "--config",
+    "--partitions", "--log-level", "--clock", "--config",
 })
 # the token file decides who may read the data views, not what a worker computes; the access
 # tests (tests/test_access.py) run a worker with one

@@ -781,7 +781,7 @@ def test_a_revocation_waits_for_the_events_the_agent_holds() -> None:
 # --- 5. slow consumer --------------------------------------------------------------------------
 class Throttle:
     """Makes a worker a slow consumer: SIGSTOP / SIGCONT in a duty cycle (running 10% of the
-    time), pauses short enough for its group session (3 s) to survive every one."""
+    time), pauses short enough for its group session (the shipped 6 s) to survive every one."""
 
     def __init__(self, pid: int, stopped_s: float = 0.9, running_s: float = 0.1) -> None:
         import threading
@@ -830,8 +830,7 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
     messages = [(t, k, v[:-1] + b',"pad":"' + pad + b'"}')
                 for t, k, v in as_messages(events, unkeyed_every=0)] * 4
     backlog_mb = sum(len(v) for _, _, v in messages) / 2**20
-    # a 10 s session (heartbeat every second) rides out the throttle's pauses
-    worker = Worker(broker.url, tmp_path, extra=["--rebalance-timeout", "10"]).start()
+    worker = Worker(broker.url, tmp_path).start()
     assert worker.proc is not None
     baseline_kb = worker.rss_kb()
     peak_kb = baseline_kb
@@ -860,7 +859,7 @@ def test_backlog_lag_is_exported_and_caught_up_with_bounded_memory(
     lag_watch = threading.Thread(target=watch_lag, daemon=True)
     lag_watch.start()
     try:
-        # The whole burst lands while the worker is stopped (0.4 s here, well inside its 10 s
+        # The whole burst lands while the worker is stopped (0.4 s here, well inside its 6 s
         # session), so the backlog on resuming is every message whatever this machine's speed:
         # a worker that is merely slowed drains 16 KiB messages at ~10,000/s and made the peak a
         # race. Throttled after that (running 2% of the time), its scrapes show the backlog.

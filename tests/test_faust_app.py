@@ -66,3 +66,25 @@ def test_the_partition_cache_obeys_the_partner_cap() -> None:
     ids = [f"flood-{i}" for i in range(10_000)]
     assert [pipeline._partition_of(p) for p in ids] == [partition_for(p, 4) for p in ids]
     assert len(pipeline._partitions_by_partner) == 50
+
+
+def test_the_shipped_group_timing_is_one_kafka_accepts_and_the_fence_can_keep() -> None:
+    """The default session timeout is at least Apache Kafka's default
+    ``group.min.session.timeout.ms`` (6 s: a broker refuses a join with less); the consumer
+    beats at most every third of it, so two beats may be lost before the session ends; and a
+    beat is sent well within the membership fence's lease (half a session), so a healthy
+    worker's batches are not held between two beats. The app built from the default settings
+    carries exactly that."""
+    from streams.runtime.faust_app import worker_app
+
+    settings = Settings()
+    kafka_min_session_s = 6.0  # Kafka's group.min.session.timeout.ms default, 6000
+    assert settings.session_timeout_s >= kafka_min_session_s
+    app = worker_app(settings)
+    session = app.conf.broker_session_timeout
+    heartbeat = app.conf.broker_heartbeat_interval
+    assert session == settings.session_timeout_s
+    assert app.conf.broker_rebalance_timeout == settings.rebalance_timeout_s
+    assert heartbeat <= session / 3
+    assert app.fence.lease_s == session / 2
+    assert heartbeat < app.fence.lease_s - 0.5  # a beat's round trip fits in the lease

@@ -147,9 +147,18 @@ class Settings(KafkaClientSettings):
     journal's checkpoints (``checkpoints/``), so a restart on the same directory reads the
     changelog from them on; on the RocksDB store, its databases."""
 
+    session_timeout_s: float = Field(default=6.0, ge=1.0)
+    """Consumer-group session timeout, seconds. A worker that stops heartbeating (killed, frozen,
+    cut off) loses its partitions after this long, and a worker restarted after a crash waits
+    about this long for them: the group drops the dead member first. 6 s is the least Apache
+    Kafka accepts by default (``group.min.session.timeout.ms``); the worker heartbeats every third
+    of it and holds its writes once half of it has passed without an answer (``runtime/fence.py``).
+    The end-to-end and fault tests run this default."""
+
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
-    """Consumer-group rebalance timeout, seconds; the session timeout is derived from it (at most 10 s)
-    and a restarted worker waits about that long on the embedded broker, so keep it short there."""
+    """Consumer-group rebalance timeout, seconds: how long the coordinator waits for every member
+    to rejoin a rebalance (a member first finishes the events it holds) before it drops the late
+    ones. A member that crashed is dropped after ``session_timeout_s`` whatever this is."""
 
     create_topics: bool = True
     """Create missing input, internal and dead-letter topics at start."""

@@ -104,7 +104,7 @@ def worker_app(settings: Settings) -> App:
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         table_standby_replicas=settings.table_standby_replicas,
-        **_group_timing(settings.rebalance_timeout_s),
+        **_group_timing(settings.rebalance_timeout_s, settings.session_timeout_s),
         consumer_auto_offset_reset="earliest",
         # Faust's recovery check compares the store's offset with ListOffsets(latest), which
         # tansu answers with the last batch's *base* offset: on every rebalance after a
@@ -129,17 +129,19 @@ def worker_app(settings: Settings) -> App:
     )
 
 
-def _group_timing(rebalance: float) -> dict[str, float]:
-    """The consumer group's timeouts, all derived from ``--rebalance-timeout``."""
+def _group_timing(rebalance: float, session: float) -> dict[str, float]:
+    """The consumer group's timeouts (``--rebalance-timeout``, ``--session-timeout``)."""
     return dict(
         broker_rebalance_timeout=rebalance,
-        broker_session_timeout=min(rebalance, 10.0),
-        session_timeout_s=min(rebalance, 10.0),  # the membership fence's lease: half of it
-        broker_heartbeat_interval=min(rebalance / 10, 3.0),
+        broker_session_timeout=session,
+        session_timeout_s=session,  # the membership fence's lease: half of it
+        # a third of the session, Kafka's rule: two beats may be lost before the session ends,
+        # and a beat lands within the fence's lease (half a session) with time to spare
+        broker_heartbeat_interval=session / 3,
         # A consumer that does not poll for max_poll_interval leaves the group. Faust polls
         # again only once it has handed every record of the previous poll to the agent, and
-        # one poll of a backlog is tens of thousands of records: at 10 s (what this was under
-        # --rebalance-timeout 3) the worker was dropped mid-backlog and hung in the
+        # one poll of a backlog is tens of thousands of records: at 10 s (what this once was
+        # under a 3 s session) the worker was dropped mid-backlog and hung in the
         # revocation. 300 s is a hang detector, not a pace. (Polls stay unbounded: bounded
         # ones come from one partition at a time, so partitions drift apart in event time,
         # which the event clock's windows are sensitive to; see test_alerting.)

@@ -49,8 +49,7 @@ def demo(duration: float, web_port: int, rate: float, drift_minutes: float,
             EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
         ensure_topics(broker.bootstrap, all_topics(partitions))
         cmd = [sys.executable, "-m", "streams", "worker", "--broker", broker.url,
-               "--web-port", str(web_port), "--data-dir", tmp,
-               "--rebalance-timeout", "3", "--partitions", str(partitions)]
+               "--web-port", str(web_port), "--data-dir", tmp, "--partitions", str(partitions)]
         if alertmanager:
             cmd += ["--alertmanager", alertmanager]
         log_file = (Path(tmp) / "worker.log").open("wb")
