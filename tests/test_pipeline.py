@@ -43,12 +43,13 @@ def _history(seed: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
-                         partners: Iterable[str] = PARTNERS) -> int:
-    """Every exported KPI value, sample count and attainment equals the reference, and so does
-    every per-channel value and sample count."""
+                         partners: Iterable[str] = PARTNERS, now_ms: int | None = None) -> int:
+    """Every exported KPI value, sample count and attainment equals the reference (at
+    ``now_ms``, by default the event clock), and so does every per-channel value and sample
+    count."""
     series = kpi_series(text)
     channel_values, channel_samples = flat_values(series)
-    want_channels = reference.compute_channels(events)
+    want_channels = reference.compute_channels(events, now_ms)
     got_channels = {key: v for key, v in channel_values.items() if "@" in key[1]}
     assert {(p, f"{k}@{c}", w) for p, k, w, c in want_channels} == set(got_channels)
     for (partner, kpi, window, channel), ref in want_channels.items():
@@ -56,7 +57,7 @@ def assert_exports_match(text: str, events: list[tuple[str, dict[str, Any]]],
         tolerance = 0.01 if kpi.endswith("_p90") else 1e-9
         assert math.isclose(got_channels[key], ref.value, rel_tol=tolerance, abs_tol=1e-12), key
         assert channel_samples[key] == ref.samples, key
-    expected = reference.compute(events)
+    expected = reference.compute(events, now_ms)
     values = series.get("partnerpulse_kpi_value", {})
     samples = series.get("partnerpulse_kpi_samples", {})
     attainment = series.get("partnerpulse_kpi_attainment_ratio", {})
@@ -130,6 +131,49 @@ def test_sigkill_mid_stream_then_restart_gives_the_same_values(
         # the restarted worker re-reads what was not committed: all of it is deduplicated
         poll(lambda: _all_accepted(worker, events), 120, "every event accepted once")
         assert_exports_match(worker.metrics_text(), events)
+    finally:
+        worker.stop()
+
+
+def test_the_shipped_wall_clock_through_a_sigkill_gives_the_reference_at_its_instant(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """The shipped clock, the wall clock (every other end-to-end test replays on the event
+    clock): a worker SIGKILLed mid-stream and restarted exports, once every event is accepted,
+    the reference computed at the real time of the scrape. The worker's values were made at an
+    instant between a little before the scrape was asked for (the judge pass makes them every
+    ``judge_interval_s``) and its answer; the comparison is taken only when the reference is
+    the same at both ends of that span (the 1 h window moves at every minute: events leave it
+    and follow-up decisions come due), else the scrape is asked for again."""
+    events = _history(24)
+    messages = as_messages(events)
+    half = len(messages) // 2
+    worker = Worker(broker.url, tmp_path, clock="wall").start()
+    produce(broker.bootstrap, messages[:half])
+    poll(lambda: worker.processed() >= half // 3, 60, "some progress before the kill")
+    worker.kill(signal.SIGKILL)
+    produce(broker.bootstrap, messages[half:])
+    worker = Worker(broker.url, tmp_path, clock="wall").start()
+    restored = worker.ready()["recovered_events"]
+    assert restored > 0
+    distinct = len({(e["partner_id"], e["event_id"]) for _, e in events})
+    try:
+        # what the restart restored and what it took since: every distinct event, once (the
+        # state's sample counts cannot tell, as the wall clock's windows are not the events')
+        poll(lambda: restored + sum(v for k, v in worker.counts().items()
+                                    if k.endswith(":accepted")) >= distinct,
+             120, "every event accepted once")
+        compared: list[int] = []
+
+        def at_a_steady_instant() -> bool:
+            before = int(time.time() * 1000) - 2_000  # a judge pass's values, made before asking
+            text = worker.metrics_text()
+            after = int(time.time() * 1000)
+            if reference.compute_flat(events, before) != reference.compute_flat(events, after):
+                return False  # a minute boundary moved the reference within the span: again
+            compared.append(assert_exports_match(text, events, now_ms=after))
+            return True
+        poll(at_a_steady_instant, 120, "a scrape between two minute boundaries")
+        assert compared[0] >= len(PARTNERS) * 60
     finally:
         worker.stop()
 
