@@ -21,7 +21,7 @@ from streams.runtime.kafka_admin import ensure_topics
 from streams.tools.broker import EmbeddedBroker
 from tests.harness import REPO, Worker, produce
 
-from . import common
+from . import common, spy
 from .report import fmt
 
 PARTITIONS = 4
@@ -152,8 +152,47 @@ def _worker_rate(worker: Worker, n: int, timeout: float, stall_s: float = 30.0) 
     return last_t - first_t, last_c - first_c, True
 
 
+def _profiled_drain(broker_url: str, work: Path, n: int) -> tuple[spy.Profile | None, float, str]:
+    """A second worker (its own consumer group) drains the same n messages under py-spy: the
+    profile, its rate (py-spy costs it a little CPU, so the headline rate is the unprofiled
+    worker's), and why there is no profile if there is none."""
+    if not spy.available():
+        return None, 0.0, "py-spy is not installed"
+    worker = Worker(broker_url, work, app_id="pp-bench-profiled", name="profiled",
+                    clock="event").start()
+    assert worker.proc is not None
+    recording = spy.Recording(worker.proc.pid, work / "profiled.spy").start()
+    try:
+        seconds, messages, _ = _worker_rate(worker, n, timeout=300)
+    finally:
+        try:
+            profile: spy.Profile | None = recording.stop()
+            why = ""
+        except RuntimeError as exc:
+            profile, why = None, str(exc)
+        worker.stop()
+    return profile, _eps(seconds, messages), why
+
+
 def _eps(seconds: float, messages: int) -> float:
     return messages / seconds if seconds > 0 else 0.0
+
+
+def _profile_note(profile: spy.Profile, eps: float) -> str:
+    def pct(part: str) -> str:
+        return f"{profile.share(part):.0%}"
+    top = ", ".join(f"`{name}` {count / profile.samples:.1%}"
+                    for name, count in profile.self_time.most_common(5))
+    return (
+        f"py-spy's samples of a second worker draining the same messages in this run "
+        f"({profile.samples:,} samples at 250 Hz, every thread; {fmt(eps)} events/s while "
+        f"recorded): judging partners at their minute boundaries {pct('judging')} (the event "
+        f"clock; the window values they read included), the engine's apply {pct('engine')}, "
+        f"the journal's table write {pct('journal_write')}, decoding {pct('decode')}, the "
+        f"agent's own batching and bookkeeping and what it awaits {pct('pipeline')}, producing (changelog "
+        f"records, alerts) {pct('producer')}, Faust's stream and consumer and aiokafka's "
+        f"fetches {pct('faust_and_aiokafka')}, the event loop and idle threads the rest "
+        f"({pct(spy.OTHER)}). Most samples by innermost function: {top}. ")
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -180,6 +219,7 @@ def run(quick: bool) -> dict[str, Any]:
                 status = worker.ready()
             finally:
                 worker.stop()
+            profile, profiled_eps, no_profile = _profiled_drain(broker.url, work, n)
             repartition_msgs = asyncio.run(_count_topic(broker.bootstrap, REPARTITION,
                                                         PARTITIONS))
     counts = status.get("counts", {})
@@ -203,6 +243,11 @@ def run(quick: bool) -> dict[str, Any]:
         "repartition_topic_messages": repartition_msgs,
         "worker_stalled": int(stalled),
     }
+    if profile is not None:
+        figures["profiled_worker_events_per_s"] = profiled_eps
+        figures["profile_samples"] = profile.samples
+        figures |= {f"profile_share_{part}": profile.share(part)
+                    for part in spy.PART_NAMES}
     ratios = {
         "worker_vs_stock_faust_decode": worker_eps / stock_eps if stock_eps else 0.0,
         "worker_vs_plain_consumer": worker_eps / plain_eps if plain_eps else 0.0,
@@ -220,13 +265,12 @@ def run(quick: bool) -> dict[str, Any]:
             f"worker, which adds the engine and judging, at {fmt(ratios['worker_vs_stock_faust_table'])}x "
             "that. Faust's per-message path (stream iteration, acks, one changelog send per table "
             f"record) caps even the decode-only agent at {fmt(stock_eps)}/s, "
-            f"{fmt(ratios['stock_faust_decode_vs_plain_consumer'])}x a plain consumer. A py-spy "
-            "profile of the worker draining 60,000 messages (200 Hz, 6 s, 2026-11-24) had a "
-            "quarter of its samples judging partners at their minute boundaries (event clock; "
-            "evaluating windows is 11 points of that), 7% in Engine.apply and most of the rest in "
-            "Faust's message, changelog and producer machinery. 2x would need events delivered "
-            "to the agent in batches below Faust's per-message stream, with one changelog send "
-            "per batch: not done.")
+            f"{fmt(ratios['stock_faust_decode_vs_plain_consumer'])}x a plain consumer. "
+            + (_profile_note(profile, profiled_eps) if profile is not None else
+               f"(No profile in this run: {no_profile}.) ")
+            + "2x would need events delivered to the agent in batches below Faust's "
+            "per-message stream, with one changelog send per batch, and judging made cheaper: "
+            "not done.")
     if stalled:
         notes.append(
             f"**The worker stalled**: its /ready counts stopped at {accepted:,} of {n:,} for 30 s "
@@ -258,7 +302,11 @@ def run(quick: bool) -> dict[str, Any]:
             "to 300 s; a worker whose counts stop moving for 30 s is reported as stalled, with "
             "its rate up to the stall). Every message is already keyed by partner, so none "
             "should take the repartition hop: the worker counts its repartition sends (/ready) "
-            "and the repartition topic is read back from the broker afterwards."
+            "and the repartition topic is read back from the broker afterwards. Last, a second "
+            "worker (its own consumer group) drains the same messages under py-spy "
+            "(bench/spy.py: `py-spy record --pid`, 250 Hz, raw stacks; a sample with a frame of "
+            "the judgement is judging's, else it is counted by its innermost frame of the "
+            "worker's own code, else by the library it is in)."
         ),
         "figures": figures,
         "ratios": ratios,

@@ -47,6 +47,10 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     assert e2e["stock_faust_decode_events_per_s"] > 0, "the stock Faust baseline ran"
     assert e2e["worker_accepted"] == e2e["messages"]
     assert e2e["repartition_topic_messages"] == 0, "keyed events take no repartition hop"
+    # the profiled worker's samples, every one in a part (bench/spy.py; py-spy is a bench extra)
+    assert e2e["profile_samples"] > 0, "the e2e benchmark profiles its worker"
+    shares = [v for k, v in e2e.items() if k.startswith("profile_share_")]
+    assert math.isclose(sum(shares), 1.0), shares
     # quick runs never overwrite the committed report, but the report renders from their results
     assert "BENCHMARKS.md" not in proc.stderr
     text = report.markdown(results)
