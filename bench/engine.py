@@ -6,10 +6,8 @@ import contextlib
 import cProfile
 import gc
 import os
-import pstats
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,9 +18,6 @@ from streams.ingest.contract import decode
 from . import common
 
 GOAL_EPS = 200_000
-
-_REPO_PREFIX = str(Path(__file__).resolve().parent.parent) + "/"
-"""Profile rows name files relative to the repository."""
 
 
 def _pin_one_core() -> None:
@@ -88,16 +83,7 @@ def _profile(warmup: list[tuple[str, bytes]], messages: list[tuple[str, bytes]],
         eng.ingest(topic, raw, wall_ms)
         eng.drain()
     prof.disable()
-    stats = pstats.Stats(prof)
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-    rows = []
-    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    for (path, line, func), (_cc, ncalls, tottime, cumtime, _callers) in entries.items():
-        short = path.split("/site-packages/")[-1].removeprefix(_REPO_PREFIX)
-        rows.append({"function": f"{short}:{line}({func})", "calls": ncalls,
-                     "self_s": tottime, "cum_s": cumtime,
-                     "self_share": tottime / total if total else 0.0})
-    rows.sort(key=lambda r: r["self_s"], reverse=True)
+    rows = common.profile_rows(prof)
     per_event: dict[str, float] = {}
     # the engine's steps per event, by module and function (a rename leaves a step at 0 here:
     # the counts are read from the profile, not from the code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import statistics
 import time
@@ -96,7 +97,8 @@ def _on_loop(work: Coroutine[Any, Any, None]) -> tuple[float, float]:
 
 
 def _measure(partners: int, templates: int, reps: int,
-             windows: tuple[str, ...] | None = None, baseline: bool = True) -> dict[str, Any]:
+             windows: tuple[str, ...] | None = None, baseline: bool = True,
+             profile: bool = False) -> dict[str, Any]:
     now = [common.T0]
     eng, _ = common.filled_engine(partners, templates, clock="wall", now_ms=common.T0, share=True)
     watch = Watch(eng)
@@ -129,6 +131,14 @@ def _measure(partners: int, templates: int, reps: int,
         start = time.perf_counter()
         _scrape(collector)
         live.append(time.perf_counter() - start)
+    rows: list[dict[str, Any]] = []
+    if profile:  # one more cold scrape (a new minute) under cProfile: where its time goes
+        now[0] += 60_000
+        prof = cProfile.Profile()
+        prof.enable()
+        _scrape(collector)
+        prof.disable()
+        rows = common.profile_rows(prof)
     # a new minute whose window values the worker's judge tick has already computed (wall
     # clock: it evaluates every owned partner every judge interval, before most scrapes).
     # Engine.evaluate, not Watch.judge: judging would also move every copy's state at once (they
@@ -152,7 +162,8 @@ def _measure(partners: int, templates: int, reps: int,
            "first_s": first, "cold_s": statistics.median(cold), "cold_max_s": max(cold),
            "warm_s": statistics.median(warm), "new_hour_s": new_hour,
            "cold_values_ready_s": values_ready,
-           "live_s": statistics.median(live), "bytes": size, "samples": samples}
+           "live_s": statistics.median(live), "bytes": size, "samples": samples,
+           "profile_rows": rows}
     if baseline:
         plain, per_family = _baseline_registry(make_registry(collector))
         base: list[float] = []
@@ -185,8 +196,11 @@ def run(quick: bool) -> dict[str, Any]:
     reps = 2 if quick else 3
     figures: dict[str, float] = {}
     ratios: dict[str, float] = {}
+    profile_top: list[dict[str, Any]] = []
     for n in sizes:
-        m = _measure(n, templates, reps)
+        m = _measure(n, templates, reps, profile=n == sizes[-1])
+        if m["profile_rows"]:
+            profile_top = m["profile_rows"][:12]
         figures[f"render_first_s_{n}"] = m["first_s"]
         figures[f"render_cold_s_{n}"] = m["cold_s"]
         figures[f"render_cold_slowest_s_{n}"] = m["cold_max_s"]
@@ -301,7 +315,9 @@ def run(quick: bool) -> dict[str, Any]:
             "state; 'cached': a second scrape in the same minute; "
             "'live': every partner's state changed since the last scrape (as if each had new "
             "events moving every KPI), so every window value is recomputed from its running "
-            "totals; 'values ready': after the repetitions, one scrape in a new minute after "
+            "totals; at the largest size, after the repetitions, one more cold scrape under "
+            "cProfile (its table below; the profiler inflates call-heavy code); "
+            "'values ready': after the repetitions, one scrape in a new minute after "
             "Engine.evaluate of every partner at that minute (untimed), as the worker's judge "
             "tick does before most scrapes; 'new hour': one scrape in the first minute of the "
             "next hour (the hour-resolution windows slid too). Median of "
@@ -319,6 +335,7 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         "figures": figures,
         "ratios": ratios,
+        "profile_top": profile_top,
         "goal": f"< {GOAL_S:g} s at {largest:,} partners (cold), no slower than plain Gauges",
         "goal_met": (figures[f"render_cold_s_{largest}"] < GOAL_S
                      and all(v <= 1.0 for k, v in ratios.items() if k.startswith("cold")))

@@ -43,6 +43,7 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     engine = results["benchmarks"]["engine"]
     assert engine["figures"]["engine_events_per_s"] > 0
     assert engine["profile_top"], "the engine benchmark profiles where the time goes"
+    assert results["benchmarks"]["metrics"]["profile_top"], "and so does the scrape's"
     e2e = results["benchmarks"]["e2e"]["figures"]
     assert e2e["stock_faust_decode_events_per_s"] > 0, "the stock Faust baseline ran"
     assert e2e["worker_accepted"] == e2e["messages"]
