@@ -187,9 +187,9 @@ def _pct(sorted_values: list[float], q: float) -> float:
 def _held_batches(text: str) -> float:
     """partnerpulse_fence_held_batches from a /metrics body (found by its line: parsing the
     whole body, 650 series a partner, would take longer than the run)."""
-    name = "partnerpulse_fence_held_batches"
+    name = "partnerpulse_fence_held_batches_total"  # a counter's sample carries _total
     return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name) and line[len(name)] in " {")
+               if line.split(" ", 1)[0].split("{", 1)[0] == name)
 
 
 def _one_mode(clock: str, quick: bool, work: Path) -> dict[str, Any]:
