@@ -180,6 +180,22 @@ def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]])
     Raises if the broker did not take every message: ``flush()`` alone returns quietly when a
     send failed, and a test that silently lost input would compare against the wrong events.
     """
+    return sum(1 for _ in _produced(bootstrap, messages))
+
+
+def produce_to(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]],
+               ) -> dict[str, int]:
+    """:func:`produce`, returning the offset of the last message written to each partition
+    (``"topic/partition"``, as the worker's /ready ``positions`` names them)."""
+    last: dict[str, int] = {}
+    for meta in _produced(bootstrap, messages):
+        name = f"{meta.topic}/{meta.partition}"
+        last[name] = max(meta.offset, last.get(name, -1))
+    return last
+
+
+def _produced(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]]) -> list[Any]:
+    """The broker's record metadata of each message, once every one is written."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     futures = []
     for topic, key, value in messages:
@@ -189,7 +205,7 @@ def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]])
     failed = [f.exception for f in futures if f.failed()]
     if failed:
         raise AssertionError(f"{len(failed)} of {len(futures)} messages not delivered: {failed[0]!r}")
-    return len(futures)
+    return [f.value for f in futures]
 
 
 def produce_bulk(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:

@@ -470,4 +470,9 @@ class Pipeline:
             "restoring": recovery.restoring,
             "last_judged_ms": self.health.last_judged_ms,
             "counts": {f"{t}:{o.value}": n for (t, o), n in sorted(engine.counts.items())},
+            # the offset of the last message taken per owned input partition: caught up when
+            # it reaches the partition's last offset (counts alone cannot say: an event
+            # delivered again after a crash counts again)
+            "positions": {f"{t}/{p}": o for (t, p), o in sorted(self.positions.items())
+                          if p in ownership.owned},
         }
