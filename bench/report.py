@@ -62,6 +62,10 @@ def markdown(results: dict[str, Any]) -> str:
         "the same run on the same machine. `python -m bench --quick` runs the same code at small "
         "sizes (the smoke test); its numbers are not the ones below.",
         "",
+        ("Each benchmark ran in a fresh child process, so that no figure depends on which "
+         "benchmarks ran before it." if results.get("fresh_processes") else
+         "The benchmarks ran one after the other in one process (`--in-process`)."),
+        "",
         "## Summary",
         "",
         "| benchmark | goal | met | headline |",

@@ -34,6 +34,10 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["python"].startswith("3.")
     assert set(results["benchmarks"]) == set(BENCHMARKS)
+    # each in its own fresh process: no figure inherits the heap of the benchmarks before it
+    assert results["fresh_processes"] is True
+    pids = [result["pid"] for result in results["benchmarks"].values()]
+    assert len(set(pids)) == len(BENCHMARKS), pids
     for name, result in results["benchmarks"].items():
         figures = result["figures"]
         assert figures, name
