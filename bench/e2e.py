@@ -271,6 +271,8 @@ def run(quick: bool) -> dict[str, Any]:
             + "2x would need events delivered to the agent in batches below Faust's "
             "per-message stream, with one changelog send per batch, and judging made cheaper: "
             "not done.")
+    elif profile is None:
+        notes.append(f"No profile in this run: {no_profile}.")
     if stalled:
         notes.append(
             f"**The worker stalled**: its /ready counts stopped at {accepted:,} of {n:,} for 30 s "

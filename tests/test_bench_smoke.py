@@ -36,7 +36,7 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     assert set(results["benchmarks"]) == set(BENCHMARKS)
     # each in its own fresh process: no figure inherits the heap of the benchmarks before it
     assert results["fresh_processes"] is True
-    pids = [result["pid"] for result in results["benchmarks"].values()]
+    pids = [result.get("pid") for result in results["benchmarks"].values()]
     assert len(set(pids)) == len(BENCHMARKS), pids
     for name, result in results["benchmarks"].items():
         figures = result["figures"]
@@ -53,7 +53,8 @@ def test_quick_suite_writes_every_benchmark(tmp_path: Path) -> None:
     assert e2e["worker_accepted"] == e2e["messages"]
     assert e2e["repartition_topic_messages"] == 0, "keyed events take no repartition hop"
     # the profiled worker's samples, every one in a part (bench/spy.py; py-spy is a bench extra)
-    assert e2e["profile_samples"] > 0, "the e2e benchmark profiles its worker"
+    assert e2e.get("profile_samples", 0) > 0, ("the e2e benchmark profiles its worker",
+                                              results["benchmarks"]["e2e"].get("notes"))
     shares = [v for k, v in e2e.items() if k.startswith("profile_share_")]
     assert math.isclose(sum(shares), 1.0), shares
     # quick runs never overwrite the committed report, but the report renders from their results
