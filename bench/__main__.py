@@ -87,8 +87,7 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         return BENCHMARKS[name](quick)
     except Exception as exc:  # one broken benchmark must not lose the others' figures
         traceback.print_exc()
-        return {"title": name, "method": "", "figures": {}, "ratios": {},
-                "error": f"{type(exc).__name__}: {exc}", "goal_met": None}
+        return _failed(name, f"{type(exc).__name__}: {exc}")
 
 
 def run_fresh(name: str, quick: bool) -> dict[str, Any]:
@@ -107,8 +106,13 @@ def run_fresh(name: str, quick: bool) -> dict[str, Any]:
         if done.returncode == 0 and out.exists():
             result: dict[str, Any] = json.loads(out.read_text())
             return result
-    return {"title": name, "method": "", "figures": {}, "ratios": {}, "goal_met": None,
-            "error": f"the benchmark's process exited with {done.returncode}"}
+    return _failed(name, f"the benchmark's process exited with {done.returncode}")
+
+
+def _failed(name: str, error: str) -> dict[str, Any]:
+    """The result of a benchmark that failed: no figures, and why."""
+    return {"title": name, "method": "", "figures": {}, "ratios": {}, "error": error,
+            "goal_met": None}
 
 
 if __name__ == "__main__":
