@@ -87,6 +87,13 @@ def parse(raw: str) -> Profile:
     return profile
 
 
+def load(path: Path) -> Profile:
+    """:func:`parse` of a recording's file. ``--nonblocking`` reads the worker's memory while it
+    runs, so a frame's name can be caught half-written and hold bytes that are not UTF-8 (CI
+    once saw 0xf6): they are replaced, and the sample is still counted."""
+    return parse(path.read_bytes().decode("utf-8", errors="replace"))
+
+
 def available() -> bool:
     return shutil.which("py-spy") is not None
 
@@ -120,4 +127,4 @@ class Recording:
             self.proc.wait()
         if not self.out.exists():
             raise RuntimeError(f"py-spy wrote no samples: {self.log.read_text()[-500:]}")
-        return parse(self.out.read_text())
+        return load(self.out)

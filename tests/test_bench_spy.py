@@ -3,6 +3,8 @@ are written out by hand from the rules in bench/spy.py's docstrings)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import spy
@@ -48,3 +50,13 @@ def test_each_sample_is_counted_in_the_first_part_its_stack_belongs_to() -> None
 def test_an_empty_recording_has_no_shares() -> None:
     profile = spy.parse("")
     assert profile.samples == 0 and profile.share("engine") == 0.0
+
+
+def test_a_recording_with_bytes_that_are_not_utf8_is_still_read(tmp_path: Path) -> None:
+    # --nonblocking can catch a name half-written: CI once got byte 0xf6 in a frame
+    path = tmp_path / "raw.txt"
+    path.write_bytes(RAW.encode() + f"\n{AGENT};na\xf6me (streams/engine/core.py:1) 4\n"
+                     .encode("latin-1"))
+    profile = spy.load(path)
+    assert profile.samples == 47 + 4
+    assert profile.parts["engine"] == 5 + 2 + 4
