@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import struct
 
 import lz4.frame
 import msgspec
@@ -64,6 +65,11 @@ def _damaged(records: ColdRecords, how: str) -> ColdRecords:
     bad = pickle.loads(pickle.dumps(records, protocol=5))
     if how == "offset past the arena":
         bad._offsets[0] = len(bad._arena)
+    elif how == "record past the arena":  # the entry at the arena's end: 1 B longer
+        last = max(range(len(bad._offsets)), key=lambda i: bad._offsets[i])
+        at = bad._offsets[last]
+        id_len, rec_len = struct.unpack_from("<HI", bad._arena, at)
+        struct.pack_into("<HI", bad._arena, at, id_len, rec_len + 1)
     elif how == "unsorted":
         bad._hashes[0], bad._hashes[-1] = bad._hashes[-1], bad._hashes[0]
     elif how == "short array":
@@ -73,7 +79,8 @@ def _damaged(records: ColdRecords, how: str) -> ColdRecords:
     return bad
 
 
-@pytest.mark.parametrize("how", ["offset past the arena", "unsorted", "short array", "wrong type"])
+@pytest.mark.parametrize("how", ["offset past the arena", "record past the arena", "unsorted",
+                                 "short array", "wrong type"])
 def test_a_snapshot_with_damaged_frozen_records_is_refused(how: str) -> None:
     """Frozen records that do not fit together are refused at restore (the partner is rebuilt
     from its events), not found broken by a later sweep."""

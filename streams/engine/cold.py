@@ -160,6 +160,17 @@ class ColdRecords:
             raise ValueError("frozen records' arrays differ in length")
         if n and max(self._offsets) + _HEAD.size > len(self._arena):
             raise ValueError("a frozen record starts past the arena")
+        if n:
+            # every entry's whole extent, its header read for all entries at once: a length
+            # past the arena would otherwise be cut short by slicing, a record silently wrong
+            arena = np.frombuffer(self._arena, dtype=np.uint8)
+            at = np.frombuffer(self._offsets, dtype=np.uint64).astype(np.int64)
+            head = arena[at[:, None] + np.arange(_HEAD.size)].astype(np.uint64)
+            id_len = head[:, 0] | head[:, 1] << 8
+            rec_len = head[:, 2] | head[:, 3] << 8 | head[:, 4] << 16 | head[:, 5] << 24
+            ends = at.astype(np.uint64) + _HEAD.size + id_len + rec_len
+            if (ends > len(self._arena)).any():
+                raise ValueError("a frozen record runs past the arena")
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
         if (hashes[1:] < hashes[:-1]).any():
             raise ValueError("frozen records' hashes are not sorted")
