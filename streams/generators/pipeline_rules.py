@@ -58,142 +58,114 @@ STALL_FOR: Final = "10m"
 passing through one slow moment (a new hour's collection, a restart's first judgement)."""
 
 
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str,
+           runbook: str, dashboard: str = DASHBOARD_URL) -> dict[str, Any]:
+    """One pipeline alert rule, its keys in the order the generated file has them."""
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, **PIPELINE_LABELS},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "dashboard": dashboard,
+            "runbook_url": f"{RUNBOOK_URL}/{runbook}",
+        },
+    }
+
+
+
 def _feed_stale_alert() -> dict[str, Any]:
     age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
            '$labels.topic "\\"})")')
-    return {
-        # Partner alerts are inhibited while this fires (config/alertmanager.yml): without
-        # events their KPIs say nothing. The timestamp is event time: with --clock event
-        # (replaying old data) the second half fires by design.
-        "alert": FEED_STALE,
-        "expr": (f"max by (topic) ({FEED_STALE_FLAG}) == 1\n"
-                 "or\n"
-                 f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP}) "
-                 f"> {FEED_STALE_AFTER_S}\n"),
-        "for": FEED_STALE_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: the {{ $labels.topic }} feed is stale",
-            "description": ("Newest accepted {{ $labels.topic }} event: "
-                            + queried(age, "seconds") + " ago. Partner KPI alerts are "
-                            "inhibited while the feed is stale."),
-            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/feed-stale",
-        },
-    }
+    # Partner alerts are inhibited while this fires (config/alertmanager.yml): without
+    # events their KPIs say nothing. The timestamp is event time: with --clock event
+    # (replaying old data) the second half fires by design.
+    return _alert(
+        FEED_STALE,
+        (f"max by (topic) ({FEED_STALE_FLAG}) == 1\n"
+         "or\n"
+         f"time() - max by (topic) ({LAST_EVENT_TIMESTAMP}) > {FEED_STALE_AFTER_S}\n"),
+        FEED_STALE_FOR, CRITICAL,
+        "partnerpulse: the {{ $labels.topic }} feed is stale",
+        ("Newest accepted {{ $labels.topic }} event: " + queried(age, "seconds") + " ago. "
+         "Partner KPI alerts are inhibited while the feed is stale."),
+        "feed-stale", dashboard=f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}")
 
 
 def _consumer_lag_alert() -> dict[str, Any]:
-    return {
-        "alert": CONSUMER_LAG_HIGH,
-        "expr": (f"sum by (topic) ({CONSUMER_LAG}) > {CONSUMER_LAG_MESSAGES}\n"),
-        "for": CONSUMER_LAG_FOR,
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: {{ $value }} {{ $labels.topic }} messages not yet consumed",
-            "description": ("The workers are behind on {{ $labels.topic }}; KPIs lag behind the "
-                            "events."),
-            "dashboard": f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/consumer-lag",
-        },
-    }
+    return _alert(
+        CONSUMER_LAG_HIGH, f"sum by (topic) ({CONSUMER_LAG}) > {CONSUMER_LAG_MESSAGES}\n",
+        CONSUMER_LAG_FOR, WARNING,
+        "partnerpulse: {{ $value }} {{ $labels.topic }} messages not yet consumed",
+        "The workers are behind on {{ $labels.topic }}; KPIs lag behind the events.",
+        "consumer-lag", dashboard=f"{DASHBOARD_URL}?var-topic={{{{ $labels.topic }}}}")
 
 
 def _broker_unreachable_alert() -> dict[str, Any]:
-    return {
-        # Lag freezes at its last value while the broker is unreachable, and quiet feeds
-        # look alike: the age of the newest fetch answer is the one figure that grows.
-        "alert": BROKER_UNREACHABLE,
-        "expr": (f"max by (instance) ({CONSUMER_FETCH_AGE}) > {FETCH_AGE_S}\n"),
-        "for": FETCH_AGE_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
-                        "Kafka for {{ $value | humanizeDuration }}"),
-            "description": ("The broker is down or unreachable from this worker, or its "
-                            "consumer is stuck: the KPIs of its partners stop moving, and "
-                            "its lag figures freeze at their last values."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/broker-unreachable",
-        },
-    }
+    # Lag freezes at its last value while the broker is unreachable, and quiet feeds
+    # look alike: the age of the newest fetch answer is the one figure that grows.
+    return _alert(
+        BROKER_UNREACHABLE, f"max by (instance) ({CONSUMER_FETCH_AGE}) > {FETCH_AGE_S}\n",
+        FETCH_AGE_FOR, CRITICAL,
+        ("partnerpulse: worker {{ $labels.instance }} has had no answer from "
+         "Kafka for {{ $value | humanizeDuration }}"),
+        ("The broker is down or unreachable from this worker, or its consumer is stuck: the "
+         "KPIs of its partners stop moving, and its lag figures freeze at their last values."),
+        "broker-unreachable")
 
 
 def _bad_input_alert() -> dict[str, Any]:
-    return {
-        # A producer that breaks the contract (or sends stale history) silently shrinks the
-        # samples behind every KPI; judged per topic as a share of all messages.
-        "alert": REJECTED_OR_LATE_HIGH,
-        "expr": ("sum by (topic, outcome) "
-                 f"(rate({EVENTS_TOTAL}{{outcome=~\"rejected|late\"}}[10m]))\n"
-                 "  / on (topic) group_left\n"
-                 f"  sum by (topic) (rate({EVENTS_TOTAL}[10m])) > {BAD_INPUT_SHARE}\n"),
-        "for": BAD_INPUT_FOR,
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
-                        "messages are {{ $labels.outcome }}"),
-            "description": ("Dead letters (rejected) or events older than the largest window (late) "
-                            "are dropped and counted in no KPI: check the producers."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/bad-input",
-        },
-    }
+    # A producer that breaks the contract (or sends stale history) silently shrinks the
+    # samples behind every KPI; judged per topic as a share of all messages.
+    return _alert(
+        REJECTED_OR_LATE_HIGH,
+        ("sum by (topic, outcome) "
+         f"(rate({EVENTS_TOTAL}{{outcome=~\"rejected|late\"}}[10m]))\n"
+         "  / on (topic) group_left\n"
+         f"  sum by (topic) (rate({EVENTS_TOTAL}[10m])) > {BAD_INPUT_SHARE}\n"),
+        BAD_INPUT_FOR, WARNING,
+        ("partnerpulse: {{ $value | humanizePercentage }} of {{ $labels.topic }} "
+         "messages are {{ $labels.outcome }}"),
+        ("Dead letters (rejected) or events older than the largest window (late) "
+         "are dropped and counted in no KPI: check the producers."),
+        "bad-input")
 
 
 def _metrics_absent_alert() -> dict[str, Any]:
-    return {
-        # Without series every partner alert above silently resolves: this one does not.
-        "alert": METRICS_ABSENT,
-        "expr": f"absent({EVENTS_TOTAL})\n",
-        "for": ABSENT_FOR,
-        "labels": {"severity": CRITICAL, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": "partnerpulse: no worker exports metrics",
-            "description": (f"{EVENTS_TOTAL} is absent: no partnerpulse worker is "
-                            "scraped, so no partner KPI alert can fire."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/metrics-absent",
-        },
-    }
+    # Without series every partner alert above silently resolves: this one does not.
+    return _alert(
+        METRICS_ABSENT, f"absent({EVENTS_TOTAL})\n", ABSENT_FOR, CRITICAL,
+        "partnerpulse: no worker exports metrics",
+        (f"{EVENTS_TOTAL} is absent: no partnerpulse worker is scraped, so no partner KPI "
+         "alert can fire."),
+        "metrics-absent")
 
 
 def _partner_info_missing_alert() -> dict[str, Any]:
-    return {
-        "alert": PARTNER_INFO_MISSING,
-        "expr": (f"count by (partner) ({KPI_ATTAINMENT})\n"
-                 f"unless on(partner) {PARTNER_INFO}\n"),
-        "for": "15m",
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": f"partnerpulse: {{{{ $labels.partner }}}} has KPIs but no {PARTNER_INFO}",
-            "description": (f"Partner alerts join {PARTNER_INFO} for the tier: without "
-                            "it, no partner alert of {{ $labels.partner }} can fire."),
-            "dashboard": f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}",
-            "runbook_url": f"{RUNBOOK_URL}/partner-info-missing",
-        },
-    }
+    return _alert(
+        PARTNER_INFO_MISSING,
+        f"count by (partner) ({KPI_ATTAINMENT})\nunless on(partner) {PARTNER_INFO}\n",
+        "15m", WARNING,
+        f"partnerpulse: {{{{ $labels.partner }}}} has KPIs but no {PARTNER_INFO}",
+        (f"Partner alerts join {PARTNER_INFO} for the tier: without it, no partner alert of "
+         "{{ $labels.partner }} can fire."),
+        "partner-info-missing", dashboard=f"{DASHBOARD_URL}?var-partner={{{{ $labels.partner }}}}")
 
 
 def _worker_stalled_alert() -> dict[str, Any]:
-    return {
-        # The worker's loop runs every event, every view and every alert delivery: stalled
-        # past the latency goal minute after minute, its alerts come late and its scrapes slow.
-        "alert": WORKER_STALLED,
-        "expr": f"max by (instance) ({EVENT_LOOP_LAG}) > {STALL_S:g}\n",
-        "for": STALL_FOR,
-        "labels": {"severity": WARNING, **PIPELINE_LABELS},
-        "annotations": {
-            "summary": ("partnerpulse: worker {{ $labels.instance }} ran events up to "
-                        "{{ $value | humanizeDuration }} late"),
-            "description": ("The worker's event loop was held past the 1 s latency goal in "
-                            "every minute: its partners' alerts and views wait. Too many "
-                            "partners for one worker (add workers: each takes a share of the "
-                            "partitions), or a long stretch of work that is not paced."),
-            "dashboard": DASHBOARD_URL,
-            "runbook_url": f"{RUNBOOK_URL}/worker-stalled",
-        },
-    }
+    # The worker's loop runs every event, every view and every alert delivery: stalled
+    # past the latency goal minute after minute, its alerts come late and its scrapes slow.
+    return _alert(
+        WORKER_STALLED, f"max by (instance) ({EVENT_LOOP_LAG}) > {STALL_S:g}\n",
+        STALL_FOR, WARNING,
+        ("partnerpulse: worker {{ $labels.instance }} ran events up to "
+         "{{ $value | humanizeDuration }} late"),
+        ("The worker's event loop was held past the 1 s latency goal in every minute: its "
+         "partners' alerts and views wait. Too many partners for one worker (add workers: each "
+         "takes a share of the partitions), or a long stretch of work that is not paced."),
+        "worker-stalled")
 
 
 def pipeline_alerts() -> list[dict[str, Any]]:
