@@ -252,6 +252,30 @@ def test_a_judge_pass_takes_the_partners_in_the_order_their_news_came(
     asyncio.run(pipeline._judge_tick())
     assert calls == pipeline.watch.in_judging_order(sorted(names), wall_ms())
 
+    # a revocation ends a pass after its first partner: the news it did not judge leads the
+    # next pass in the order it came, ahead of news that came after the pass began
+    pipeline._process([event(p, i, 30 + i) for i, p in  # type: ignore[misc]
+                       enumerate(["news-4", "news-1", "news-7", "news-3"], 10)])
+    calls.clear()
+    judged = pipeline.watch.judge_partner
+
+    def judge_then_revoke(partner: str, *args: object) -> object:
+        out = judged(partner, *args)
+        if ownership.ready:
+            ownership.revoke({TP(TOPICS[0], p) for p in range(pipeline.partitions)})
+            pipeline._process([event("news-6", 20, 40)])  # type: ignore[list-item]
+        return out
+
+    monkeypatch.setattr(pipeline.watch, "judge_partner", judge_then_revoke)
+    asyncio.run(pipeline._judge_tick())
+    assert calls == ["news-4"]
+    monkeypatch.setattr(pipeline.watch, "judge_partner", judged)
+    ownership.recovered(set(range(pipeline.partitions)))
+    calls.clear()
+    asyncio.run(pipeline._judge_tick())
+    assert calls[:4] == ["news-1", "news-7", "news-3", "news-6"]
+    assert len(calls) == len(set(calls))  # each once
+
 
 def test_judge_passes_start_every_interval_whatever_they_take(
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -254,8 +254,12 @@ class Pipeline:
         self._news.clear()  # events from here on are news for the next pass
         taken = set(news)
         owned = [p for p in self.engine.partner_ids() if ownership.owns(p) and p not in taken]
-        for partner in news + watch.in_judging_order(owned, started):
+        for i, partner in enumerate(news + watch.in_judging_order(owned, started)):
             if ownership.generation != generation or not ownership.ready:
+                # the news not judged yet keeps its place, oldest first, ahead of what came
+                # meanwhile: those of these partners still owned after the rebalance lead the
+                # next pass in the order their events came
+                self._news = dict.fromkeys([*news[i:], *self._news])
                 return
             now = wall_ms()
             alerting.deliver(watch.judge_partner(partner, now, alerting.stale))
