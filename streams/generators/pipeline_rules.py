@@ -75,7 +75,6 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
     }
 
 
-
 def _feed_stale_alert() -> dict[str, Any]:
     age = (f'(print "time() - max({LAST_EVENT_TIMESTAMP}{{topic=\\"" '
            '$labels.topic "\\"})")')
