@@ -165,10 +165,10 @@ class ColdRecords:
             # past the arena would otherwise be cut short by slicing, a record silently wrong
             arena = np.frombuffer(self._arena, dtype=np.uint8)
             at = np.frombuffer(self._offsets, dtype=np.uint64).astype(np.int64)
-            head = arena[at[:, None] + np.arange(_HEAD.size)].astype(np.uint64)
+            head = arena[at[:, None] + np.arange(_HEAD.size)].astype(np.int64)
             id_len = head[:, 0] | head[:, 1] << 8
             rec_len = head[:, 2] | head[:, 3] << 8 | head[:, 4] << 16 | head[:, 5] << 24
-            ends = at.astype(np.uint64) + _HEAD.size + id_len + rec_len
+            ends = at + _HEAD.size + id_len + rec_len
             if (ends > len(self._arena)).any():
                 raise ValueError("a frozen record runs past the arena")
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
