@@ -180,7 +180,7 @@ def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]])
     Raises if the broker did not take every message: ``flush()`` alone returns quietly when a
     send failed, and a test that silently lost input would compare against the wrong events.
     """
-    return sum(1 for _ in _produced(bootstrap, messages))
+    return len(_produced(bootstrap, messages))
 
 
 def produce_to(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]],
